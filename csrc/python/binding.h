@@ -1,0 +1,23 @@
+/* Shared by the CPython binding files (module.c and the model types). */
+#ifndef CX_BINDING_H
+#define CX_BINDING_H
+
+#include <Python.h>
+#ifndef PY_ARRAY_UNIQUE_SYMBOL
+#define PY_ARRAY_UNIQUE_SYMBOL codext_ARRAY_API
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "../core/cx.h"
+
+/* Sets the Python exception for a failed status (message from cx_last_error()) and
+ * returns NULL. */
+PyObject *cx_py_error(cx_status status);
+/* New reference to a C-contiguous float32 array made from obj (TypeError if obj is not
+ * a numeric ndarray; `what` names it in the message). */
+PyArrayObject *cx_py_as_float32(PyObject *obj, const char *what);
+/* Adds the model types to the module; -1 with an exception set on failure. */
+int cx_py_add_types(PyObject *module);
+
+#endif

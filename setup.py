@@ -1,0 +1,204 @@
+"""Builds codext._C (C11, always) and, when a CUDA toolkit is found, codext/libcodext_cuda.so.
+
+Environment:
+  CODEXT_CUDA=0|1|auto   0: CPU only; 1: CUDA required (fail if no toolkit); auto (default): CUDA if found
+  CODEXT_CUDA_ARCHS      e.g. "75" or "75;80;86;89;90" (default); PTX is emitted for the highest
+  CUDA_HOME, CUDNN_HOME, NCCL_HOME   where to look for the toolkit and libraries
+
+The CUDA part is a separate shared library that _C opens with dlopen() only when a GPU
+worker starts, so `import codext` never loads CUDA libraries (and works without a driver).
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCHS = "75;80;86;89;90"
+
+
+def log(msg):
+    print(f"codext build: {msg}", file=sys.stderr, flush=True)
+
+
+def find_cuda_home():
+    for key in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(key)
+        if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+            return home
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        return "/usr/local/cuda"
+    return None
+
+
+def pip_nvidia_dirs(package):
+    """Include and lib dirs of the nvidia-<package>-cu* wheels that PyTorch installs (Kaggle)."""
+    dirs = []
+    for site in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]} | set(sys.path):
+        base = os.path.join(site, "nvidia", package)
+        if os.path.isdir(base):
+            dirs.append(base)
+    return dirs
+
+
+def find_header_and_lib(header, libnames, env_key, cuda_home, pip_pkg):
+    """Returns (include_dir, lib_dir, lib_file) for a library such as cuDNN or NCCL."""
+    roots = []
+    if os.environ.get(env_key):
+        roots.append(os.environ[env_key])
+    roots.append(cuda_home)
+    roots += pip_nvidia_dirs(pip_pkg)
+    roots += ["/usr", "/usr/local"]
+    for root in roots:
+        incs = [os.path.join(root, "include"), os.path.join(root, "include", "x86_64-linux-gnu")]
+        libs = [os.path.join(root, d) for d in ("lib64", "lib", "lib/x86_64-linux-gnu", "targets/x86_64-linux/lib")]
+        inc = next((d for d in incs if os.path.exists(os.path.join(d, header))), None)
+        if not inc:
+            continue
+        for libdir in libs:
+            for name in libnames:
+                if os.path.exists(os.path.join(libdir, name)):
+                    return inc, libdir, name
+    return None
+
+
+def header_version(path, prefix, parts=("MAJOR", "MINOR", "PATCHLEVEL")):
+    text = open(path).read()
+    vals = []
+    for part in parts:
+        m = re.search(rf"#define\s+{prefix}_{part}\s+(\d+)", text)
+        vals.append(m.group(1) if m else "0")
+    return ".".join(vals)
+
+
+class BuildWithCuda(build_ext):
+    def build_extensions(self):
+        mode = os.environ.get("CODEXT_CUDA", "auto").lower()
+        if mode not in ("0", "1", "auto"):
+            raise SystemExit(f"CODEXT_CUDA must be 0, 1 or auto, got {mode!r}")
+        ext = self.extensions[0]
+        cuda = None
+        if mode != "0":
+            cuda = self.configure_cuda(required=(mode == "1"))
+        if cuda:
+            self.build_cuda_library(cuda)
+            ext.define_macros += [
+                ("CX_BUILD_CUDA", "1"),
+                ("CX_BUILD_CUDA_VERSION", f'"{cuda["cuda_version"]}"'),
+                ("CX_BUILD_CUDNN_VERSION", f'"{cuda["cudnn_version"]}"'),
+                ("CX_BUILD_NCCL_VERSION", f'"{cuda["nccl_version"]}"'),
+                ("CX_BUILD_CUDA_ARCHS", f'"{cuda["archs_text"]}"'),
+            ]
+        else:
+            log("building the CPU-only variant")
+        super().build_extensions()
+
+    def configure_cuda(self, required):
+        cuda_home = find_cuda_home()
+        kernels = sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))
+
+        def missing(what):
+            if required:
+                raise SystemExit(f"CODEXT_CUDA=1 but {what}")
+            log(f"CUDA disabled: {what}")
+            return None
+
+        if not cuda_home:
+            return missing("no CUDA toolkit was found (set CUDA_HOME or put nvcc on PATH)")
+        if not kernels:
+            return missing("kernels/ has no .cu files")
+        cudnn = find_header_and_lib("cudnn_version.h", ["libcudnn.so.9", "libcudnn.so"], "CUDNN_HOME", cuda_home, "cudnn")
+        nccl = find_header_and_lib("nccl.h", ["libnccl.so.2", "libnccl.so"], "NCCL_HOME", cuda_home, "nccl")
+        if not cudnn:
+            return missing("cuDNN 9 was not found (set CUDNN_HOME)")
+        if not nccl:
+            return missing("NCCL was not found (set NCCL_HOME)")
+        nvcc = os.path.join(cuda_home, "bin", "nvcc")
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"release (\d+\.\d+)", out)
+        cuda_version = m.group(1) if m else "unknown"
+        archs = [a.strip().replace("sm_", "") for a in re.split(r"[;, ]+", os.environ.get("CODEXT_CUDA_ARCHS", DEFAULT_ARCHS)) if a.strip()]
+        for a in archs:
+            if not a.isdigit():
+                raise SystemExit(f"CODEXT_CUDA_ARCHS: {a!r} is not an architecture number like 75")
+        cudnn_version = header_version(os.path.join(cudnn[0], "cudnn_version.h"), "CUDNN")
+        nccl_version = header_version(os.path.join(nccl[0], "nccl.h"), "NCCL", ("MAJOR", "MINOR", "PATCH"))
+        log(f"CUDA {cuda_version} at {cuda_home}, cuDNN {cudnn_version}, NCCL {nccl_version}, archs {archs}")
+        return dict(home=cuda_home, nvcc=nvcc, kernels=kernels, cudnn=cudnn, nccl=nccl,
+                    cuda_version=cuda_version, cudnn_version=cudnn_version,
+                    nccl_version=nccl_version, archs=archs,
+                    archs_text=";".join(f"sm_{a}" for a in archs))
+
+    def build_cuda_library(self, cuda):
+        build_dir = os.path.join(self.build_temp, "kernels")
+        os.makedirs(build_dir, exist_ok=True)
+        gencode = []
+        for a in cuda["archs"]:
+            gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+        top = max(cuda["archs"], key=int)
+        gencode += ["-gencode", f"arch=compute_{top},code=compute_{top}"]
+        incs = ["-I" + os.path.join(ROOT, "csrc"), "-I" + os.path.join(ROOT, "kernels"),
+                "-I" + cuda["cudnn"][0], "-I" + cuda["nccl"][0]]
+        objects = []
+        for src in cuda["kernels"]:
+            obj = os.path.join(build_dir, os.path.basename(src) + ".o")
+            cmd = [cuda["nvcc"], "-c", src, "-o", obj, "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+                   "--expt-relaxed-constexpr", "-lineinfo"] + gencode + incs
+            log(" ".join(cmd))
+            subprocess.check_call(cmd)
+            objects.append(obj)
+        # C sources the CUDA library needs too (errors, thread pool for host-side work).
+        for src in glob.glob(os.path.join(ROOT, "csrc", "core", "*.c")):
+            obj = os.path.join(build_dir, "core_" + os.path.basename(src) + ".o")
+            subprocess.check_call(["cc", "-c", src, "-o", obj, "-O2", "-std=c11", "-fPIC", "-pthread",
+                                   "-fvisibility=hidden"])
+            objects.append(obj)
+        out_dir = os.path.join(self.build_lib, "codext")
+        os.makedirs(out_dir, exist_ok=True)
+        lib = os.path.join(out_dir, "libcodext_cuda.so")
+        libdirs = sorted({os.path.join(cuda["home"], "lib64"), os.path.join(cuda["home"], "lib"),
+                          cuda["cudnn"][1], cuda["nccl"][1]})
+        libdirs = [d for d in libdirs if os.path.isdir(d)]
+        # Versioned sonames by name: pip's nvidia wheels ship only libcudnn.so.9 / libnccl.so.2.
+        link = [cuda["nvcc"], "-shared", "-o", lib] + objects + gencode
+        link += [f"-L{d}" for d in libdirs]
+        link += ["-lcudart", "-lcublas", "-lcublasLt", f"-l:{cuda['cudnn'][2]}", f"-l:{cuda['nccl'][2]}"]
+        rpath = ["$ORIGIN"] + libdirs
+        link += ["-Xlinker", "-rpath=" + ":".join(rpath)]
+        log(" ".join(link))
+        subprocess.check_call(link)
+        # Keep an in-place copy for `pip install -e .` / build_ext --inplace.
+        if self.inplace:
+            shutil.copy(lib, os.path.join(ROOT, "codext", "libcodext_cuda.so"))
+
+
+def c_sources():
+    files = sorted(glob.glob("csrc/**/*.c", recursive=True))
+    return [f for f in files if "/bench/" not in f]
+
+
+def numpy_include():
+    import numpy
+    return numpy.get_include()
+
+
+ext = Extension(
+    "codext._C",
+    sources=c_sources(),
+    include_dirs=[numpy_include(), "csrc"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("_GNU_SOURCE", None)],
+    extra_compile_args=["-std=c11", "-O3", "-fPIC", "-pthread", "-fno-strict-aliasing",
+                        "-Wall", "-Wno-unused-function", "-Wno-unused-parameter", "-fvisibility=hidden"],
+    extra_link_args=["-pthread", "-ldl", "-lm"],
+)
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildWithCuda})
