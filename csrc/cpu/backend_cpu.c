@@ -1,6 +1,20 @@
 /* The CPU backend: the table of csrc/cpu ops. */
 #include "cpu_ops.h"
 
+/* ---- memory: host memory, so copies are memcpy ---- */
+#include <string.h>
+
+void *cpu_alloc(cx_backend *be, size_t bytes) { return cx_aligned_alloc(bytes); }
+void cpu_free(cx_backend *be, void *ptr) { cx_aligned_free(ptr); }
+void cpu_zero(cx_backend *be, float *ptr, size_t n) { memset(ptr, 0, n * sizeof(float)); }
+void cpu_copy(cx_backend *be, float *dst, const float *src, size_t n) {
+    if (dst != src)
+        memmove(dst, src, n * sizeof(float));
+}
+void cpu_upload(cx_backend *be, float *dst, const float *host, size_t n) { cpu_copy(be, dst, host, n); }
+void cpu_download(cx_backend *be, float *host, const float *src, size_t n) { cpu_copy(be, host, src, n); }
+cx_status cpu_sync(cx_backend *be) { return CX_OK; }
+
 static cx_backend cpu_backend = {
     .name = "cpu",
     .impl = 0,

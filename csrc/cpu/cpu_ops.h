@@ -1,6 +1,6 @@
 /* Prototypes of the CPU backend's ops: one per field of cx_backend (ops.h), where
  * the shapes and conventions are documented. Implementations live in one file per op
- * family: memory.c, conv.c, linear.c (and gemm.c), norm.c, pointwise.c, pool.c,
+ * family: backend_cpu.c (memory), conv.c, linear.c (and gemm.c), norm.c, pointwise.c, pool.c,
  * attention.c. backend_cpu.c fills the table. */
 #ifndef CX_CPU_OPS_H
 #define CX_CPU_OPS_H

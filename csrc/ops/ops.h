@@ -220,6 +220,8 @@ static inline size_t cx_xca_saved_floats(int batch, int tokens, int channels, in
 
 /* The CPU backend (csrc/cpu/backend_cpu.c). Always available. */
 cx_backend *cx_backend_cpu(void);
+/* The planning backend (csrc/ops/backend_null.c): every op is a no-op. */
+cx_backend *cx_backend_null(void);
 
 #ifdef __cplusplus
 }
