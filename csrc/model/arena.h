@@ -1,0 +1,58 @@
+/* Activation arena and execution context.
+ *
+ * A model's forward and backward code takes every activation and activation-gradient
+ * buffer from an arena with cx_arena_take(). Before the first step of a given
+ * (batch, size, mode) the same code runs once against the planning backend
+ * (cx_backend_null: every op a no-op) with a counting arena; the arena is then sized
+ * once and the step loop never allocates. */
+#ifndef CX_ARENA_H
+#define CX_ARENA_H
+
+#include "../ops/ops.h"
+
+typedef struct {
+    cx_backend *be;     /* the backend that owns `base` */
+    float *base;        /* NULL while planning */
+    size_t capacity;    /* floats */
+    size_t used;        /* floats */
+    size_t high_water;  /* largest `used` seen */
+    int planning;
+} cx_arena;
+
+/* Returns n floats (64-byte aligned). While planning, returns a dummy non-NULL pointer
+ * and only counts. Running out of a planned arena is a bug in the plan: it returns
+ * NULL and the caller fails with CX_ERUNTIME. */
+float *cx_arena_take(cx_arena *arena, size_t n);
+/* Marks and releases (stack discipline) for buffers whose life ends inside a phase. */
+static inline size_t cx_arena_mark(const cx_arena *arena) { return arena->used; }
+static inline void cx_arena_release(cx_arena *arena, size_t mark) { arena->used = mark; }
+/* Ensures capacity >= floats on backend be (frees and reallocates when growing). */
+cx_status cx_arena_reserve(cx_arena *arena, cx_backend *be, size_t floats);
+void cx_arena_free(cx_arena *arena);
+
+/* What forward and backward code needs to run: the backend, the arena, the parameter
+ * values and (for backward) the gradient buffer; grads NULL means no parameter
+ * gradients (a frozen part). */
+typedef struct {
+    cx_backend *be;
+    cx_arena *arena;
+    const float *params;
+    float *grads;
+} cx_exec;
+
+#define CX_TAKE(ex, ptr, n)                                                              \
+    do {                                                                                 \
+        (ptr) = cx_arena_take((ex)->arena, (n));                                         \
+        if (!(ptr))                                                                      \
+            return cx_fail(CX_ERUNTIME, "activation arena exhausted (%s:%d): plan bug",  \
+                           __FILE__, __LINE__);                                          \
+    } while (0)
+
+/* A zeroed gradient buffer from the arena. */
+#define CX_TAKE_ZERO(ex, ptr, n)                                                         \
+    do {                                                                                 \
+        CX_TAKE(ex, ptr, n);                                                             \
+        (ex)->be->zero((ex)->be, (ptr), (n));                                            \
+    } while (0)
+
+#endif

@@ -1,0 +1,106 @@
+/* Parameter table and initialisation (see params.h). */
+#include "params.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+cx_status cx_params_add(cx_param_table *table, const char *prefix, const char *name, int ndim,
+                        const int64_t *shape, int decay, cx_init_kind init, float init_value,
+                        int fan_in, size_t *offset) {
+    if (ndim < 0 || ndim > CX_PARAM_MAX_DIMS)
+        return cx_fail(CX_EINVAL, "parameter %s%s: rank %d not supported", prefix, name, ndim);
+    if (table->count == table->capacity) {
+        int grown = table->capacity ? table->capacity * 2 : 64;
+        cx_param *items = realloc(table->items, (size_t)grown * sizeof *items);
+        if (!items)
+            return cx_fail(CX_ENOMEM, "out of memory declaring parameters");
+        table->items = items;
+        table->capacity = grown;
+    }
+    cx_param *p = &table->items[table->count];
+    memset(p, 0, sizeof *p);
+    int n = snprintf(p->name, sizeof p->name, "%s%s", prefix, name);
+    if (n < 0 || (size_t)n >= sizeof p->name)
+        return cx_fail(CX_EINVAL, "parameter name too long: %s%s", prefix, name);
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        p->shape[d] = shape[d];
+        p->numel *= (size_t)shape[d];
+    }
+    p->offset = table->total;
+    p->decay = decay;
+    p->init = init;
+    p->init_value = init_value;
+    p->fan_in = fan_in;
+    table->total += (p->numel + 15) & ~(size_t)15;
+    table->count++;
+    if (offset)
+        *offset = p->offset;
+    return CX_OK;
+}
+
+void cx_params_free(cx_param_table *table) {
+    free(table->items);
+    memset(table, 0, sizeof *table);
+}
+
+int cx_params_find(const cx_param_table *table, const char *name) {
+    for (int i = 0; i < table->count; i++)
+        if (strcmp(table->items[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+uint64_t cx_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull ^ (stream + 0x632BE59BD9B4E019ull) * 0xBF58476D1CE4E5B9ull;
+    z ^= index * 0x94D049BB133111EBull + 0x2545F4914F6CDD1Dull;
+    for (int round = 0; round < 2; round++) {
+        z ^= z >> 30;
+        z *= 0xBF58476D1CE4E5B9ull;
+        z ^= z >> 27;
+        z *= 0x94D049BB133111EBull;
+        z ^= z >> 31;
+    }
+    return z;
+}
+
+double cx_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+    return (double)(cx_rng_u64(seed, stream, index) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+double cx_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+    /* Box-Muller on two counter draws */
+    double u1 = cx_rng_uniform(seed, stream, 2 * index);
+    double u2 = cx_rng_uniform(seed, stream, 2 * index + 1);
+    if (u1 < 1e-300)
+        u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+void cx_params_init(const cx_param_table *table, float *values, uint64_t seed) {
+    memset(values, 0, table->total * sizeof(float));
+    for (int i = 0; i < table->count; i++) {
+        const cx_param *p = &table->items[i];
+        float *v = values + p->offset;
+        double bound = p->fan_in > 0 ? 1.0 / sqrt((double)p->fan_in) : 0.0;
+        for (size_t j = 0; j < p->numel; j++) {
+            switch (p->init) {
+            case CX_INIT_ZERO: v[j] = 0.0f; break;
+            case CX_INIT_ONE: v[j] = 1.0f; break;
+            case CX_INIT_CONST: v[j] = p->init_value; break;
+            case CX_INIT_TRUNC_NORMAL:
+                /* timm's trunc_normal_(std=.02) truncates at +-2 absolute: at this std
+                 * that is a plain normal. */
+                v[j] = (float)(0.02 * cx_rng_normal(seed, (uint64_t)i, j));
+                break;
+            case CX_INIT_TORCH_DEFAULT:
+            case CX_INIT_TORCH_BIAS:
+                v[j] = (float)((2.0 * cx_rng_uniform(seed, (uint64_t)i, j) - 1.0) * bound);
+                break;
+            }
+        }
+    }
+}
