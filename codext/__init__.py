@@ -27,3 +27,6 @@ def get_num_threads():
 def set_num_threads(n):
     """Sets the threads the CPU engine uses. Results do not depend on it."""
     _C.set_num_threads(int(n))
+
+
+from .backbone import Backbone, CONFIGS as BACKBONES  # noqa: E402

@@ -52,7 +52,7 @@ typedef struct {
 
 static cx_status add(declarer *d, const char *leaf, int ndim, int64_t a, int64_t b, int64_t c,
                      int64_t e, int decay, cx_init_kind init, float value, size_t *offset) {
-    char name[CX_PARAM_NAME_MAX];
+    char name[2 * CX_PARAM_NAME_MAX]; /* cx_params_add rejects names that are too long */
     snprintf(name, sizeof name, "%s%s", d->scope, leaf);
     int64_t shape[4] = {a, b, c, e};
     return cx_params_add(d->table, d->prefix, name, ndim, shape, decay, init, value, 0, offset);
