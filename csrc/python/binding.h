@@ -20,4 +20,9 @@ PyArrayObject *cx_py_as_float32(PyObject *obj, const char *what);
 /* Adds the model types to the module; -1 with an exception set on failure. */
 int cx_py_add_types(PyObject *module);
 
+/* Function tables of the other binding files (each ends with a {NULL} entry); module.c
+ * adds them all to codext._C. */
+extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
+extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
+
 #endif

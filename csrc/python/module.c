@@ -405,7 +405,8 @@ PyMODINIT_FUNC PyInit__C(void) {
     PyObject *module = PyModule_Create(&module_def);
     if (!module)
         return NULL;
-    if (cx_py_add_types(module) < 0) {
+    if (PyModule_AddFunctions(module, cx_py_metrics_methods) < 0 ||
+        PyModule_AddFunctions(module, cx_py_data_methods) < 0 || cx_py_add_types(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }
