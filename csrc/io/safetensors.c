@@ -1,0 +1,478 @@
+/* safetensors reader (see safetensors.h); the writer is in safetensors_write.c.
+ *
+ * Reading loads the whole file, parses the header with our strict JSON parser and
+ * validates every entry against the file before handing anything out, so later reads
+ * (cx_st_read_f32) can trust the offsets. Any hostile input ends in CX_EIO with a
+ * message naming the file; nothing is read outside the buffer. */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include "safetensors.h"
+
+#include "json.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The reference implementation refuses larger headers; no valid file has one. */
+#define ST_MAX_HEADER_BYTES ((uint64_t)100000000)
+/* Product of a shape's non-zero dims must stay below this so the float32 copy's byte
+ * count (and NumPy's) cannot overflow. */
+#define ST_MAX_NUMEL ((uint64_t)INT64_MAX / 8)
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define ST_LITTLE_ENDIAN 0
+#else
+#define ST_LITTLE_ENDIAN 1
+#endif
+
+typedef struct {
+    const char *name;
+    int bits; /* per element */
+} st_dtype;
+
+/* Every dtype the format defines, so sizes of tensors we cannot convert still validate. */
+static const st_dtype known_dtypes[] = {
+    {"F64", 64}, {"F32", 32}, {"F16", 16}, {"BF16", 16}, {"I64", 64}, {"I32", 32},
+    {"I16", 16}, {"I8", 8}, {"U64", 64}, {"U32", 32}, {"U16", 16}, {"U8", 8},
+    {"BOOL", 8}, {"C64", 64}, {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8},
+    {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"F4", 4},
+};
+
+static const st_dtype *find_dtype(const char *name) {
+    for (size_t k = 0; k < sizeof known_dtypes / sizeof known_dtypes[0]; k++)
+        if (!strcmp(known_dtypes[k].name, name))
+            return &known_dtypes[k];
+    return NULL;
+}
+
+static uint16_t load_le16(const unsigned char *b) { return (uint16_t)(b[0] | (b[1] << 8)); }
+
+static uint64_t load_le64(const unsigned char *b) {
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; k--)
+        v = (v << 8) | b[k];
+    return v;
+}
+
+static float float_from_bits(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* IEEE binary16 -> binary32, exact (subnormals, infinities and NaN payloads kept). */
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    if (exponent == 0) {
+        /* zero or subnormal: mantissa * 2^-24, exact in float32 */
+        float magnitude = (float)mantissa * 0x1p-24f;
+        uint32_t bits;
+        memcpy(&bits, &magnitude, sizeof bits);
+        return float_from_bits(sign | bits);
+    }
+    if (exponent == 31)
+        return float_from_bits(sign | 0x7F800000u | (mantissa << 13));
+    return float_from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+/* Reads exactly n bytes; returns 0, or -1 with errno set, or 1 at a premature end. */
+static int read_exact(int fd, unsigned char *buf, size_t n) {
+    while (n) {
+        size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
+        ssize_t got = read(fd, buf, chunk);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (got == 0)
+            return 1;
+        buf += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* ---- header validation ---------------------------------------------------------------- */
+
+typedef struct {
+    const char *name; /* in the JSON document */
+    const st_dtype *dtype;
+    int ndim;
+    int64_t shape[CX_ST_MAX_DIMS];
+    uint64_t begin, end;
+} st_entry;
+
+static const char *why_not_count(const cx_json_value *v) {
+    if (v->kind != CX_JSON_NUMBER)
+        return cx_json_kind_name(v->kind);
+    if (!v->is_integer)
+        return "not an integer (or too large)";
+    if (v->negative && v->u.magnitude)
+        return "negative";
+    return "too large";
+}
+
+/* Validates one tensor entry against the data block; fills *e. */
+static cx_status check_entry(const char *path, const char *name, const cx_json_value *v,
+                             uint64_t data_size, st_entry *e) {
+    memset(e, 0, sizeof *e);
+    e->name = name;
+    if (v->kind != CX_JSON_OBJECT)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': entry is %s, expected an object {dtype, shape, data_offsets}",
+                       path, name, cx_json_kind_name(v->kind));
+    const cx_json_value *dtype = cx_json_member(v, "dtype");
+    const cx_json_value *shape = cx_json_member(v, "shape");
+    const cx_json_value *offsets = cx_json_member(v, "data_offsets");
+    const char *missing = !dtype ? "dtype" : !shape ? "shape" : !offsets ? "data_offsets" : NULL;
+    if (missing)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': missing key \"%s\"", path, name, missing);
+    if (dtype->kind != CX_JSON_STRING)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': \"dtype\" is %s, expected a string", path, name,
+                       cx_json_kind_name(dtype->kind));
+    e->dtype = find_dtype(dtype->u.string.chars);
+    if (!e->dtype)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': unknown dtype \"%.40s\"", path, name, dtype->u.string.chars);
+    if (shape->kind != CX_JSON_ARRAY)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': \"shape\" is %s, expected an array", path, name,
+                       cx_json_kind_name(shape->kind));
+    if (shape->u.items.count > CX_ST_MAX_DIMS)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': shape has %zu dims, at most %d are supported", path, name,
+                       shape->u.items.count, CX_ST_MAX_DIMS);
+    uint64_t numel = 1, nonzero_product = 1;
+    for (const cx_json_value *d = shape->u.items.first; d; d = d->next) {
+        uint64_t dim;
+        if (!cx_json_as_u64(d, &dim) || dim > (uint64_t)INT64_MAX)
+            return cx_fail(CX_EIO, "%s: tensor '%.200s': shape entry %d is %s, expected a non-negative integer",
+                           path, name, e->ndim, why_not_count(d));
+        if (dim) {
+            if (nonzero_product > ST_MAX_NUMEL / dim)
+                return cx_fail(CX_EIO, "%s: tensor '%.200s': shape has too many elements", path, name);
+            nonzero_product *= dim;
+        }
+        numel *= dim; /* <= nonzero_product, cannot overflow */
+        e->shape[e->ndim++] = (int64_t)dim;
+    }
+    if (offsets->kind != CX_JSON_ARRAY || offsets->u.items.count != 2 ||
+        !cx_json_as_u64(offsets->u.items.first, &e->begin) ||
+        !cx_json_as_u64(offsets->u.items.first->next, &e->end))
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': \"data_offsets\" must be [begin, end] with non-negative integers",
+                       path, name);
+    if (e->begin > e->end)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': data_offsets [%llu, %llu] have begin > end", path, name,
+                       (unsigned long long)e->begin, (unsigned long long)e->end);
+    if (e->end > data_size)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': data_offsets end %llu is beyond the data block of %llu bytes "
+                       "(file truncated?)", path, name, (unsigned long long)e->end, (unsigned long long)data_size);
+    /* numel <= 2^60 (ST_MAX_NUMEL), so neither product below overflows uint64. */
+    int bits = e->dtype->bits;
+    uint64_t span = e->end - e->begin;
+    uint64_t expected = bits % 8 == 0 ? numel * (uint64_t)(bits / 8) : numel * (uint64_t)bits / 8;
+    if (bits % 8 != 0 && numel * (uint64_t)bits % 8 != 0)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': %llu elements of %s do not fill a whole number of bytes",
+                       path, name, (unsigned long long)numel, e->dtype->name);
+    if (expected != span)
+        return cx_fail(CX_EIO, "%s: tensor '%.200s': %s shape with %llu elements needs %llu bytes, but data_offsets "
+                       "[%llu, %llu] span %llu bytes", path, name, e->dtype->name, (unsigned long long)numel,
+                       (unsigned long long)expected, (unsigned long long)e->begin, (unsigned long long)e->end,
+                       (unsigned long long)span);
+    return CX_OK;
+}
+
+typedef struct {
+    uint64_t begin, end;
+    int index;
+} st_range;
+
+static int range_order(const void *a, const void *b) {
+    const st_range *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end)
+        return x->end < y->end ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* Fails when two non-empty byte ranges overlap (gaps are allowed). */
+static cx_status check_overlaps(const char *path, const st_entry *entries, int n) {
+    st_range *ranges = malloc((size_t)(n ? n : 1) * sizeof *ranges);
+    if (!ranges)
+        return cx_fail(CX_ENOMEM, "%s: out of memory while checking tensor ranges", path);
+    int n_ranges = 0;
+    for (int k = 0; k < n; k++)
+        if (entries[k].end > entries[k].begin)
+            ranges[n_ranges++] = (st_range){entries[k].begin, entries[k].end, k};
+    qsort(ranges, (size_t)n_ranges, sizeof *ranges, range_order);
+    cx_status status = CX_OK;
+    for (int k = 1; k < n_ranges; k++) {
+        const st_entry *prev = &entries[ranges[k - 1].index], *cur = &entries[ranges[k].index];
+        if (cur->begin < prev->end) {
+            status = cx_fail(CX_EIO, "%s: tensors '%.200s' [%llu, %llu) and '%.200s' [%llu, %llu) overlap", path,
+                             prev->name, (unsigned long long)prev->begin, (unsigned long long)prev->end,
+                             cur->name, (unsigned long long)cur->begin, (unsigned long long)cur->end);
+            break;
+        }
+    }
+    free(ranges);
+    return status;
+}
+
+/* Copies src with its NUL to dst; returns the byte after the NUL. */
+static char *copy_string(char *dst, const char *src) {
+    size_t n = strlen(src) + 1;
+    memcpy(dst, src, n);
+    return dst + n;
+}
+
+static size_t align_up(size_t n) {
+    const size_t a = sizeof(max_align_t);
+    return (n + a - 1) / a * a;
+}
+
+/* Parses and validates the header of the file in buffer[0, size); on success builds
+ * *out (which then owns buffer). */
+static cx_status parse_header(const char *path, unsigned char *buffer, uint64_t size,
+                              uint64_t header_size, cx_st_file **out) {
+    const unsigned char *data = buffer + 8 + header_size;
+    uint64_t data_size = size - 8 - header_size;
+    cx_json_error jerr;
+    /* A valid header spends well over 4 bytes per value, so this bound only stops
+     * hostile headers from building huge value trees. */
+    cx_json_doc *doc = cx_json_parse((const char *)buffer + 8, (size_t)header_size,
+                                     (size_t)header_size / 4 + 64, &jerr);
+    if (!doc) {
+        if (jerr.pos == (size_t)-1)
+            return cx_fail(CX_ENOMEM, "%s: out of memory while parsing the safetensors header", path);
+        return cx_fail(CX_EIO, "%s: bad JSON in the safetensors header at byte %zu of the header "
+                       "(file offset %llu): %s", path, jerr.pos,
+                       (unsigned long long)(jerr.pos + 8), jerr.message);
+    }
+    const cx_json_value *root = cx_json_root(doc);
+    cx_status status = CX_OK;
+    st_entry *entries = NULL;
+    cx_st_file *file = NULL;
+    const cx_json_value *metadata = NULL;
+    if (root->kind != CX_JSON_OBJECT) {
+        status = cx_fail(CX_EIO, "%s: the safetensors header is %s, expected a JSON object", path,
+                         cx_json_kind_name(root->kind));
+        goto done;
+    }
+    /* Count entries and the bytes of every string we keep. */
+    size_t n_entries = 0, n_meta = 0, chars = strlen(path) + 1;
+    for (const cx_json_value *m = root->u.items.first; m; m = m->next) {
+        if (!strcmp(m->key, "__metadata__")) {
+            metadata = m;
+            continue;
+        }
+        n_entries++;
+        chars += strlen(m->key) + 1;
+    }
+    if (n_entries > INT_MAX) {
+        status = cx_fail(CX_EIO, "%s: too many tensors (%zu)", path, n_entries);
+        goto done;
+    }
+    if (metadata) {
+        if (metadata->kind != CX_JSON_OBJECT) {
+            status = cx_fail(CX_EIO, "%s: \"__metadata__\" is %s, expected an object of strings", path,
+                             cx_json_kind_name(metadata->kind));
+            goto done;
+        }
+        for (const cx_json_value *m = metadata->u.items.first; m; m = m->next) {
+            if (m->kind != CX_JSON_STRING) {
+                status = cx_fail(CX_EIO, "%s: \"__metadata__\" value of \"%.200s\" is %s, expected a string",
+                                 path, m->key, cx_json_kind_name(m->kind));
+                goto done;
+            }
+            n_meta++;
+            chars += strlen(m->key) + 1 + m->u.string.length + 1;
+        }
+    }
+    entries = malloc((n_entries ? n_entries : 1) * sizeof *entries);
+    if (!entries) {
+        status = cx_fail(CX_ENOMEM, "%s: out of memory for %zu tensor entries", path, n_entries);
+        goto done;
+    }
+    size_t k = 0;
+    for (const cx_json_value *m = root->u.items.first; m; m = m->next) {
+        if (m == metadata)
+            continue;
+        status = check_entry(path, m->key, m, data_size, &entries[k++]);
+        if (status != CX_OK)
+            goto done;
+    }
+    status = check_overlaps(path, entries, (int)n_entries);
+    if (status != CX_OK)
+        goto done;
+
+    /* One allocation: the struct, the tensor table, metadata pointers, then strings. */
+    size_t off_tensors = align_up(sizeof(cx_st_file));
+    size_t off_keys = align_up(off_tensors + n_entries * sizeof(cx_st_tensor));
+    size_t off_values = off_keys + n_meta * sizeof(char *);
+    size_t off_chars = off_values + n_meta * sizeof(char *);
+    file = calloc(1, off_chars + chars);
+    if (!file) {
+        status = cx_fail(CX_ENOMEM, "%s: out of memory for the tensor table", path);
+        goto done;
+    }
+    char *base = (char *)file, *text = base + off_chars;
+    file->path = text;
+    text = copy_string(text, path);
+    file->n_tensors = (int)n_entries;
+    file->tensors = (cx_st_tensor *)(base + off_tensors);
+    for (k = 0; k < n_entries; k++) {
+        cx_st_tensor *t = &file->tensors[k];
+        t->name = text;
+        text = copy_string(text, entries[k].name);
+        snprintf(t->dtype, sizeof t->dtype, "%s", entries[k].dtype->name);
+        t->ndim = entries[k].ndim;
+        memcpy(t->shape, entries[k].shape, sizeof t->shape);
+        t->begin = entries[k].begin;
+        t->end = entries[k].end;
+    }
+    file->n_metadata = (int)n_meta;
+    file->metadata_keys = (char **)(base + off_keys);
+    file->metadata_values = (char **)(base + off_values);
+    k = 0;
+    if (metadata)
+        for (const cx_json_value *m = metadata->u.items.first; m; m = m->next, k++) {
+            file->metadata_keys[k] = text;
+            text = copy_string(text, m->key);
+            file->metadata_values[k] = text;
+            text = copy_string(text, m->u.string.chars);
+        }
+    file->data = (unsigned char *)data;
+    file->data_size = data_size;
+    file->file_buffer = buffer;
+    *out = file;
+    file = NULL;
+done:
+    free(file);
+    free(entries);
+    cx_json_free(doc);
+    return status;
+}
+
+cx_status cx_st_open(const char *path, cx_st_file **out) {
+    if (!out)
+        return cx_fail(CX_EINVAL, "cx_st_open: out is NULL");
+    *out = NULL;
+    if (!path)
+        return cx_fail(CX_EINVAL, "cx_st_open: path is NULL");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cx_fail(CX_EIO, "%s: cannot open safetensors file: %s", path, strerror(errno));
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+        int err = errno;
+        close(fd);
+        return cx_fail(CX_EIO, "%s: cannot stat safetensors file: %s", path, strerror(err));
+    }
+    if (!S_ISREG(info.st_mode)) {
+        close(fd);
+        return cx_fail(CX_EIO, "%s: cannot read safetensors file: %s", path,
+                       S_ISDIR(info.st_mode) ? strerror(EISDIR) : "not a regular file");
+    }
+    uint64_t size = (uint64_t)info.st_size;
+    if (size < 8) {
+        close(fd);
+        return cx_fail(CX_EIO, "%s: file is only %llu bytes, too short for a safetensors file "
+                       "(the header length alone takes 8)", path, (unsigned long long)size);
+    }
+    if (size > (uint64_t)SIZE_MAX - 1) {
+        close(fd);
+        return cx_fail(CX_EIO, "%s: file of %llu bytes is too large to load", path, (unsigned long long)size);
+    }
+    /* Check the header length before allocating for the whole file. */
+    unsigned char prefix[8], *buffer = NULL;
+    cx_status status = CX_OK;
+    int r = read_exact(fd, prefix, 8);
+    uint64_t header_size = r == 0 ? load_le64(prefix) : 0;
+    if (r == 0 && header_size > size - 8)
+        status = cx_fail(CX_EIO, "%s: header length %llu exceeds the file size of %llu bytes "
+                         "(truncated, or not a safetensors file)", path,
+                         (unsigned long long)header_size, (unsigned long long)size);
+    else if (r == 0 && header_size > ST_MAX_HEADER_BYTES)
+        status = cx_fail(CX_EIO, "%s: header length %llu is absurd (more than %llu bytes)", path,
+                         (unsigned long long)header_size, (unsigned long long)ST_MAX_HEADER_BYTES);
+    else if (r == 0 && !(buffer = malloc((size_t)size)))
+        status = cx_fail(CX_ENOMEM, "%s: cannot allocate %llu bytes to read the file", path,
+                         (unsigned long long)size);
+    else if (r == 0) {
+        memcpy(buffer, prefix, 8);
+        r = read_exact(fd, buffer + 8, (size_t)(size - 8));
+        if (r == 0)
+            status = parse_header(path, buffer, size, header_size, out);
+    }
+    if (r < 0)
+        status = cx_fail(CX_EIO, "%s: read error: %s", path, strerror(errno));
+    else if (r > 0)
+        status = cx_fail(CX_EIO, "%s: file ended early while reading (changed on disk?)", path);
+    close(fd);
+    if (status != CX_OK)
+        free(buffer);
+    return status;
+}
+
+void cx_st_close(cx_st_file *file) {
+    if (!file)
+        return;
+    free(file->file_buffer);
+    free(file); /* the struct heads the one allocation holding tables and strings */
+}
+
+int64_t cx_st_numel(const cx_st_file *file, int i) {
+    if (!file || i < 0 || i >= file->n_tensors)
+        return -1;
+    const cx_st_tensor *t = &file->tensors[i];
+    int64_t numel = 1;
+    for (int d = 0; d < t->ndim; d++)
+        numel *= t->shape[d];
+    return numel;
+}
+
+cx_status cx_st_read_f32(const cx_st_file *file, int i, float *out) {
+    if (!file || i < 0 || i >= file->n_tensors)
+        return cx_fail(CX_EINVAL, "cx_st_read_f32: tensor index %d out of range", i);
+    const cx_st_tensor *t = &file->tensors[i];
+    int64_t numel = cx_st_numel(file, i);
+    if (numel > 0 && !out)
+        return cx_fail(CX_EINVAL, "cx_st_read_f32: out is NULL");
+    const unsigned char *src = file->data + t->begin;
+    if (!strcmp(t->dtype, "F32")) {
+        if (ST_LITTLE_ENDIAN) {
+            if (numel > 0)
+                memcpy(out, src, (size_t)numel * 4);
+        } else {
+            for (int64_t k = 0; k < numel; k++) {
+                const unsigned char *b = src + 4 * k;
+                out[k] = float_from_bits((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+                                         (uint32_t)b[3] << 24);
+            }
+        }
+    } else if (!strcmp(t->dtype, "F16")) {
+        for (int64_t k = 0; k < numel; k++)
+            out[k] = half_to_float(load_le16(src + 2 * k));
+    } else if (!strcmp(t->dtype, "BF16")) {
+        for (int64_t k = 0; k < numel; k++)
+            out[k] = float_from_bits((uint32_t)load_le16(src + 2 * k) << 16);
+    } else if (!strcmp(t->dtype, "F64")) {
+        for (int64_t k = 0; k < numel; k++) {
+            uint64_t bits = load_le64(src + 8 * k);
+            double value;
+            memcpy(&value, &bits, sizeof value);
+            out[k] = (float)value;
+        }
+    } else {
+        return cx_fail(CX_EIO, "%s: tensor '%.200s' has dtype %s, which cannot be read as float32 "
+                       "(supported: F32, F16, BF16, F64)", file->path, t->name, t->dtype);
+    }
+    return CX_OK;
+}
