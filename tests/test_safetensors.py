@@ -416,15 +416,44 @@ def test_overwrite_replaces_and_leaves_no_temp(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_unwritable_directory_keeps_old_file(tmp_path):
+    """The directory is read-only for the writer (as /kaggle/input is). Root ignores
+    permission bits, so under root the save runs in a child process as `nobody`."""
     path = tmp_path / "m.safetensors"
     save(path, OLD)
     os.chmod(tmp_path, 0o555)
     try:
-        with pytest.raises(OSError) as info:
-            save(path, NEW)
-        assert str(path) in str(info.value) and "Permission denied" in str(info.value)
+        if os.geteuid() != 0:
+            with pytest.raises(OSError) as info:
+                save(path, NEW)
+            message = str(info.value)
+        else:  # fork, drop to nobody in the child, report the message through a pipe
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(read_end)
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    try:
+                        save(path, NEW)
+                        text = "no error"
+                    except OSError as e:
+                        text = str(e)
+                    os.write(write_end, text.encode())
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            chunks = []
+            while True:
+                chunk = os.read(read_end, 4096)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            os.close(read_end)
+            os.waitpid(pid, 0)
+            message = b"".join(chunks).decode()
+        assert str(path) in message and "Permission denied" in message, message
     finally:
         os.chmod(tmp_path, 0o755)
     assert_old_intact(path, tmp_path)

@@ -49,8 +49,3 @@ __attribute__((weak)) void cpu_resize_bilinear_backward(cx_backend *be, const cx
 __attribute__((weak)) void cpu_xca_forward(cx_backend *be, int batch, int tokens, int channels, int heads, const float *qkv, const float *temperature, float *out, float *saved) {}
 __attribute__((weak)) void cpu_xca_backward(cx_backend *be, int batch, int tokens, int channels, int heads, const float *qkv, const float *temperature, const float *saved, const float *dout, float *dqkv, float *dtemperature) {}
 __attribute__((weak)) void cpu_posenc_fourier(cx_backend *be, int hidden, float temperature, int h, int w, float *out) {}
-#include "../io/safetensors.h"
-__attribute__((weak)) cx_status cx_st_open(const char *path, cx_st_file **out) { *out = 0; return cx_fail(CX_EIO, "safetensors not built yet"); }
-__attribute__((weak)) void cx_st_close(cx_st_file *file) {}
-__attribute__((weak)) cx_status cx_st_read_f32(const cx_st_file *file, int i, float *out) { return cx_fail(CX_EIO, "safetensors not built yet"); }
-__attribute__((weak)) cx_status cx_st_write_f32(const char *path, int n_tensors, const char *const *names, const int *ndims, const int64_t *const *shapes, const float *const *data, int n_metadata, const char *const *metadata_keys, const char *const *metadata_values) { return cx_fail(CX_EIO, "safetensors not built yet"); }

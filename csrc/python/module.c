@@ -43,7 +43,8 @@ PyArrayObject *cx_py_as_float32(PyObject *obj, const char *what) {
                      (PyObject *)PyArray_DESCR(arr));
         return NULL;
     }
-    return (PyArrayObject *)PyArray_FROMANY(obj, NPY_FLOAT32, 0, 0, NPY_ARRAY_IN_ARRAY);
+    return (PyArrayObject *)PyArray_FROMANY(obj, NPY_FLOAT32, 0, 0,
+                                            NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
 }
 
 /* ---- build info and threads -------------------------------------------------------- */
