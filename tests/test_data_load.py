@@ -231,6 +231,34 @@ def test_progress_text_without_tqdm(tmp_path, capsys, monkeypatch):
     assert "decoding 3 images" in err and "3/3 images (100%)" in err
 
 
+def test_progress_uses_tqdm_when_present(tmp_path, monkeypatch):
+    import sys
+    import types
+    bars = []
+
+    class FakeTqdm:
+        def __init__(self, total, **kw):
+            self.total, self.n, self.closed = total, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+    fake = types.ModuleType("tqdm.auto")
+    fake.tqdm = FakeTqdm
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", fake)
+    root = tmp_path / "NC4K"
+    for i in range(3):
+        write_pair(f"{root}/Imgs", f"{root}/GT", f"{i}", seed=i)
+    load(root, tmp_path, progress=True)
+    assert len(bars) == 1 and bars[0].total == 3 and bars[0].n == 3 and bars[0].closed
+    load(root, tmp_path, progress=True)  # cached: no bar
+    assert len(bars) == 1
+
+
 # ---- bad input ------------------------------------------------------------------------
 
 def test_missing_path(tmp_path):
@@ -330,6 +358,8 @@ def test_image_modes_are_converted(tmp_path):
     Image.fromarray(rgba, "RGBA").save(root / "Imgs/rgba.png")
     Image.fromarray(rgba[:, :, :3]).convert("P").save(root / "Imgs/palette.png")
     Image.fromarray(rgba[:, :, :3]).convert("CMYK").save(root / "Imgs/cmyk.jpg")
+    deep = gray.astype(np.uint16) * 257  # 16-bit grey: same picture in the top 8 bits
+    Image.fromarray(deep).save(root / "Imgs/deep.png")
     mask = np.zeros((24, 32), np.uint8)
     mask[4:12, 8:20] = 1
     Image.fromarray(mask).save(root / "GT/gray.png")  # 0/1 mask
@@ -338,12 +368,14 @@ def test_image_modes_are_converted(tmp_path):
     pal.save(root / "GT/palette.png")
     Image.fromarray(np.repeat(mask[:, :, None] * 255, 3, 2)).save(root / "GT/rgba.png")  # RGB mask
     Image.fromarray(mask * 255).convert("1").save(root / "GT/cmyk.png")
+    Image.fromarray(mask.astype(np.uint16) * 65535).save(root / "GT/deep.png")  # 16-bit mask
     d = load(root, tmp_path)
-    assert d.test.names == ["cmyk", "gray", "palette", "rgba"]
-    assert np.array_equal(d.test.images[1], _C.resize_image(np.repeat(gray[:, :, None], 3, 2), S, S))
-    assert np.array_equal(d.test.images[3], _C.resize_image(rgba[:, :, :3].copy(), S, S))
+    assert d.test.names == ["cmyk", "deep", "gray", "palette", "rgba"]
+    want_gray = _C.resize_image(np.repeat(gray[:, :, None], 3, 2), S, S)
+    assert np.array_equal(d.test.images[1], want_gray) and np.array_equal(d.test.images[2], want_gray)
+    assert np.array_equal(d.test.images[4], _C.resize_image(rgba[:, :, :3].copy(), S, S))
     want = _C.resize_mask(mask * 255, S, S)
-    for i in range(4):
+    for i in range(5):
         assert np.array_equal(d.test.masks[i], want), d.test.names[i]
         assert np.array_equal(d.test.masks_full[i], mask * 255)
 
