@@ -32,12 +32,13 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir():
-    """CODEXT_CACHE_DIR, else /kaggle/working/.codext_cache on Kaggle, else ~/.cache/codext."""
+    """CODEXT_CACHE_DIR, else ~/.cache/codext.
+
+    Not /kaggle/working: Kaggle saves that folder as notebook output, and a COD10K cache
+    (full-size test masks included) is gigabytes. ~/.cache is on the local disk there too."""
     env = os.environ.get("CODEXT_CACHE_DIR")
     if env:
         return env
-    if os.path.isdir("/kaggle/working"):
-        return "/kaggle/working/.codext_cache"
     return os.path.join(os.path.expanduser("~"), ".cache", "codext")
 
 

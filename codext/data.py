@@ -16,8 +16,8 @@ Three ways to get a Dataset (each with .train, .test and .tests):
   Pillow in a thread pool, resized with codext's own C resize (bilinear, PyTorch's
   align_corners=False convention, rounded to nearest; masks nearest then > 128 -> 255)
   and cached as .npy files in a writable cache folder: cache_dir, else
-  $CODEXT_CACHE_DIR, else /kaggle/working/.codext_cache on Kaggle, else ~/.cache/codext
-  (never beside the input, which is read-only on Kaggle). Later loads map the cache;
+  $CODEXT_CACHE_DIR, else ~/.cache/codext (never beside the input, which is read-only
+  on Kaggle; not /kaggle/working either, which Kaggle saves as notebook output). Later loads map the cache;
   changing, adding or removing a source file invalidates it.
 - from_arrays(images, masks, test_images, test_masks): your own arrays.
 - synthetic(n_train, n_test, img_size, seed): procedural camouflage images made in C.

@@ -199,8 +199,7 @@ def test_default_cache_dir_from_environment(tmp_path, monkeypatch):
     d = data.load(str(root), img_size=S, progress=False)
     assert d.cache_path.startswith(str(tmp_path / "envcache"))
     monkeypatch.delenv("CODEXT_CACHE_DIR")
-    assert data.default_cache_dir() in ("/kaggle/working/.codext_cache",
-                                        os.path.join(os.path.expanduser("~"), ".cache", "codext"))
+    assert data.default_cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "codext")
 
 
 def test_unwritable_cache_dir_falls_back_to_shared_memory(tmp_path):
