@@ -64,6 +64,8 @@ static cx_backend cpu_backend = {
     .xca_forward = cpu_xca_forward,
     .xca_backward = cpu_xca_backward,
     .posenc_fourier = cpu_posenc_fourier,
+    .structure_loss_forward = cpu_structure_loss_forward,
+    .structure_loss_backward = cpu_structure_loss_backward,
 };
 
 cx_backend *cx_backend_cpu(void) { return &cpu_backend; }

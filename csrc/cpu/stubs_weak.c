@@ -49,3 +49,5 @@ __attribute__((weak)) void cpu_resize_bilinear_backward(cx_backend *be, const cx
 __attribute__((weak)) void cpu_xca_forward(cx_backend *be, int batch, int tokens, int channels, int heads, const float *qkv, const float *temperature, float *out, float *saved) {}
 __attribute__((weak)) void cpu_xca_backward(cx_backend *be, int batch, int tokens, int channels, int heads, const float *qkv, const float *temperature, const float *saved, const float *dout, float *dqkv, float *dtemperature) {}
 __attribute__((weak)) void cpu_posenc_fourier(cx_backend *be, int hidden, float temperature, int h, int w, float *out) {}
+__attribute__((weak)) void cpu_structure_loss_forward(cx_backend *be, int batch, int h, int w, const float *logits, const float *target, float *loss, float *saved) {}
+__attribute__((weak)) void cpu_structure_loss_backward(cx_backend *be, int batch, int h, int w, const float *logits, const float *target, const float *saved, const float *dloss, float *dlogits) {}

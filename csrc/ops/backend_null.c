@@ -46,6 +46,8 @@ static void null_resize_bilinear_backward(cx_backend *be, const cx_pool_shape *s
 static void null_xca_forward(cx_backend *be, int batch, int tokens, int channels, int heads, const float *qkv, const float *temperature, float *out, float *saved) {}
 static void null_xca_backward(cx_backend *be, int batch, int tokens, int channels, int heads, const float *qkv, const float *temperature, const float *saved, const float *dout, float *dqkv, float *dtemperature) {}
 static void null_posenc_fourier(cx_backend *be, int hidden, float temperature, int h, int w, float *out) {}
+static void null_structure_loss_forward(cx_backend *be, int batch, int h, int w, const float *logits, const float *target, float *loss, float *saved) {}
+static void null_structure_loss_backward(cx_backend *be, int batch, int h, int w, const float *logits, const float *target, const float *saved, const float *dloss, float *dlogits) {}
 static void *null_alloc(cx_backend *be, size_t bytes) { return NULL; }
 static void null_free(cx_backend *be, void *ptr) {}
 static cx_status null_sync(cx_backend *be) { return CX_OK; }
@@ -95,6 +97,8 @@ static cx_backend null_backend = {
     .xca_forward = null_xca_forward,
     .xca_backward = null_xca_backward,
     .posenc_fourier = null_posenc_fourier,
+    .structure_loss_forward = null_structure_loss_forward,
+    .structure_loss_backward = null_structure_loss_backward,
     .alloc = null_alloc,
     .free = null_free,
     .sync = null_sync,

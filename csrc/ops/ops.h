@@ -195,6 +195,22 @@ struct cx_backend {
     void (*xca_backward)(cx_backend *be, int batch, int tokens, int channels, int heads,
                          const float *qkv, const float *temperature, const float *saved,
                          const float *dout, float *dqkv, float *dtemperature);
+    /* ---- losses ----
+     * Structure loss of the COD decoder, per image (DESIGN.md section 4):
+     *   logits, target [batch, h*w] (one plane per image; target in {0, 1})
+     *   weight = 1 + 5*|avgpool31(target) - target| (stride 1, pad 15, count_include_pad)
+     *   p = sigmoid(logits); bce = softplus(logits) - target*logits (stable form)
+     *   wbce = sum(weight*bce) / sum(weight)
+     *   wiou = 1 - (sum(weight*p*target) + 1) / (sum(weight*(p + target)) - sum(weight*p*target) + 1)
+     *   loss[b] = wbce + wiou
+     * saved: structure_loss_saved_floats(batch, h, w) (the weight map and per-image sums).
+     * Backward: dlogits (accumulate) from dloss [batch]. */
+    void (*structure_loss_forward)(cx_backend *be, int batch, int h, int w, const float *logits,
+                                   const float *target, float *loss, float *saved);
+    void (*structure_loss_backward)(cx_backend *be, int batch, int h, int w,
+                                    const float *logits, const float *target,
+                                    const float *saved, const float *dloss, float *dlogits);
+
     /* Fourier positional encoding (EdgeNeXt's PositionalEncodingFourier before its 1x1
      * projection): out [2*hidden, h, w]: channels [0, hidden) from the row coordinate,
      * [hidden, 2*hidden) from the column; y = (1..h)/(h + 1e-6)*2pi; dim_t[i] =
@@ -205,6 +221,9 @@ struct cx_backend {
 };
 
 /* Sizes of `saved` buffers, in floats (the same for every backend). */
+static inline size_t cx_structure_loss_saved_floats(int batch, int h, int w) {
+    return (size_t)batch * ((size_t)h * (size_t)w + 4);
+}
 static inline size_t cx_layernorm_saved_floats(int rows) { return 2 * (size_t)rows; }
 static inline size_t cx_layernorm2d_saved_floats(int batch, int hw) {
     return 2 * (size_t)batch * (size_t)hw;
