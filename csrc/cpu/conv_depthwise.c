@@ -11,6 +11,7 @@
  * added in image order, so nothing depends on the thread count. */
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -32,6 +33,9 @@ static int have_avx2(void) {
     if (cached < 0) {
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        const char *env = getenv("CODEXT_GEMM_KERNEL"); /* "generic": portable loops */
+        if (env && strcmp(env, "generic") == 0)
+            cached = 0;
     }
     return cached;
 }
