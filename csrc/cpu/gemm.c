@@ -24,7 +24,7 @@
 #define TASK_OVERHEAD 50000                /* per tile, in multiply-adds (tiling model) */
 #define SHARED_B_MAX_FLOATS ((size_t)4 << 20) /* pre-pack op(B) when at most 16 MB */
 #define MR_MAX 24
-#define NR_MAX 32
+#define NR_MAX 48
 
 #define CX_AVX2 __attribute__((target("avx2,fma")))
 #define CX_AVX512 __attribute__((target("avx512f,avx2,fma")))
@@ -35,10 +35,11 @@ typedef struct {
     const float *bias_m, *bias_n; /* offset to the tile; NULL when absent */
 } gemm_epilogue;
 
-/* kc steps over a packed A panel (kc x MR) and B panel (kc x NR); writes the mr x nr
- * top-left part of the tile at c. */
-typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, float *c,
-                                int64_t ldc, int mr, int nr, const gemm_epilogue *ep);
+/* kc steps over a packed A panel (kc x MR) and the B rows b + b_off[k] (NR floats each:
+ * a packed panel has b_off[k] = k*NR; B rows read in place have their own offsets);
+ * writes the mr x nr top-left part of the tile at c. */
+typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, const int64_t *b_off,
+                                float *c, int64_t ldc, int mr, int nr, const gemm_epilogue *ep);
 
 typedef struct {
     const char *name;
@@ -97,17 +98,17 @@ static void generic_epilogue(const float *acc, float *c, int64_t ldc, const gemm
         }
 }
 
-static void kernel_generic(int kc, const float *a, const float *b, float *c, int64_t ldc,
-                           int mr, int nr, const gemm_epilogue *ep) {
+static void kernel_generic(int kc, const float *a, const float *b, const int64_t *b_off,
+                           float *c, int64_t ldc, int mr, int nr, const gemm_epilogue *ep) {
     float acc[GEN_MR * GEN_NR] = {0};
     for (int k = 0; k < kc; k++) {
+        const float *bk = b + b_off[k];
         for (int i = 0; i < GEN_MR; i++) {
             float ai = a[i];
             for (int j = 0; j < GEN_NR; j++)
-                acc[i * GEN_NR + j] += ai * b[j];
+                acc[i * GEN_NR + j] += ai * bk[j];
         }
         a += GEN_MR;
-        b += GEN_NR;
     }
     if (mr == GEN_MR && nr == GEN_NR) {
         generic_epilogue(acc, c, ldc, ep);
@@ -135,12 +136,14 @@ CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i
     return v;
 }
 
-CX_AVX2 static void kernel_avx2_6x16(int kc, const float *a, const float *b, float *c,
-                                     int64_t ldc, int mr, int nr, const gemm_epilogue *ep) {
+CX_AVX2 static void kernel_avx2_6x16(int kc, const float *a, const float *b,
+                                     const int64_t *b_off, float *c, int64_t ldc, int mr, int nr,
+                                     const gemm_epilogue *ep) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        const float *bk = b + b_off[k];
+        __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
         __m256 ai;
         ai = _mm256_broadcast_ss(a + 0);
         c00 = _mm256_fmadd_ps(ai, b0, c00);
@@ -161,7 +164,6 @@ CX_AVX2 static void kernel_avx2_6x16(int kc, const float *a, const float *b, flo
         c50 = _mm256_fmadd_ps(ai, b0, c50);
         c51 = _mm256_fmadd_ps(ai, b1, c51);
         a += AVX2_MR;
-        b += 16;
     }
     __m256 acc[AVX2_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                               {c30, c31}, {c40, c41}, {c50, c51}};
@@ -201,23 +203,24 @@ CX_AVX512 static inline __m512 avx512_epilogue_vec(__m512 acc, const float *c, i
 }
 
 #define DEFINE_AVX512_KERNEL(NAME, MR_, NV_)                                                \
-    CX_AVX512 static void NAME(int kc, const float *a, const float *b, float *c,          \
-                               int64_t ldc, int mr, int nr, const gemm_epilogue *ep) {   \
+    CX_AVX512 static void NAME(int kc, const float *a, const float *b,                   \
+                               const int64_t *b_off, float *c, int64_t ldc, int mr,      \
+                               int nr, const gemm_epilogue *ep) {                        \
         __m512 acc[MR_][NV_];                                                             \
         _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
             _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                        \
                 acc[i][h] = _mm512_setzero_ps();                                          \
         for (int k = 0; k < kc; k++) {                                                    \
             __m512 bv[NV_];                                                               \
+            const float *bk = b + b_off[k];                                               \
             _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                        \
-                bv[h] = _mm512_load_ps(b + 16 * h);                                       \
+                bv[h] = _mm512_loadu_ps(bk + 16 * h);                                     \
             _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++) {                     \
                 __m512 ai = _mm512_set1_ps(a[i]);                                         \
                 _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                    \
                     acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);                    \
             }                                                                             \
             a += MR_;                                                                     \
-            b += 16 * NV_;                                                                \
         }                                                                                 \
         partial_tile t;                                                                   \
         gemm_epilogue local;                                                              \
@@ -242,11 +245,13 @@ CX_AVX512 static inline __m512 avx512_epilogue_vec(__m512 acc, const float *c, i
 
 DEFINE_AVX512_KERNEL(kernel_avx512_12x32, 12, 2)
 DEFINE_AVX512_KERNEL(kernel_avx512_24x16, 24, 1)
+DEFINE_AVX512_KERNEL(kernel_avx512_8x48, 8, 3)
 
 static const micro_kernel k_generic = {"generic", GEN_MR, GEN_NR, kernel_generic};
 static const micro_kernel k_avx2 = {"avx2", AVX2_MR, 16, kernel_avx2_6x16};
 static const micro_kernel k_avx512_wide = {"avx512", 12, 32, kernel_avx512_12x32};
 static const micro_kernel k_avx512_tall = {"avx512", 24, 16, kernel_avx512_24x16};
+static const micro_kernel k_avx512_8x48 = {"avx512", 8, 48, kernel_avx512_8x48};
 
 /* 1 generic, 2 avx2, 3 avx512; detected once (CODEXT_GEMM_KERNEL=avx2|generic caps it) */
 static int detected_isa = 0;
@@ -287,23 +292,35 @@ const char *cx_gemm_kernel_name(void) {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+/* The kernels reach about the same FLOP rate (the AVX2 one a little less on AVX-512
+ * machines); pick the one that wastes the least work on padding. */
 static const micro_kernel *choose_kernel(int M, int N) {
     int level = isa_level();
     if (level == 1)
         return &k_generic;
     if (level == 2)
         return &k_avx2;
-    /* Same FLOP rate either way; pick the shape that wastes less padding. */
-    int64_t wide = round_up(M, 12) * round_up(N, 32);
-    int64_t tall = round_up(M, 24) * round_up(N, 16);
-    return wide <= tall ? &k_avx512_wide : &k_avx512_tall;
+    static const micro_kernel *const candidates[] = {&k_avx512_wide, &k_avx512_tall,
+                                                      &k_avx512_8x48, &k_avx2};
+    static const double speed[] = {1.0, 1.0, 1.0, 0.85};
+    const micro_kernel *best = candidates[0];
+    double best_cost = 0;
+    for (int i = 0; i < 4; i++) {
+        const micro_kernel *k = candidates[i];
+        double cost = (double)round_up(M, k->mr) * (double)round_up(N, k->nr) / speed[i];
+        if (i == 0 || cost < best_cost) {
+            best = k;
+            best_cost = cost;
+        }
+    }
+    return best;
 }
 
 /* ---- packing -------------------------------------------------------------------------- */
 
-/* dst[k*width + i] = src[i*ld + k] for i < rows (zero for rows <= i < width), k < kc:
+/* dst[k*width + i] = rows_ptr[i][k] for i < rows (zero for rows <= i < width), k < kc:
  * 8 x 8 in-register transposes. */
-CX_AVX2 static void pack_transpose_avx2(const float *src, int64_t ld, int rows, int kc,
+CX_AVX2 static void pack_transpose_avx2(const float *const *rows_ptr, int rows, int kc,
                                         int width, float *dst) {
     for (int ib = 0; ib < width; ib += 8) {
         int n_rows = rows - ib; /* valid rows in this group of 8 (may be <= 0) */
@@ -312,7 +329,7 @@ CX_AVX2 static void pack_transpose_avx2(const float *src, int64_t ld, int rows, 
                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         const float *row[8];
         for (int r = 0; r < 8; r++)
-            row[r] = r < n_rows ? src + (int64_t)(ib + r) * ld : NULL;
+            row[r] = r < n_rows ? rows_ptr[ib + r] : NULL;
         int k = 0;
         for (; k + 8 <= kc; k += 8) {
             __m256 v[8];
@@ -349,17 +366,28 @@ CX_AVX2 static void pack_transpose_avx2(const float *src, int64_t ld, int rows, 
     }
 }
 
+/* Offset of view(x, k) from m->data for item 0, by the strides or the offset tables. */
+static inline int64_t matrix_x_offset(const cx_gemm_matrix *m, int x) {
+    return m->x_offsets ? m->x_offsets[x] : (int64_t)x * m->x_stride;
+}
+static inline int64_t matrix_k_offset(const cx_gemm_matrix *m, int k) {
+    return m->k_offsets ? m->k_offsets[k] : (int64_t)k * m->k_stride;
+}
+/* x-contiguous: view(x, k) = data[item*item_stride + k_offset(k) + x] */
+static inline int matrix_x_contiguous(const cx_gemm_matrix *m) {
+    return !m->x_offsets && m->x_stride == 1;
+}
+
 void cx_gemm_pack_matrix(const void *ctx, int item, int k0, int kc, int x0, int nx, int width,
                          float *dst) {
     const cx_gemm_matrix *m = ctx;
-    const float *base = m->data + (int64_t)item * m->item_stride + (int64_t)x0 * m->x_stride +
-                        (int64_t)k0 * m->k_stride;
-    if (m->x_stride == 1) {
+    const float *base = m->data + (int64_t)item * m->item_stride;
+    if (matrix_x_contiguous(m)) {
         /* rows of the source are contiguous along x: walk each k row once, left to right */
         int n_full = nx / width, tail = nx - n_full * width;
         int64_t panel_stride = (int64_t)kc * width;
         for (int k = 0; k < kc; k++) {
-            const float *s = base + (int64_t)k * m->k_stride;
+            const float *s = base + matrix_k_offset(m, k0 + k) + x0;
             float *d = dst + (int64_t)k * width;
             if (width == 16)
                 for (int p = 0; p < n_full; p++)
@@ -381,32 +409,36 @@ void cx_gemm_pack_matrix(const void *ctx, int item, int k0, int kc, int x0, int 
         }
         return;
     }
+    int k_contiguous = !m->k_offsets && m->k_stride == 1;
+    const float *rows_ptr[64];
     for (int x = 0; x < nx; x += width, dst += (int64_t)kc * width) {
         int rows = nx - x < width ? nx - x : width;
-        const float *src = base + (int64_t)x * m->x_stride;
-        if (m->k_stride == 1 && isa_level() >= 2) {
-            pack_transpose_avx2(src, m->x_stride, rows, kc, width, dst);
-        } else {
-            for (int k = 0; k < kc; k++) {
-                float *d = dst + (int64_t)k * width;
-                for (int i = 0; i < rows; i++)
-                    d[i] = src[(int64_t)i * m->x_stride + (int64_t)k * m->k_stride];
-                for (int i = rows; i < width; i++)
-                    d[i] = 0.0f;
-            }
+        if (k_contiguous && width <= 64 && isa_level() >= 2) {
+            for (int i = 0; i < rows; i++)
+                rows_ptr[i] = base + matrix_x_offset(m, x0 + x + i) + k0;
+            pack_transpose_avx2(rows_ptr, rows, kc, width, dst);
+            continue;
+        }
+        for (int k = 0; k < kc; k++) {
+            float *d = dst + (int64_t)k * width;
+            int64_t k_off = matrix_k_offset(m, k0 + k);
+            for (int i = 0; i < rows; i++)
+                d[i] = base[matrix_x_offset(m, x0 + x + i) + k_off];
+            for (int i = rows; i < width; i++)
+                d[i] = 0.0f;
         }
     }
 }
 
 cx_gemm_matrix cx_gemm_matrix_a(const float *A, int lda, int trans_a, int64_t item_stride) {
     /* view(i, k) = op(A)[i, k] */
-    cx_gemm_matrix m = {A, trans_a ? 1 : lda, trans_a ? lda : 1, item_stride};
+    cx_gemm_matrix m = {A, trans_a ? 1 : lda, trans_a ? lda : 1, item_stride, NULL, NULL};
     return m;
 }
 
 cx_gemm_matrix cx_gemm_matrix_b(const float *B, int ldb, int trans_b, int64_t item_stride) {
     /* view(j, k) = op(B)[k, j] */
-    cx_gemm_matrix m = {B, trans_b ? ldb : 1, trans_b ? 1 : ldb, item_stride};
+    cx_gemm_matrix m = {B, trans_b ? ldb : 1, trans_b ? 1 : ldb, item_stride, NULL, NULL};
     return m;
 }
 
@@ -419,6 +451,7 @@ typedef struct {
     int mc, nc, m_blocks, n_blocks;
     int64_t n_pad;         /* N rounded up to NR */
     const float *shared_b; /* op(B) packed once, or NULL */
+    int direct_b;          /* read full B panels in place (x-contiguous matrix) */
     int failed;            /* a scratch allocation failed */
 } gemm_plan;
 
@@ -434,12 +467,18 @@ static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0
     const cx_gemm_problem *p = g->p;
     const int MR = g->uk->mr, NR = g->uk->nr;
     float *a_pack = cx_scratch(CX_GEMM_SLOT_A, (size_t)round_up(mc, MR) * g->kcb + 64);
-    float *b_pack = g->shared_b ? NULL
-                                : cx_scratch(CX_GEMM_SLOT_B, (size_t)round_up(nc, NR) * g->kcb + 64);
+    /* B scratch: the whole block, or with direct_b only the ragged last panel */
+    size_t b_floats = (size_t)(g->direct_b ? NR : round_up(nc, NR)) * g->kcb + 64;
+    float *b_pack = g->shared_b ? NULL : cx_scratch(CX_GEMM_SLOT_B, b_floats);
     if (!a_pack || (!g->shared_b && !b_pack)) {
         __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
         return;
     }
+    int64_t packed_off[KC_MAX], direct_off[KC_MAX];
+    for (int k = 0; k < g->kcb; k++)
+        packed_off[k] = (int64_t)k * NR;
+    const cx_gemm_matrix *b_matrix = g->direct_b ? p->B.ctx : NULL;
+    int nc_full = nc / NR * NR;
     for (int item = item0; item < item1; item++) {
         float *c_item = p->C + (p->reduce_items ? 0 : (int64_t)item * p->c_item_stride);
         for (int pb = 0; pb < g->n_kblocks; pb++) {
@@ -449,6 +488,13 @@ static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0
             const float *b_block;
             if (g->shared_b) {
                 b_block = g->shared_b + (int64_t)k0 * g->n_pad + (int64_t)j0 * kc;
+            } else if (g->direct_b) {
+                b_block = b_matrix->data + j0;
+                for (int k = 0; k < kc; k++)
+                    direct_off[k] = (int64_t)item * b_matrix->item_stride +
+                                    matrix_k_offset(b_matrix, k0 + k);
+                if (nc_full < nc)
+                    p->B.pack(p->B.ctx, item, k0, kc, j0 + nc_full, nc - nc_full, NR, b_pack);
             } else {
                 p->B.pack(p->B.ctx, item, k0, kc, j0, nc, NR, b_pack);
                 b_block = b_pack;
@@ -456,18 +502,25 @@ static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0
             int first = pb == 0 && (!p->reduce_items || item == item0);
             gemm_epilogue ep = {p->alpha, first ? p->beta : 1.0f, !first || p->beta != 0.0f,
                                 NULL, NULL};
-            for (int ir = 0; ir < mc; ir += MR) {
-                const float *a_panel = a_pack + (int64_t)(ir / MR) * kc * MR;
-                int mr = mc - ir < MR ? mc - ir : MR;
-                ep.bias_m = first && p->bias_m ? p->bias_m + i0 + ir : NULL;
-                float *c_row = c_item + (int64_t)(i0 + ir) * p->ldc + j0;
-                for (int jr = 0; jr < nc; jr += NR) {
+            /* The narrower micro-panel stays in L1 while the other streams past it. */
+            int a_outer = MR <= NR;
+            int n_ir = (mc + MR - 1) / MR, n_jr = (nc + NR - 1) / NR;
+            for (int outer = 0; outer < (a_outer ? n_ir : n_jr); outer++)
+                for (int inner = 0; inner < (a_outer ? n_jr : n_ir); inner++) {
+                    int ir = (a_outer ? outer : inner) * MR, jr = (a_outer ? inner : outer) * NR;
+                    int mr = mc - ir < MR ? mc - ir : MR;
                     int nr = nc - jr < NR ? nc - jr : NR;
+                    ep.bias_m = first && p->bias_m ? p->bias_m + i0 + ir : NULL;
                     ep.bias_n = first && p->bias_n ? p->bias_n + j0 + jr : NULL;
-                    g->uk->fn(kc, a_panel, b_block + (int64_t)(jr / NR) * kc * NR, c_row + jr,
-                              p->ldc, mr, nr, &ep);
+                    const float *b_panel = b_block + (int64_t)(jr / NR) * kc * NR;
+                    const int64_t *b_off = packed_off;
+                    if (g->direct_b) {
+                        b_panel = jr < nc_full ? b_block + jr : b_pack;
+                        b_off = jr < nc_full ? direct_off : packed_off;
+                    }
+                    g->uk->fn(kc, a_pack + (int64_t)(ir / MR) * kc * MR, b_panel, b_off,
+                              c_item + (int64_t)(i0 + ir) * p->ldc + j0 + jr, p->ldc, mr, nr, &ep);
                 }
-            }
         }
     }
 }
@@ -603,11 +656,16 @@ void cx_gemm_run(const cx_gemm_problem *p) {
     choose_tiles(&g, threads);
     if (packed && g.m_blocks == 1)
         g.shared_b = NULL; /* one row block: pack B inside the tiles instead */
+    if (!g.shared_b && p->B.pack == cx_gemm_pack_matrix &&
+        matrix_x_contiguous((const cx_gemm_matrix *)p->B.ctx)) {
+        const char *env = getenv("GEMM_DIRECT");
+        g.direct_b = env ? atoi(env) : 1;
+    }
     if (g.shared_b) {
         int64_t groups = (g.n_pad / NR + PREPACK_PANELS - 1) / PREPACK_PANELS;
         cx_parallel_for((int64_t)g.n_kblocks * groups, 1, prepack_b_task, &g);
     }
-    if (getenv("DEBUG")) fprintf(stderr, "kernel %dx%d kc %d mc %d nc %d blocks %d x %d shared %d\n", g.uk->mr, g.uk->nr, g.kcb, g.mc, g.nc, g.m_blocks, g.n_blocks, g.shared_b != NULL);
+    if (getenv("DEBUG")) fprintf(stderr, "kernel %dx%d kc %d mc %d nc %d blocks %d x %d shared %d direct %d\n", g.uk->mr, g.uk->nr, g.kcb, g.mc, g.nc, g.m_blocks, g.n_blocks, g.shared_b != NULL, g.direct_b);
     int items_eff = p->reduce_items ? 1 : p->items;
     int64_t n_tasks = (int64_t)items_eff * g.m_blocks * g.n_blocks;
     cx_parallel_for(n_tasks, 1, gemm_tiles_task, &g);

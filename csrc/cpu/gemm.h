@@ -45,11 +45,16 @@ typedef struct {
     const void *ctx;
 } cx_gemm_operand;
 
-/* A plain strided matrix as an operand: view(x, k) = data[item*item_stride + x*x_stride +
- * k*k_stride]. Use with pack = cx_gemm_pack_matrix and ctx = &matrix. */
+/* A strided matrix as an operand: view(x, k) = data[item*item_stride + x*x_stride +
+ * k*k_stride]. Either stride may be replaced by a table of offsets (x_offsets[x] for
+ * x*x_stride, k_offsets[k] for k*k_stride; at most one table): convolutions use
+ * k_offsets to address the filter taps of a padded image. Use with
+ * pack = cx_gemm_pack_matrix and ctx = &matrix. When the view is contiguous along x
+ * (x_stride 1, no x_offsets) the GEMM may read B rows in place instead of packing them. */
 typedef struct {
     const float *data;
     int64_t x_stride, k_stride, item_stride;
+    const int64_t *x_offsets, *k_offsets;
 } cx_gemm_matrix;
 void cx_gemm_pack_matrix(const void *ctx, int item, int k0, int kc, int x0, int nx,
                          int width, float *dst);
