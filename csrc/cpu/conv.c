@@ -223,7 +223,7 @@ static void input_grad_stride1(const conv_dims *d, const float *w, const float *
     int k_total = d->cout_g * d->kk;
     float *dypad = cx_scratch(0, chunk * pad_floats + SLACK_FLOATS + pg.cols);
     size_t wt_floats = (size_t)s->in_ch * k_total;
-    float *out = cx_scratch(1, chunk * out_floats + 2 * (size_t)k_total + 16 + wt_floats);
+    float *out = cx_scratch(1, chunk * out_floats + 2 * (size_t)k_total + 32 + wt_floats);
     if (!dypad || !out) {
         report_oom("the padded output gradient");
         return;
