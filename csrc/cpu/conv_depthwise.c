@@ -17,6 +17,7 @@
 #include "cpu_ops.h"
 
 #define CX_AVX2 __attribute__((target("avx2,fma")))
+#define CORR_SLACK 16 /* floats after a padded plane that vector loads may touch */
 
 int cx_conv_is_channelwise(const cx_conv_shape *s);
 void cx_conv_channelwise_forward(const cx_conv_shape *s, const float *x, const float *w,
@@ -58,53 +59,63 @@ typedef struct {
     int rows, cols, in_cols, kh, kw, step_h, step_w;
 } corr_geometry;
 
+/* R output rows x 8 columns per step: R independent FMA chains hide the FMA latency.
+ * Columns past `cols` are computed from the buffer's slack and not stored. */
+#define DEFINE_CORR_ROWS(R)                                                                  \
+    CX_AVX2 static void corr_rows_##R(const corr_geometry *g, const float *in,              \
+                                      const float *filt, float init, int accumulate,        \
+                                      float *out) {                                         \
+        for (int c = 0; c < g->cols; c += 8) {                                               \
+            __m256 acc[R];                                                                   \
+            _Pragma("GCC unroll 8") for (int rr = 0; rr < R; rr++) acc[rr] =                \
+                _mm256_set1_ps(init);                                                        \
+            for (int i = 0; i < g->kh; i++) {                                                \
+                const float *src = in + (int64_t)i * g->step_h * g->in_cols + c;             \
+                for (int j = 0; j < g->kw; j++) {                                            \
+                    __m256 wv = _mm256_set1_ps(filt[i * g->kw + j]);                         \
+                    const float *sj = src + j * g->step_w;                                   \
+                    _Pragma("GCC unroll 8") for (int rr = 0; rr < R; rr++) acc[rr] =        \
+                        _mm256_fmadd_ps(wv, _mm256_loadu_ps(sj + (int64_t)rr * g->in_cols), \
+                                        acc[rr]);                                            \
+                }                                                                            \
+            }                                                                                \
+            int n = g->cols - c < 8 ? g->cols - c : 8;                                       \
+            __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n),                          \
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));    \
+            _Pragma("GCC unroll 8") for (int rr = 0; rr < R; rr++) {                         \
+                float *o = out + (int64_t)rr * g->cols + c;                                  \
+                __m256 v = acc[rr];                                                          \
+                if (accumulate)                                                              \
+                    v = _mm256_add_ps(_mm256_maskload_ps(o, mask), v);                       \
+                _mm256_maskstore_ps(o, mask, v);                                             \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+DEFINE_CORR_ROWS(8)
+DEFINE_CORR_ROWS(4)
+DEFINE_CORR_ROWS(2)
+DEFINE_CORR_ROWS(1)
+
+/* Reads up to 7 floats past the last row used: callers leave CORR_SLACK floats. */
 CX_AVX2 static void corr_plane_avx2(const corr_geometry *g, const float *in, const float *filt,
                                     float init, int accumulate, float *out) {
-    for (int r = 0; r < g->rows; r++) {
-        const float *in_row = in + (int64_t)r * g->in_cols;
-        float *out_row = out + (int64_t)r * g->cols;
-        int c = 0;
-        for (; c + 16 <= g->cols; c += 16) {
-            __m256 acc0 = _mm256_set1_ps(init), acc1 = acc0;
-            for (int i = 0; i < g->kh; i++) {
-                const float *src = in_row + (int64_t)i * g->step_h * g->in_cols + c;
-                const float *f = filt + i * g->kw;
-                for (int j = 0; j < g->kw; j++) {
-                    __m256 wv = _mm256_set1_ps(f[j]);
-                    acc0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + j * g->step_w), acc0);
-                    acc1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + j * g->step_w + 8), acc1);
-                }
-            }
-            if (accumulate) {
-                acc0 = _mm256_add_ps(_mm256_loadu_ps(out_row + c), acc0);
-                acc1 = _mm256_add_ps(_mm256_loadu_ps(out_row + c + 8), acc1);
-            }
-            _mm256_storeu_ps(out_row + c, acc0);
-            _mm256_storeu_ps(out_row + c + 8, acc1);
+    int r = 0;
+    for (; r + 8 <= g->rows; r += 8)
+        corr_rows_8(g, in + (int64_t)r * g->in_cols, filt, init, accumulate,
+                    out + (int64_t)r * g->cols);
+    for (int block = 4; block >= 1; block /= 2)
+        if (g->rows - r >= block) {
+            const float *src = in + (int64_t)r * g->in_cols;
+            float *dst = out + (int64_t)r * g->cols;
+            if (block == 4)
+                corr_rows_4(g, src, filt, init, accumulate, dst);
+            else if (block == 2)
+                corr_rows_2(g, src, filt, init, accumulate, dst);
+            else
+                corr_rows_1(g, src, filt, init, accumulate, dst);
+            r += block;
         }
-        for (; c + 8 <= g->cols; c += 8) {
-            __m256 acc = _mm256_set1_ps(init);
-            for (int i = 0; i < g->kh; i++) {
-                const float *src = in_row + (int64_t)i * g->step_h * g->in_cols + c;
-                const float *f = filt + i * g->kw;
-                for (int j = 0; j < g->kw; j++)
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f[j]),
-                                          _mm256_loadu_ps(src + j * g->step_w), acc);
-            }
-            if (accumulate)
-                acc = _mm256_add_ps(_mm256_loadu_ps(out_row + c), acc);
-            _mm256_storeu_ps(out_row + c, acc);
-        }
-        for (; c < g->cols; c++) { /* same operations as one vector lane */
-            float acc = init;
-            for (int i = 0; i < g->kh; i++) {
-                const float *src = in_row + (int64_t)i * g->step_h * g->in_cols + c;
-                for (int j = 0; j < g->kw; j++)
-                    acc = fmaf(filt[i * g->kw + j], src[j * g->step_w], acc);
-            }
-            out_row[c] = accumulate ? out_row[c] + acc : acc;
-        }
-    }
 }
 
 static void corr_plane_generic(const corr_geometry *g, const float *in, const float *filt,
@@ -145,11 +156,12 @@ static void forward_task(void *vctx, int64_t begin, int64_t end) {
     channelwise_ctx *c = vctx;
     const cx_conv_shape *s = c->s;
     int rows = s->in_h + 2 * s->pad_h, cols = s->in_w + 2 * s->pad_w;
-    float *padded = cx_scratch(1, (size_t)rows * cols);
+    float *padded = cx_scratch(1, (size_t)rows * cols + CORR_SLACK);
     if (!padded) {
         __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
         return;
     }
+    memset(padded + (size_t)rows * cols, 0, CORR_SLACK * sizeof(float));
     int kk = s->k_h * s->k_w;
     for (int64_t plane = begin; plane < end; plane++) {
         int b = (int)(plane / s->out_ch), o = (int)(plane % s->out_ch);
@@ -206,12 +218,13 @@ static void input_grad_task(void *vctx, int64_t begin, int64_t end) {
     int cols = left + (c->out_w > s->in_w + s->pad_w ? c->out_w : s->in_w + s->pad_w);
     float *padded = NULL, *acc_plane = NULL;
     if (s->stride == 1) {
-        padded = cx_scratch(1, (size_t)rows * cols + hw);
+        padded = cx_scratch(1, (size_t)rows * cols + CORR_SLACK + hw);
         if (!padded) {
             __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
             return;
         }
-        acc_plane = padded + (size_t)rows * cols;
+        memset(padded + (size_t)rows * cols, 0, CORR_SLACK * sizeof(float));
+        acc_plane = padded + (size_t)rows * cols + CORR_SLACK;
     }
     for (int64_t plane = begin; plane < end; plane++) {
         int b = (int)(plane / s->in_ch), ci = (int)(plane % s->in_ch);
@@ -264,22 +277,44 @@ static void input_grad_task(void *vctx, int64_t begin, int64_t end) {
 /* ---- weight and bias gradients: per-plane partials -------------------------------------------
  * partials[(b*out_ch + o)*(kk+1) + t] = sum_{oh,ow} dy[b,o,oh,ow] * x_padded[tap t];
  * entry kk holds sum dy (the bias). */
-CX_AVX2 static float dot_shifted_avx2(const float *dy, int rows, int cols, const float *in,
-                                      int in_cols) {
-    __m256 acc = _mm256_setzero_ps();
-    float tail = 0.0f;
-    for (int r = 0; r < rows; r++) {
-        const float *a = dy + (int64_t)r * cols, *b = in + (int64_t)r * in_cols;
-        int c = 0;
-        for (; c + 8 <= cols; c += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), acc);
-        for (; c < cols; c++)
-            tail = fmaf(a[c], b[c], tail);
+#define MAX_TAPS 256 /* taps accumulated in one sweep of the plane (16 x 16 filters) */
+
+/* part[t] = sum_{r,c} dy[r][c] * in[(r + kh*dil)*in_cols + c + kw*dil] for every tap
+ * t = (kh, kw) at once (stride 1), and part[kk] = sum dy: one sweep of the plane, one
+ * vector accumulator per tap (independent FMA chains). Lanes past `cols` load zeros. */
+CX_AVX2 static void tap_dots_avx2(const float *dy, int rows, int cols, const float *in,
+                                  int in_cols, int k_h, int k_w, int dil, float *part) {
+    __m256 acc[MAX_TAPS + 1];
+    int kk = k_h * k_w;
+    for (int t = 0; t <= kk; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int c = 0; c < cols; c += 8) {
+        int n = cols - c < 8 ? cols - c : 8;
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int r = 0; r < rows; r++) {
+            __m256 dyv = _mm256_maskload_ps(dy + (int64_t)r * cols + c, mask);
+            acc[kk] = _mm256_add_ps(acc[kk], dyv);
+            const float *base = in + (int64_t)r * in_cols + c;
+            int t = 0;
+            for (int i = 0; i < k_h; i++) {
+                const float *row = base + (int64_t)i * dil * in_cols;
+                if (n == 8)
+                    for (int j = 0; j < k_w; j++, t++)
+                        acc[t] = _mm256_fmadd_ps(dyv, _mm256_loadu_ps(row + j * dil), acc[t]);
+                else
+                    for (int j = 0; j < k_w; j++, t++)
+                        acc[t] = _mm256_fmadd_ps(dyv, _mm256_maskload_ps(row + j * dil, mask),
+                                                 acc[t]);
+            }
+        }
     }
-    float lanes[8];
-    _mm256_storeu_ps(lanes, acc);
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-           ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
+    for (int t = 0; t <= kk; t++) {
+        float lanes[8];
+        _mm256_storeu_ps(lanes, acc[t]);
+        part[t] = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                  ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    }
 }
 
 static float dot_shifted_generic(const float *dy, int rows, int cols, const float *in,
@@ -298,32 +333,35 @@ static void weight_grad_task(void *vctx, int64_t begin, int64_t end) {
     const cx_conv_shape *s = c->s;
     int kk = s->k_h * s->k_w;
     int rows = s->in_h + 2 * s->pad_h, cols = s->in_w + 2 * s->pad_w;
-    float *padded = cx_scratch(1, (size_t)rows * cols);
+    float *padded = cx_scratch(1, (size_t)rows * cols + CORR_SLACK);
     if (!padded) {
         __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
         return;
     }
+    memset(padded + (size_t)rows * cols, 0, CORR_SLACK * sizeof(float));
     int64_t out_hw = (int64_t)c->out_h * c->out_w;
     for (int64_t plane = begin; plane < end; plane++) {
         int b = (int)(plane / s->out_ch), o = (int)(plane % s->out_ch);
         const float *dy_plane = c->dy + plane * out_hw;
         float *part = c->partials + plane * (kk + 1);
-        float bias_sum = 0.0f;
-        for (int64_t i = 0; i < out_hw; i++)
-            bias_sum += dy_plane[i];
-        part[kk] = bias_sum;
         const float *x_plane = c->x + ((int64_t)b * s->in_ch + o / c->mult) * s->in_h * s->in_w;
         pad_plane(x_plane, s->in_h, s->in_w, padded, rows, cols, s->pad_h, s->pad_w);
+        if (s->stride == 1 && kk <= MAX_TAPS && have_avx2()) {
+            tap_dots_avx2(dy_plane, c->out_h, c->out_w, padded, cols, s->k_h, s->k_w,
+                          s->dilation, part);
+            continue;
+        }
         for (int kh = 0; kh < s->k_h; kh++)
             for (int kw = 0; kw < s->k_w; kw++) {
                 const float *origin =
                     padded + (int64_t)kh * s->dilation * cols + kw * s->dilation;
-                part[kh * s->k_w + kw] =
-                    s->stride == 1 && have_avx2()
-                        ? dot_shifted_avx2(dy_plane, c->out_h, c->out_w, origin, cols)
-                        : dot_shifted_generic(dy_plane, c->out_h, c->out_w, origin, cols,
-                                              s->stride);
+                part[kh * s->k_w + kw] = dot_shifted_generic(dy_plane, c->out_h, c->out_w,
+                                                             origin, cols, s->stride);
             }
+        float bias_sum = 0.0f;
+        for (int64_t i = 0; i < out_hw; i++)
+            bias_sum += dy_plane[i];
+        part[kk] = bias_sum;
     }
 }
 

@@ -15,7 +15,6 @@
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 #define KC_MAX 320                         /* K block; A micro-panels (MR x kc) stay in L1 */
 #define NC_L2_FLOATS (128 * 1024)          /* B block (kc x NC) budget: half of L2 */
@@ -57,7 +56,7 @@ typedef struct {
 } partial_tile;
 
 static void partial_tile_load(partial_tile *t, const float *c, int64_t ldc, int mr, int nr,
-                              int MR, int NR, const gemm_epilogue *ep, gemm_epilogue *local) {
+                              int NR, const gemm_epilogue *ep, gemm_epilogue *local) {
     memset(t, 0, sizeof *t);
     *local = *ep;
     if (ep->load_c)
@@ -71,7 +70,6 @@ static void partial_tile_load(partial_tile *t, const float *c, int64_t ldc, int 
         memcpy(t->bias_n, ep->bias_n, (size_t)nr * sizeof(float));
         local->bias_n = t->bias_n;
     }
-    (void)MR;
 }
 
 static void partial_tile_store(const partial_tile *t, float *c, int64_t ldc, int mr, int nr,
@@ -116,14 +114,14 @@ static void kernel_generic(int kc, const float *a, const float *b, const int64_t
     }
     partial_tile t;
     gemm_epilogue local;
-    partial_tile_load(&t, c, ldc, mr, nr, GEN_MR, GEN_NR, ep, &local);
+    partial_tile_load(&t, c, ldc, mr, nr, GEN_NR, ep, &local);
     generic_epilogue(acc, t.c, GEN_NR, &local);
     partial_tile_store(&t, c, ldc, mr, nr, GEN_NR);
 }
 
-/* ---- AVX2 + FMA micro-kernel (6 x 16) ------------------------------------------------ */
-#define AVX2_MR 6
-
+/* ---- AVX2 + FMA micro-kernel (6 x 16) ------------------------------------------------
+ * MR rows x NV vectors of 8 floats; the accumulator array is fully unrolled into ymm
+ * registers. */
 CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i, int j,
                                                const gemm_epilogue *ep) {
     __m256 v = _mm256_mul_ps(_mm256_set1_ps(ep->alpha), acc);
@@ -136,60 +134,50 @@ CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i
     return v;
 }
 
-CX_AVX2 static void kernel_avx2_6x16(int kc, const float *a, const float *b,
-                                     const int64_t *b_off, float *c, int64_t ldc, int mr, int nr,
-                                     const gemm_epilogue *ep) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int k = 0; k < kc; k++) {
-        const float *bk = b + b_off[k];
-        __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
-        __m256 ai;
-        ai = _mm256_broadcast_ss(a + 0);
-        c00 = _mm256_fmadd_ps(ai, b0, c00);
-        c01 = _mm256_fmadd_ps(ai, b1, c01);
-        ai = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(ai, b0, c10);
-        c11 = _mm256_fmadd_ps(ai, b1, c11);
-        ai = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(ai, b0, c20);
-        c21 = _mm256_fmadd_ps(ai, b1, c21);
-        ai = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(ai, b0, c30);
-        c31 = _mm256_fmadd_ps(ai, b1, c31);
-        ai = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(ai, b0, c40);
-        c41 = _mm256_fmadd_ps(ai, b1, c41);
-        ai = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(ai, b0, c50);
-        c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += AVX2_MR;
+#define DEFINE_VECTOR_KERNEL(NAME, TARGET, VEC, W, SETZERO, LOADU, SET1, FMADD, STOREU,     \
+                             EPILOGUE, MR_, NV_)                                          \
+    TARGET static void NAME(int kc, const float *a, const float *b, const int64_t *b_off, \
+                            float *c, int64_t ldc, int mr, int nr,                        \
+                            const gemm_epilogue *ep) {                                    \
+        VEC acc[MR_][NV_];                                                                \
+        _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
+            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) acc[i][h] = SETZERO(); \
+        for (int k = 0; k < kc; k++) {                                                    \
+            VEC bv[NV_];                                                                  \
+            const float *bk = b + b_off[k];                                               \
+            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) bv[h] =                \
+                LOADU(bk + W * h);                                                        \
+            _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++) {                     \
+                VEC ai = SET1(a[i]);                                                      \
+                _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) acc[i][h] =        \
+                    FMADD(ai, bv[h], acc[i][h]);                                          \
+            }                                                                             \
+            a += MR_;                                                                     \
+        }                                                                                 \
+        partial_tile t;                                                                   \
+        gemm_epilogue local;                                                              \
+        const gemm_epilogue *e = ep;                                                      \
+        float *dst = c;                                                                   \
+        int64_t ld = ldc;                                                                 \
+        int full = (mr == MR_ && nr == W * NV_);                                          \
+        if (!full) {                                                                      \
+            partial_tile_load(&t, c, ldc, mr, nr, W * NV_, ep, &local);                   \
+            e = &local;                                                                   \
+            dst = t.c;                                                                    \
+            ld = W * NV_;                                                                 \
+        }                                                                                 \
+        _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
+            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                        \
+                STOREU(dst + i * ld + W * h,                                              \
+                       EPILOGUE(acc[i][h], dst + i * ld + W * h, i, W * h, e));           \
+        if (!full)                                                                        \
+            partial_tile_store(&t, c, ldc, mr, nr, W * NV_);                              \
     }
-    __m256 acc[AVX2_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
-                              {c30, c31}, {c40, c41}, {c50, c51}};
-    partial_tile t;
-    gemm_epilogue local;
-    const gemm_epilogue *e = ep;
-    float *dst = c;
-    int64_t ld = ldc;
-    int full = (mr == AVX2_MR && nr == 16);
-    if (!full) {
-        partial_tile_load(&t, c, ldc, mr, nr, AVX2_MR, 16, ep, &local);
-        e = &local;
-        dst = t.c;
-        ld = 16;
-    }
-    for (int i = 0; i < AVX2_MR; i++)
-        for (int h = 0; h < 2; h++)
-            _mm256_storeu_ps(dst + i * ld + 8 * h,
-                             avx2_epilogue_vec(acc[i][h], dst + i * ld + 8 * h, i, 8 * h, e));
-    if (!full)
-        partial_tile_store(&t, c, ldc, mr, nr, 16);
-}
 
-/* ---- AVX-512 micro-kernels ----------------------------------------------------------
- * MR rows x NV vectors of 16 floats. The accumulators live in an array indexed by
- * compile-time constants after full unrolling, which GCC keeps in zmm registers. */
+DEFINE_VECTOR_KERNEL(kernel_avx2_6x16, CX_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps,
+                     _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, avx2_epilogue_vec, 6, 2)
+
+/* ---- AVX-512 micro-kernels (12 x 32, 24 x 16, 8 x 48) ---------------------------------- */
 CX_AVX512 static inline __m512 avx512_epilogue_vec(__m512 acc, const float *c, int i, int j,
                                                    const gemm_epilogue *ep) {
     __m512 v = _mm512_mul_ps(_mm512_set1_ps(ep->alpha), acc);
@@ -203,52 +191,16 @@ CX_AVX512 static inline __m512 avx512_epilogue_vec(__m512 acc, const float *c, i
 }
 
 #define DEFINE_AVX512_KERNEL(NAME, MR_, NV_)                                                \
-    CX_AVX512 static void NAME(int kc, const float *a, const float *b,                   \
-                               const int64_t *b_off, float *c, int64_t ldc, int mr,      \
-                               int nr, const gemm_epilogue *ep) {                        \
-        __m512 acc[MR_][NV_];                                                             \
-        _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                        \
-                acc[i][h] = _mm512_setzero_ps();                                          \
-        for (int k = 0; k < kc; k++) {                                                    \
-            __m512 bv[NV_];                                                               \
-            const float *bk = b + b_off[k];                                               \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                        \
-                bv[h] = _mm512_loadu_ps(bk + 16 * h);                                     \
-            _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++) {                     \
-                __m512 ai = _mm512_set1_ps(a[i]);                                         \
-                _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                    \
-                    acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);                    \
-            }                                                                             \
-            a += MR_;                                                                     \
-        }                                                                                 \
-        partial_tile t;                                                                   \
-        gemm_epilogue local;                                                              \
-        const gemm_epilogue *e = ep;                                                      \
-        float *dst = c;                                                                   \
-        int64_t ld = ldc;                                                                 \
-        int full = (mr == MR_ && nr == 16 * NV_);                                         \
-        if (!full) {                                                                      \
-            partial_tile_load(&t, c, ldc, mr, nr, MR_, 16 * NV_, ep, &local);             \
-            e = &local;                                                                   \
-            dst = t.c;                                                                    \
-            ld = 16 * NV_;                                                                \
-        }                                                                                 \
-        _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                        \
-                _mm512_storeu_ps(dst + i * ld + 16 * h,                                   \
-                                 avx512_epilogue_vec(acc[i][h], dst + i * ld + 16 * h, i, \
-                                                     16 * h, e));                         \
-        if (!full)                                                                        \
-            partial_tile_store(&t, c, ldc, mr, nr, 16 * NV_);                             \
-    }
+    DEFINE_VECTOR_KERNEL(NAME, CX_AVX512, __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps,     \
+                         _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps,                  \
+                         avx512_epilogue_vec, MR_, NV_)
 
 DEFINE_AVX512_KERNEL(kernel_avx512_12x32, 12, 2)
 DEFINE_AVX512_KERNEL(kernel_avx512_24x16, 24, 1)
 DEFINE_AVX512_KERNEL(kernel_avx512_8x48, 8, 3)
 
 static const micro_kernel k_generic = {"generic", GEN_MR, GEN_NR, kernel_generic};
-static const micro_kernel k_avx2 = {"avx2", AVX2_MR, 16, kernel_avx2_6x16};
+static const micro_kernel k_avx2 = {"avx2", 6, 16, kernel_avx2_6x16};
 static const micro_kernel k_avx512_wide = {"avx512", 12, 32, kernel_avx512_12x32};
 static const micro_kernel k_avx512_tall = {"avx512", 24, 16, kernel_avx512_24x16};
 static const micro_kernel k_avx512_8x48 = {"avx512", 8, 48, kernel_avx512_8x48};
@@ -656,16 +608,13 @@ void cx_gemm_run(const cx_gemm_problem *p) {
     choose_tiles(&g, threads);
     if (packed && g.m_blocks == 1)
         g.shared_b = NULL; /* one row block: pack B inside the tiles instead */
-    if (!g.shared_b && p->B.pack == cx_gemm_pack_matrix &&
-        matrix_x_contiguous((const cx_gemm_matrix *)p->B.ctx)) {
-        const char *env = getenv("GEMM_DIRECT");
-        g.direct_b = env ? atoi(env) : 1;
-    }
+    /* B rows contiguous in memory: the micro-kernels read them in place */
+    g.direct_b = !g.shared_b && p->B.pack == cx_gemm_pack_matrix &&
+                 matrix_x_contiguous((const cx_gemm_matrix *)p->B.ctx);
     if (g.shared_b) {
         int64_t groups = (g.n_pad / NR + PREPACK_PANELS - 1) / PREPACK_PANELS;
         cx_parallel_for((int64_t)g.n_kblocks * groups, 1, prepack_b_task, &g);
     }
-    if (getenv("DEBUG")) fprintf(stderr, "kernel %dx%d kc %d mc %d nc %d blocks %d x %d shared %d direct %d\n", g.uk->mr, g.uk->nr, g.kcb, g.mc, g.nc, g.m_blocks, g.n_blocks, g.shared_b != NULL, g.direct_b);
     int items_eff = p->reduce_items ? 1 : p->items;
     int64_t n_tasks = (int64_t)items_eff * g.m_blocks * g.n_blocks;
     cx_parallel_for(n_tasks, 1, gemm_tiles_task, &g);
