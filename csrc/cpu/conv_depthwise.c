@@ -196,6 +196,7 @@ void cx_conv_channelwise_forward(const cx_conv_shape *s, const float *x, const f
     c.w = w;
     c.bias = bias;
     c.y = y;
+    have_avx2(); /* detect before the tasks read it */
     cx_parallel_for((int64_t)s->batch * s->out_ch, 1, forward_task, &c);
     if (c.failed)
         cx_fail(CX_ENOMEM, "conv2d (channel-wise): out of scratch memory");
@@ -373,6 +374,7 @@ void cx_conv_channelwise_backward(const cx_conv_shape *s, const float *x, const 
     c.dy = dy;
     c.dx = dx;
     int kk = s->k_h * s->k_w;
+    have_avx2(); /* detect before the tasks read it */
     if (dx)
         cx_parallel_for((int64_t)s->batch * s->in_ch, 1, input_grad_task, &c);
     if (dw || dbias) {
