@@ -7,6 +7,15 @@
 
 #include "../ops/ops.h"
 
+/* Hot loops marked VECTOR_CLONES are compiled for AVX2 and for the baseline ISA and
+ * picked at load time. Both clones do the same IEEE operations in the same order
+ * (-std=c11 turns off FMA contraction), so results do not depend on the machine. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
 void * cpu_alloc(cx_backend *be, size_t bytes);
 void cpu_free(cx_backend *be, void *ptr);
 void cpu_zero(cx_backend *be, float *ptr, size_t n);

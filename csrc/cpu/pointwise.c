@@ -21,15 +21,6 @@
 #include <stdint.h>
 #include <string.h>
 
-/* The transcendental loops are compiled twice, for AVX2 and for the baseline ISA, and
- * picked at load time (4 doubles per vector instead of 2: about twice as fast). Both
- * clones do the same IEEE operations in the same order (-std=c11 turns off FMA
- * contraction), so results do not depend on the machine's vector width. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define VECTOR_CLONES
-#endif
 
 /* Elements per task for memory-bound loops, and for the costlier GELU/sigmoid. */
 #define GRAIN_SIMPLE (1 << 15)
