@@ -15,14 +15,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Hot loops are compiled for AVX2 and the baseline ISA and picked at load time (twice
- * the double lanes). Both clones do the same IEEE operations in the same order (-std=c11
- * turns off FMA contraction), so results do not depend on the machine. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define VECTOR_CLONES
-#endif
 
 /* Target elements per parallel task. */
 #define TASK_ELEMENTS 8192
