@@ -8,6 +8,7 @@ Environment:
 The CUDA part is a separate shared library that _C opens with dlopen() only when a GPU
 worker starts, so `import codext` never loads CUDA libraries (and works without a driver).
 """
+import concurrent.futures
 import glob
 import os
 import re
@@ -50,8 +51,9 @@ def pip_nvidia_dirs(package):
     return dirs
 
 
-def find_header_and_lib(header, libnames, env_key, cuda_home, pip_pkg):
-    """Returns (include_dir, lib_dir, lib_file) for a library such as cuDNN or NCCL."""
+def find_header_and_lib(header, libnames, env_key, cuda_home, pip_pkg, accept=None):
+    """Returns (include_dir, lib_dir, lib_file) for a library such as cuDNN or NCCL; `accept`
+    (include_dir -> bool) can refuse a copy, e.g. a cuDNN 8 beside the toolkit."""
     roots = []
     if os.environ.get(env_key):
         roots.append(os.environ[env_key])
@@ -62,7 +64,7 @@ def find_header_and_lib(header, libnames, env_key, cuda_home, pip_pkg):
         incs = [os.path.join(root, "include"), os.path.join(root, "include", "x86_64-linux-gnu")]
         libs = [os.path.join(root, d) for d in ("lib64", "lib", "lib/x86_64-linux-gnu", "targets/x86_64-linux/lib")]
         inc = next((d for d in incs if os.path.exists(os.path.join(d, header))), None)
-        if not inc:
+        if not inc or (accept and not accept(inc)):
             continue
         for libdir in libs:
             for name in libnames:
@@ -81,6 +83,12 @@ def header_version(path, prefix, parts=("MAJOR", "MINOR", "PATCHLEVEL")):
 
 
 class BuildWithCuda(build_ext):
+    def run(self):
+        # setuptools clears self.inplace while building and copies the extensions into the
+        # source tree afterwards; remember it for libcodext_cuda.so.
+        self.into_source = bool(self.inplace or getattr(self, "editable_mode", False))
+        super().run()
+
     def build_extensions(self):
         mode = os.environ.get("CODEXT_CUDA", "auto").lower()
         if mode not in ("0", "1", "auto"):
@@ -100,7 +108,23 @@ class BuildWithCuda(build_ext):
             ]
         else:
             log("building the CPU-only variant")
+            # A library left by an earlier CUDA build would be packaged or loaded by mistake.
+            for stale in {os.path.join(self.build_lib, "codext", "libcodext_cuda.so"),
+                          os.path.join(ROOT, "codext", "libcodext_cuda.so") if getattr(self, "into_source", False) else ""}:
+                if stale and os.path.exists(stale):
+                    log(f"removing {stale} from an earlier CUDA build")
+                    os.remove(stale)
+        # setuptools rebuilds _C only when a source is newer than it: a switch between the
+        # CPU and CUDA variants changes only macros, so force a rebuild when they change.
+        os.makedirs(self.build_temp, exist_ok=True)
+        stamp = os.path.join(self.build_temp, "codext_variant.txt")
+        variant = repr(sorted(ext.define_macros))
+        previous = open(stamp).read() if os.path.exists(stamp) else None
+        if previous != variant:
+            self.force = True
         super().build_extensions()
+        with open(stamp, "w") as f:
+            f.write(variant)
 
     def configure_cuda(self, required):
         cuda_home = find_cuda_home()
@@ -116,7 +140,9 @@ class BuildWithCuda(build_ext):
             return missing("no CUDA toolkit was found (set CUDA_HOME or put nvcc on PATH)")
         if not kernels:
             return missing("kernels/ has no .cu files")
-        cudnn = find_header_and_lib("cudnn_version.h", ["libcudnn.so.9", "libcudnn.so"], "CUDNN_HOME", cuda_home, "cudnn")
+        cudnn = find_header_and_lib(
+            "cudnn_version.h", ["libcudnn.so.9"], "CUDNN_HOME", cuda_home, "cudnn",
+            accept=lambda inc: header_version(os.path.join(inc, "cudnn_version.h"), "CUDNN").startswith("9."))
         nccl = find_header_and_lib("nccl.h", ["libnccl.so.2", "libnccl.so"], "NCCL_HOME", cuda_home, "nccl")
         if not cudnn:
             return missing("cuDNN 9 was not found (set CUDNN_HOME)")
@@ -148,20 +174,26 @@ class BuildWithCuda(build_ext):
         gencode += ["-gencode", f"arch=compute_{top},code=compute_{top}"]
         incs = ["-I" + os.path.join(ROOT, "csrc"), "-I" + os.path.join(ROOT, "kernels"),
                 "-I" + cuda["cudnn"][0], "-I" + cuda["nccl"][0]]
-        objects = []
+        # Only cx_cuda_get_api is exported (kernels/backend_cuda.cu marks it).
+        flags = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC,-fvisibility=hidden",
+                 "--expt-relaxed-constexpr", "-lineinfo"]
+        jobs = []
         for src in cuda["kernels"]:
             obj = os.path.join(build_dir, os.path.basename(src) + ".o")
-            cmd = [cuda["nvcc"], "-c", src, "-o", obj, "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
-                   "--expt-relaxed-constexpr", "-lineinfo"] + gencode + incs
-            log(" ".join(cmd))
-            subprocess.check_call(cmd)
-            objects.append(obj)
-        # C sources the CUDA library needs too (errors, thread pool for host-side work).
-        for src in glob.glob(os.path.join(ROOT, "csrc", "core", "*.c")):
-            obj = os.path.join(build_dir, "core_" + os.path.basename(src) + ".o")
-            subprocess.check_call(["cc", "-c", src, "-o", obj, "-O2", "-std=c11", "-fPIC", "-pthread",
-                                   "-fvisibility=hidden"])
-            objects.append(obj)
+            jobs.append([cuda["nvcc"], "-c", src, "-o", obj] + flags + gencode + incs)
+        # The .cu files compile in parallel (one nvcc per core): the slow part of the build.
+        workers = max(1, min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+        log(f"compiling {len(jobs)} CUDA files for {cuda['archs_text']} with {workers} job(s)")
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda cmd: (cmd, subprocess.run(cmd, capture_output=True, text=True)), jobs))
+        for cmd, res in results:
+            if res.stdout.strip() or res.stderr.strip():
+                log(f"{os.path.basename(cmd[2])}:\n{res.stdout}{res.stderr}")
+            if res.returncode != 0:
+                raise SystemExit(f"nvcc failed on {cmd[2]}:\n{' '.join(cmd)}")
+        objects = [cmd[4] for cmd, _ in results]
+        # The library holds no copy of csrc/core: the loader hands it _C's cx_fail, so errors
+        # reach Python, and --no-undefined turns a stray call into _C into a build error.
         out_dir = os.path.join(self.build_lib, "codext")
         os.makedirs(out_dir, exist_ok=True)
         lib = os.path.join(out_dir, "libcodext_cuda.so")
@@ -169,15 +201,16 @@ class BuildWithCuda(build_ext):
                           cuda["cudnn"][1], cuda["nccl"][1]})
         libdirs = [d for d in libdirs if os.path.isdir(d)]
         # Versioned sonames by name: pip's nvidia wheels ship only libcudnn.so.9 / libnccl.so.2.
-        link = [cuda["nvcc"], "-shared", "-o", lib] + objects + gencode
+        # Never -lcuda: the driver library is opened by the CUDA runtime when first used.
+        link = [cuda["nvcc"], "-shared", "-cudart", "shared", "-o", lib] + objects + gencode
         link += [f"-L{d}" for d in libdirs]
-        link += ["-lcudart", "-lcublas", "-lcublasLt", f"-l:{cuda['cudnn'][2]}", f"-l:{cuda['nccl'][2]}"]
+        link += ["-lcublas", "-lcublasLt", f"-l:{cuda['cudnn'][2]}", f"-l:{cuda['nccl'][2]}"]
         rpath = ["$ORIGIN"] + libdirs
-        link += ["-Xlinker", "-rpath=" + ":".join(rpath)]
+        link += ["-Xlinker", "-rpath=" + ":".join(rpath), "-Xlinker", "--no-undefined"]
         log(" ".join(link))
         subprocess.check_call(link)
         # Keep an in-place copy for `pip install -e .` / build_ext --inplace.
-        if self.inplace:
+        if getattr(self, "into_source", False):
             shutil.copy(lib, os.path.join(ROOT, "codext", "libcodext_cuda.so"))
 
 

@@ -1,0 +1,379 @@
+/* The CUDA backend: state, errors, memory, sync, and the one exported entry point
+ * cx_cuda_get_api() that the loader (csrc/core/cuda_loader.c) resolves with dlsym.
+ *
+ * Ops not implemented yet are NULL in the table (the callers check; see the list in
+ * fill_table below): l2norm, softmax, scale_mid, scale_outer_inner, transpose,
+ * transpose_accumulate, copy_channels, the pooling and resize ops, xca, posenc_fourier. */
+#include "common.cuh"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CU_EXPORT extern "C" __attribute__((visibility("default")))
+
+#define CU_STR2(...) #__VA_ARGS__
+#define CU_STR(...) CU_STR2(__VA_ARGS__)
+#ifndef __CUDA_ARCH_LIST__
+#define __CUDA_ARCH_LIST__ unknown
+#endif
+
+/* ---- errors ---- */
+
+void cu_record(cu_state *st, cx_status code, const char *fmt, ...) {
+    if (st->error_code != CX_OK)
+        return; /* keep the first */
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(st->error, sizeof st->error, fmt, args);
+    va_end(args);
+    st->error_code = code;
+}
+
+int cu_ok_cuda(cu_state *st, cudaError_t status, const char *what) {
+    if (status == cudaSuccess)
+        return 1;
+    cu_record(st, status == cudaErrorMemoryAllocation ? CX_ENOMEM : CX_ERUNTIME,
+              "CUDA error in %s on device %d: %s (%s)", what, st->device,
+              cudaGetErrorString(status), cudaGetErrorName(status));
+    return 0;
+}
+
+int cu_ok_cublas(cu_state *st, cublasStatus_t status, const char *what) {
+    if (status == CUBLAS_STATUS_SUCCESS)
+        return 1;
+    cu_record(st, status == CUBLAS_STATUS_ALLOC_FAILED ? CX_ENOMEM : CX_ERUNTIME,
+              "cuBLAS error in %s on device %d: %s", what, st->device,
+              cublasGetStatusString(status));
+    return 0;
+}
+
+int cu_ok_cudnn(cu_state *st, cudnnStatus_t status, const char *what) {
+    if (status == CUDNN_STATUS_SUCCESS)
+        return 1;
+    char detail[512] = "";
+    cudnnGetLastErrorString(detail, sizeof detail);
+    cu_record(st, status == CUDNN_STATUS_ALLOC_FAILED ? CX_ENOMEM : CX_ERUNTIME,
+              "cuDNN error in %s on device %d: %s%s%s", what, st->device,
+              cudnnGetErrorString(status), detail[0] ? ": " : "", detail);
+    return 0;
+}
+
+/* ---- device scratch ---- */
+
+float *cu_scratch(cu_state *st, int slot, size_t n_floats) {
+    if (slot < 0 || slot >= CU_SCRATCH_SLOTS) {
+        cu_record(st, CX_ERUNTIME, "internal: scratch slot %d out of range", slot);
+        return NULL;
+    }
+    if (n_floats > st->scratch_floats[slot]) {
+        size_t grown = st->scratch_floats[slot] + st->scratch_floats[slot] / 2;
+        size_t want = n_floats > grown ? n_floats : grown;
+        if (st->scratch[slot]) {
+            /* queued kernels may still read the old buffer */
+            if (!cu_ok_cuda(st, cudaStreamSynchronize(st->stream), "scratch growth"))
+                return NULL;
+            cudaFree(st->scratch[slot]);
+            st->scratch[slot] = NULL;
+            st->scratch_floats[slot] = 0;
+        }
+        void *fresh = NULL;
+        if (!cu_ok_cuda(st, cudaMalloc(&fresh, want * sizeof(float)), "scratch allocation"))
+            return NULL;
+        st->scratch[slot] = (float *)fresh;
+        st->scratch_floats[slot] = want;
+    }
+    return st->scratch[slot];
+}
+
+void *cu_workspace(cu_state *st, size_t bytes) {
+    if (bytes == 0)
+        return st->workspace; /* may be NULL: cuDNN accepts that for 0 bytes */
+    if (bytes > st->workspace_bytes) {
+        if (st->workspace) {
+            if (!cu_ok_cuda(st, cudaStreamSynchronize(st->stream), "workspace growth"))
+                return NULL;
+            cudaFree(st->workspace);
+            st->workspace = NULL;
+            st->workspace_bytes = 0;
+        }
+        void *fresh = NULL;
+        if (!cu_ok_cuda(st, cudaMalloc(&fresh, bytes), "cuDNN workspace allocation"))
+            return NULL;
+        st->workspace = fresh;
+        st->workspace_bytes = bytes;
+    }
+    return st->workspace;
+}
+
+/* ---- memory ---- */
+
+/* A failed allocation is reported to the caller at once (NULL plus the host's error
+ * message), not recorded for sync(): the caller may recover (smaller micro-batch). */
+static void *cu_alloc(cx_backend *be, size_t bytes) {
+    cu_state *st = cu_get(be);
+    void *ptr = NULL;
+    cudaError_t status = cudaMalloc(&ptr, bytes ? bytes : 1);
+    if (status != cudaSuccess) {
+        cudaGetLastError(); /* an out-of-memory error is not sticky: clear it */
+        size_t free_bytes = 0, total_bytes = 0;
+        cudaMemGetInfo(&free_bytes, &total_bytes);
+        st->fail(status == cudaErrorMemoryAllocation ? CX_ENOMEM : CX_ERUNTIME,
+                 "cudaMalloc of %zu bytes on device %d failed: %s (%zu of %zu MiB free)", bytes,
+                 st->device, cudaGetErrorString(status), free_bytes >> 20, total_bytes >> 20);
+        return NULL;
+    }
+    return ptr;
+}
+
+static void cu_free(cx_backend *be, void *ptr) {
+    cu_state *st = cu_get(be);
+    if (!ptr)
+        return;
+    /* queued work may still use the buffer */
+    cu_ok_cuda(st, cudaStreamSynchronize(st->stream), "free (waiting for queued work)");
+    cu_ok_cuda(st, cudaFree(ptr), "cudaFree");
+}
+
+static void cu_zero(cx_backend *be, float *ptr, size_t n) {
+    cu_state *st = cu_get(be);
+    if (n)
+        cu_ok_cuda(st, cudaMemsetAsync(ptr, 0, n * sizeof(float), st->stream), "zero");
+}
+
+static void cu_copy(cx_backend *be, float *dst, const float *src, size_t n) {
+    cu_state *st = cu_get(be);
+    if (n)
+        cu_ok_cuda(st, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice,
+                                       st->stream), "copy");
+}
+
+/* With pageable host memory the copy has read `host` when this returns; with pinned
+ * memory it is asynchronous: keep `host` unchanged until the next sync(). */
+static void cu_upload(cx_backend *be, float *dst, const float *host, size_t n) {
+    cu_state *st = cu_get(be);
+    if (n)
+        cu_ok_cuda(st, cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice,
+                                       st->stream), "upload");
+}
+
+/* `host` holds the data after the next sync(). */
+static void cu_download(cx_backend *be, float *host, const float *src, size_t n) {
+    cu_state *st = cu_get(be);
+    if (n)
+        cu_ok_cuda(st, cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost,
+                                       st->stream), "download");
+}
+
+/* Waits for the stream; reports (and clears) the first error since the previous sync. A
+ * sticky device error (illegal address, ...) breaks the context: every later sync
+ * reports it again and the backend must be destroyed. */
+static cx_status cu_sync(cx_backend *be) {
+    cu_state *st = cu_get(be);
+    cu_ok_cuda(st, cudaStreamSynchronize(st->stream), "queued work (sync)");
+    if (st->error_code == CX_OK)
+        return CX_OK;
+    cx_status code = st->error_code;
+    st->fail(code, "%s", st->error);
+    st->error_code = CX_OK;
+    st->error[0] = '\0';
+    return code;
+}
+
+/* ---- the table ---- */
+
+static void fill_table(cx_backend *be) {
+    be->name = "cuda";
+    be->alloc = cu_alloc;
+    be->free = cu_free;
+    be->zero = cu_zero;
+    be->copy = cu_copy;
+    be->upload = cu_upload;
+    be->download = cu_download;
+    be->sync = cu_sync;
+    be->conv2d_forward = cu_conv2d_forward;
+    be->conv2d_backward = cu_conv2d_backward;
+    be->linear_forward = cu_linear_forward;
+    be->linear_backward = cu_linear_backward;
+    be->layernorm_forward = cu_layernorm_forward;
+    be->layernorm_backward = cu_layernorm_backward;
+    be->layernorm2d_forward = cu_layernorm2d_forward;
+    be->layernorm2d_backward = cu_layernorm2d_backward;
+    be->gelu_forward = cu_gelu_forward;
+    be->gelu_backward = cu_gelu_backward;
+    be->sigmoid_forward = cu_sigmoid_forward;
+    be->sigmoid_backward = cu_sigmoid_backward;
+    be->add = cu_add;
+    be->axpy = cu_axpy;
+    be->mul_forward = cu_mul_forward;
+    be->mul_backward = cu_mul_backward;
+    be->affine = cu_affine;
+    /* Not implemented yet (NULL, from calloc): l2norm_forward/backward,
+     * softmax_forward/backward, scale_mid_forward/backward,
+     * scale_outer_inner_forward/backward, transpose, transpose_accumulate, copy_channels,
+     * avgpool2d_*, adaptive_avgpool2d_*, global_avgpool_*, resize_bilinear_*,
+     * xca_forward/backward, posenc_fourier. */
+}
+
+static void destroy(cx_backend *be) {
+    if (!be)
+        return;
+    cu_state *st = cu_get(be);
+    if (st) {
+        if (st->stream)
+            cudaStreamSynchronize(st->stream);
+        for (int i = 0; i < CU_SCRATCH_SLOTS; i++)
+            if (st->scratch[i])
+                cudaFree(st->scratch[i]);
+        if (st->workspace)
+            cudaFree(st->workspace);
+        if (st->cudnn)
+            cudnnDestroy(st->cudnn);
+        if (st->cublas)
+            cublasDestroy(st->cublas);
+        if (st->stream)
+            cudaStreamDestroy(st->stream);
+        free(st);
+    }
+    free(be);
+}
+
+static cx_status device_count(cx_fail_fn fail, int *count) {
+    *count = 0;
+    cudaError_t status = cudaGetDeviceCount(count);
+    if (status != cudaSuccess) {
+        int driver = 0, runtime = 0;
+        cudaDriverGetVersion(&driver); /* 0 when no driver is installed */
+        cudaRuntimeGetVersion(&runtime);
+        cudaGetLastError();
+        *count = 0;
+        if (driver == 0)
+            return fail(CX_ERUNTIME, "cudaGetDeviceCount failed: %s (%s); no NVIDIA driver "
+                        "was found (libcuda.so.1)", cudaGetErrorString(status),
+                        cudaGetErrorName(status));
+        if (status == cudaErrorInsufficientDriver)
+            return fail(CX_ERUNTIME, "cudaGetDeviceCount failed: %s (%s); the driver supports "
+                        "CUDA %d.%d, codext was built with CUDA runtime %d.%d: update the "
+                        "driver or build codext with an older toolkit",
+                        cudaGetErrorString(status), cudaGetErrorName(status), driver / 1000,
+                        driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10);
+        const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+        return fail(CX_ERUNTIME, "cudaGetDeviceCount failed: %s (%s); CUDA_VISIBLE_DEVICES=%s",
+                    cudaGetErrorString(status), cudaGetErrorName(status),
+                    visible ? visible : "(unset)");
+    }
+    return CX_OK;
+}
+
+static cx_status runtime_info(cx_fail_fn fail, int device, char *text, size_t size) {
+    int driver = 0, runtime = 0, major = 0, minor = 0, sms = 0, cublas_version = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    cublasGetProperty(MAJOR_VERSION, &major);
+    cublasGetProperty(MINOR_VERSION, &minor);
+    cublas_version = major * 100 + minor;
+    cudaDeviceProp prop;
+    cudaError_t status = cudaGetDeviceProperties(&prop, device);
+    if (status != cudaSuccess) {
+        cudaGetLastError();
+        return fail(CX_ERUNTIME, "cudaGetDeviceProperties(%d) failed: %s", device,
+                    cudaGetErrorString(status));
+    }
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    size_t cudnn = cudnnGetVersion();
+    snprintf(text, size,
+             "device %d: %s (sm_%d%d, %d SMs, %.1f GiB); driver CUDA %d.%d, runtime %d.%d, "
+             "cuBLAS %d.%d, cuDNN %zu.%zu.%zu",
+             device, prop.name, prop.major, prop.minor, sms,
+             (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), driver / 1000,
+             driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10, cublas_version / 100,
+             cublas_version % 100, cudnn / 10000, cudnn % 10000 / 100, cudnn % 100);
+    return CX_OK;
+}
+
+static cx_status backend_create(const cx_cuda_config *config, cx_backend **out) {
+    cx_fail_fn fail = config->fail;
+    *out = NULL;
+    int count = 0;
+    CX_TRY(device_count(fail, &count));
+    if (config->device < 0 || config->device >= count)
+        return fail(CX_EINVAL, "CUDA device %d does not exist (%d visible)", config->device,
+                    count);
+    size_t cudnn_major = cudnnGetVersion() / 10000;
+    if (cudnn_major != CUDNN_MAJOR)
+        return fail(CX_ERUNTIME, "cuDNN %zu is loaded but codext was built against cuDNN %d",
+                    cudnn_major, CUDNN_MAJOR);
+    cx_backend *be = (cx_backend *)calloc(1, sizeof *be);
+    cu_state *st = (cu_state *)calloc(1, sizeof *st);
+    if (!be || !st) {
+        free(be);
+        free(st);
+        return fail(CX_ENOMEM, "out of host memory creating the CUDA backend");
+    }
+    be->impl = st;
+    st->device = config->device;
+    st->deterministic = config->deterministic;
+    st->allow_tf32 = config->allow_tf32;
+    st->fail = fail;
+    fill_table(be);
+    const char *step = "cudaSetDevice";
+    cudaError_t cuda_status = cudaSetDevice(config->device);
+    if (cuda_status == cudaSuccess) {
+        step = "cudaStreamCreate";
+        cuda_status = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
+    }
+    if (cuda_status != cudaSuccess) {
+        cudaGetLastError();
+        destroy(be);
+        return fail(CX_ERUNTIME, "%s on device %d failed: %s (%s)", step, config->device,
+                    cudaGetErrorString(cuda_status), cudaGetErrorName(cuda_status));
+    }
+    cublasStatus_t blas = cublasCreate(&st->cublas);
+    if (blas == CUBLAS_STATUS_SUCCESS)
+        blas = cublasSetStream(st->cublas, st->stream);
+    /* DEFAULT math keeps SGEMM in full fp32; TF32 tensor cores only when allowed. */
+    if (blas == CUBLAS_STATUS_SUCCESS)
+        blas = cublasSetMathMode(st->cublas, config->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                : CUBLAS_DEFAULT_MATH);
+    if (blas == CUBLAS_STATUS_SUCCESS)
+        blas = cublasSetAtomicsMode(st->cublas, CUBLAS_ATOMICS_NOT_ALLOWED);
+    if (blas == CUBLAS_STATUS_SUCCESS)
+        blas = cublasSetPointerMode(st->cublas, CUBLAS_POINTER_MODE_HOST);
+    if (blas != CUBLAS_STATUS_SUCCESS) {
+        destroy(be);
+        return fail(CX_ERUNTIME, "cuBLAS initialisation on device %d failed: %s",
+                    config->device, cublasGetStatusString(blas));
+    }
+    cudnnStatus_t dnn = cudnnCreate(&st->cudnn);
+    if (dnn == CUDNN_STATUS_SUCCESS)
+        dnn = cudnnSetStream(st->cudnn, st->stream);
+    if (dnn != CUDNN_STATUS_SUCCESS) {
+        char detail[512] = "";
+        cudnnGetLastErrorString(detail, sizeof detail);
+        destroy(be);
+        return fail(CX_ERUNTIME, "cuDNN initialisation on device %d failed: %s %s",
+                    config->device, cudnnGetErrorString(dnn), detail);
+    }
+    *out = be;
+    return CX_OK;
+}
+
+static char build_text[256];
+
+static cx_cuda_api api = {
+    CX_CUDA_ABI_VERSION, sizeof(cx_backend), build_text,
+    device_count,        runtime_info,       backend_create, destroy,
+};
+
+CU_EXPORT const cx_cuda_api *cx_cuda_get_api(int abi_version) {
+    if (abi_version != CX_CUDA_ABI_VERSION)
+        return NULL;
+    /* __CUDA_ARCH_LIST__ (nvcc) lists the targets compiled in, e.g. 750,800 */
+    snprintf(build_text, sizeof build_text,
+             "built with CUDA %d.%d, cuBLAS %d.%d, cuDNN %d.%d.%d for compute %s",
+             CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, CUBLAS_VER_MAJOR,
+             CUBLAS_VER_MINOR, CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL,
+             CU_STR(__CUDA_ARCH_LIST__));
+    return &api;
+}

@@ -1,0 +1,144 @@
+/* Shared by the CUDA backend's files: the backend state, error recording, device scratch
+ * memory, launch helpers and the prototypes of each op family's functions.
+ *
+ * Errors: ops return nothing (ops.h). The first CUDA, cuBLAS or cuDNN error since the
+ * last sync() is recorded in the state with its text and the op that hit it; sync()
+ * reports it through the host's cx_fail (cx_cuda_config.fail) and clears it. Never call
+ * cx_fail directly here: this library has no copy of _C's error state (the link uses
+ * --no-undefined, so such a call fails to build).
+ *
+ * Determinism: every reduction in these kernels has a fixed order that depends only on
+ * the problem size (no atomics), so results are bit-identical from run to run on a
+ * given GPU. cuBLAS is run with atomics disallowed and cuDNN's algorithms are chosen
+ * among the deterministic ones when the backend is created with deterministic = 1. */
+#ifndef CX_KERNELS_COMMON_CUH
+#define CX_KERNELS_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <stddef.h>
+
+#include "core/cuda_loader.h"
+#include "ops/ops.h"
+
+#define CU_SCRATCH_SLOTS 4
+#define CU_CONV_CACHE 64
+/* Largest cuDNN workspace an algorithm may ask for. */
+#define CU_CONV_WORKSPACE_LIMIT ((size_t)512 << 20)
+
+/* A cuDNN algorithm chosen for one convolution shape and direction. */
+struct cu_conv_choice {
+    cx_conv_shape shape;
+    int direction; /* 0 forward, 1 backward data, 2 backward filter */
+    int algo;
+    int math_type; /* cudnnMathType_t to run it with */
+    size_t workspace_bytes;
+    int valid;
+};
+
+struct cu_state {
+    int device;
+    int deterministic;
+    int allow_tf32;
+    cx_fail_fn fail;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    cudnnHandle_t cudnn;
+    /* first error since the last sync */
+    cx_status error_code;
+    char error[1024];
+    /* device scratch: grows to the largest request, kept between calls */
+    float *scratch[CU_SCRATCH_SLOTS];
+    size_t scratch_floats[CU_SCRATCH_SLOTS];
+    void *workspace; /* cuDNN workspace */
+    size_t workspace_bytes;
+    cu_conv_choice conv_cache[CU_CONV_CACHE];
+    int conv_cache_next;
+};
+
+static inline cu_state *cu_get(cx_backend *be) { return (cu_state *)be->impl; }
+
+/* ---- errors (backend_cuda.cu) ---- */
+void cu_record(cu_state *st, cx_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Each returns 1 when `status` is a success, else records the error (naming `what`) and
+ * returns 0. */
+int cu_ok_cuda(cu_state *st, cudaError_t status, const char *what);
+int cu_ok_cublas(cu_state *st, cublasStatus_t status, const char *what);
+int cu_ok_cudnn(cu_state *st, cudnnStatus_t status, const char *what);
+/* After a kernel launch: records a launch error (bad configuration, no kernel image for
+ * this GPU). */
+static inline int cu_ok_launch(cu_state *st, const char *what) {
+    return cu_ok_cuda(st, cudaGetLastError(), what);
+}
+
+/* ---- device scratch (backend_cuda.cu) ----
+ * cu_scratch: `slot` 0..CU_SCRATCH_SLOTS-1, at least n_floats floats; cu_workspace: bytes
+ * for cuDNN. Both return NULL with the error recorded when cudaMalloc fails. Growing a
+ * buffer waits for the queued work that may still use the old one. */
+float *cu_scratch(cu_state *st, int slot, size_t n_floats);
+void *cu_workspace(cu_state *st, size_t bytes);
+
+/* ---- launch helpers ---- */
+#define CU_BLOCK 256
+/* Blocks for a grid-stride loop over n items (at most 2^20 blocks: the loop covers the
+ * rest). Never 0: callers return early when n == 0. */
+static inline unsigned cu_blocks(size_t n, int block) {
+    size_t blocks = (n + (size_t)block - 1) / (size_t)block;
+    if (blocks > ((size_t)1 << 20))
+        blocks = (size_t)1 << 20;
+    return blocks ? (unsigned)blocks : 1u;
+}
+static inline size_t cu_ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+/* ---- fixed-order reductions (reduce.cu) ----
+ * With saved = NULL they sum dy only; with saved they also sum dy * xhat where
+ * xhat = (x - mean) * rstd and mean, rstd come from a layernorm `saved` buffer.
+ * Every output accumulates (+=) and may be NULL.
+ * cu_column_sums: dy, x [rows, cols]; saved [2, rows]; sums [cols] over rows.
+ * cu_channel_sums: dy, x [batch, channels, hw]; saved [2, batch*hw]; sums [channels]
+ *   over batch and hw. */
+void cu_column_sums(cu_state *st, int rows, int cols, const float *dy, const float *x,
+                    const float *saved, float *sum_dy, float *sum_dy_xhat);
+void cu_channel_sums(cu_state *st, int batch, int channels, int hw, const float *dy,
+                     const float *x, const float *saved, float *sum_dy, float *sum_dy_xhat);
+
+/* ---- op families: the table entries (shapes in ops.h) ---- */
+/* pointwise.cu */
+void cu_gelu_forward(cx_backend *be, size_t n, const float *x, float *y);
+void cu_gelu_backward(cx_backend *be, size_t n, const float *x, const float *dy, float *dx);
+void cu_sigmoid_forward(cx_backend *be, size_t n, const float *x, float *y);
+void cu_sigmoid_backward(cx_backend *be, size_t n, const float *y, const float *dy, float *dx);
+void cu_add(cx_backend *be, size_t n, const float *a, const float *b, float *y);
+void cu_axpy(cx_backend *be, size_t n, float alpha, const float *x, float *y);
+void cu_mul_forward(cx_backend *be, size_t n, const float *a, const float *b, float *y);
+void cu_mul_backward(cx_backend *be, size_t n, const float *a, const float *b,
+                     const float *dy, float *da, float *db);
+void cu_affine(cx_backend *be, size_t n, float alpha, float beta, const float *x, float *y);
+/* norm.cu */
+void cu_layernorm_forward(cx_backend *be, int rows, int cols, float eps, const float *x,
+                          const float *weight, const float *bias, float *y, float *saved);
+void cu_layernorm_backward(cx_backend *be, int rows, int cols, const float *x,
+                           const float *weight, const float *saved, const float *dy,
+                           float *dx, float *dweight, float *dbias);
+void cu_layernorm2d_forward(cx_backend *be, int batch, int channels, int hw, float eps,
+                            const float *x, const float *weight, const float *bias, float *y,
+                            float *saved);
+void cu_layernorm2d_backward(cx_backend *be, int batch, int channels, int hw, const float *x,
+                             const float *weight, const float *saved, const float *dy,
+                             float *dx, float *dweight, float *dbias);
+/* linear.cu */
+void cu_linear_forward(cx_backend *be, int rows, int in_features, int out_features,
+                       const float *x, const float *w, const float *bias, float *y);
+void cu_linear_backward(cx_backend *be, int rows, int in_features, int out_features,
+                        const float *x, const float *w, const float *dy, float *dx, float *dw,
+                        float *dbias);
+/* conv.cu */
+void cu_conv2d_forward(cx_backend *be, const cx_conv_shape *s, const float *x, const float *w,
+                       const float *bias, float *y);
+void cu_conv2d_backward(cx_backend *be, const cx_conv_shape *s, const float *x,
+                        const float *w, const float *dy, float *dx, float *dw, float *dbias);
+
+#endif
