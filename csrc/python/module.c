@@ -9,6 +9,7 @@
 #include <numpy/arrayobject.h>
 
 #include "binding.h"
+#include "../core/cuda_loader.h"
 #include "../io/safetensors.h"
 #include "../testing/op_call.h"
 
@@ -136,16 +137,36 @@ static float *op_alloc_out(cx_op_call *call, int index, int ndim, const int64_t 
 
 static PyObject *py_op(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
-    static char *keywords[] = {"name", "inputs", "iargs", "fargs", "backward", NULL};
+    static char *keywords[] = {"name", "inputs", "iargs", "fargs", "backward", "backend", NULL};
     const char *name;
     PyObject *inputs, *iargs = NULL, *fargs = NULL;
     int backward = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|OOp", keywords, &name, &inputs, &iargs,
-                                     &fargs, &backward))
+    const char *backend_name = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|OOpz", keywords, &name, &inputs, &iargs,
+                                     &fargs, &backward, &backend_name))
         return NULL;
-    const cx_op_entry *entry = cx_op_find(name);
-    if (!entry) {
-        PyErr_Format(PyExc_KeyError, "no op named %R", PyTuple_GET_ITEM(args, 0));
+    /* backend=None: the CPU test wrappers of csrc/testing; "cpu" or "cuda": the backend op
+     * runner (cuda_loader.h), which calls the backend's table the same way for both. */
+    const cx_op_entry *entry = NULL;
+    cx_backend *backend = NULL;
+    if (!backend_name) {
+        entry = cx_op_find(name);
+        if (!entry) {
+            PyErr_Format(PyExc_KeyError, "no op named '%s'", name);
+            return NULL;
+        }
+    } else if (strcmp(backend_name, "cpu") == 0) {
+        backend = cx_backend_cpu();
+    } else if (strcmp(backend_name, "cuda") == 0) {
+        cx_status bst;
+        Py_BEGIN_ALLOW_THREADS
+        bst = cx_cuda_shared_backend(&backend);
+        Py_END_ALLOW_THREADS
+        if (bst != CX_OK)
+            return cx_py_error(bst);
+    } else {
+        PyErr_Format(PyExc_ValueError, "backend must be None, 'cpu' or 'cuda', got '%s'",
+                     backend_name);
         return NULL;
     }
     PyObject *in_seq = PySequence_Fast(inputs, "inputs must be a sequence of arrays");
@@ -208,7 +229,7 @@ static PyObject *py_op(PyObject *self, PyObject *args, PyObject *kwargs) {
     call.binding = &binding;
     cx_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = entry->run(&call);
+    st = backend ? cx_backend_op_run(backend, name, &call) : entry->run(&call);
     Py_END_ALLOW_THREADS
     if (st != CX_OK) {
         if (!PyErr_Occurred())
@@ -239,6 +260,26 @@ static PyObject *py_op_names(PyObject *self, PyObject *unused) {
     if (names)
         cx_op_each(collect_name, names);
     return names;
+}
+
+static PyObject *py_backend_op_names(PyObject *self, PyObject *unused) {
+    (void)self; (void)unused;
+    PyObject *names = PyList_New(0);
+    if (names)
+        cx_backend_op_each(collect_name, names);
+    return names;
+}
+
+/* ---- the CUDA backend, loaded lazily (cuda_loader.h) --------------------------------- */
+
+static PyObject *py_cuda_backend_available(PyObject *self, PyObject *unused) {
+    (void)self; (void)unused;
+    char reason[2048];
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = cx_cuda_available(reason, sizeof reason);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(Os)", ok ? Py_True : Py_False, reason);
 }
 
 /* ---- safetensors -------------------------------------------------------------------- */
@@ -388,8 +429,14 @@ static PyMethodDef module_methods[] = {
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "CPU threads used by the engine."},
     {"set_num_threads", py_set_num_threads, METH_O, "Set the CPU threads used by the engine."},
     {"op", (PyCFunction)(void (*)(void))py_op, METH_VARARGS | METH_KEYWORDS,
-     "op(name, inputs, iargs=(), fargs=(), backward=False) -> list of float32 arrays (tests)."},
+     "op(name, inputs, iargs=(), fargs=(), backward=False, backend=None) -> list of float32 "
+     "arrays (tests). backend='cpu'|'cuda' runs the backend table's op (see backend_op_names)."},
     {"op_names", py_op_names, METH_NOARGS, "Names of the ops reachable through op()."},
+    {"backend_op_names", py_backend_op_names, METH_NOARGS,
+     "Names of the ops reachable through op(..., backend='cpu'|'cuda')."},
+    {"cuda_backend_available", py_cuda_backend_available, METH_NOARGS,
+     "cuda_backend_available() -> (bool, reason). Loads libcodext_cuda.so and the CUDA "
+     "libraries into this process: for GPU workers and tests, never the notebook."},
     {"safetensors_load", py_safetensors_load, METH_VARARGS,
      "safetensors_load(path) -> (tensors: dict[str, float32 ndarray], metadata: dict, dtypes: dict)"},
     {"safetensors_save", py_safetensors_save, METH_VARARGS,
