@@ -81,11 +81,12 @@ static size_t round_up64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
 cx_status cx_metric_workspace_get(int64_t height, int64_t width, int slot, cx_metric_workspace *ws) {
     size_t n = (size_t)(height * width), w = (size_t)width;
-    enum { N_PARTS = 11 };
+    enum { N_PARTS = 14 };
     size_t sizes[N_PARTS] = {
-        n * sizeof(double), n, n * sizeof(double), n * sizeof(double), n * sizeof(int32_t),
-        w * sizeof(int32_t), w * sizeof(int32_t), w * sizeof(int32_t), CX_NP_CHUNK * sizeof(double),
-        w * sizeof(int64_t), w * sizeof(double),
+        n * sizeof(double), n, 7 * w * sizeof(double), 0, n * sizeof(int32_t),
+        w * sizeof(int32_t), (w + 2) * sizeof(int32_t), w * sizeof(int32_t), CX_NP_CHUNK * sizeof(double),
+        (w + 2) * sizeof(int64_t), w * sizeof(double), w * sizeof(double), w * sizeof(double),
+        w * sizeof(int32_t),
     };
     size_t total = 0;
     for (int i = 0; i < N_PARTS; i++)
@@ -102,8 +103,7 @@ cx_status cx_metric_workspace_get(int64_t height, int64_t width, int slot, cx_me
     }
     ws->pred = parts[0];
     ws->gt = parts[1];
-    ws->error_t = parts[2];
-    ws->conv_rows = parts[3];
+    ws->gauss_ring = parts[2];
     ws->col_nearest = parts[4];
     ws->below = parts[5];
     ws->sites = parts[6];
@@ -111,6 +111,9 @@ cx_status cx_metric_workspace_get(int64_t height, int64_t width, int slot, cx_me
     ws->chunk = parts[8];
     ws->site_sq = parts[9];
     ws->row_terms = parts[10];
+    ws->row_et = parts[11];
+    ws->row_pred = parts[12];
+    ws->row_nearest = parts[13];
     return CX_OK;
 }
 
@@ -158,7 +161,7 @@ static void prepare_gt(const cx_metric_image *image, uint8_t *gt, int32_t *col_c
 }
 
 /* uint8: pred / 255, min-max normalised when max != min (a 256-entry table holds the
- * exact float64 values NumPy computes). */
+ * exact float64 values NumPy computes), and the byte histogram per GT class. */
 static void prepare_pred_u8(const uint8_t *src, int64_t n, const uint8_t *gt, double *pred,
                             cx_metric_prep *prep) {
     uint8_t lo = 255, hi = 0;
@@ -166,19 +169,40 @@ static void prepare_pred_u8(const uint8_t *src, int64_t n, const uint8_t *gt, do
         lo = src[i] < lo ? src[i] : lo;
         hi = src[i] > hi ? src[i] : hi;
     }
-    double table[256];
     const double mn = lo / 255.0, mx = hi / 255.0;
     for (int v = 0; v < 256; v++) {
-        double x = v / 255.0;
-        table[v] = hi != lo ? (x - mn) / (mx - mn) : x;
+        const double x = v / 255.0;
+        prep->u8_value[v] = hi != lo ? (x - mn) / (mx - mn) : x;
+    }
+    /* Four interleaved histograms, so that runs of equal bytes do not wait on one
+     * counter; index = class * 256 + byte. Each sees n / 4 < 2^29 pixels. */
+    int32_t counts[4][512];
+    memset(counts, 0, sizeof counts);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        for (int k = 0; k < 4; k++) {
+            const uint8_t u = src[i + k];
+            pred[i + k] = prep->u8_value[u];
+            counts[k][gt[i + k] * 256 + u]++;
+        }
+    }
+    for (; i < n; i++) {
+        pred[i] = prep->u8_value[src[i]];
+        counts[0][gt[i] * 256 + src[i]]++;
     }
     int64_t raw_pos = 0, raw_pos_fg = 0;
-    for (int64_t i = 0; i < n; i++) {
-        pred[i] = table[src[i]];
-        int pos = src[i] >= 128; /* src / 255 >= 0.5 */
-        raw_pos += pos;
-        raw_pos_fg += pos & gt[i];
+    for (int v = 0; v < 256; v++) {
+        const int64_t bg = (int64_t)counts[0][v] + counts[1][v] + counts[2][v] + counts[3][v];
+        const int64_t fg = (int64_t)counts[0][256 + v] + counts[1][256 + v] + counts[2][256 + v] + counts[3][256 + v];
+        prep->u8_count[0][v] = bg;
+        prep->u8_count[1][v] = fg;
+        if (v >= 128) { /* v / 255 >= 0.5 */
+            raw_pos += bg + fg;
+            raw_pos_fg += fg;
+        }
     }
+    prep->is_u8 = 1;
+    prep->pred_u8 = src;
     prep->n_raw_pos = raw_pos;
     prep->n_raw_pos_fg = raw_pos_fg;
 }
@@ -207,6 +231,8 @@ static void prepare_pred_u8(const uint8_t *src, int64_t n, const uint8_t *gt, do
         }                                                                                      \
         prep->n_raw_pos = raw_pos;                                                             \
         prep->n_raw_pos_fg = raw_pos_fg;                                                       \
+        prep->is_u8 = 0;                                                                       \
+        prep->pred_u8 = NULL;                                                                  \
         return CX_METRIC_FAIL_NONE;                                                            \
     }
 DEFINE_PREPARE_FLOAT(prepare_pred_f32, float)
@@ -235,31 +261,61 @@ cx_metric_failure cx_metric_prepare(const cx_metric_image *image, const cx_metri
 
 /* ---- threshold statistics, MAE, IoU, Dice ---------------------------------------- */
 
-double cx_threshold_counts_and_mae(const cx_metric_prep *prep, double *abs_error_buffer,
-                                   cx_threshold_counts *counts) {
+/* NumPy's order for sum(|pred - gt|) (the pairwise_sum recursion), computing the terms
+ * of each leaf block (<= 128 items) into a small buffer instead of an image-sized one. */
+static double pairwise_abs_error(const double *pred, const uint8_t *gt, int64_t n) {
+    if (n <= 128) {
+        double terms[128];
+        for (int64_t i = 0; i < n; i++)
+            terms[i] = fabs(pred[i] - (double)gt[i]);
+        return pairwise_sum(terms, n);
+    }
+    int64_t half = n / 2;
+    half -= half % 8;
+    return pairwise_abs_error(pred, gt, half) + pairwise_abs_error(pred + half, gt + half, n - half);
+}
+
+static double mean_abs_error(const cx_metric_prep *prep) {
+    const int64_t n = prep->n_pixels;
+    double total = 0.0;
+    for (int64_t start = 0; start < n; start += CX_NP_CHUNK) {
+        const int64_t len = n - start < CX_NP_CHUNK ? n - start : CX_NP_CHUNK;
+        total += pairwise_abs_error(prep->pred + start, prep->gt + start, len);
+    }
+    return total / (double)n;
+}
+
+double cx_threshold_counts_and_mae(const cx_metric_prep *prep, cx_threshold_counts *counts) {
     memset(counts, 0, sizeof *counts);
     const double twice_mean = 2.0 * prep->pred_mean;
     const double threshold = twice_mean < 1.0 ? twice_mean : 1.0;
+    if (prep->is_u8) {
+        for (int v = 0; v < 256; v++) {
+            const double p = prep->u8_value[v];
+            const int level = (int)(p * 255.0); /* (pred * 255).astype(np.uint8) */
+            const int64_t bg = prep->u8_count[0][v], fg = prep->u8_count[1][v];
+            counts->hist_bg[level] += bg;
+            counts->hist_fg[level] += fg;
+            if (p >= threshold) {
+                counts->adaptive_bg += bg;
+                counts->adaptive_fg += fg;
+            }
+        }
+        return mean_abs_error(prep);
+    }
     const double *pred = prep->pred;
     const uint8_t *gt = prep->gt;
-    int64_t adaptive_fg = 0, adaptive_bg = 0;
+    int64_t adaptive[2] = {0, 0};
+    int64_t *hist[2] = {counts->hist_bg, counts->hist_fg};
     for (int64_t i = 0; i < prep->n_pixels; i++) {
         const double p = pred[i];
         const int fg = gt[i];
-        const int level = (int)(p * 255.0); /* (pred * 255).astype(np.uint8) */
-        const int above = p >= threshold;
-        if (fg) {
-            counts->hist_fg[level]++;
-            adaptive_fg += above;
-        } else {
-            counts->hist_bg[level]++;
-            adaptive_bg += above;
-        }
-        abs_error_buffer[i] = fabs(p - (double)fg);
+        hist[fg][(int)(p * 255.0)]++;
+        adaptive[fg] += p >= threshold;
     }
-    counts->adaptive_fg = adaptive_fg;
-    counts->adaptive_bg = adaptive_bg;
-    return cx_np_sum(abs_error_buffer, prep->n_pixels) / (double)prep->n_pixels;
+    counts->adaptive_bg = adaptive[0];
+    counts->adaptive_fg = adaptive[1];
+    return mean_abs_error(prep);
 }
 
 void cx_iou_dice(const cx_metric_prep *prep, double *iou, double *dice) {

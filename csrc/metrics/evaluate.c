@@ -24,7 +24,7 @@ static cx_metric_failure evaluate_one(const cx_metric_image *image, cx_image_met
     if (failure != CX_METRIC_FAIL_NONE)
         return failure;
     cx_threshold_counts counts;
-    out->mae = cx_threshold_counts_and_mae(&prep, ws.error_t, &counts);
+    out->mae = cx_threshold_counts_and_mae(&prep, &counts);
     cx_emeasure(&prep, &counts, &out->adaptive_emeasure, out->emeasure_curve);
     cx_fmeasure(&prep, &counts, &out->adaptive_fmeasure, out->fmeasure_curve);
     cx_iou_dice(&prep, &out->iou, &out->dice);
@@ -165,7 +165,7 @@ cx_status cx_metrics_profile(const cx_metric_image *images, int64_t n_images,
             return cx_fail(CX_EINVAL, "metrics: prediction %lld holds %g, outside [0, 1]", (long long)i, bad_value);
         double t1 = now_seconds();
         cx_threshold_counts counts;
-        out.mae = cx_threshold_counts_and_mae(&prep, ws.error_t, &counts);
+        out.mae = cx_threshold_counts_and_mae(&prep, &counts);
         cx_emeasure(&prep, &counts, &out.adaptive_emeasure, out.emeasure_curve);
         cx_fmeasure(&prep, &counts, &out.adaptive_fmeasure, out.fmeasure_curve);
         cx_iou_dice(&prep, &out.iou, &out.dice);

@@ -19,14 +19,16 @@
 typedef struct {
     double *pred;           /* [n_pixels] prepared prediction in [0, 1] */
     uint8_t *gt;            /* [n_pixels] 1 foreground, 0 background */
-    double *error_t;        /* [n_pixels] weighted F's Et (also MAE's |pred - gt|) */
-    double *conv_rows;      /* [n_pixels] horizontal Gaussian pass */
-    int32_t *col_nearest;   /* [n_pixels] EDT pass 1: nearest foreground row in the column */
-    int32_t *below;         /* [width] EDT pass 1 sweep state */
-    int32_t *sites;         /* [width] EDT pass 2 stack of candidate columns */
+    double *gauss_ring;     /* [7 * width] weighted F: horizontal Gaussian pass of 7 rows */
+    int32_t *col_nearest;   /* [n_pixels] EDT pass 1, downward: last foreground row at or above */
+    int32_t *below;         /* [width] EDT pass 1, upward sweep state */
+    int32_t *row_nearest;   /* [width] EDT pass 1 result for one row */
+    int32_t *sites;         /* [width + 2] EDT pass 2 stack of candidate columns */
     int32_t *run_end;       /* [width] EDT pass 2: end of each candidate's run in the row */
-    int64_t *site_sq;       /* [width] EDT pass 2: squared row offset of each candidate */
+    int64_t *site_sq;       /* [width + 2] EDT pass 2: squared row offset of each candidate */
     double *row_terms;      /* [width] weighted F's background terms of one row */
+    double *row_et;         /* [width] Et of one row */
+    double *row_pred;       /* [width] prepared prediction of one row */
     double *chunk;          /* [CX_NP_CHUNK] gather buffer for strided NumPy sums */
 } cx_metric_workspace;
 
@@ -44,6 +46,14 @@ typedef struct {
     int64_t fg_row_min, fg_row_max, fg_col_min, fg_col_max; /* bounding box when n_fg > 0 */
     double pred_mean;      /* np.mean(pred) in NumPy 1.24's summation order */
     int64_t n_raw_pos, n_raw_pos_fg; /* raw probability >= 0.5: all, and on foreground */
+    /* uint8 predictions only (is_u8): the prepared value of each byte, and how many
+     * pixels hold each byte on the background [0] and the foreground [1]. Every pixel
+     * with byte u has the same prepared value, so the threshold counts and the object
+     * statistics follow from these without another pass over the image. */
+    int is_u8;
+    const uint8_t *pred_u8; /* [n_pixels] the input bytes */
+    double u8_value[256];
+    int64_t u8_count[2][256];
 } cx_metric_prep;
 
 /* Histograms and counts that the E- and F-measures share. */
@@ -73,9 +83,9 @@ double cx_np_sum_block(const double *x, int64_t rows, int64_t cols, int64_t stri
  * predictions outside [0, 1]. */
 cx_metric_failure cx_metric_prepare(const cx_metric_image *image, const cx_metric_workspace *ws,
                                     cx_metric_prep *prep, double *bad_value);
-/* Fills the threshold histograms and adaptive counts, and returns the MAE. */
-double cx_threshold_counts_and_mae(const cx_metric_prep *prep, double *abs_error_buffer,
-                                   cx_threshold_counts *counts);
+/* Fills the threshold histograms and adaptive counts, and returns the MAE (summed in
+ * NumPy's order without an image-sized buffer). */
+double cx_threshold_counts_and_mae(const cx_metric_prep *prep, cx_threshold_counts *counts);
 /* IoU and Dice of the raw prediction at 0.5 (1 when prediction and GT are both empty). */
 void cx_iou_dice(const cx_metric_prep *prep, double *iou, double *dice);
 
@@ -90,16 +100,18 @@ double cx_smeasure(const cx_metric_prep *prep, double *chunk);
 
 /* ---- wfmeasure.c ---- */
 double cx_wfmeasure(const cx_metric_prep *prep, const cx_metric_workspace *ws);
-/* EDT pass 1: col_nearest[r, c] = the foreground row nearest to r in column c (the upper
- * one on ties), -1 when the column has none. mask [h, w] nonzero = foreground;
- * below [w] scratch. */
-void cx_edt_columns(const uint8_t *mask, int64_t height, int64_t width, int32_t *col_nearest,
-                    int32_t *below);
+/* EDT pass 1 (mask [h, w], nonzero = foreground). Downward sweep: above[r, c] = the last
+ * foreground row at or above r in column c, -1 if none. Upward sweep, one row at a time
+ * from the bottom (below [w] carries the state, start it at -1): nearest_row[c] = the
+ * foreground row nearest to `row` in column c, the upper one on a tie, -1 if none. */
+void cx_edt_columns_down(const uint8_t *mask, int64_t height, int64_t width, int32_t *above);
+void cx_edt_columns_up_row(const uint8_t *mask_row, const int32_t *above_row, int64_t row, int64_t width,
+                           int32_t *below, int32_t *nearest_row);
 /* EDT pass 2 for row `row`: returns n_runs and fills sites[0..n_runs) (columns) and
  * run_end[0..n_runs): pixels x in [run_end[l-1], run_end[l]) (run_end[-1] = 0) have
  * their nearest foreground pixel at (col_nearest_row[sites[l]], sites[l]), ties
  * resolved as SciPy does. Runs may be empty. 0 when the mask has no foreground.
- * site_sq [w] scratch. */
+ * sites, site_sq [w + 2] scratch. */
 int64_t cx_edt_row(const int32_t *col_nearest_row, int64_t row, int64_t width, int32_t *sites,
                    int64_t *site_sq, int32_t *run_end);
 

@@ -28,7 +28,34 @@ static double lanes_total(const double acc[LANES]) {
 /* Object score: s(x) = 2 mean / (mean^2 + 1 + std + EPS) (std with ddof 1, 0 for a
  * single pixel) of pred on the foreground and of 1 - pred on the background, weighted
  * by the foreground share y. */
+static double s_object(double mean, double std) {
+    return 2.0 * mean / (mean * mean + 1.0 + std + CX_METRIC_EPS);
+}
+
+/* The same from the byte histograms of a uint8 prediction. */
+static double object_score_u8(const cx_metric_prep *prep) {
+    const int64_t n = prep->n_pixels, n_fg = prep->n_fg, n_bg = n - n_fg;
+    double fg_sum = 0.0, bg_sum = 0.0;
+    for (int v = 0; v < 256; v++) {
+        fg_sum += (double)prep->u8_count[1][v] * prep->u8_value[v];
+        bg_sum += (double)prep->u8_count[0][v] * (1.0 - prep->u8_value[v]);
+    }
+    const double fg_mean = fg_sum / (double)n_fg, bg_mean = bg_sum / (double)n_bg;
+    double fg_sq = 0.0, bg_sq = 0.0;
+    for (int v = 0; v < 256; v++) {
+        const double d_fg = prep->u8_value[v] - fg_mean, d_bg = (1.0 - prep->u8_value[v]) - bg_mean;
+        fg_sq += (double)prep->u8_count[1][v] * (d_fg * d_fg);
+        bg_sq += (double)prep->u8_count[0][v] * (d_bg * d_bg);
+    }
+    const double fg_std = n_fg > 1 ? sqrt(fg_sq / (double)(n_fg - 1)) : 0.0;
+    const double bg_std = n_bg > 1 ? sqrt(bg_sq / (double)(n_bg - 1)) : 0.0;
+    const double y = (double)n_fg / (double)n;
+    return s_object(fg_mean, fg_std) * y + s_object(bg_mean, bg_std) * (1.0 - y);
+}
+
 static double object_score(const cx_metric_prep *prep) {
+    if (prep->is_u8)
+        return object_score_u8(prep);
     const double *pred = prep->pred;
     const uint8_t *gt = prep->gt;
     const int64_t n = prep->n_pixels, n_fg = prep->n_fg, n_bg = n - n_fg;
@@ -63,10 +90,8 @@ static double object_score(const cx_metric_prep *prep) {
     }
     const double fg_std = n_fg > 1 ? sqrt(lanes_total(fg_sq) / (double)(n_fg - 1)) : 0.0;
     const double bg_std = n_bg > 1 ? sqrt(lanes_total(bg_sq) / (double)(n_bg - 1)) : 0.0;
-    const double s_fg = 2.0 * fg_mean / (fg_mean * fg_mean + 1.0 + fg_std + CX_METRIC_EPS);
-    const double s_bg = 2.0 * bg_mean / (bg_mean * bg_mean + 1.0 + bg_std + CX_METRIC_EPS);
     const double y = (double)n_fg / (double)n;
-    return s_fg * y + s_bg * (1.0 - y);
+    return s_object(fg_mean, fg_std) * y + s_object(bg_mean, bg_std) * (1.0 - y);
 }
 
 /* SSIM of the quadrant rows [r0, r1) x cols [c0, c1); 0 for an empty quadrant. */

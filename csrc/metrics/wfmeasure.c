@@ -13,32 +13,43 @@
  *
  * EDT: the two-pass algorithm of Maurer, Qi and Raghavan (2003) that SciPy implements,
  * O(H*W). Pass 1 finds in each column the nearest foreground row (the upper one on a
- * tie); pass 2 runs along each row over the lower envelope of the column candidates,
+ * tie) with a downward and an upward sweep; the upward sweep runs row by row together
+ * with pass 2 (rows are independent there). Pass 2 runs along each row over the lower envelope of the column candidates,
  * with SciPy's removal test and its tie rule (the leftmost of equally near candidates
  * in envelope order), evaluated in the same float64 arithmetic. The nearest pixel only
  * matters through Et, and reproducing SciPy's choice keeps Et identical.
  *
  * EA is needed only on the foreground, so the separable Gaussian runs over the
- * foreground's bounding box (rows widened by 3 for the vertical pass). */
+ * foreground's columns and rows (widened by 3), streaming with the EDT's row loop. */
 #include "metrics_internal.h"
 
 #include <math.h>
 #include <pthread.h>
+#include <string.h>
 #include <stdint.h>
 
 #define GAUSS_RADIUS 3
 #define GAUSS_SIZE 7
 #define GAUSS_SIGMA 5.0
-/* B = 2 - exp(ln(0.5) / 5 * d) = 2 - 2^(-d / 5) is tabulated by row and column offset
- * (|dr|, |dc| < IMPORTANCE_SPAN; a run of pixels with the same nearest foreground pixel
- * reads one table row in order). Beyond (d >= 363), 2^(-d / 5) < 2^-72 is far below
- * half an ulp of 2, so float64 gives exactly 2.0, as NumPy does. */
-#define IMPORTANCE_SPAN 363
+/* B = 2 - exp(ln(0.5) / 5 * d) = 2 - 2^(-d / 5), tabulated by row and column offset
+ * (|dr|, |dc| < IMPORTANCE_SPAN), so that a run of pixels with the same nearest
+ * foreground pixel reads one table row in order. From d = 265 on, 2^(-d / 5) is at most
+ * half an ulp of 2 and B rounds to 2.0; the table stops a little after that (578 KB, so
+ * that it mostly stays in L2 beside the image), pixels beyond it compute the same
+ * expression directly while d < 363, and B is exactly 2.0 from there on (2^(-d / 5) <
+ * 2^-72), as in NumPy. */
+#define IMPORTANCE_SPAN 272
+#define IMPORTANCE_EXACT_D2 (363 * 363)
 
 static double gauss_weights[GAUSS_SIZE]; /* 1-D factor of fspecial('gaussian', 7, 5) */
 /* [|dr|][|dc|] 2 - exp(ln(0.5) / 5 * sqrt(dr^2 + dc^2)) */
 static double importance_table[IMPORTANCE_SPAN * IMPORTANCE_SPAN];
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static double importance_exact(int64_t d2) {
+    const double slope = log(0.5) / 5.0; /* PySODMetrics: np.log(0.5) / 5 * Dst */
+    return 2.0 - exp(slope * sqrt((double)d2));
+}
 
 static void init_tables(void) {
     double total = 0.0;
@@ -49,10 +60,14 @@ static void init_tables(void) {
     }
     for (int i = 0; i < GAUSS_SIZE; i++)
         gauss_weights[i] /= total;
-    const double slope = log(0.5) / 5.0; /* PySODMetrics: np.log(0.5) / 5 * Dst */
     for (int dr = 0; dr < IMPORTANCE_SPAN; dr++)
         for (int dc = 0; dc < IMPORTANCE_SPAN; dc++)
-            importance_table[dr * IMPORTANCE_SPAN + dc] = 2.0 - exp(slope * sqrt((double)(dr * dr + dc * dc)));
+            importance_table[dr * IMPORTANCE_SPAN + dc] = importance_exact(dr * dr + dc * dc);
+}
+
+/* B beyond the table. */
+static double importance_far(int64_t d2) {
+    return d2 < IMPORTANCE_EXACT_D2 ? importance_exact(d2) : 2.0;
 }
 
 /* Sum in 8 interleaved lanes (a fixed order the compiler can vectorise). */
@@ -69,35 +84,29 @@ static double lane_sum(const double *x, int64_t n) {
 
 /* ---- EDT ------------------------------------------------------------------------ */
 
-void cx_edt_columns(const uint8_t *mask, int64_t height, int64_t width, int32_t *col_nearest,
-                    int32_t *below) {
-    /* Downwards: the last foreground row at or above r (-1: none yet). */
+void cx_edt_columns_down(const uint8_t *mask, int64_t height, int64_t width, int32_t *above) {
     for (int64_t c = 0; c < width; c++)
-        col_nearest[c] = mask[c] ? 0 : -1;
+        above[c] = mask[c] ? 0 : -1;
     for (int64_t r = 1; r < height; r++) {
         const uint8_t *m = mask + r * width;
-        const int32_t *prev = col_nearest + (r - 1) * width;
-        int32_t *cur = col_nearest + r * width;
+        const int32_t *prev = above + (r - 1) * width;
+        int32_t *cur = above + r * width;
         const int32_t row = (int32_t)r;
         for (int64_t c = 0; c < width; c++)
             cur[c] = m[c] ? row : prev[c];
     }
-    /* Upwards: the first foreground row at or below r; it wins only when strictly nearer
-     * (distances to a missing row count as INT32_MAX). */
-    for (int64_t c = 0; c < width; c++)
-        below[c] = -1;
-    for (int64_t r = height - 1; r >= 0; r--) {
-        const uint8_t *m = mask + r * width;
-        int32_t *cur = col_nearest + r * width;
-        const int32_t row = (int32_t)r;
-        for (int64_t c = 0; c < width; c++) {
-            const int32_t down = m[c] ? row : below[c];
-            below[c] = down;
-            const int32_t up = cur[c];
-            const int32_t up_dist = up < 0 ? INT32_MAX : row - up;
-            const int32_t down_dist = down < 0 ? INT32_MAX : down - row;
-            cur[c] = down_dist < up_dist ? down : up;
-        }
+}
+
+void cx_edt_columns_up_row(const uint8_t *mask_row, const int32_t *above_row, int64_t row, int64_t width,
+                           int32_t *below, int32_t *nearest_row) {
+    const int32_t r = (int32_t)row;
+    for (int64_t c = 0; c < width; c++) {
+        const int32_t down = mask_row[c] ? r : below[c];
+        below[c] = down;
+        const int32_t up = above_row[c];
+        const int32_t up_dist = up < 0 ? INT32_MAX : r - up;
+        const int32_t down_dist = down < 0 ? INT32_MAX : down - r;
+        nearest_row[c] = down_dist < up_dist ? down : up;
     }
 }
 
@@ -159,9 +168,12 @@ cx_status cx_metrics_edt(const uint8_t *mask, int64_t height, int64_t width, int
                        (long long)height, (long long)width);
     cx_metric_workspace ws;
     CX_TRY(cx_metric_workspace_get(height, width, 1, &ws));
-    cx_edt_columns(mask, height, width, ws.col_nearest, ws.below);
-    for (int64_t r = 0; r < height; r++) {
-        const int32_t *cn = ws.col_nearest + r * width;
+    cx_edt_columns_down(mask, height, width, ws.col_nearest);
+    for (int64_t c = 0; c < width; c++)
+        ws.below[c] = -1;
+    for (int64_t r = height - 1; r >= 0; r--) {
+        int32_t *cn = ws.row_nearest;
+        cx_edt_columns_up_row(mask + r * width, ws.col_nearest + r * width, r, width, ws.below, cn);
         const int64_t n_runs = cx_edt_row(cn, r, width, ws.sites, ws.site_sq, ws.run_end);
         if (n_runs == 0) {
             for (int64_t x = 0; x < width; x++) {
@@ -188,62 +200,56 @@ cx_status cx_metrics_edt(const uint8_t *mask, int64_t height, int64_t width, int
     return CX_OK;
 }
 
-/* ---- the Gaussian on the foreground ------------------------------------------------ */
+/* ---- the Gaussian on the foreground ------------------------------------------------
+ * EA is needed only at foreground pixels. The rows are visited bottom-up (see the EDT);
+ * as soon as a row's Et is known, its horizontal 7-tap pass over the foreground's
+ * columns goes into a ring of 7 rows, and once rows q-3..q+3 are in the ring the
+ * vertical pass gives EA on row q's foreground. Nothing image-sized is kept. */
 
-/* Horizontal 7-tap pass of Et into out for rows [r0, r1], columns [c0, c1] (zero outside
- * the image). */
-static void gauss_rows(const double *et, int64_t width, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                       double *out) {
+/* The prepared prediction at pixel i (the bytes' table for uint8 input). */
+static inline double pred_at(const cx_metric_prep *prep, int64_t i) {
+    return prep->is_u8 ? prep->u8_value[prep->pred_u8[i]] : prep->pred[i];
+}
+
+/* Horizontal pass of one Et row (zero outside the image) for columns [c0, c1]. */
+static void gauss_row(const double *et_row, int64_t width, int64_t c0, int64_t c1, double *out) {
     const double *g = gauss_weights;
-    for (int64_t r = r0; r <= r1; r++) {
-        const double *src = et + r * width;
-        double *dst = out + r * width;
-        int64_t c = c0;
-        for (; c <= c1 && c < GAUSS_RADIUS; c++) {
-            double acc = 0.0;
-            for (int k = 0; k < GAUSS_SIZE; k++) {
-                const int64_t cc = c + k - GAUSS_RADIUS;
-                acc += cc >= 0 && cc < width ? g[k] * src[cc] : 0.0;
-            }
-            dst[c] = acc;
+    for (int64_t c = c0; c <= c1; c++) {
+        if (c >= GAUSS_RADIUS && c + GAUSS_RADIUS < width) {
+            const double *t = et_row + c - GAUSS_RADIUS;
+            out[c - c0] = g[0] * t[0] + g[1] * t[1] + g[2] * t[2] + g[3] * t[3] + g[4] * t[4] + g[5] * t[5] +
+                          g[6] * t[6];
+            continue;
         }
-        const int64_t interior_end = c1 < width - GAUSS_RADIUS - 1 ? c1 : width - GAUSS_RADIUS - 1;
-        for (; c <= interior_end; c++) {
-            const double *s = src + c - GAUSS_RADIUS;
-            dst[c] = g[0] * s[0] + g[1] * s[1] + g[2] * s[2] + g[3] * s[3] + g[4] * s[4] + g[5] * s[5] +
-                     g[6] * s[6];
+        double acc = 0.0;
+        for (int k = 0; k < GAUSS_SIZE; k++) {
+            const int64_t cc = c + k - GAUSS_RADIUS;
+            acc += cc >= 0 && cc < width ? g[k] * et_row[cc] : 0.0;
         }
-        for (; c <= c1; c++) {
-            double acc = 0.0;
-            for (int k = 0; k < GAUSS_SIZE; k++) {
-                const int64_t cc = c + k - GAUSS_RADIUS;
-                acc += cc >= 0 && cc < width ? g[k] * src[cc] : 0.0;
-            }
-            dst[c] = acc;
-        }
+        out[c - c0] = acc;
     }
 }
 
-/* Sum over the foreground of min(E, EA), E = 1 - pred there. */
-static double foreground_min_error(const cx_metric_prep *prep, const double *rows_pass) {
-    const int64_t h = prep->height, w = prep->width;
+/* Sum over row q's foreground of min(E, EA), E = 1 - pred; ring[row % 7] holds the
+ * horizontal pass of each row (columns from fg_col_min) for q-3..q+3 within the image. */
+static double foreground_row_min_error(const cx_metric_prep *prep, int64_t q, const double *ring, int64_t ring_cols) {
+    const int64_t h = prep->height, w = prep->width, c0 = prep->fg_col_min;
     const double *g = gauss_weights;
+    const double *taps[GAUSS_SIZE];
+    for (int k = 0; k < GAUSS_SIZE; k++) {
+        const int64_t rr = q + k - GAUSS_RADIUS;
+        taps[k] = rr >= 0 && rr < h ? ring + (rr % GAUSS_SIZE) * ring_cols : NULL;
+    }
     double total = 0.0;
-    for (int64_t r = prep->fg_row_min; r <= prep->fg_row_max; r++) {
-        double row_total = 0.0;
-        for (int64_t c = prep->fg_col_min; c <= prep->fg_col_max; c++) {
-            const int64_t i = r * w + c;
-            if (!prep->gt[i])
-                continue;
-            double ea = 0.0;
-            for (int k = 0; k < GAUSS_SIZE; k++) {
-                const int64_t rr = r + k - GAUSS_RADIUS;
-                ea += rr >= 0 && rr < h ? g[k] * rows_pass[rr * w + c] : 0.0;
-            }
-            const double e = fabs(prep->pred[i] - 1.0);
-            row_total += ea < e ? ea : e;
-        }
-        total += row_total;
+    for (int64_t c = c0; c <= prep->fg_col_max; c++) {
+        const int64_t i = q * w + c;
+        if (!prep->gt[i])
+            continue;
+        double ea = 0.0;
+        for (int k = 0; k < GAUSS_SIZE; k++)
+            ea += taps[k] ? g[k] * taps[k][c - c0] : 0.0;
+        const double e = fabs(pred_at(prep, i) - 1.0);
+        total += ea < e ? ea : e;
     }
     return total;
 }
@@ -253,33 +259,42 @@ double cx_wfmeasure(const cx_metric_prep *prep, const cx_metric_workspace *ws) {
         return 0.0;
     pthread_once(&tables_once, init_tables);
     const int64_t h = prep->height, w = prep->width;
-    const double *pred = prep->pred;
     const uint8_t *gt = prep->gt;
-    double *et = ws->error_t;
+    const int64_t gauss_row0 = prep->fg_row_min - GAUSS_RADIUS, gauss_row1 = prep->fg_row_max + GAUSS_RADIUS;
+    const int64_t ring_cols = prep->fg_col_max - prep->fg_col_min + 1;
+    double *terms = ws->row_terms, *et_row = ws->row_et, *pred_row = ws->row_pred, *ring = ws->gauss_ring;
 
-    /* EDT, Et, and the background's weighted errors p * B (E = p there), run by run:
-     * every pixel of a run has the same nearest foreground pixel. The per-pixel terms go
-     * to a row buffer that is summed in 8 lanes. */
-    cx_edt_columns(gt, h, w, ws->col_nearest, ws->below);
-    double background_total = 0.0;
-    double *terms = ws->row_terms;
-    for (int64_t r = 0; r < h; r++) {
-        const int32_t *cn = ws->col_nearest + r * w;
+    /* Rows bottom-up: the column pass's upward sweep, the row pass of the EDT, Et and
+     * the background's weighted errors p * B (E = p there), run by run (every pixel of a
+     * run has the same nearest foreground pixel; the row's terms are summed in 8 lanes),
+     * then the Gaussian. */
+    cx_edt_columns_down(gt, h, w, ws->col_nearest);
+    for (int64_t c = 0; c < w; c++)
+        ws->below[c] = -1;
+    double background_total = 0.0, foreground_total = 0.0;
+    for (int64_t r = h - 1; r >= 0; r--) {
+        int32_t *cn = ws->row_nearest;
+        cx_edt_columns_up_row(gt + r * w, ws->col_nearest + r * w, r, w, ws->below, cn);
         const int64_t n_runs = cx_edt_row(cn, r, w, ws->sites, ws->site_sq, ws->run_end);
-        const double *pred_row = pred + r * w;
         const uint8_t *gt_row = gt + r * w;
-        double *et_row = et + r * w;
+        if (prep->is_u8) { /* read the bytes, not the image-sized float64 copy */
+            const uint8_t *src = prep->pred_u8 + r * w;
+            for (int64_t x = 0; x < w; x++)
+                pred_row[x] = prep->u8_value[src[x]];
+        } else {
+            memcpy(pred_row, prep->pred + r * w, (size_t)w * sizeof(double));
+        }
         int64_t x = 0;
         for (int64_t l = 0; l < n_runs; l++) {
             const int64_t nc = ws->sites[l], nr = cn[nc], end = ws->run_end[l];
-            const double nearest_error = fabs(pred[nr * w + nc] - 1.0);
+            const double nearest_error = fabs(pred_at(prep, nr * w + nc) - 1.0);
             const int64_t dr = nr > r ? nr - r : r - nr;
-            if (dr >= IMPORTANCE_SPAN) { /* B = 2 everywhere on this run */
+            if (dr >= IMPORTANCE_SPAN) { /* beyond the table on the whole run */
                 for (; x < end; x++) {
                     const double p = pred_row[x];
                     const int fg = gt_row[x];
                     et_row[x] = fg ? fabs(p - 1.0) : nearest_error;
-                    terms[x] = fg ? 0.0 : p * 2.0;
+                    terms[x] = fg || p == 0.0 ? 0.0 : p * importance_far(dr * dr + (nc - x) * (nc - x));
                 }
                 continue;
             }
@@ -288,19 +303,22 @@ double cx_wfmeasure(const cx_metric_prep *prep, const cx_metric_workspace *ws) {
                 const double p = pred_row[x];
                 const int fg = gt_row[x];
                 const int64_t dc = nc > x ? nc - x : x - nc;
-                const double importance = dc < IMPORTANCE_SPAN ? table_row[dc] : 2.0;
+                const double importance = dc < IMPORTANCE_SPAN ? table_row[dc] : importance_far(dr * dr + dc * dc);
                 et_row[x] = fg ? fabs(p - 1.0) : nearest_error;
                 terms[x] = fg ? 0.0 : p * importance;
             }
         }
         background_total += lane_sum(terms, w);
+        if (r >= gauss_row0 && r <= gauss_row1)
+            gauss_row(et_row, w, prep->fg_col_min, prep->fg_col_max, ring + (r % GAUSS_SIZE) * ring_cols);
+        const int64_t q = r + GAUSS_RADIUS; /* rows q-3..q+3 are in the ring now */
+        if (q >= prep->fg_row_min && q <= prep->fg_row_max)
+            foreground_total += foreground_row_min_error(prep, q, ring, ring_cols);
     }
-
-    /* EA on the foreground: horizontal pass over the box rows +-3, vertical at the pixels. */
-    const int64_t r0 = prep->fg_row_min - GAUSS_RADIUS > 0 ? prep->fg_row_min - GAUSS_RADIUS : 0;
-    const int64_t r1 = prep->fg_row_max + GAUSS_RADIUS < h - 1 ? prep->fg_row_max + GAUSS_RADIUS : h - 1;
-    gauss_rows(et, w, r0, r1, prep->fg_col_min, prep->fg_col_max, ws->conv_rows);
-    const double foreground_total = foreground_min_error(prep, ws->conv_rows);
+    /* The top rows, whose upper taps fall outside the image. */
+    for (int64_t q = GAUSS_RADIUS - 1; q >= 0; q--)
+        if (q >= prep->fg_row_min && q <= prep->fg_row_max)
+            foreground_total += foreground_row_min_error(prep, q, ring, ring_cols);
 
     const double n_fg = (double)prep->n_fg;
     const double tp = n_fg - foreground_total;
