@@ -80,40 +80,37 @@ double cx_np_sum_block(const double *x, int64_t rows, int64_t cols, int64_t stri
 static size_t round_up64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
 cx_status cx_metric_workspace_get(int64_t height, int64_t width, int slot, cx_metric_workspace *ws) {
-    size_t n = (size_t)(height * width), w = (size_t)width;
-    enum { N_PARTS = 14 };
-    size_t sizes[N_PARTS] = {
-        n * sizeof(double), n, 7 * w * sizeof(double), 0, n * sizeof(int32_t),
-        w * sizeof(int32_t), (w + 2) * sizeof(int32_t), w * sizeof(int32_t), CX_NP_CHUNK * sizeof(double),
-        (w + 2) * sizeof(int64_t), w * sizeof(double), w * sizeof(double), w * sizeof(double),
-        w * sizeof(int32_t),
+    const size_t n = (size_t)(height * width), w = (size_t)width;
+    struct {
+        void **view;
+        size_t bytes;
+    } parts[] = {
+        {(void **)&ws->pred, n * sizeof(double)},
+        {(void **)&ws->gt, n},
+        {(void **)&ws->col_nearest, n * sizeof(int32_t)},
+        {(void **)&ws->gauss_ring, 7 * w * sizeof(double)},
+        {(void **)&ws->below, w * sizeof(int32_t)},
+        {(void **)&ws->row_nearest, w * sizeof(int32_t)},
+        {(void **)&ws->sites, w * sizeof(int32_t)},
+        {(void **)&ws->site_sq, w * sizeof(int64_t)},
+        {(void **)&ws->run_end, w * sizeof(int32_t)},
+        {(void **)&ws->row_terms, w * sizeof(double)},
+        {(void **)&ws->row_et, w * sizeof(double)},
+        {(void **)&ws->row_pred, w * sizeof(double)},
+        {(void **)&ws->chunk, CX_NP_CHUNK * sizeof(double)},
     };
+    const int n_parts = (int)(sizeof parts / sizeof parts[0]);
     size_t total = 0;
-    for (int i = 0; i < N_PARTS; i++)
-        total += round_up64(sizes[i]);
+    for (int i = 0; i < n_parts; i++)
+        total += round_up64(parts[i].bytes);
     char *base = (char *)cx_scratch(slot, total / sizeof(float) + 16);
     if (!base)
         return cx_fail(CX_ENOMEM, "metrics: cannot allocate %zu bytes of scratch memory for a %lldx%lld image",
                        total, (long long)height, (long long)width);
-    void *parts[N_PARTS];
-    size_t offset = 0;
-    for (int i = 0; i < N_PARTS; i++) {
-        parts[i] = base + offset;
-        offset += round_up64(sizes[i]);
+    for (int i = 0; i < n_parts; i++) {
+        *parts[i].view = base;
+        base += round_up64(parts[i].bytes);
     }
-    ws->pred = parts[0];
-    ws->gt = parts[1];
-    ws->gauss_ring = parts[2];
-    ws->col_nearest = parts[4];
-    ws->below = parts[5];
-    ws->sites = parts[6];
-    ws->run_end = parts[7];
-    ws->chunk = parts[8];
-    ws->site_sq = parts[9];
-    ws->row_terms = parts[10];
-    ws->row_et = parts[11];
-    ws->row_pred = parts[12];
-    ws->row_nearest = parts[13];
     return CX_OK;
 }
 
@@ -291,9 +288,11 @@ double cx_threshold_counts_and_mae(const cx_metric_prep *prep, cx_threshold_coun
     const double threshold = twice_mean < 1.0 ? twice_mean : 1.0;
     if (prep->is_u8) {
         for (int v = 0; v < 256; v++) {
+            const int64_t bg = prep->u8_count[0][v], fg = prep->u8_count[1][v];
+            if (bg + fg == 0) /* absent bytes map outside [0, 1] after min-max */
+                continue;
             const double p = prep->u8_value[v];
             const int level = (int)(p * 255.0); /* (pred * 255).astype(np.uint8) */
-            const int64_t bg = prep->u8_count[0][v], fg = prep->u8_count[1][v];
             counts->hist_bg[level] += bg;
             counts->hist_fg[level] += fg;
             if (p >= threshold) {

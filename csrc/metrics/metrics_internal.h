@@ -23,9 +23,9 @@ typedef struct {
     int32_t *col_nearest;   /* [n_pixels] EDT pass 1, downward: last foreground row at or above */
     int32_t *below;         /* [width] EDT pass 1, upward sweep state */
     int32_t *row_nearest;   /* [width] EDT pass 1 result for one row */
-    int32_t *sites;         /* [width + 2] EDT pass 2 stack of candidate columns */
+    int32_t *sites;         /* [width] EDT pass 2 stack of candidate columns */
     int32_t *run_end;       /* [width] EDT pass 2: end of each candidate's run in the row */
-    int64_t *site_sq;       /* [width + 2] EDT pass 2: squared row offset of each candidate */
+    int64_t *site_sq;       /* [width] EDT pass 2: squared row offset of each candidate */
     double *row_terms;      /* [width] weighted F's background terms of one row */
     double *row_et;         /* [width] Et of one row */
     double *row_pred;       /* [width] prepared prediction of one row */
@@ -111,7 +111,7 @@ void cx_edt_columns_up_row(const uint8_t *mask_row, const int32_t *above_row, in
  * run_end[0..n_runs): pixels x in [run_end[l-1], run_end[l]) (run_end[-1] = 0) have
  * their nearest foreground pixel at (col_nearest_row[sites[l]], sites[l]), ties
  * resolved as SciPy does. Runs may be empty. 0 when the mask has no foreground.
- * sites, site_sq [w + 2] scratch. */
+ * sites, site_sq [w] scratch. */
 int64_t cx_edt_row(const int32_t *col_nearest_row, int64_t row, int64_t width, int32_t *sites,
                    int64_t *site_sq, int32_t *run_end);
 

@@ -35,7 +35,7 @@ static double s_object(double mean, double std) {
 /* The same from the byte histograms of a uint8 prediction. */
 static double object_score_u8(const cx_metric_prep *prep) {
     const int64_t n = prep->n_pixels, n_fg = prep->n_fg, n_bg = n - n_fg;
-    double fg_sum = 0.0, bg_sum = 0.0;
+    double fg_sum = 0.0, bg_sum = 0.0; /* absent bytes have zero counts */
     for (int v = 0; v < 256; v++) {
         fg_sum += (double)prep->u8_count[1][v] * prep->u8_value[v];
         bg_sum += (double)prep->u8_count[0][v] * (1.0 - prep->u8_value[v]);

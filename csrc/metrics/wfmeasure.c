@@ -13,11 +13,13 @@
  *
  * EDT: the two-pass algorithm of Maurer, Qi and Raghavan (2003) that SciPy implements,
  * O(H*W). Pass 1 finds in each column the nearest foreground row (the upper one on a
- * tie) with a downward and an upward sweep; the upward sweep runs row by row together
- * with pass 2 (rows are independent there). Pass 2 runs along each row over the lower envelope of the column candidates,
- * with SciPy's removal test and its tie rule (the leftmost of equally near candidates
- * in envelope order), evaluated in the same float64 arithmetic. The nearest pixel only
- * matters through Et, and reproducing SciPy's choice keeps Et identical.
+ * tie) with a downward and an upward sweep; the upward sweep runs row by row (bottom
+ * up) together with pass 2, since rows are independent there. Pass 2 runs along each
+ * row over the lower envelope of the column candidates, with SciPy's removal test and
+ * its tie rule (of equally near candidates, the one met first in envelope order), in
+ * exact integer arithmetic where SciPy's float64 arithmetic is exact too (sides up to
+ * 2^17). The nearest pixel only matters through Et, and reproducing SciPy's choice keeps
+ * Et identical: a different tie rule moves wF by up to a few percent on small images.
  *
  * EA is needed only on the foreground, so the separable Gaussian runs over the
  * foreground's columns and rows (widened by 3), streaming with the EDT's row loop. */
