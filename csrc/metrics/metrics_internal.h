@@ -105,14 +105,15 @@ double cx_wfmeasure(const cx_metric_prep *prep, const cx_metric_workspace *ws);
  * from the bottom (below [w] carries the state, start it at -1): nearest_row[c] = the
  * foreground row nearest to `row` in column c, the upper one on a tie, -1 if none. */
 void cx_edt_columns_down(const uint8_t *mask, int64_t height, int64_t width, int32_t *above);
-void cx_edt_columns_up_row(const uint8_t *mask_row, const int32_t *above_row, int64_t row, int64_t width,
-                           int32_t *below, int32_t *nearest_row);
-/* EDT pass 2 for row `row`: returns n_runs and fills sites[0..n_runs) (columns) and
+void cx_edt_columns_up_row(const uint8_t *restrict mask_row, const int32_t *restrict above_row, int64_t row,
+                           int64_t width, int32_t *restrict below, int32_t *restrict nearest_row);
+/* EDT pass 2 for row `row`, candidates taken from columns [col_lo, col_hi] (all columns
+ * holding foreground must be inside): returns n_runs and fills sites[0..n_runs) (columns) and
  * run_end[0..n_runs): pixels x in [run_end[l-1], run_end[l]) (run_end[-1] = 0) have
  * their nearest foreground pixel at (col_nearest_row[sites[l]], sites[l]), ties
  * resolved as SciPy does. Runs may be empty. 0 when the mask has no foreground.
  * sites, site_sq [w] scratch. */
-int64_t cx_edt_row(const int32_t *col_nearest_row, int64_t row, int64_t width, int32_t *sites,
-                   int64_t *site_sq, int32_t *run_end);
+int64_t cx_edt_row(const int32_t *col_nearest_row, int64_t row, int64_t width, int64_t col_lo, int64_t col_hi,
+                   int32_t *sites, int64_t *site_sq, int32_t *run_end);
 
 #endif

@@ -90,17 +90,19 @@ void cx_edt_columns_down(const uint8_t *mask, int64_t height, int64_t width, int
     for (int64_t c = 0; c < width; c++)
         above[c] = mask[c] ? 0 : -1;
     for (int64_t r = 1; r < height; r++) {
-        const uint8_t *m = mask + r * width;
-        const int32_t *prev = above + (r - 1) * width;
-        int32_t *cur = above + r * width;
+        const uint8_t *restrict m = mask + r * width;
+        const int32_t *restrict prev = above + (r - 1) * width;
+        int32_t *restrict cur = above + r * width;
         const int32_t row = (int32_t)r;
-        for (int64_t c = 0; c < width; c++)
-            cur[c] = m[c] ? row : prev[c];
+        for (int64_t c = 0; c < width; c++) { /* loads first, then a select: vectorises */
+            const int32_t from_above = prev[c];
+            cur[c] = m[c] ? row : from_above;
+        }
     }
 }
 
-void cx_edt_columns_up_row(const uint8_t *mask_row, const int32_t *above_row, int64_t row, int64_t width,
-                           int32_t *below, int32_t *nearest_row) {
+void cx_edt_columns_up_row(const uint8_t *restrict mask_row, const int32_t *restrict above_row, int64_t row,
+                           int64_t width, int32_t *restrict below, int32_t *restrict nearest_row) {
     const int32_t r = (int32_t)row;
     for (int64_t c = 0; c < width; c++) {
         const int32_t down = mask_row[c] ? r : below[c];
@@ -112,15 +114,15 @@ void cx_edt_columns_up_row(const uint8_t *mask_row, const int32_t *above_row, in
     }
 }
 
-int64_t cx_edt_row(const int32_t *col_nearest_row, int64_t row, int64_t width, int32_t *sites,
-                   int64_t *site_sq, int32_t *run_end) {
+int64_t cx_edt_row(const int32_t *col_nearest_row, int64_t row, int64_t width, int64_t col_lo, int64_t col_hi,
+                   int32_t *sites, int64_t *site_sq, int32_t *run_end) {
     /* Lower envelope: sites[0..top] are columns whose candidates may be nearest to some
      * pixel of the row. A middle candidate v between u and w is dropped when
      * c*|v|^2 - b*|u|^2 - a*|w|^2 - a*b*c > 0 (a = v - u, b = w - v, c = a + b, |.|^2 the
      * squared row offsets). SciPy evaluates this in float64; with sides <= 2^17 every
      * term is an integer below 2^53, so int64 arithmetic takes the same decisions. */
     int64_t top = -1;
-    for (int64_t col = 0; col < width; col++) {
+    for (int64_t col = col_lo; col <= col_hi; col++) {
         if (col_nearest_row[col] < 0)
             continue;
         const int64_t w_off = col_nearest_row[col] - row, w_sq = w_off * w_off;
@@ -176,7 +178,7 @@ cx_status cx_metrics_edt(const uint8_t *mask, int64_t height, int64_t width, int
     for (int64_t r = height - 1; r >= 0; r--) {
         int32_t *cn = ws.row_nearest;
         cx_edt_columns_up_row(mask + r * width, ws.col_nearest + r * width, r, width, ws.below, cn);
-        const int64_t n_runs = cx_edt_row(cn, r, width, ws.sites, ws.site_sq, ws.run_end);
+        const int64_t n_runs = cx_edt_row(cn, r, width, 0, width - 1, ws.sites, ws.site_sq, ws.run_end);
         if (n_runs == 0) {
             for (int64_t x = 0; x < width; x++) {
                 nearest_row[r * width + x] = nearest_col[r * width + x] = -1;
@@ -213,23 +215,33 @@ static inline double pred_at(const cx_metric_prep *prep, int64_t i) {
     return prep->is_u8 ? prep->u8_value[prep->pred_u8[i]] : prep->pred[i];
 }
 
-/* Horizontal pass of one Et row (zero outside the image) for columns [c0, c1]. */
-static void gauss_row(const double *et_row, int64_t width, int64_t c0, int64_t c1, double *out) {
-    const double *g = gauss_weights;
-    for (int64_t c = c0; c <= c1; c++) {
-        if (c >= GAUSS_RADIUS && c + GAUSS_RADIUS < width) {
-            const double *t = et_row + c - GAUSS_RADIUS;
-            out[c - c0] = g[0] * t[0] + g[1] * t[1] + g[2] * t[2] + g[3] * t[3] + g[4] * t[4] + g[5] * t[5] +
-                          g[6] * t[6];
-            continue;
-        }
-        double acc = 0.0;
-        for (int k = 0; k < GAUSS_SIZE; k++) {
-            const int64_t cc = c + k - GAUSS_RADIUS;
-            acc += cc >= 0 && cc < width ? g[k] * et_row[cc] : 0.0;
-        }
-        out[c - c0] = acc;
+/* One output of the horizontal pass near the image border (zero outside the image). */
+static double gauss_at_border(const double *et_row, int64_t width, int64_t c) {
+    double acc = 0.0;
+    for (int k = 0; k < GAUSS_SIZE; k++) {
+        const int64_t cc = c + k - GAUSS_RADIUS;
+        acc += cc >= 0 && cc < width ? gauss_weights[k] * et_row[cc] : 0.0;
     }
+    return acc;
+}
+
+/* Horizontal pass of one Et row for columns [c0, c1] into out[0 .. c1 - c0]: the border
+ * columns one by one, the interior in a loop the compiler vectorises. */
+static void gauss_row(const double *et_row, int64_t width, int64_t c0, int64_t c1, double *out) {
+    const double g0 = gauss_weights[0], g1 = gauss_weights[1], g2 = gauss_weights[2], g3 = gauss_weights[3],
+                 g4 = gauss_weights[4], g5 = gauss_weights[5], g6 = gauss_weights[6];
+    const int64_t inner0 = c0 > GAUSS_RADIUS ? c0 : GAUSS_RADIUS;
+    const int64_t inner1 = c1 < width - 1 - GAUSS_RADIUS ? c1 : width - 1 - GAUSS_RADIUS;
+    int64_t c = c0;
+    for (; c <= c1 && c < inner0; c++)
+        out[c - c0] = gauss_at_border(et_row, width, c);
+    const double *t = et_row - GAUSS_RADIUS;
+    double *o = out - c0;
+    for (; c <= inner1; c++)
+        o[c] = g0 * t[c] + g1 * t[c + 1] + g2 * t[c + 2] + g3 * t[c + 3] + g4 * t[c + 4] + g5 * t[c + 5] +
+               g6 * t[c + 6];
+    for (; c <= c1; c++)
+        out[c - c0] = gauss_at_border(et_row, width, c);
 }
 
 /* Sum over row q's foreground of min(E, EA), E = 1 - pred; ring[row % 7] holds the
@@ -277,7 +289,7 @@ double cx_wfmeasure(const cx_metric_prep *prep, const cx_metric_workspace *ws) {
     for (int64_t r = h - 1; r >= 0; r--) {
         int32_t *cn = ws->row_nearest;
         cx_edt_columns_up_row(gt + r * w, ws->col_nearest + r * w, r, w, ws->below, cn);
-        const int64_t n_runs = cx_edt_row(cn, r, w, ws->sites, ws->site_sq, ws->run_end);
+        const int64_t n_runs = cx_edt_row(cn, r, w, prep->fg_col_min, prep->fg_col_max, ws->sites, ws->site_sq, ws->run_end);
         const uint8_t *gt_row = gt + r * w;
         if (prep->is_u8) { /* read the bytes, not the image-sized float64 copy */
             const uint8_t *src = prep->pred_u8 + r * w;
