@@ -53,7 +53,9 @@ Conventions (REFERENCES.md "COD metrics"):
   is SciPy's.
 
 The work runs in C on all cores (codext.set_num_threads) with the GIL released; results
-do not depend on the thread count.
+do not depend on the thread count. Each thread keeps about 13 bytes per pixel of its
+largest image as scratch memory between calls. On the 2-core development machine,
+2026 pairs of 384x512 take about 3.4 s (PySODMetrics: about 98 s; bench/metrics.py).
 """
 import numbers
 
