@@ -1,6 +1,243 @@
-/* CPython binding of the metrics functions. */
+/* CPython binding of the metrics functions (csrc/metrics/metrics.h).
+ *
+ * metrics_evaluate(preds, gts, per_image) -> dict
+ *   preds: list of 2-D C-contiguous arrays, uint8 / float32 / float64
+ *   gts:   list of 2-D C-contiguous uint8 arrays of the same shapes
+ * metrics_edt(mask) -> (dist float64 [H, W], nearest int32 [2, H, W])
+ *
+ * codext/metrics.py validates and converts user input; the checks here only keep the C
+ * side safe. The arrays are referenced for the whole call, and the GIL is released
+ * while the metrics run. */
 #include "binding.h"
+#include "../metrics/metrics.h"
+
+#include <string.h>
+
+static int set_float(PyObject *dict, const char *key, double value) {
+    PyObject *obj = PyFloat_FromDouble(value);
+    if (!obj)
+        return -1;
+    int rc = PyDict_SetItemString(dict, key, obj);
+    Py_DECREF(obj);
+    return rc;
+}
+
+/* dict[key] = float64 array of dims ([L] or [R, L]); row r is read from src + r * stride. */
+static int set_array(PyObject *dict, const char *key, int ndim, npy_intp *dims, const double *src,
+                     size_t stride) {
+    PyObject *arr = PyArray_SimpleNew(ndim, dims, NPY_FLOAT64);
+    if (!arr)
+        return -1;
+    double *dst = PyArray_DATA((PyArrayObject *)arr);
+    const npy_intp rows = ndim == 2 ? dims[0] : 1, len = dims[ndim - 1];
+    for (npy_intp r = 0; r < rows; r++)
+        memcpy(dst + r * len, src + r * stride, (size_t)len * sizeof(double));
+    int rc = PyDict_SetItemString(dict, key, arr);
+    Py_DECREF(arr);
+    return rc;
+}
+
+static PyObject *dataset_dict(const cx_dataset_metrics *d) {
+    PyObject *out = PyDict_New();
+    if (!out)
+        return NULL;
+    npy_intp levels = CX_METRIC_LEVELS;
+    if (set_float(out, "sm", d->smeasure) < 0 || set_float(out, "wfm", d->wfmeasure) < 0 ||
+        set_float(out, "mae", d->mae) < 0 || set_float(out, "adp_em", d->adaptive_emeasure) < 0 ||
+        set_float(out, "mean_em", d->mean_emeasure) < 0 || set_float(out, "max_em", d->max_emeasure) < 0 ||
+        set_float(out, "adp_fm", d->adaptive_fmeasure) < 0 || set_float(out, "mean_fm", d->mean_fmeasure) < 0 ||
+        set_float(out, "max_fm", d->max_fmeasure) < 0 || set_float(out, "iou", d->iou) < 0 ||
+        set_float(out, "dice", d->dice) < 0 ||
+        set_array(out, "em_curve", 1, &levels, d->emeasure_curve, 0) < 0 ||
+        set_array(out, "fm_curve", 1, &levels, d->fmeasure_curve, 0) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *per_image_dict(const cx_image_metrics *r, npy_intp n) {
+    PyObject *out = PyDict_New();
+    if (!out)
+        return NULL;
+    const size_t stride = sizeof(cx_image_metrics) / sizeof(double);
+    const struct { const char *key; const double *first; } scalars[] = {
+        {"sm", &r->smeasure}, {"wfm", &r->wfmeasure}, {"mae", &r->mae},
+        {"adp_em", &r->adaptive_emeasure}, {"adp_fm", &r->adaptive_fmeasure},
+        {"iou", &r->iou}, {"dice", &r->dice},
+    };
+    npy_intp curve_dims[2] = {n, CX_METRIC_LEVELS};
+    for (size_t k = 0; k < sizeof scalars / sizeof scalars[0]; k++) {
+        PyObject *arr = PyArray_SimpleNew(1, &n, NPY_FLOAT64);
+        if (!arr)
+            goto fail;
+        double *dst = PyArray_DATA((PyArrayObject *)arr);
+        for (npy_intp i = 0; i < n; i++)
+            dst[i] = scalars[k].first[i * stride];
+        int rc = PyDict_SetItemString(out, scalars[k].key, arr);
+        Py_DECREF(arr);
+        if (rc < 0)
+            goto fail;
+    }
+    if (set_array(out, "em_curve", 2, curve_dims, r->emeasure_curve, stride) < 0 ||
+        set_array(out, "fm_curve", 2, curve_dims, r->fmeasure_curve, stride) < 0)
+        goto fail;
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* Borrowed check: a 2-D, C-contiguous, aligned, native-order array of one of `kinds`. */
+static int check_image_array(PyObject *obj, const char *what, Py_ssize_t index, int allow_float) {
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd] must be a numpy array, got %s", what, index, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyArrayObject *arr = (PyArrayObject *)obj;
+    int type = PyArray_TYPE(arr);
+    int ok_type = type == NPY_UINT8 || (allow_float && (type == NPY_FLOAT32 || type == NPY_FLOAT64));
+    if (!ok_type) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd] has dtype %R; expected %s", what, index,
+                     (PyObject *)PyArray_DESCR(arr), allow_float ? "uint8, float32 or float64" : "uint8");
+        return -1;
+    }
+    if (PyArray_NDIM(arr) != 2) {
+        PyErr_Format(PyExc_ValueError, "%s[%zd] must be 2-D, got %d dims", what, index, PyArray_NDIM(arr));
+        return -1;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(arr) || !PyArray_ISALIGNED(arr) || !PyArray_ISNOTSWAPPED(arr)) {
+        PyErr_Format(PyExc_ValueError, "%s[%zd] must be C-contiguous, aligned and native byte order", what, index);
+        return -1;
+    }
+    return 0;
+}
+
+/* metrics_evaluate(preds, gts, per_image=False, profile=False): with profile, runs
+ * cx_metrics_profile instead and returns the stage seconds (bench/metrics.py). */
+static PyObject *py_metrics_evaluate(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *preds_obj, *gts_obj;
+    int per_image = 0, profile = 0;
+    if (!PyArg_ParseTuple(args, "OO|pp", &preds_obj, &gts_obj, &per_image, &profile))
+        return NULL;
+    PyObject *preds = PySequence_Fast(preds_obj, "preds must be a sequence of arrays");
+    if (!preds)
+        return NULL;
+    PyObject *gts = PySequence_Fast(gts_obj, "gts must be a sequence of arrays");
+    if (!gts) {
+        Py_DECREF(preds);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(preds);
+    PyObject **held = PyMem_Calloc(2 * (size_t)n + 1, sizeof *held);
+    cx_metric_image *images = PyMem_Calloc((size_t)n + 1, sizeof *images);
+    cx_image_metrics *results = PyMem_Calloc((size_t)n + 1, sizeof *results);
+    cx_dataset_metrics dataset;
+    if (!held || !images || !results) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (PySequence_Fast_GET_SIZE(gts) != n) {
+        PyErr_Format(PyExc_ValueError, "got %zd predictions but %zd ground truths", n, PySequence_Fast_GET_SIZE(gts));
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PySequence_Fast_GET_ITEM(preds, i), *g = PySequence_Fast_GET_ITEM(gts, i);
+        if (check_image_array(p, "preds", i, 1) < 0 || check_image_array(g, "gts", i, 0) < 0)
+            goto done;
+        Py_INCREF(p);
+        Py_INCREF(g);
+        held[2 * i] = p;
+        held[2 * i + 1] = g;
+        PyArrayObject *pa = (PyArrayObject *)p, *ga = (PyArrayObject *)g;
+        if (PyArray_DIM(pa, 0) != PyArray_DIM(ga, 0) || PyArray_DIM(pa, 1) != PyArray_DIM(ga, 1)) {
+            PyErr_Format(PyExc_ValueError, "image %zd: prediction shape (%zd, %zd) differs from GT shape (%zd, %zd)",
+                         i, (Py_ssize_t)PyArray_DIM(pa, 0), (Py_ssize_t)PyArray_DIM(pa, 1),
+                         (Py_ssize_t)PyArray_DIM(ga, 0), (Py_ssize_t)PyArray_DIM(ga, 1));
+            goto done;
+        }
+        int type = PyArray_TYPE(pa);
+        images[i].pred = PyArray_DATA(pa);
+        images[i].gt = PyArray_DATA(ga);
+        images[i].pred_dtype = type == NPY_UINT8 ? CX_PRED_U8 : type == NPY_FLOAT32 ? CX_PRED_F32 : CX_PRED_F64;
+        images[i].height = PyArray_DIM(pa, 0);
+        images[i].width = PyArray_DIM(pa, 1);
+    }
+    cx_status st;
+    if (profile) {
+        double seconds[CX_METRIC_PROFILE_STAGES];
+        Py_BEGIN_ALLOW_THREADS
+        st = cx_metrics_profile(images, n, seconds);
+        Py_END_ALLOW_THREADS
+        if (st != CX_OK)
+            cx_py_error(st);
+        else
+            result = Py_BuildValue("{s:d,s:d,s:d,s:d}", "prepare", seconds[0], "emeasure_fmeasure_mae_iou_dice",
+                                   seconds[1], "smeasure", seconds[2], "wfmeasure", seconds[3]);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_metrics_evaluate(images, n, results, &dataset);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        cx_py_error(st);
+        goto done;
+    }
+    result = dataset_dict(&dataset);
+    if (result && per_image) {
+        PyObject *images_dict = per_image_dict(results, n);
+        if (!images_dict || PyDict_SetItemString(result, "per_image", images_dict) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(images_dict);
+    }
+done:
+    if (held)
+        for (Py_ssize_t i = 0; i < 2 * n; i++)
+            Py_XDECREF(held[i]);
+    PyMem_Free(held);
+    PyMem_Free(images);
+    PyMem_Free(results);
+    Py_DECREF(preds);
+    Py_DECREF(gts);
+    return result;
+}
+
+static PyObject *py_metrics_edt(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (check_image_array(arg, "mask", 0, 0) < 0)
+        return NULL;
+    PyArrayObject *mask = (PyArrayObject *)arg;
+    npy_intp h = PyArray_DIM(mask, 0), w = PyArray_DIM(mask, 1);
+    npy_intp dims3[3] = {2, h, w};
+    PyObject *dist = PyArray_SimpleNew(2, PyArray_DIMS(mask), NPY_FLOAT64);
+    PyObject *nearest = PyArray_SimpleNew(3, dims3, NPY_INT32);
+    if (!dist || !nearest) {
+        Py_XDECREF(dist);
+        Py_XDECREF(nearest);
+        return NULL;
+    }
+    int32_t *rows = PyArray_DATA((PyArrayObject *)nearest);
+    cx_status st;
+    Py_INCREF(arg);
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_metrics_edt(PyArray_DATA(mask), h, w, rows, rows + h * w, PyArray_DATA((PyArrayObject *)dist));
+    Py_END_ALLOW_THREADS
+    Py_DECREF(arg);
+    if (st != CX_OK) {
+        Py_DECREF(dist);
+        Py_DECREF(nearest);
+        return cx_py_error(st);
+    }
+    return Py_BuildValue("NN", dist, nearest);
+}
 
 PyMethodDef cx_py_metrics_methods[] = {
+    {"metrics_evaluate", py_metrics_evaluate, METH_VARARGS,
+     "metrics_evaluate(preds, gts, per_image=False, profile=False) -> dict (see codext.metrics.evaluate)."},
+    {"metrics_edt", py_metrics_edt, METH_O,
+     "metrics_edt(mask uint8 [H, W]) -> (dist float64 [H, W], nearest int32 [2, H, W]): for each pixel "
+     "the nearest nonzero pixel, as scipy.ndimage.distance_transform_edt(mask == 0, return_indices=True)."},
     {NULL, NULL, 0, NULL},
 };
