@@ -24,5 +24,6 @@ int cx_py_add_types(PyObject *module);
  * adds them all to codext._C. */
 extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
 extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
+extern PyMethodDef cx_py_train_methods[];   /* train_binding.c */
 
 #endif

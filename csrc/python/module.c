@@ -454,7 +454,8 @@ PyMODINIT_FUNC PyInit__C(void) {
     if (!module)
         return NULL;
     if (PyModule_AddFunctions(module, cx_py_metrics_methods) < 0 ||
-        PyModule_AddFunctions(module, cx_py_data_methods) < 0 || cx_py_add_types(module) < 0) {
+        PyModule_AddFunctions(module, cx_py_data_methods) < 0 ||
+        PyModule_AddFunctions(module, cx_py_train_methods) < 0 || cx_py_add_types(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,0 +1,319 @@
+"""Every setting of a training run, with the defaults of DESIGN.md section 5.
+
+    >>> from codext.config import Config     # also codext.Config
+    >>> cfg = Config(epochs=40, stage1_epochs=10, scheduler="cosine", warmup_epochs=2)
+    >>> cfg.stage2_lr is None, cfg.effective_stage2_lr
+    (True, 0.00025)
+    >>> Config.from_json(cfg.to_json()) == cfg
+    True
+    >>> Config(img_size=100)
+    Traceback (most recent call last):
+    ...
+    ValueError: Config.img_size must be a positive multiple of 32, got 100
+
+Field names are the seed's command-line flags with dashes turned into underscores
+(``--batch-size`` -> ``batch_size``). Unknown fields and invalid values fail at
+construction with the field named: a TypeError for an unknown field or a value of the wrong
+type, a ValueError for a value out of range or an impossible combination.
+"""
+import dataclasses
+import difflib
+import functools
+import inspect
+import json
+import numbers
+import os
+from dataclasses import dataclass, field, fields
+from typing import Optional, Tuple
+
+BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base",
+             "edgenext_tiny_test")
+SCHEDULERS = ("onecycle", "cosine")
+# select_metric: accepted names -> (key in codext.metrics.evaluate's result, higher is better)
+SELECT_METRICS = {
+    "smeasure": ("sm", True), "sm": ("sm", True),
+    "wfmeasure": ("wfm", True), "wfm": ("wfm", True),
+    "emeasure": ("mean_em", True), "mean_em": ("mean_em", True), "adp_em": ("adp_em", True),
+    "max_em": ("max_em", True),
+    "fmeasure": ("mean_fm", True), "mean_fm": ("mean_fm", True), "adp_fm": ("adp_fm", True),
+    "max_fm": ("max_fm", True),
+    "mae": ("mae", False), "iou": ("iou", True), "dice": ("dice", True),
+}
+
+
+@dataclass
+class Config:
+    """Settings of one training run (DESIGN.md section 5); see the module docstring.
+
+    Data
+        dataset_path: a COD dataset folder (None: the built-in synthetic set).
+        img_size: training resolution, a multiple of 32. batch_size: images per worker
+        and optimizer step before accumulation (the global batch is batch_size x workers
+        x accumulation_steps). num_workers: data decoding/augmentation threads.
+    Model
+        backbone (one of BACKBONES), pretrained (a safetensors path or a timm tag in the
+        Hugging Face cache; None: random init), num_experts, moe_top_k (0: dense MoE,
+        k >= 1: sparse top-k with the balance loss), decoder_dim (D, a multiple of 4),
+        drop_path_rate, deep_supervision (+ ds_weight), balance_weight.
+    Recipe
+        epochs, stage1_epochs (frozen backbone, no backward through it), lr (head lr and
+        the schedule's peak), stage2_lr (None: lr), backbone_lr_mult (stage-2 backbone lr =
+        stage2_lr x this), weight_decay, betas, eps (AdamW), scheduler ('onecycle' or
+        'cosine'), warmup_epochs and min_lr (cosine), grad_clip (global norm; 0 or None:
+        off), accumulation_steps, ema_decay (0: no averaging).
+    Run
+        seed, checkpoint_dir, amp (GPU mixed precision), gradient_checkpointing,
+        deterministic (GPU: deterministic kernels; the CPU always is), select_metric (picks
+        the best checkpoint: smeasure, wfmeasure, emeasure, fmeasure, mae, iou, dice or a
+        key of codext.metrics.evaluate), eval_every (epochs), log_every (steps),
+        num_threads (CPU engine threads; None: all the CPUs this process may use).
+    """
+
+    # data
+    dataset_path: Optional[str] = None
+    img_size: int = 352
+    batch_size: int = 32
+    num_workers: int = 4
+    # model
+    backbone: str = "edgenext_base"
+    pretrained: Optional[str] = None
+    num_experts: int = 7
+    moe_top_k: int = 0
+    decoder_dim: int = 64
+    drop_path_rate: float = 0.0
+    deep_supervision: bool = True
+    ds_weight: float = 0.5
+    balance_weight: float = 0.01
+    # recipe
+    epochs: int = 150
+    stage1_epochs: int = 30
+    lr: float = 2.5e-4
+    stage2_lr: Optional[float] = None
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    scheduler: str = "onecycle"
+    warmup_epochs: float = 5.0
+    min_lr: float = 1e-6
+    grad_clip: Optional[float] = 0.5
+    accumulation_steps: int = 1
+    ema_decay: float = 0.999
+    # run
+    seed: int = 42
+    checkpoint_dir: str = "checkpoints"
+    amp: bool = True
+    gradient_checkpointing: bool = False
+    deterministic: bool = False
+    select_metric: str = "smeasure"
+    eval_every: int = 1
+    log_every: int = 50
+    num_threads: Optional[int] = None
+
+    def __post_init__(self):
+        self._coerce()
+        self._validate()
+
+    # ---- construction helpers ------------------------------------------------------
+
+    @classmethod
+    def demo(cls, **overrides):
+        """The small CPU demo: trains on the synthetic set in a few minutes on 2 cores.
+
+        edgenext_xx_small at 64x64, batch 16, 8 epochs (2 with the backbone frozen), the
+        decoder at D = 32, lr 1e-3 (a short run needs a larger step), no AMP, checkpoints in
+        checkpoints/demo. Any field can be overridden: Config.demo(epochs=2).
+        """
+        settings = dict(backbone="edgenext_xx_small", img_size=64, batch_size=16, epochs=8,
+                        stage1_epochs=2, decoder_dim=32, lr=1e-3, amp=False, num_workers=2,
+                        checkpoint_dir=os.path.join("checkpoints", "demo"), log_every=10)
+        settings.update(overrides)
+        return cls(**settings)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated like a new Config)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        """Plain JSON-ready dict of every field (betas as a list)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, values):
+        """Config from a dict such as to_dict() made; unknown keys fail (TypeError)."""
+        if not isinstance(values, dict):
+            raise TypeError(f"Config.from_dict needs a dict, got {type(values).__name__}")
+        return cls(**values)
+
+    def to_json(self, indent=None):
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+    # ---- derived values --------------------------------------------------------------
+
+    @property
+    def effective_stage2_lr(self):
+        """stage2_lr, or lr when it is None."""
+        return self.lr if self.stage2_lr is None else self.stage2_lr
+
+    @property
+    def selection(self):
+        """(metric key in codext.metrics.evaluate's result, True if higher is better)."""
+        return SELECT_METRICS[self.select_metric]
+
+    def stage_steps(self, steps_per_epoch):
+        """Optimizer steps of stage 1 and stage 2 for `steps_per_epoch` optimizer steps per
+        epoch (after accumulation)."""
+        steps_per_epoch = int(steps_per_epoch)
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        return (self.stage1_epochs * steps_per_epoch,
+                (self.epochs - self.stage1_epochs) * steps_per_epoch)
+
+    def warmup_steps(self, steps_per_epoch):
+        """Cosine warmup in optimizer steps (per stage): floor(warmup_epochs x steps_per_epoch)."""
+        return int(self.warmup_epochs * int(steps_per_epoch))
+
+    # ---- checks ----------------------------------------------------------------------
+
+    def _coerce(self):
+        """Type checks (TypeError naming the field); ints where floats are expected become
+        floats, path-like values become str, betas a tuple."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind, optional = _FIELD_KINDS[f.name]
+            if value is None:
+                if optional:
+                    continue
+                raise TypeError(f"Config.{f.name} cannot be None")
+            if kind is bool:
+                ok = isinstance(value, bool)
+            elif kind is int:
+                ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+                if ok:
+                    value = int(value)
+            elif kind is float:
+                ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+                if ok:
+                    value = float(value)
+            elif kind is str:
+                ok = isinstance(value, (str, os.PathLike)) if f.name in _PATH_FIELDS else isinstance(value, str)
+                if ok:
+                    value = os.fspath(value)
+            else:  # betas
+                ok = (isinstance(value, (tuple, list)) and len(value) == 2 and
+                      all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in value))
+                if ok:
+                    value = (float(value[0]), float(value[1]))
+            if not ok:
+                want = {bool: "a bool", int: "an int", float: "a number", str: "a str"}.get(kind, "a pair of numbers")
+                raise TypeError(f"Config.{f.name} must be {want}{' or None' if optional else ''}, "
+                                f"got {value!r} ({type(value).__name__})")
+            object.__setattr__(self, f.name, value)
+
+    def _validate(self):
+        def bad(name, rule):
+            raise ValueError(f"Config.{name} {rule}, got {getattr(self, name)!r}")
+
+        def at_least(name, low):
+            if getattr(self, name) < low:
+                bad(name, f"must be >= {low}")
+
+        def finite_nonneg(name):
+            v = getattr(self, name)
+            if v is not None and not (0.0 <= v < float("inf")):
+                bad(name, "must be a finite number >= 0")
+
+        if self.img_size < 32 or self.img_size % 32:
+            bad("img_size", "must be a positive multiple of 32")
+        at_least("batch_size", 1)
+        at_least("num_workers", 0)
+        if self.backbone not in BACKBONES:
+            close = difflib.get_close_matches(self.backbone, BACKBONES, 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            bad("backbone", f"must be one of {', '.join(BACKBONES)}{hint}")
+        at_least("num_experts", 1)
+        if not 0 <= self.moe_top_k <= self.num_experts:
+            raise ValueError(f"Config.moe_top_k must be 0 (dense) or 1..num_experts "
+                             f"({self.num_experts}), got {self.moe_top_k}")
+        if self.decoder_dim < 4 or self.decoder_dim % 4:
+            bad("decoder_dim", "must be a positive multiple of 4 (4 attention heads, D/4 "
+                               "channels in the context and contrast experts)")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            bad("drop_path_rate", "must lie in [0, 1)")
+        finite_nonneg("ds_weight")
+        finite_nonneg("balance_weight")
+        at_least("epochs", 1)
+        at_least("stage1_epochs", 0)
+        if self.stage1_epochs > self.epochs:
+            raise ValueError(f"Config.stage1_epochs ({self.stage1_epochs}) must not exceed "
+                             f"Config.epochs ({self.epochs})")
+        for name in ("lr", "stage2_lr"):
+            v = getattr(self, name)
+            if v is not None and not (0.0 < v < float("inf")):
+                bad(name, "must be a finite number > 0")
+        finite_nonneg("backbone_lr_mult")
+        finite_nonneg("weight_decay")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            bad("betas", "must be two numbers in [0, 1)")
+        if not 0.0 < self.eps < float("inf"):
+            bad("eps", "must be a finite number > 0")
+        if self.scheduler not in SCHEDULERS:
+            bad("scheduler", f"must be one of {', '.join(map(repr, SCHEDULERS))}")
+        finite_nonneg("warmup_epochs")
+        finite_nonneg("min_lr")
+        if self.scheduler == "cosine" and self.min_lr > min(self.lr, self.effective_stage2_lr):
+            raise ValueError(f"Config.min_lr ({self.min_lr}) must not exceed lr and stage2_lr "
+                             f"({self.lr}, {self.effective_stage2_lr}) with the cosine scheduler")
+        finite_nonneg("grad_clip")
+        at_least("accumulation_steps", 1)
+        if not 0.0 <= self.ema_decay < 1.0:
+            bad("ema_decay", "must lie in [0, 1)")
+        if not 0 <= self.seed < 2 ** 64:
+            bad("seed", "must lie in [0, 2**64)")
+        if not self.checkpoint_dir:
+            bad("checkpoint_dir", "must be a non-empty path")
+        if self.select_metric not in SELECT_METRICS:
+            bad("select_metric", f"must be one of {', '.join(sorted(SELECT_METRICS))}")
+        at_least("eval_every", 1)
+        at_least("log_every", 1)
+        if self.num_threads is not None and not 1 <= self.num_threads <= 256:
+            bad("num_threads", "must be None or in 1..256")
+        if self.dataset_path is not None and not self.dataset_path:
+            bad("dataset_path", "must be None or a non-empty path")
+
+
+# Field types for _coerce: name -> (kind, None allowed); tuple means "betas".
+_PATH_FIELDS = {"dataset_path", "checkpoint_dir", "pretrained"}
+_FIELD_KINDS = {}
+for _f in fields(Config):
+    _t = _f.type
+    _optional = getattr(_t, "__origin__", None) is not None and type(None) in getattr(_t, "__args__", ())
+    if _optional:
+        _t = next(a for a in _t.__args__ if a is not type(None))
+    _FIELD_KINDS[_f.name] = (_t if _t in (bool, int, float, str) else tuple, _optional)
+FIELD_NAMES = tuple(_f.name for _f in fields(Config))
+
+_generated_init = Config.__init__
+
+
+@functools.wraps(_generated_init)
+def _init_with_names(self, *args, **kwargs):
+    if args:
+        raise TypeError("Config takes keyword arguments only, e.g. Config(epochs=10)")
+    for name in kwargs:
+        if name not in FIELD_NAMES:
+            close = difflib.get_close_matches(name.replace("-", "_"), FIELD_NAMES, 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"Config has no field {name!r}{hint}")
+    _generated_init(self, **kwargs)
+
+
+_init_with_names.__signature__ = inspect.signature(_generated_init)
+Config.__init__ = _init_with_names
+del _f, _t, _optional
