@@ -32,3 +32,4 @@ def set_num_threads(n):
 from .backbone import Backbone, CONFIGS as BACKBONES  # noqa: E402
 from . import data  # noqa: E402,F401
 from . import metrics  # noqa: E402,F401
+from .config import Config  # noqa: E402,F401
