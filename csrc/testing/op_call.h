@@ -47,6 +47,7 @@ extern const cx_op_entry cx_op_entries_norm[];
 extern const cx_op_entry cx_op_entries_pointwise[];
 extern const cx_op_entry cx_op_entries_pool[];
 extern const cx_op_entry cx_op_entries_attention[];
+extern const cx_op_entry cx_op_entries_loss[];
 
 /* Looks an entry up by name in every table; NULL if absent. */
 const cx_op_entry *cx_op_find(const char *name);

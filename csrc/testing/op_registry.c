@@ -6,6 +6,7 @@
 static const cx_op_entry *const op_tables[] = {
     cx_op_entries_conv,      cx_op_entries_linear, cx_op_entries_norm,
     cx_op_entries_pointwise, cx_op_entries_pool,   cx_op_entries_attention,
+    cx_op_entries_loss,
 };
 
 const cx_op_entry *cx_op_find(const char *name) {

@@ -1,0 +1,273 @@
+"""The COD model: EdgeNeXt backbone + mixture-of-experts neck + reverse-attention decoder.
+
+Native C forward and backward (csrc/model/cod*.c); the arithmetic, parameter names and
+order are those of the PyTorch twin tools/cod_twin.py (DESIGN.md section 4).
+
+    >>> import numpy as np, codext
+    >>> m = codext.Model("edgenext_tiny_test", decoder_dim=16, num_experts=3, img_size=64)
+    >>> probs = m.predict(np.zeros((50, 70, 3), np.uint8))
+    >>> probs.shape, probs.dtype
+    ((50, 70), dtype('float32'))
+"""
+import dataclasses
+import json
+
+import numpy as np
+
+from . import _C
+from . import data as _data
+from .backbone import CONFIGS, Backbone, LoadResult, _list_names, check_image_batch
+
+METADATA_KEY = "codext_model"
+# Fields that change the parameters: a checkpoint must agree on these to load.
+ARCHITECTURE_FIELDS = ("backbone", "decoder_dim", "num_experts")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a Model (it travels in checkpoint metadata)."""
+    backbone: str = "edgenext_base"
+    decoder_dim: int = 64
+    num_experts: int = 7
+    moe_top_k: int = 0
+    seed: int = 0
+    ds_weight: float = 0.5
+    balance_weight: float = 0.01
+    img_size: int = 352
+
+    def __str__(self):
+        mode = f"top-{self.moe_top_k}" if self.moe_top_k else "dense"
+        return (f"COD model ({self.backbone}, decoder_dim {self.decoder_dim}, "
+                f"{self.num_experts} experts {mode})")
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text, where="checkpoint"):
+        try:
+            fields = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"{where}: {METADATA_KEY} metadata is not JSON ({e})") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(fields, dict) or not set(fields) <= known:
+            extra = sorted(set(fields) - known) if isinstance(fields, dict) else fields
+            raise ValueError(f"{where}: unknown model config fields {extra}")
+        return cls(**fields)
+
+
+def _validate(cfg):
+    if cfg.backbone not in CONFIGS:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; known: {', '.join(CONFIGS)}")
+    for name in ("decoder_dim", "num_experts", "moe_top_k", "seed", "img_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    if cfg.decoder_dim < 4 or cfg.decoder_dim % 4:
+        raise ValueError(f"decoder_dim must be a positive multiple of 4, got {cfg.decoder_dim}")
+    if not 1 <= cfg.num_experts <= 32:
+        raise ValueError(f"num_experts must be in [1, 32], got {cfg.num_experts}")
+    if not 0 <= cfg.moe_top_k <= cfg.num_experts:
+        raise ValueError(f"moe_top_k must be in [0, num_experts = {cfg.num_experts}] "
+                         f"(0: dense), got {cfg.moe_top_k}")
+    if cfg.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.img_size < 32 or cfg.img_size % 32:
+        raise ValueError(f"img_size must be a positive multiple of 32, got {cfg.img_size}")
+    for name in ("ds_weight", "balance_weight"):
+        value = getattr(cfg, name)
+        if not np.isfinite(float(value)) or float(value) < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _as_image_list(images):
+    """-> (list of uint8 [H, W, 3] arrays, how to return: 'single', 'batch' or 'list')."""
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            items, kind = [images], "single"
+        elif images.ndim == 4:
+            items, kind = list(images), "batch"
+        else:
+            raise ValueError(f"images must be [H, W, 3], [N, H, W, 3] or a list of [H, W, 3], "
+                             f"got an array of shape {images.shape}")
+        if images.ndim == 4 and images.shape[0] == 0:
+            raise ValueError("images is an empty batch")
+    elif isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("images is an empty list")
+        items, kind = list(images), "list"
+    else:
+        raise TypeError(f"images must be a uint8 numpy array or a list of them, got {type(images).__name__}")
+    for i, img in enumerate(items):
+        what = "image" if kind == "single" else f"image {i}"
+        if not isinstance(img, np.ndarray):
+            raise TypeError(f"{what} must be a numpy array, got {type(img).__name__}")
+        if img.dtype != np.uint8:
+            raise TypeError(f"{what} must be uint8 RGB (0..255), got dtype {img.dtype}; "
+                            f"codext.data.as_rgb_uint8 converts other kinds")
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"{what} must have shape [H, W, 3], got {img.shape}")
+        if img.shape[0] < 1 or img.shape[1] < 1:
+            raise ValueError(f"{what} is empty (shape {img.shape})")
+    return items, kind
+
+
+class Model:
+    """The COD model with native forward, loss and backward.
+
+    Model(backbone, decoder_dim, num_experts, moe_top_k, seed, ds_weight, balance_weight,
+    img_size): parameters initialised from `seed` (backbone as timm, the rest as PyTorch's
+    defaults; gates zero; edge filters Sobel / Laplacian). moe_top_k 0 is the dense
+    mixture. Parameter names: `backbone.<timm name>`, `neck.{i}.proj.*`,
+    `neck.{i}.moe.gate.*`, `neck.{i}.moe.experts.{e}.*`, `decoder.fuse.{k}.*`,
+    `decoder.heads.{k}.*` (DESIGN.md section 4).
+    """
+
+    # The parameter-table methods are Backbone's: they read _table, _params, _grads, config.
+    parameter_names = Backbone.parameter_names
+    num_parameters = Backbone.num_parameters
+    _view = Backbone._view
+    state_dict = Backbone.state_dict
+    load_state_dict = Backbone.load_state_dict
+    grads = Backbone.grads
+
+    def __init__(self, backbone="edgenext_base", decoder_dim=64, num_experts=7, moe_top_k=0,
+                 seed=0, ds_weight=0.5, balance_weight=0.01, img_size=352):
+        if not isinstance(backbone, str):
+            raise TypeError(f"backbone must be a name such as 'edgenext_base', got {type(backbone).__name__}")
+        cfg = ModelConfig(backbone, decoder_dim, num_experts, moe_top_k, seed, float(ds_weight),
+                          float(balance_weight), img_size)
+        _validate(cfg)
+        self.config = dataclasses.replace(cfg, decoder_dim=int(decoder_dim), num_experts=int(num_experts),
+                                          moe_top_k=int(moe_top_k), seed=int(seed), img_size=int(img_size))
+        self._native = _C.CODModel(backbone, self.config.decoder_dim, self.config.num_experts,
+                                   self.config.moe_top_k, self.config.seed, self.config.ds_weight,
+                                   self.config.balance_weight)
+        self._table = self._native.param_table()
+        self._params = self._native.params()
+        self._grads = self._native.grads()
+
+    def __repr__(self):
+        return f"codext.Model({self.config}, {self.num_parameters():,} parameters)"
+
+    # ---- files ----------------------------------------------------------------------
+    def save(self, path):
+        """Writes the parameters as safetensors (float32), the config as JSON metadata."""
+        names = self.parameter_names()
+        state = self.state_dict()
+        _C.safetensors_save(str(path), names, [state[n] for n in names],
+                            {"format": "pt", METADATA_KEY: self.config.to_json()})
+
+    def load(self, path, strict=True, prefix=""):
+        """Loads parameters from a safetensors file written by save() (or any file with
+        these names after `prefix`, e.g. "ema."). A file whose config has another
+        architecture fails naming the fields that differ."""
+        tensors, metadata, _ = _C.safetensors_load(str(path))
+        if METADATA_KEY in metadata:
+            theirs = ModelConfig.from_json(metadata[METADATA_KEY], str(path))
+            differ = [f"{f}: file {getattr(theirs, f)!r}, model {getattr(self.config, f)!r}"
+                      for f in ARCHITECTURE_FIELDS if getattr(theirs, f) != getattr(self.config, f)]
+            if differ:
+                raise ValueError(f"{path} holds another model configuration ({'; '.join(differ)})")
+        if prefix:
+            tensors = {n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)}
+        try:
+            return self.load_state_dict(tensors, strict=strict)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    def load_backbone(self, path):
+        """Loads the backbone from a safetensors file with timm names (timm's
+        model.safetensors or Backbone.save); timm's classifier head.* is ignored and
+        reported. Every backbone tensor must be there; the rest of the model is kept."""
+        tensors, _, _ = _C.safetensors_load(str(path))
+        ignored = sorted(n for n in tensors if n.startswith("head."))
+        state = {"backbone." + n: v for n, v in tensors.items() if not n.startswith("head.")}
+        ours = {n for n in self.parameter_names() if n.startswith("backbone.")}
+        missing = [n[len("backbone."):] for n in ours if n not in state]
+        unexpected = [n[len("backbone."):] for n in state if n not in ours]
+        problems = ([f"missing keys: {_list_names(missing)}"] if missing else []) + \
+                   ([f"unexpected keys: {_list_names(unexpected)}"] if unexpected else [])
+        if problems:
+            raise ValueError(f"{path}: not a {self.config.backbone} backbone: " + " | ".join(problems))
+        self.load_state_dict(state, strict=False)
+        return LoadResult([], [], ignored)
+
+    # ---- compute --------------------------------------------------------------------
+    def forward(self, x):
+        """x float32 [B, 3, H, W] (H, W multiples of 32, normalised) -> four float32 logit
+        maps [B, 1, H, W]: the prediction p1 (scale 0, stride 4) first, then the
+        deep-supervision outputs of strides 8, 16, 32."""
+        return tuple(self._native.forward(check_image_batch(x), True))
+
+    def loss_and_grads(self, x, y, train_backbone=True):
+        """One forward and backward on (x, y) from zeroed gradients.
+
+        y: float32 [B, 1, H, W] in {0, 1}. Returns (parts, grads): parts holds total,
+        loss{k} (batch means), wbce{k} / wiou{k} (per image) and balance (sparse mode);
+        grads maps every parameter name to d total / d parameter. train_backbone False
+        is stage 1: no backward through the backbone, whose gradients stay zero."""
+        x = check_image_batch(x)
+        y = self._check_masks(y, x.shape)
+        self._native.zero_grads()
+        self._native.forward(x, True)
+        parts = self._native.loss(y)
+        self._native.backward(1.0, bool(train_backbone))
+        return parts, self.grads()
+
+    @staticmethod
+    def _check_masks(y, x_shape):
+        if not isinstance(y, np.ndarray) or y.dtype != np.float32:
+            raise TypeError(f"y must be a float32 numpy array, got {getattr(y, 'dtype', type(y).__name__)}")
+        want = (x_shape[0], 1, x_shape[2], x_shape[3])
+        if y.shape != want:
+            raise ValueError(f"y must have shape {want}, got {y.shape}")
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError("y must hold only 0 and 1")
+        return np.ascontiguousarray(y)
+
+    def predict(self, images, batch_size=8):
+        """Foreground probabilities of uint8 RGB images at their own sizes.
+
+        images: one [H, W, 3] array, a batch [N, H, W, 3] or a list of [H, W, 3] arrays of
+        any sizes. Each image is resized to img_size (codext.data's bilinear resize),
+        normalised as the evaluation data path does, run in batches of batch_size, and
+        sigmoid(p1) is resized back to the image's size. Returns float32 [H, W] (one
+        image), [N, H, W] (a batch array) or a list of [H_i, W_i]."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        items, kind = _as_image_list(images)
+        size = self.config.img_size
+        results = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            resized = np.stack([_data.resize_image(np.ascontiguousarray(img), size) for img in chunk])
+            x, _ = _data.augment_batch(resized, None, np.arange(len(chunk)), train=False)
+            self._native.forward(x, False)
+            probs = self._native.probabilities()
+            for img, prob in zip(chunk, probs):
+                results.append(_data.resize_probs(prob[0], img.shape[:2]))
+        if kind == "single":
+            return results[0]
+        if kind == "batch":
+            return np.stack(results)
+        return results
+
+    def activation_bytes(self):
+        """Activation memory planned for the last input shape and mode."""
+        return self._native.arena_bytes()
+
+
+def load(path):
+    """Rebuilds a Model from a file written by Model.save (its config is in the metadata)."""
+    tensors, metadata, _ = _C.safetensors_load(str(path))
+    if METADATA_KEY not in metadata:
+        raise ValueError(f"{path} is not a codext model checkpoint (no {METADATA_KEY!r} metadata; "
+                         f"a backbone file loads with Model.load_backbone)")
+    cfg = ModelConfig.from_json(metadata[METADATA_KEY], str(path))
+    model = Model(**dataclasses.asdict(cfg))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return model

@@ -1,0 +1,349 @@
+/* The whole COD model: parameters, plan, forward, loss, backward (see cod.h).
+ *
+ * Arena layout of a training step (stack order):
+ *   forward   input, backbone activations, neck and decoder activations, outputs
+ *   loss      target, per-output loss values and saved weight maps / sums
+ *   backward  d loss, d logits, d necks, d features, then per-part gradients released as
+ *             each part finishes (experts, neck scales, backbone blocks)
+ * Forward activations survive backward, so backward may run again after one loss, and
+ * the intermediates stay readable until the next forward. */
+#include "cod.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- create / free -------------------------------------------------------------------- */
+
+static cx_status check_config(const cx_cod_config *cfg, cx_edgenext_config *backbone) {
+    CX_TRY(cx_edgenext_config_by_name(cfg->backbone, backbone));
+    if (cfg->decoder_dim < 4 || cfg->decoder_dim % 4)
+        return cx_fail(CX_EINVAL, "decoder_dim must be a positive multiple of 4 (4 attention "
+                       "heads, D/4 context channels), got %d", cfg->decoder_dim);
+    if (cfg->num_experts < 1 || cfg->num_experts > CX_COD_MAX_EXPERTS)
+        return cx_fail(CX_EINVAL, "num_experts must be in [1, %d], got %d", CX_COD_MAX_EXPERTS,
+                       cfg->num_experts);
+    if (cfg->top_k < 0 || cfg->top_k > cfg->num_experts)
+        return cx_fail(CX_EINVAL, "moe_top_k must be in [0, num_experts = %d] (0: dense), got %d",
+                       cfg->num_experts, cfg->top_k);
+    if (!isfinite(cfg->ds_weight) || !isfinite(cfg->balance_weight))
+        return cx_fail(CX_EINVAL, "ds_weight and balance_weight must be finite, got %g and %g",
+                       cfg->ds_weight, cfg->balance_weight);
+    return CX_OK;
+}
+
+static cx_status declare(cx_cod_model *m, const cx_edgenext_config *backbone) {
+    CX_TRY(cx_edgenext_declare(&m->backbone, backbone, &m->table, "backbone."));
+    m->backbone_floats = m->table.total;
+    for (int i = 0; i < 4; i++)
+        CX_TRY(cx_cod_neck_declare(&m->neck[i], i, backbone->dims[i], m->cfg.decoder_dim,
+                                   m->cfg.num_experts, m->cfg.top_k, &m->table));
+    return cx_cod_decoder_declare(&m->decoder, m->cfg.decoder_dim, &m->table);
+}
+
+cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
+                        cx_cod_model **out) {
+    *out = NULL;
+    cx_edgenext_config backbone;
+    CX_TRY(check_config(cfg, &backbone));
+    cx_cod_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return cx_fail(CX_ENOMEM, "out of memory creating the COD model");
+    m->cfg = *cfg;
+    m->be = be;
+    cx_status st = declare(m, &backbone);
+    if (st == CX_OK) {
+        m->params = be->alloc(be, m->table.total * sizeof(float));
+        m->grads = be->alloc(be, m->table.total * sizeof(float));
+        if (!m->params || !m->grads)
+            st = cx_fail(CX_ENOMEM, "cannot allocate %zu parameters", m->table.total);
+    }
+    float *host = st == CX_OK ? malloc(m->table.total * sizeof(float)) : NULL;
+    if (st == CX_OK && !host)
+        st = cx_fail(CX_ENOMEM, "out of memory initialising parameters");
+    if (st != CX_OK) {
+        cx_cod_free(m);
+        return st;
+    }
+    cx_params_init(&m->table, host, seed);
+    for (int i = 0; i < 4; i++)
+        cx_cod_neck_init_edges(&m->neck[i], host);
+    be->upload(be, m->params, host, m->table.total);
+    free(host);
+    be->zero(be, m->grads, m->table.total);
+    *out = m;
+    return be->sync(be);
+}
+
+void cx_cod_free(cx_cod_model *m) {
+    if (!m)
+        return;
+    cx_arena_free(&m->arena);
+    if (m->params)
+        m->be->free(m->be, m->params);
+    if (m->grads)
+        m->be->free(m->be, m->grads);
+    cx_params_free(&m->table);
+    free(m->routing_memory);
+    free(m->parts_memory);
+    free(m);
+}
+
+void cx_cod_zero_grads(cx_cod_model *m) { m->be->zero(m->be, m->grads, m->table.total); }
+
+size_t cx_cod_arena_bytes(const cx_cod_model *m) { return m->arena.capacity * sizeof(float); }
+
+/* Host buffers sized by the batch: routing (sparse mode) and loss parts. */
+static cx_status host_buffers(cx_cod_model *m, int B) {
+    if (B <= m->routing_capacity)
+        return CX_OK;
+    int E = m->cfg.num_experts, k = m->cfg.top_k;
+    /* per neck: rows, chosen (int); probs, transfer (float); weights, dweights (double) */
+    size_t per_neck = (size_t)B * (E * sizeof(int) + k * sizeof(int) + 2 * E * sizeof(float) +
+                                   2 * E * sizeof(double));
+    size_t n_parts = (size_t)8 * B + (size_t)4 * B; /* wbce, wiou [4][B]; d loss staging */
+    void *routing = malloc(4 * per_neck + 64);
+    double *parts = malloc(n_parts * sizeof(double));
+    if (!routing || !parts) {
+        free(routing);
+        free(parts);
+        return cx_fail(CX_ENOMEM, "out of memory for the host buffers of batch %d", B);
+    }
+    free(m->routing_memory);
+    free(m->parts_memory);
+    m->routing_memory = routing;
+    m->parts_memory = parts;
+    m->routing_capacity = B;
+    char *p = routing;
+    for (int i = 0; i < 4; i++) {
+        cx_cod_neck *neck = &m->neck[i];
+        neck->weights_host = (double *)p;
+        p += (size_t)B * E * sizeof(double);
+        neck->dweights_host = (double *)p;
+        p += (size_t)B * E * sizeof(double);
+        neck->probs_host = (float *)p;
+        p += (size_t)B * E * sizeof(float);
+        neck->transfer_host = (float *)p;
+        p += (size_t)B * E * sizeof(float);
+        neck->rows = (int *)p;
+        p += (size_t)B * E * sizeof(int);
+        neck->chosen = (int *)p;
+        p += (size_t)B * k * sizeof(int);
+    }
+    for (int k4 = 0; k4 < 4; k4++) {
+        m->parts.wbce[k4] = parts + (size_t)(2 * k4) * B;
+        m->parts.wiou[k4] = parts + (size_t)(2 * k4 + 1) * B;
+    }
+    return CX_OK;
+}
+
+/* ---- the passes (run against the real backend, or the null one while planning) -------- */
+
+static cx_status forward_pass(cx_cod_model *m, cx_exec *ex, const float *x_host, int B, int H,
+                              int W, int mode) {
+    cx_backend *be = ex->be;
+    size_t n_in = (size_t)B * 3 * H * W;
+    CX_TAKE(ex, m->input, n_in);
+    be->upload(be, m->input, x_host, n_in);
+    CX_TRY(cx_edgenext_forward(&m->backbone, ex, m->input, B, H, W));
+    float *necks[4];
+    int h[4], w[4];
+    for (int i = 0; i < 4; i++) {
+        h[i] = cx_edgenext_stage_h(&m->backbone, i);
+        w[i] = cx_edgenext_stage_w(&m->backbone, i);
+        CX_TRY(cx_cod_neck_forward(&m->neck[i], ex, m->backbone.features[i], B, h[i], w[i]));
+        necks[i] = m->neck[i].out;
+    }
+    CX_TRY(cx_cod_decoder_forward(&m->decoder, ex, necks, B, h, w));
+    for (int k = 0; k < 4; k++) {
+        m->outputs[k] = NULL;
+        if (mode == CX_COD_PREDICT && k > 0)
+            continue;
+        CX_TAKE(ex, m->outputs[k], (size_t)B * H * W);
+        cx_pool_shape up = {.planes = B, .in_h = h[k], .in_w = w[k], .out_h = H, .out_w = W};
+        be->resize_bilinear_forward(be, &up, m->decoder.logits[k], m->outputs[k]);
+    }
+    return CX_OK;
+}
+
+static double output_weight(const cx_cod_model *m, int k) {
+    return k == 0 ? 1.0 : (double)m->cfg.ds_weight;
+}
+
+static cx_status loss_pass(cx_cod_model *m, cx_exec *ex, const float *y_host) {
+    cx_backend *be = ex->be;
+    int B = m->batch, H = m->height, W = m->width;
+    size_t plane = (size_t)H * W;
+    CX_TAKE(ex, m->target, (size_t)B * plane);
+    be->upload(be, m->target, y_host, (size_t)B * plane);
+    for (int k = 0; k < 4; k++) {
+        CX_TAKE(ex, m->loss_values[k], (size_t)B);
+        CX_TAKE(ex, m->loss_saved[k], cx_structure_loss_saved_floats(B, H, W));
+        be->structure_loss_forward(be, B, H, W, m->outputs[k], m->target, m->loss_values[k],
+                                   m->loss_saved[k]);
+    }
+    if (ex->arena->planning)
+        return CX_OK;
+    /* per image: loss, then the sums sum(w), sum(w bce), sum(w p y), sum(w (p + y)) */
+    cx_cod_loss_parts *parts = &m->parts;
+    float *staging = (float *)(m->parts_memory + (size_t)8 * B); /* 5B floats fit in 4B doubles */
+    parts->total = 0.0;
+    for (int k = 0; k < 4; k++) {
+        be->download(be, staging, m->loss_values[k], (size_t)B);
+        be->download(be, staging + B, m->loss_saved[k] + (size_t)B * plane, (size_t)4 * B);
+        CX_TRY(be->sync(be));
+        double mean = 0.0;
+        for (int b = 0; b < B; b++) {
+            const float *sums = staging + B + 4 * b;
+            double inter = sums[2], union_ = sums[3];
+            parts->wbce[k][b] = (double)sums[1] / (double)sums[0];
+            parts->wiou[k][b] = 1.0 - (inter + 1.0) / (union_ - inter + 1.0);
+            mean += (double)staging[b];
+        }
+        parts->loss[k] = mean / B;
+        parts->total += output_weight(m, k) * parts->loss[k];
+    }
+    parts->balance = 0.0;
+    if (m->cfg.top_k > 0) {
+        for (int i = 0; i < 4; i++)
+            parts->balance += m->neck[i].balance;
+        parts->total += (double)m->cfg.balance_weight * parts->balance;
+    }
+    return CX_OK;
+}
+
+static cx_status backward_pass(cx_cod_model *m, cx_exec *ex, float loss_scale,
+                               int train_backbone) {
+    cx_backend *be = ex->be;
+    int B = m->batch, H = m->height, W = m->width;
+    size_t plane = (size_t)H * W;
+    float *dloss, *dlogits[4], *dnecks[4], *dfeatures[4];
+    CX_TAKE(ex, dloss, (size_t)4 * B);
+    if (!ex->arena->planning) {
+        float *staging = (float *)(m->parts_memory + (size_t)8 * B);
+        for (int k = 0; k < 4; k++)
+            for (int b = 0; b < B; b++)
+                staging[k * B + b] = (float)(loss_scale * output_weight(m, k) / B);
+        be->upload(be, dloss, staging, (size_t)4 * B);
+    }
+    const cx_cod_decoder *dec = &m->decoder;
+    for (int k = 0; k < 4; k++)
+        CX_TAKE_ZERO(ex, dlogits[k], (size_t)B * dec->h[k] * dec->w[k]);
+    size_t mark = cx_arena_mark(ex->arena);
+    float *doutput;
+    CX_TAKE(ex, doutput, (size_t)B * plane);
+    for (int k = 0; k < 4; k++) {
+        be->zero(be, doutput, (size_t)B * plane);
+        be->structure_loss_backward(be, B, H, W, m->outputs[k], m->target, m->loss_saved[k],
+                                    dloss + (size_t)k * B, doutput);
+        cx_pool_shape up = {.planes = B, .in_h = dec->h[k], .in_w = dec->w[k], .out_h = H,
+                            .out_w = W};
+        be->resize_bilinear_backward(be, &up, doutput, dlogits[k]);
+    }
+    cx_arena_release(ex->arena, mark);
+    for (int i = 0; i < 4; i++)
+        CX_TAKE_ZERO(ex, dnecks[i], (size_t)B * m->cfg.decoder_dim * dec->h[i] * dec->w[i]);
+    mark = cx_arena_mark(ex->arena);
+    CX_TRY(cx_cod_decoder_backward(&m->decoder, ex, dlogits, dnecks));
+    cx_arena_release(ex->arena, mark);
+    for (int i = 0; i < 4; i++) {
+        dfeatures[i] = NULL;
+        if (train_backbone)
+            CX_TAKE_ZERO(ex, dfeatures[i], (size_t)B * m->backbone.cfg.dims[i] * dec->h[i] *
+                                               dec->w[i]);
+    }
+    double dbalance = (double)loss_scale * m->cfg.balance_weight;
+    for (int i = 3; i >= 0; i--) {
+        mark = cx_arena_mark(ex->arena);
+        CX_TRY(cx_cod_neck_backward(&m->neck[i], ex, dnecks[i], dbalance, dfeatures[i]));
+        cx_arena_release(ex->arena, mark);
+    }
+    if (train_backbone)
+        CX_TRY(cx_edgenext_backward(&m->backbone, ex, dfeatures, NULL));
+    return CX_OK;
+}
+
+/* Sizes the arena for (B, H, W, mode) by running the passes on the null backend. */
+static cx_status plan(cx_cod_model *m, int B, int H, int W, int mode) {
+    CX_TRY(host_buffers(m, B));
+    cx_arena counting = {.planning = 1};
+    cx_exec ex = {cx_backend_null(), &counting, m->params, m->grads};
+    m->batch = B;
+    m->height = H;
+    m->width = W;
+    cx_status st = forward_pass(m, &ex, NULL, B, H, W, mode);
+    if (st == CX_OK && mode == CX_COD_TRAIN)
+        st = loss_pass(m, &ex, NULL);
+    if (st == CX_OK && mode == CX_COD_TRAIN)
+        st = backward_pass(m, &ex, 1.0f, 1);
+    m->have_forward = m->have_loss = 0;
+    m->plan_batch = 0; /* until the reserve succeeds */
+    CX_TRY(st);
+    CX_TRY(cx_arena_reserve(&m->arena, m->be, counting.high_water));
+    m->plan_batch = B;
+    m->plan_height = H;
+    m->plan_width = W;
+    m->plan_mode = mode;
+    return CX_OK;
+}
+
+/* ---- public steps ---------------------------------------------------------------------- */
+
+cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
+                         int width, int mode) {
+    CX_TRY(cx_edgenext_check_input(&m->backbone, batch, 3, height, width));
+    if (mode != CX_COD_TRAIN && mode != CX_COD_PREDICT)
+        return cx_fail(CX_EINVAL, "unknown forward mode %d", mode);
+    m->have_forward = m->have_loss = 0;
+    int same_shape = batch == m->plan_batch && height == m->plan_height &&
+                     width == m->plan_width;
+    if (!same_shape || (mode == CX_COD_TRAIN && m->plan_mode != CX_COD_TRAIN))
+        CX_TRY(plan(m, batch, height, width, mode));
+    m->batch = batch;
+    m->height = height;
+    m->width = width;
+    m->mode = mode;
+    m->arena.used = 0;
+    cx_exec ex = {m->be, &m->arena, m->params, m->grads};
+    CX_TRY(forward_pass(m, &ex, x_host, batch, height, width, mode));
+    m->after_forward = m->arena.used;
+    CX_TRY(m->be->sync(m->be));
+    m->have_forward = 1;
+    return CX_OK;
+}
+
+cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *parts) {
+    if (!m->have_forward || m->mode != CX_COD_TRAIN)
+        return cx_fail(CX_ERUNTIME, "loss() needs a training-mode forward() first");
+    m->have_loss = 0;
+    m->arena.used = m->after_forward;
+    cx_exec ex = {m->be, &m->arena, m->params, m->grads};
+    CX_TRY(loss_pass(m, &ex, y_host));
+    m->after_loss = m->arena.used;
+    m->have_loss = 1;
+    if (parts)
+        *parts = m->parts;
+    return CX_OK;
+}
+
+cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone) {
+    if (!m->have_loss)
+        return cx_fail(CX_ERUNTIME, "backward() needs forward() and loss() first");
+    m->arena.used = m->after_loss;
+    cx_exec ex = {m->be, &m->arena, m->params, m->grads};
+    CX_TRY(backward_pass(m, &ex, loss_scale, train_backbone));
+    return m->be->sync(m->be);
+}
+
+cx_status cx_cod_probabilities(cx_cod_model *m, float *probs_host) {
+    if (!m->have_forward)
+        return cx_fail(CX_ERUNTIME, "probabilities need a forward() first");
+    size_t n = (size_t)m->batch * m->height * m->width;
+    m->be->download(m->be, probs_host, m->outputs[0], n);
+    CX_TRY(m->be->sync(m->be));
+    for (size_t i = 0; i < n; i++) {
+        double x = probs_host[i];
+        probs_host[i] = (float)(x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)));
+    }
+    return CX_OK;
+}

@@ -1,0 +1,390 @@
+/* _C.CODModel: the COD model (csrc/model/cod.h) for codext.Model. */
+#include "binding.h"
+#include "../model/cod.h"
+
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    cx_cod_model *model;
+} CODModelObject;
+
+static int cod_init(CODModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"backbone", "decoder_dim", "num_experts", "moe_top_k", "seed",
+                               "ds_weight", "balance_weight", NULL};
+    const char *backbone;
+    int decoder_dim = 64, num_experts = 7, top_k = 0;
+    unsigned long long seed = 0;
+    double ds_weight = 0.5, balance_weight = 0.01;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|iiiKdd", keywords, &backbone,
+                                     &decoder_dim, &num_experts, &top_k, &seed, &ds_weight,
+                                     &balance_weight))
+        return -1;
+    cx_cod_config cfg = {.decoder_dim = decoder_dim, .num_experts = num_experts,
+                         .top_k = top_k, .ds_weight = (float)ds_weight,
+                         .balance_weight = (float)balance_weight};
+    if (strlen(backbone) >= sizeof cfg.backbone) {
+        PyErr_Format(PyExc_ValueError, "unknown backbone '%s'", backbone);
+        return -1;
+    }
+    strcpy(cfg.backbone, backbone);
+    if (self->model) {
+        cx_cod_free(self->model);
+        self->model = NULL;
+    }
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_cod_create(&cfg, seed, cx_backend_cpu(), &self->model);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        cx_py_error(st);
+        return -1;
+    }
+    return 0;
+}
+
+static void cod_dealloc(CODModelObject *self) {
+    cx_cod_free(self->model);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* A 1-D float32 array viewing `data` (n floats), keeping `owner` alive. */
+static PyObject *view_of(PyObject *owner, float *data, size_t n) {
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *arr = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, data);
+    if (!arr)
+        return NULL;
+    Py_INCREF(owner);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* A new float32 array of `shape` downloaded from backend memory. */
+static PyObject *download(cx_cod_model *m, const float *src, int ndim, const npy_intp *shape) {
+    PyObject *arr = PyArray_EMPTY(ndim, (npy_intp *)shape, NPY_FLOAT32, 0);
+    if (arr && src)
+        m->be->download(m->be, PyArray_DATA((PyArrayObject *)arr), src,
+                        (size_t)PyArray_SIZE((PyArrayObject *)arr));
+    return arr;
+}
+
+static PyObject *cod_params(CODModelObject *self, PyObject *unused) {
+    return view_of((PyObject *)self, self->model->params, self->model->table.total);
+}
+
+static PyObject *cod_grads(CODModelObject *self, PyObject *unused) {
+    return view_of((PyObject *)self, self->model->grads, self->model->table.total);
+}
+
+/* [(name, shape, offset, decay), ...] in buffer order */
+static PyObject *cod_param_table(CODModelObject *self, PyObject *unused) {
+    const cx_param_table *t = &self->model->table;
+    PyObject *list = PyList_New(t->count);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < t->count; i++) {
+        const cx_param *p = &t->items[i];
+        PyObject *shape = PyTuple_New(p->ndim);
+        if (!shape) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        for (int d = 0; d < p->ndim; d++)
+            PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(p->shape[d]));
+        PyObject *row = Py_BuildValue("(sNnO)", p->name, shape, (Py_ssize_t)p->offset,
+                                      p->decay ? Py_True : Py_False);
+        if (!row) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, row);
+    }
+    return list;
+}
+
+static PyObject *cod_config(CODModelObject *self, PyObject *unused) {
+    const cx_cod_config *c = &self->model->cfg;
+    return Py_BuildValue("{s:s, s:i, s:i, s:i, s:d, s:d, s:n}", "backbone", c->backbone,
+                         "decoder_dim", c->decoder_dim, "num_experts", c->num_experts,
+                         "moe_top_k", c->top_k, "ds_weight", (double)c->ds_weight,
+                         "balance_weight", (double)c->balance_weight, "backbone_floats",
+                         (Py_ssize_t)self->model->backbone_floats);
+}
+
+/* forward(x [B,3,H,W] float32, train) -> [out_0..out_3] (train) or [out_0] */
+static PyObject *cod_forward(CODModelObject *self, PyObject *args) {
+    PyObject *obj;
+    int train = 1;
+    if (!PyArg_ParseTuple(args, "O|p", &obj, &train))
+        return NULL;
+    PyArrayObject *x = cx_py_as_float32(obj, "x");
+    if (!x)
+        return NULL;
+    if (PyArray_NDIM(x) != 4) {
+        PyErr_Format(PyExc_ValueError, "x must have rank 4 [B, 3, H, W], got %d", PyArray_NDIM(x));
+        Py_DECREF(x);
+        return NULL;
+    }
+    cx_cod_model *m = self->model;
+    int B = (int)PyArray_DIM(x, 0), C = (int)PyArray_DIM(x, 1);
+    int H = (int)PyArray_DIM(x, 2), W = (int)PyArray_DIM(x, 3);
+    cx_status st = cx_edgenext_check_input(&m->backbone, B, C, H, W);
+    if (st == CX_OK) {
+        Py_BEGIN_ALLOW_THREADS
+        st = cx_cod_forward(m, PyArray_DATA(x), B, H, W, train ? CX_COD_TRAIN : CX_COD_PREDICT);
+        Py_END_ALLOW_THREADS
+    }
+    Py_DECREF(x);
+    if (st != CX_OK)
+        return cx_py_error(st);
+    int n_out = train ? 4 : 1;
+    PyObject *out = PyList_New(n_out);
+    if (!out)
+        return NULL;
+    npy_intp shape[4] = {B, 1, H, W};
+    for (int k = 0; k < n_out; k++) {
+        PyObject *arr = download(m, m->outputs[k], 4, shape);
+        if (!arr) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, k, arr);
+    }
+    return out;
+}
+
+static PyObject *per_image(const double *values, int B) {
+    npy_intp dims[1] = {B};
+    PyObject *arr = PyArray_EMPTY(1, dims, NPY_FLOAT64, 0);
+    if (arr)
+        memcpy(PyArray_DATA((PyArrayObject *)arr), values, (size_t)B * sizeof(double));
+    return arr;
+}
+
+static int set_item(PyObject *dict, const char *key, PyObject *value) {
+    if (!value)
+        return -1;
+    int rc = PyDict_SetItemString(dict, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* loss(y [B,1,H,W] float32) -> dict of loss parts (after a training forward) */
+static PyObject *cod_loss(CODModelObject *self, PyObject *arg) {
+    cx_cod_model *m = self->model;
+    if (!m->have_forward || m->mode != CX_COD_TRAIN) {
+        PyErr_SetString(PyExc_RuntimeError, "loss() needs a training forward() first");
+        return NULL;
+    }
+    PyArrayObject *y = cx_py_as_float32(arg, "y");
+    if (!y)
+        return NULL;
+    npy_intp want[4] = {m->batch, 1, m->height, m->width};
+    int ok = PyArray_NDIM(y) == 4;
+    for (int d = 0; ok && d < 4; d++)
+        ok = PyArray_DIM(y, d) == want[d];
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "y must have shape (%zd, 1, %zd, %zd) like the forward's "
+                     "outputs", want[0], want[2], want[3]);
+        Py_DECREF(y);
+        return NULL;
+    }
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_cod_loss(m, PyArray_DATA(y), NULL);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(y);
+    if (st != CX_OK)
+        return cx_py_error(st);
+    const cx_cod_loss_parts *p = &m->parts;
+    PyObject *dict = PyDict_New();
+    if (!dict)
+        return NULL;
+    int bad = set_item(dict, "total", PyFloat_FromDouble(p->total));
+    for (int k = 0; k < 4 && !bad; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "loss%d", k);
+        bad |= set_item(dict, key, PyFloat_FromDouble(p->loss[k]));
+        snprintf(key, sizeof key, "wbce%d", k);
+        bad |= set_item(dict, key, per_image(p->wbce[k], m->batch));
+        snprintf(key, sizeof key, "wiou%d", k);
+        bad |= set_item(dict, key, per_image(p->wiou[k], m->batch));
+    }
+    if (!bad && m->cfg.top_k > 0)
+        bad |= set_item(dict, "balance", PyFloat_FromDouble(p->balance));
+    if (bad) {
+        Py_DECREF(dict);
+        return NULL;
+    }
+    return dict;
+}
+
+static PyObject *cod_backward(CODModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"loss_scale", "train_backbone", NULL};
+    double scale = 1.0;
+    int train_backbone = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|dp", keywords, &scale, &train_backbone))
+        return NULL;
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_cod_backward(self->model, (float)scale, train_backbone);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK)
+        return cx_py_error(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cod_zero_grads(CODModelObject *self, PyObject *unused) {
+    cx_cod_zero_grads(self->model);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cod_probabilities(CODModelObject *self, PyObject *unused) {
+    cx_cod_model *m = self->model;
+    if (!m->have_forward) {
+        PyErr_SetString(PyExc_RuntimeError, "probabilities() needs a forward() first");
+        return NULL;
+    }
+    npy_intp shape[4] = {m->batch, 1, m->height, m->width};
+    PyObject *arr = PyArray_EMPTY(4, shape, NPY_FLOAT32, 0);
+    if (!arr)
+        return NULL;
+    cx_status st;
+    float *data = PyArray_DATA((PyArrayObject *)arr);
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_cod_probabilities(m, data);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        Py_DECREF(arr);
+        return cx_py_error(st);
+    }
+    return arr;
+}
+
+/* routing() -> per scale {probs [B,E], weights [B,E], chosen [B,k], balance} */
+static PyObject *cod_routing(CODModelObject *self, PyObject *unused) {
+    cx_cod_model *m = self->model;
+    if (!m->have_forward) {
+        PyErr_SetString(PyExc_RuntimeError, "routing() needs a forward() first");
+        return NULL;
+    }
+    int B = m->batch, E = m->cfg.num_experts, k = m->cfg.top_k;
+    PyObject *list = PyList_New(4);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < 4; i++) {
+        const cx_cod_neck *neck = &m->neck[i];
+        PyObject *dict = PyDict_New();
+        PyList_SET_ITEM(list, i, dict);
+        if (!dict)
+            goto fail;
+        npy_intp shape[2] = {B, E};
+        if (set_item(dict, "probs", download(m, neck->probs, 2, shape)) < 0)
+            goto fail;
+        if (k == 0)
+            continue;
+        PyObject *weights = PyArray_EMPTY(2, shape, NPY_FLOAT64, 0);
+        npy_intp chosen_shape[2] = {B, k};
+        PyObject *chosen = PyArray_EMPTY(2, chosen_shape, NPY_INT64, 0);
+        if (weights)
+            memcpy(PyArray_DATA((PyArrayObject *)weights), neck->weights_host,
+                   (size_t)B * E * sizeof(double));
+        if (chosen) {
+            int64_t *c = PyArray_DATA((PyArrayObject *)chosen);
+            for (int j = 0; j < B * k; j++)
+                c[j] = neck->chosen[j];
+        }
+        if (set_item(dict, "weights", weights) < 0 || set_item(dict, "chosen", chosen) < 0 ||
+            set_item(dict, "balance", PyFloat_FromDouble(neck->balance)) < 0) {
+            Py_XDECREF(chosen);
+            goto fail;
+        }
+    }
+    return list;
+fail:
+    Py_DECREF(list);
+    return NULL;
+}
+
+/* intermediates() -> {feat{i}, proj{i}, neck{i}, dec{i}, logit{i}} of the last forward */
+static PyObject *cod_intermediates(CODModelObject *self, PyObject *unused) {
+    cx_cod_model *m = self->model;
+    if (!m->have_forward) {
+        PyErr_SetString(PyExc_RuntimeError, "intermediates() needs a forward() first");
+        return NULL;
+    }
+    PyObject *dict = PyDict_New();
+    if (!dict)
+        return NULL;
+    int B = m->batch, D = m->cfg.decoder_dim;
+    for (int i = 0; i < 4; i++) {
+        npy_intp h = cx_edgenext_stage_h(&m->backbone, i), w = cx_edgenext_stage_w(&m->backbone, i);
+        npy_intp feat[4] = {B, m->backbone.cfg.dims[i], h, w}, map[4] = {B, D, h, w};
+        npy_intp logit[4] = {B, 1, h, w};
+        char key[16];
+        int bad = 0;
+        snprintf(key, sizeof key, "feat%d", i);
+        bad |= set_item(dict, key, download(m, m->backbone.features[i], 4, feat));
+        snprintf(key, sizeof key, "proj%d", i);
+        bad |= set_item(dict, key, download(m, m->neck[i].z, 4, map));
+        snprintf(key, sizeof key, "neck%d", i);
+        bad |= set_item(dict, key, download(m, m->neck[i].out, 4, map));
+        snprintf(key, sizeof key, "dec%d", i);
+        bad |= set_item(dict, key, download(m, m->decoder.d[i], 4, map));
+        snprintf(key, sizeof key, "logit%d", i);
+        bad |= set_item(dict, key, download(m, m->decoder.logits[i], 4, logit));
+        if (bad) {
+            Py_DECREF(dict);
+            return NULL;
+        }
+    }
+    return dict;
+}
+
+static PyObject *cod_arena_bytes(CODModelObject *self, PyObject *unused) {
+    return PyLong_FromSize_t(cx_cod_arena_bytes(self->model));
+}
+
+static PyMethodDef cod_methods[] = {
+    {"params", (PyCFunction)cod_params, METH_NOARGS, "1-D float32 view of the parameter buffer."},
+    {"grads", (PyCFunction)cod_grads, METH_NOARGS, "1-D float32 view of the gradient buffer."},
+    {"param_table", (PyCFunction)cod_param_table, METH_NOARGS, "[(name, shape, offset, decay)] in buffer order."},
+    {"config", (PyCFunction)cod_config, METH_NOARGS, "The configuration as a dict."},
+    {"forward", (PyCFunction)cod_forward, METH_VARARGS, "forward(x, train=True) -> output logit maps."},
+    {"loss", (PyCFunction)cod_loss, METH_O, "loss(y) -> dict of loss parts (after a training forward)."},
+    {"backward", (PyCFunction)cod_backward, METH_VARARGS | METH_KEYWORDS,
+     "backward(loss_scale=1.0, train_backbone=True): accumulates into grads()."},
+    {"zero_grads", (PyCFunction)cod_zero_grads, METH_NOARGS, "Sets every gradient to zero."},
+    {"probabilities", (PyCFunction)cod_probabilities, METH_NOARGS, "sigmoid(out_0) of the last forward."},
+    {"routing", (PyCFunction)cod_routing, METH_NOARGS, "Per-scale gate probabilities and routing."},
+    {"intermediates", (PyCFunction)cod_intermediates, METH_NOARGS, "Feature, neck and decoder maps."},
+    {"arena_bytes", (PyCFunction)cod_arena_bytes, METH_NOARGS, "Planned activation memory."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CODModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "codext._C.CODModel",
+    .tp_basicsize = sizeof(CODModelObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "CODModel(backbone, decoder_dim=64, num_experts=7, moe_top_k=0, seed=0, "
+              "ds_weight=0.5, balance_weight=0.01): the native COD model.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)cod_init,
+    .tp_dealloc = (destructor)cod_dealloc,
+    .tp_methods = cod_methods,
+};
+
+int cx_py_add_cod_type(PyObject *module) {
+    if (PyType_Ready(&CODModelType) < 0)
+        return -1;
+    Py_INCREF(&CODModelType);
+    if (PyModule_AddObject(module, "CODModel", (PyObject *)&CODModelType) < 0) {
+        Py_DECREF(&CODModelType);
+        return -1;
+    }
+    return 0;
+}
