@@ -33,3 +33,4 @@ from .backbone import Backbone, CONFIGS as BACKBONES  # noqa: E402
 from . import data  # noqa: E402,F401
 from . import metrics  # noqa: E402,F401
 from .config import Config  # noqa: E402,F401
+from .model import Model, ModelConfig, load  # noqa: E402,F401

@@ -203,7 +203,9 @@ struct cx_backend {
      *   wbce = sum(weight*bce) / sum(weight)
      *   wiou = 1 - (sum(weight*p*target) + 1) / (sum(weight*(p + target)) - sum(weight*p*target) + 1)
      *   loss[b] = wbce + wiou
-     * saved: structure_loss_saved_floats(batch, h, w) (the weight map and per-image sums).
+     * saved: structure_loss_saved_floats(batch, h, w): the weight map [batch, h*w], then
+     *   per image four sums [batch, 4]: sum(weight), sum(weight*bce), sum(weight*p*target),
+     *   sum(weight*(p + target)) (the model reads them to report wbce and wiou).
      * Backward: dlogits (accumulate) from dloss [batch]. */
     void (*structure_loss_forward)(cx_backend *be, int batch, int h, int w, const float *logits,
                                    const float *target, float *loss, float *saved);
