@@ -84,13 +84,6 @@ def test_object_colour_close_to_background():
     assert np.median(ratios) < 0.8 and max(ratios) < 2.0, ratios
 
 
-def test_speed_report():
-    t0 = time.perf_counter()
-    _C.synthetic(64, 352, 0)
-    dt = time.perf_counter() - t0
-    print(f"\nsynthetic: {64 / dt:.0f} images/s of 352x352 on {codext.get_num_threads()} threads")
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError, match="n_train"):
         data.synthetic(-1, 2, 64)
