@@ -537,18 +537,12 @@ def test_concurrent_loads(tmp_path):
     assert not errors
 
 
-def test_large_file_speed(tmp_path):
+def test_large_file_round_trip(tmp_path):
     rng = np.random.default_rng(3)
     tensors = {f"block.{i}.weight": rng.standard_normal((512, 1024)).astype(np.float32) for i in range(4)}
     path = tmp_path / "big.safetensors"
-    mb = sum(t.nbytes for t in tensors.values()) / 2**20
-    t0 = time.perf_counter()
     save(path, tensors, {"format": "pt"})
-    t1 = time.perf_counter()
     loaded = load(path)[0]
-    t2 = time.perf_counter()
+    assert list(loaded) == list(tensors)
     for k in tensors:
         assert np.array_equal(loaded[k], tensors[k])
-    print(f"\n{mb:.0f} MB: save {t1 - t0:.3f}s ({mb / (t1 - t0):.0f} MB/s incl. fsync), "
-          f"load {t2 - t1:.3f}s ({mb / (t2 - t1):.0f} MB/s)")
-    assert t1 - t0 < 5.0 and t2 - t1 < 2.0
