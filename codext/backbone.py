@@ -6,23 +6,13 @@
     >>> [f.shape for f in feats]
     [(1, 24, 16, 16), (1, 48, 8, 8), (1, 88, 4, 4), (1, 168, 2, 2)]
 """
-from collections import namedtuple
-
 import numpy as np
 
 from . import _C
+from ._params import LoadResult, ParameterBuffer  # noqa: F401 (LoadResult re-exported)
 
 CONFIGS = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base",
            "edgenext_tiny_test")
-
-LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys", "ignored_keys"])
-
-
-def _list_names(names, limit=12):
-    names = sorted(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f" ... ({len(names) - limit} more)" if len(names) > limit else "")
-
 
 def check_image_batch(x, what="x"):
     """Validates a float32 NCHW batch for the backbone; returns a C-contiguous array."""
@@ -42,7 +32,7 @@ def check_image_batch(x, what="x"):
     return np.ascontiguousarray(x)
 
 
-class Backbone:
+class Backbone(ParameterBuffer):
     """EdgeNeXt feature extractor, identical in arithmetic to timm's.
 
     Backbone(config, seed) builds one of CONFIGS with timm's initialisation
@@ -63,65 +53,6 @@ class Backbone:
         self._table = self._native.param_table()
         self._params = self._native.params()
         self._grads = self._native.grads()
-
-    # ---- parameters -----------------------------------------------------------------
-    def parameter_names(self):
-        return [name for name, _, _, _ in self._table]
-
-    def num_parameters(self):
-        return int(sum(int(np.prod(shape)) for _, shape, _, _ in self._table))
-
-    def _view(self, buffer, offset, shape):
-        n = int(np.prod(shape))
-        return buffer[offset:offset + n].reshape(shape)
-
-    def state_dict(self):
-        """Parameters by timm name, as float32 copies."""
-        return {name: self._view(self._params, off, shape).copy() for name, shape, off, _ in self._table}
-
-    def grads(self):
-        """Parameter gradients of the last backward, by timm name (copies)."""
-        return {name: self._view(self._grads, off, shape).copy() for name, shape, off, _ in self._table}
-
-    def load_state_dict(self, state, strict=True):
-        """Copies `state` (name -> array) into the parameters.
-
-        strict: missing or unexpected names raise ValueError listing them. Shape mismatches
-        always raise. Everything is checked before anything is written, so a failed load
-        leaves the parameters as they were. Returns LoadResult(missing, unexpected, ignored).
-        """
-        if not isinstance(state, dict):
-            raise TypeError(f"state must be a dict of name -> array, got {type(state).__name__}")
-        expected = {name: (shape, off) for name, shape, off, _ in self._table}
-        missing = [n for n in expected if n not in state]
-        unexpected = [n for n in state if n not in expected]
-        problems = []
-        if strict and missing:
-            problems.append(f"missing keys: {_list_names(missing)}")
-        if strict and unexpected:
-            problems.append(f"unexpected keys: {_list_names(unexpected)}")
-        converted = {}
-        bad_shapes = []
-        for name, value in state.items():
-            if name not in expected:
-                continue
-            arr = np.asarray(value)
-            if arr.dtype.kind not in "fiu":
-                raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
-            shape = tuple(expected[name][0])
-            if arr.shape != shape:
-                bad_shapes.append(f"{name}: got {arr.shape}, expected {shape}")
-                continue
-            converted[name] = arr.astype(np.float32, copy=False)
-        if bad_shapes:
-            problems.append("mis-shaped: " + "; ".join(bad_shapes[:12]) +
-                            (f" ... ({len(bad_shapes) - 12} more)" if len(bad_shapes) > 12 else ""))
-        if problems:
-            raise ValueError(f"cannot load state dict into {self.config}: " + " | ".join(problems))
-        for name, arr in converted.items():
-            shape, off = expected[name]
-            self._view(self._params, off, shape)[...] = arr
-        return LoadResult(missing, unexpected, [])
 
     def save(self, path):
         """Writes the parameters as safetensors (float32, timm names), atomically."""

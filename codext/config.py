@@ -23,7 +23,7 @@ import inspect
 import json
 import numbers
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Optional, Tuple
 
 BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base",

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import _C
 from . import data as _data
-from .backbone import CONFIGS, Backbone, LoadResult, _list_names, check_image_batch
+from ._params import LoadResult, ParameterBuffer, _list_names
+from .backbone import CONFIGS, check_image_batch
 
 METADATA_KEY = "codext_model"
 # Fields that change the parameters: a checkpoint must agree on these to load.
@@ -112,7 +113,7 @@ def _as_image_list(images):
     return items, kind
 
 
-class Model:
+class Model(ParameterBuffer):
     """The COD model with native forward, loss and backward.
 
     Model(backbone, decoder_dim, num_experts, moe_top_k, seed, ds_weight, balance_weight,
@@ -123,13 +124,6 @@ class Model:
     `decoder.heads.{k}.*` (DESIGN.md section 4).
     """
 
-    # The parameter-table methods are Backbone's: they read _table, _params, _grads, config.
-    parameter_names = Backbone.parameter_names
-    num_parameters = Backbone.num_parameters
-    _view = Backbone._view
-    state_dict = Backbone.state_dict
-    load_state_dict = Backbone.load_state_dict
-    grads = Backbone.grads
 
     def __init__(self, backbone="edgenext_base", decoder_dim=64, num_experts=7, moe_top_k=0,
                  seed=0, ds_weight=0.5, balance_weight=0.01, img_size=352):
