@@ -231,17 +231,20 @@ static void input_grad_task(void *vctx, int64_t begin, int64_t end) {
         int b = (int)(plane / s->in_ch), ci = (int)(plane % s->in_ch);
         float *dx_plane = c->dx + plane * hw;
         if (s->stride == 1) {
-            /* acc = sum over the mult outputs, then dx += acc */
+            /* dx += (sum over the mult outputs); with mult 1 straight into dx */
+            float *target = c->mult == 1 ? dx_plane : acc_plane;
             for (int j = 0; j < c->mult; j++) {
                 int o = ci * c->mult + j;
                 const float *dy_plane = c->dy + ((int64_t)b * s->out_ch + o) * c->out_h * c->out_w;
                 pad_plane(dy_plane, c->out_h, c->out_w, padded, rows, cols, top, left);
                 corr_geometry g = {s->in_h, s->in_w, cols, s->k_h, s->k_w, -d, -d};
                 const float *origin = padded + (int64_t)(s->pad_h + top) * cols + s->pad_w + left;
-                corr_plane(&g, origin, c->w + (int64_t)o * kk, 0.0f, j > 0, acc_plane);
+                corr_plane(&g, origin, c->w + (int64_t)o * kk, 0.0f, c->mult == 1 || j > 0,
+                           target);
             }
-            for (int64_t i = 0; i < hw; i++)
-                dx_plane[i] += acc_plane[i];
+            if (c->mult > 1)
+                for (int64_t i = 0; i < hw; i++)
+                    dx_plane[i] += acc_plane[i];
             continue;
         }
         for (int ih = 0; ih < s->in_h; ih++)
