@@ -2,14 +2,18 @@
  *
  * Structure (BLIS-like): K is cut into blocks of at most KC_MAX columns (a function of K
  * only). For each output tile (an MC x NC block of C, the unit of threading) and each K
- * block, the A block is packed into MR-row panels and the B block into NR-column panels,
- * then a register-blocked micro-kernel computes each MR x NR sub-tile as one FMA chain
- * over the K block and applies the epilogue C = alpha*acc + beta*C + bias.
- * When op(B) is small and shared by many tiles it is packed once, in parallel, up front.
+ * block, the A block is packed into MR-row panels; B rows that are contiguous in memory
+ * are read in place by the micro-kernel (through a per-k offset table, which is also how
+ * convolutions address a padded image), other B operands are packed into NR-column panels
+ * (or, when op(B) is small and shared by many tiles, packed once up front). The
+ * micro-kernel computes each MR x NR sub-tile as one FMA chain over the K block and
+ * applies the epilogue C = alpha*acc + beta*C + bias.
  *
- * Micro-kernels: AVX-512 (12x32 and 24x16), AVX2+FMA (6x16), portable C (4x16). The
+ * Micro-kernels: AVX-512 (12x32, 24x16, 8x48), AVX2+FMA (6x16), portable C (4x16). The
  * AVX-512 and AVX2 kernels perform the same per-element FMA chain and epilogue, so they
- * produce identical bits; which one runs is a speed decision per problem shape. */
+ * produce identical bits; which one runs is a speed decision per problem shape (least
+ * padding). Tile sizes follow a small cost model (choose_tiles) and may depend on the
+ * thread count, since they never change any element's arithmetic. */
 #include "gemm.h"
 
 #include <immintrin.h>
@@ -413,8 +417,8 @@ static void k_block(const gemm_plan *g, int pb, int *k0, int *kc) {
 }
 
 /* One output tile (rows [i0, i0+mc), columns [j0, j0+nc)) for items [item0, item1).
- * Loop order (as BLIS): an A micro-panel (MR x kc) stays in L1 while the B block
- * (kc x nc, sized for L2) streams past it. */
+ * Loop order (as BLIS): the narrower micro-panel (A's MR x kc, or B's kc x NR) stays in
+ * L1 while the other operand's block (sized for L2) streams past it. */
 static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0, int nc) {
     const cx_gemm_problem *p = g->p;
     const int MR = g->uk->mr, NR = g->uk->nr;
