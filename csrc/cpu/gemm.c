@@ -82,47 +82,6 @@ static void partial_tile_store(const partial_tile *t, float *c, int64_t ldc, int
         memcpy(c + i * ldc, t->c + i * NR, (size_t)nr * sizeof(float));
 }
 
-/* ---- portable micro-kernel (4 x 16) ------------------------------------------------ */
-#define GEN_MR 4
-#define GEN_NR 16
-
-static void generic_epilogue(const float *acc, float *c, int64_t ldc, const gemm_epilogue *ep) {
-    for (int i = 0; i < GEN_MR; i++)
-        for (int j = 0; j < GEN_NR; j++) {
-            float v = ep->alpha * acc[i * GEN_NR + j];
-            if (ep->load_c)
-                v = v + ep->beta * c[i * ldc + j];
-            if (ep->bias_m)
-                v = v + ep->bias_m[i];
-            if (ep->bias_n)
-                v = v + ep->bias_n[j];
-            c[i * ldc + j] = v;
-        }
-}
-
-static void kernel_generic(int kc, const float *a, const float *b, const int64_t *b_off,
-                           float *c, int64_t ldc, int mr, int nr, const gemm_epilogue *ep) {
-    float acc[GEN_MR * GEN_NR] = {0};
-    for (int k = 0; k < kc; k++) {
-        const float *bk = b + b_off[k];
-        for (int i = 0; i < GEN_MR; i++) {
-            float ai = a[i];
-            for (int j = 0; j < GEN_NR; j++)
-                acc[i * GEN_NR + j] += ai * bk[j];
-        }
-        a += GEN_MR;
-    }
-    if (mr == GEN_MR && nr == GEN_NR) {
-        generic_epilogue(acc, c, ldc, ep);
-        return;
-    }
-    partial_tile t;
-    gemm_epilogue local;
-    partial_tile_load(&t, c, ldc, mr, nr, GEN_NR, ep, &local);
-    generic_epilogue(acc, t.c, GEN_NR, &local);
-    partial_tile_store(&t, c, ldc, mr, nr, GEN_NR);
-}
-
 /* ---- AVX2 + FMA micro-kernel (6 x 16) ------------------------------------------------
  * MR rows x NV vectors of 8 floats; the accumulator array is fully unrolled into ymm
  * registers. */
@@ -145,15 +104,15 @@ CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i
                             const gemm_epilogue *ep) {                                    \
         VEC acc[MR_][NV_];                                                                \
         _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) acc[i][h] = SETZERO(); \
+            _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) acc[i][h] = SETZERO(); \
         for (int k = 0; k < kc; k++) {                                                    \
             VEC bv[NV_];                                                                  \
             const float *bk = b + b_off[k];                                               \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) bv[h] =                \
+            _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) bv[h] =                \
                 LOADU(bk + W * h);                                                        \
             _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++) {                     \
                 VEC ai = SET1(a[i]);                                                      \
-                _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) acc[i][h] =        \
+                _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) acc[i][h] =        \
                     FMADD(ai, bv[h], acc[i][h]);                                          \
             }                                                                             \
             a += MR_;                                                                     \
@@ -171,7 +130,7 @@ CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i
             ld = W * NV_;                                                                 \
         }                                                                                 \
         _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                        \
+            _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++)                        \
                 STOREU(dst + i * ld + W * h,                                              \
                        EPILOGUE(acc[i][h], dst + i * ld + W * h, i, W * h, e));           \
         if (!full)                                                                        \
@@ -180,6 +139,27 @@ CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i
 
 DEFINE_VECTOR_KERNEL(kernel_avx2_6x16, CX_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps,
                      _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, avx2_epilogue_vec, 6, 2)
+
+/* ---- portable micro-kernel (4 x 16): the same template on scalars (multiply, then add) */
+static inline float scalar_zero(void) { return 0.0f; }
+static inline float scalar_load(const float *p) { return *p; }
+static inline float scalar_set1(float v) { return v; }
+static inline float scalar_madd(float a, float b, float c) { return c + a * b; }
+static inline void scalar_store(float *p, float v) { *p = v; }
+static inline float scalar_epilogue(float acc, const float *c, int i, int j,
+                                    const gemm_epilogue *ep) {
+    float v = ep->alpha * acc;
+    if (ep->load_c)
+        v = v + ep->beta * *c;
+    if (ep->bias_m)
+        v = v + ep->bias_m[i];
+    if (ep->bias_n)
+        v = v + ep->bias_n[j];
+    return v;
+}
+#define CX_PORTABLE /* no target attribute */
+DEFINE_VECTOR_KERNEL(kernel_generic, CX_PORTABLE, float, 1, scalar_zero, scalar_load, scalar_set1,
+                     scalar_madd, scalar_store, scalar_epilogue, 4, 16)
 
 /* ---- AVX-512 micro-kernels (12 x 32, 24 x 16, 8 x 48) ---------------------------------- */
 CX_AVX512 static inline __m512 avx512_epilogue_vec(__m512 acc, const float *c, int i, int j,
@@ -203,7 +183,7 @@ DEFINE_AVX512_KERNEL(kernel_avx512_12x32, 12, 2)
 DEFINE_AVX512_KERNEL(kernel_avx512_24x16, 24, 1)
 DEFINE_AVX512_KERNEL(kernel_avx512_8x48, 8, 3)
 
-static const micro_kernel k_generic = {"generic", GEN_MR, GEN_NR, kernel_generic};
+static const micro_kernel k_generic = {"generic", 4, 16, kernel_generic};
 static const micro_kernel k_avx2 = {"avx2", 6, 16, kernel_avx2_6x16};
 static const micro_kernel k_avx512_wide = {"avx512", 12, 32, kernel_avx512_12x32};
 static const micro_kernel k_avx512_tall = {"avx512", 24, 16, kernel_avx512_24x16};
