@@ -325,15 +325,22 @@ void cx_gemm_pack_matrix(const void *ctx, int item, int k0, int kc, int x0, int 
         for (int k = 0; k < kc; k++) {
             const float *s = base + matrix_k_offset(m, k0 + k) + x0;
             float *d = dst + (int64_t)k * width;
-            if (width == 16)
-                for (int p = 0; p < n_full; p++)
-                    memcpy(d + p * panel_stride, s + p * 16, 16 * sizeof(float));
-            else if (width == 32)
-                for (int p = 0; p < n_full; p++)
-                    memcpy(d + p * panel_stride, s + p * 32, 32 * sizeof(float));
-            else
-                for (int p = 0; p < n_full; p++)
-                    memcpy(d + p * panel_stride, s + p * width, (size_t)width * sizeof(float));
+            /* constant sizes let the compiler inline the copies */
+#define COPY_PANELS(W)                                                                        \
+    for (int p = 0; p < n_full; p++)                                                          \
+        memcpy(d + p * panel_stride, s + p * (W), (W) * sizeof(float));
+            switch (width) {
+            case 4: COPY_PANELS(4) break;
+            case 6: COPY_PANELS(6) break;
+            case 8: COPY_PANELS(8) break;
+            case 12: COPY_PANELS(12) break;
+            case 16: COPY_PANELS(16) break;
+            case 24: COPY_PANELS(24) break;
+            case 32: COPY_PANELS(32) break;
+            case 48: COPY_PANELS(48) break;
+            default: COPY_PANELS(width)
+            }
+#undef COPY_PANELS
             if (tail) {
                 float *dt = d + n_full * panel_stride;
                 const float *st = s + n_full * width;
