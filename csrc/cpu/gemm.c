@@ -41,8 +41,9 @@ typedef struct {
 /* kc steps over a packed A panel (kc x MR) and the B rows b + b_off[k] (NR floats each:
  * a packed panel has b_off[k] = k*NR; B rows read in place have their own offsets);
  * writes the mr x nr top-left part of the tile at c. */
-typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, const int64_t *b_off,
-                                float *c, int64_t ldc, int mr, int nr, const gemm_epilogue *ep);
+typedef void (*micro_kernel_fn)(int kc, const float *a, const int64_t *a_off, const float *b,
+                                const int64_t *b_off, float *c, int64_t ldc, int mr, int nr,
+                                const gemm_epilogue *ep);
 
 typedef struct {
     const char *name;
@@ -99,7 +100,8 @@ CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i
 
 #define DEFINE_VECTOR_KERNEL(NAME, TARGET, VEC, W, SETZERO, LOADU, SET1, FMADD, STOREU,     \
                              EPILOGUE, MR_, NV_)                                          \
-    TARGET static void NAME(int kc, const float *a, const float *b, const int64_t *b_off, \
+    TARGET static void NAME(int kc, const float *a, const int64_t *a_off, const float *b, \
+                            const int64_t *b_off,                                         \
                             float *c, int64_t ldc, int mr, int nr,                        \
                             const gemm_epilogue *ep) {                                    \
         VEC acc[MR_][NV_];                                                                \
@@ -107,15 +109,14 @@ CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i
             _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) acc[i][h] = SETZERO(); \
         for (int k = 0; k < kc; k++) {                                                    \
             VEC bv[NV_];                                                                  \
-            const float *bk = b + b_off[k];                                               \
+            const float *bk = b + b_off[k], *ak = a + a_off[k];                           \
             _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) bv[h] =                \
                 LOADU(bk + W * h);                                                        \
             _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++) {                     \
-                VEC ai = SET1(a[i]);                                                      \
+                VEC ai = SET1(ak[i]);                                                     \
                 _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) acc[i][h] =        \
                     FMADD(ai, bv[h], acc[i][h]);                                          \
             }                                                                             \
-            a += MR_;                                                                     \
         }                                                                                 \
         partial_tile t;                                                                   \
         gemm_epilogue local;                                                              \
@@ -394,7 +395,7 @@ typedef struct {
     int mc, nc, m_blocks, n_blocks;
     int64_t n_pad;         /* N rounded up to NR */
     const float *shared_b; /* op(B) packed once, or NULL */
-    int direct_b;          /* read full B panels in place (x-contiguous matrix) */
+    int direct_a, direct_b; /* read full panels in place (x-contiguous matrices) */
     int failed;            /* a scratch allocation failed */
 } gemm_plan;
 
@@ -406,42 +407,81 @@ static void k_block(const gemm_plan *g, int pb, int *k0, int *kc) {
 /* One output tile (rows [i0, i0+mc), columns [j0, j0+nc)) for items [item0, item1).
  * Loop order (as BLIS): the narrower micro-panel (A's MR x kc, or B's kc x NR) stays in
  * L1 while the other operand's block (sized for L2) streams past it. */
+/* Where the micro-kernel finds one operand of a tile for the current K block: either a
+ * packed block (panel p at packed + p*kc*width, rows k*width apart) or, for a matrix
+ * contiguous along x, the matrix itself (panel p at in_place + p*width, row k at
+ * offset[k]); a ragged last panel is always packed. */
+typedef struct {
+    const cx_gemm_operand *op;
+    const cx_gemm_matrix *in_place_matrix; /* NULL: packed */
+    float *packed;
+    const float *in_place;
+    int64_t packed_off[KC_MAX], in_place_off[KC_MAX];
+    int width, n_full; /* panel width; extent of the full panels */
+} tile_operand;
+
+static void operand_load(tile_operand *t, int item, int k0, int kc, int x0, int nx) {
+    const cx_gemm_matrix *m = t->in_place_matrix;
+    if (!m) {
+        t->op->pack(t->op->ctx, item, k0, kc, x0, nx, t->width, t->packed);
+        t->n_full = 0;
+        return;
+    }
+    t->in_place = m->data + x0;
+    for (int k = 0; k < kc; k++)
+        t->in_place_off[k] = (int64_t)item * m->item_stride + matrix_k_offset(m, k0 + k);
+    t->n_full = nx / t->width * t->width;
+    if (t->n_full < nx) /* the ragged panel goes to the start of the packed buffer */
+        t->op->pack(t->op->ctx, item, k0, kc, x0 + t->n_full, nx - t->n_full, t->width,
+                    t->packed);
+}
+
+static const float *operand_panel(const tile_operand *t, int x, int kc, const int64_t **off) {
+    if (x < t->n_full) {
+        *off = t->in_place_off;
+        return t->in_place + x;
+    }
+    *off = t->packed_off;
+    return t->packed + (int64_t)((x - t->n_full) / t->width) * kc * t->width;
+}
+
+static int in_place_ok(const cx_gemm_operand *op) {
+    return op->pack == cx_gemm_pack_matrix && matrix_x_contiguous((const cx_gemm_matrix *)op->ctx);
+}
+
 static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0, int nc) {
     const cx_gemm_problem *p = g->p;
     const int MR = g->uk->mr, NR = g->uk->nr;
-    float *a_pack = cx_scratch(CX_GEMM_SLOT_A, (size_t)round_up(mc, MR) * g->kcb + 64);
-    /* B scratch: the whole block, or with direct_b only the ragged last panel */
-    size_t b_floats = (size_t)(g->direct_b ? NR : round_up(nc, NR)) * g->kcb + 64;
-    float *b_pack = g->shared_b ? NULL : cx_scratch(CX_GEMM_SLOT_B, b_floats);
-    if (!a_pack || (!g->shared_b && !b_pack)) {
+    tile_operand ta, tb; /* ~10 KB of offset tables on the stack */
+    ta.op = &p->A;
+    tb.op = &p->B;
+    ta.width = MR;
+    tb.width = NR;
+    ta.in_place_matrix = g->direct_a ? p->A.ctx : NULL;
+    tb.in_place_matrix = g->direct_b ? p->B.ctx : NULL;
+    ta.packed = cx_scratch(CX_GEMM_SLOT_A, (size_t)(g->direct_a ? MR : round_up(mc, MR)) * g->kcb + 64);
+    tb.packed = g->shared_b ? NULL
+                            : cx_scratch(CX_GEMM_SLOT_B,
+                                         (size_t)(g->direct_b ? NR : round_up(nc, NR)) * g->kcb + 64);
+    if (!ta.packed || (!g->shared_b && !tb.packed)) {
         __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
         return;
     }
-    int64_t packed_off[KC_MAX], direct_off[KC_MAX];
-    for (int k = 0; k < g->kcb; k++)
-        packed_off[k] = (int64_t)k * NR;
-    const cx_gemm_matrix *b_matrix = g->direct_b ? p->B.ctx : NULL;
-    int nc_full = nc / NR * NR;
+    for (int k = 0; k < g->kcb; k++) {
+        ta.packed_off[k] = (int64_t)k * MR;
+        tb.packed_off[k] = (int64_t)k * NR;
+    }
+    tb.n_full = 0;
     for (int item = item0; item < item1; item++) {
         float *c_item = p->C + (p->reduce_items ? 0 : (int64_t)item * p->c_item_stride);
         for (int pb = 0; pb < g->n_kblocks; pb++) {
             int k0, kc;
             k_block(g, pb, &k0, &kc);
-            p->A.pack(p->A.ctx, item, k0, kc, i0, mc, MR, a_pack);
-            const float *b_block;
-            if (g->shared_b) {
-                b_block = g->shared_b + (int64_t)k0 * g->n_pad + (int64_t)j0 * kc;
-            } else if (g->direct_b) {
-                b_block = b_matrix->data + j0;
-                for (int k = 0; k < kc; k++)
-                    direct_off[k] = (int64_t)item * b_matrix->item_stride +
-                                    matrix_k_offset(b_matrix, k0 + k);
-                if (nc_full < nc)
-                    p->B.pack(p->B.ctx, item, k0, kc, j0 + nc_full, nc - nc_full, NR, b_pack);
-            } else {
-                p->B.pack(p->B.ctx, item, k0, kc, j0, nc, NR, b_pack);
-                b_block = b_pack;
-            }
+            operand_load(&ta, item, k0, kc, i0, mc);
+            if (g->shared_b)
+                tb.packed = (float *)g->shared_b + (int64_t)k0 * g->n_pad + (int64_t)j0 * kc;
+            else
+                operand_load(&tb, item, k0, kc, j0, nc);
             int first = pb == 0 && (!p->reduce_items || item == item0);
             gemm_epilogue ep = {p->alpha, first ? p->beta : 1.0f, !first || p->beta != 0.0f,
                                 NULL, NULL};
@@ -455,13 +495,10 @@ static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0
                     int nr = nc - jr < NR ? nc - jr : NR;
                     ep.bias_m = first && p->bias_m ? p->bias_m + i0 + ir : NULL;
                     ep.bias_n = first && p->bias_n ? p->bias_n + j0 + jr : NULL;
-                    const float *b_panel = b_block + (int64_t)(jr / NR) * kc * NR;
-                    const int64_t *b_off = packed_off;
-                    if (g->direct_b) {
-                        b_panel = jr < nc_full ? b_block + jr : b_pack;
-                        b_off = jr < nc_full ? direct_off : packed_off;
-                    }
-                    g->uk->fn(kc, a_pack + (int64_t)(ir / MR) * kc * MR, b_panel, b_off,
+                    const int64_t *a_off, *b_off;
+                    const float *a_panel = operand_panel(&ta, ir, kc, &a_off);
+                    const float *b_panel = operand_panel(&tb, jr, kc, &b_off);
+                    g->uk->fn(kc, a_panel, a_off, b_panel, b_off,
                               c_item + (int64_t)(i0 + ir) * p->ldc + j0 + jr, p->ldc, mr, nr, &ep);
                 }
         }
@@ -599,9 +636,11 @@ void cx_gemm_run(const cx_gemm_problem *p) {
     choose_tiles(&g, threads);
     if (packed && g.m_blocks == 1)
         g.shared_b = NULL; /* one row block: pack B inside the tiles instead */
-    /* B rows contiguous in memory: the micro-kernels read them in place */
-    g.direct_b = !g.shared_b && p->B.pack == cx_gemm_pack_matrix &&
-                 matrix_x_contiguous((const cx_gemm_matrix *)p->B.ctx);
+    /* operands whose rows are contiguous in memory are read in place */
+    g.direct_b = !g.shared_b && in_place_ok(&p->B);
+    /* A in place when its micro-panels stream anyway (B kept in L1), or when K is long
+     * enough that packing A would mostly wait on memory (weight gradients) */
+    g.direct_a = in_place_ok(&p->A) && (g.uk->mr > g.uk->nr || g.n_kblocks >= 8);
     if (g.shared_b) {
         int64_t groups = (g.n_pad / NR + PREPACK_PANELS - 1) / PREPACK_PANELS;
         cx_parallel_for((int64_t)g.n_kblocks * groups, 1, prepack_b_task, &g);
