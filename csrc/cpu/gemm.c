@@ -17,6 +17,7 @@
 #include "gemm.h"
 
 #include <immintrin.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -386,6 +387,19 @@ cx_gemm_matrix cx_gemm_matrix_b(const float *B, int ldb, int trans_b, int64_t it
     return m;
 }
 
+/* Threads the tiling plans for: the CPUs this process may use. Deliberately not
+ * cx_get_num_threads(), which takes the pool's submit lock and so would deadlock when a
+ * product runs inside a cx_parallel_for task; tiles only affect speed, never results. */
+static int cpu_count(void) {
+    static int cached;
+    if (!cached) {
+        cpu_set_t set;
+        int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+        cached = n > 0 ? n : 1;
+    }
+    return cached;
+}
+
 /* ---- driver ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -623,7 +637,7 @@ void cx_gemm_run(const cx_gemm_problem *p) {
     g.n_kblocks = (p->K + KC_MAX - 1) / KC_MAX;
     g.kcb = (p->K + g.n_kblocks - 1) / g.n_kblocks;
     g.n_pad = round_up(p->N, NR);
-    int threads = p->nested ? 1 : cx_get_num_threads();
+    int threads = cpu_count();
 
     /* Pack op(B) once when it is shared by several row blocks and small enough. */
     size_t b_floats = (size_t)g.n_pad * (size_t)p->K;
@@ -653,9 +667,8 @@ void cx_gemm_run(const cx_gemm_problem *p) {
                 p->K);
 }
 
-static void gemm_plain(int nested, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                       int ldc) {
+void cx_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     cx_gemm_matrix a = cx_gemm_matrix_a(A, lda, trans_a, 0);
     cx_gemm_matrix b = cx_gemm_matrix_b(B, ldb, trans_b, 0);
     cx_gemm_problem p = {0};
@@ -669,16 +682,5 @@ static void gemm_plain(int nested, int trans_a, int trans_b, int M, int N, int K
     p.B = (cx_gemm_operand){cx_gemm_pack_matrix, &b};
     p.C = C;
     p.ldc = ldc;
-    p.nested = nested;
     cx_gemm_run(&p);
-}
-
-void cx_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    gemm_plain(0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-void cx_gemm_nested(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                    int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    gemm_plain(1, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
