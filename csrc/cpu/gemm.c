@@ -9,14 +9,17 @@
  * micro-kernel computes each MR x NR sub-tile as one FMA chain over the K block and
  * applies the epilogue C = alpha*acc + beta*C + bias.
  *
- * Micro-kernels: AVX-512 (12x32, 24x16, 8x48), AVX2+FMA (6x16), portable C (4x16). The
+ * Micro-kernels: AVX-512 (12x32, 24x16, 8x48), AVX2+FMA (6x16), portable C (4x8). The
  * AVX-512 and AVX2 kernels perform the same per-element FMA chain and epilogue, so they
  * produce identical bits; which one runs is a speed decision per problem shape (least
  * padding). Tile sizes follow a small cost model (choose_tiles) and may depend on the
  * thread count, since they never change any element's arithmetic. */
 #include "gemm.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#define CX_GEMM_X86 1
 #include <immintrin.h>
+#endif
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +33,10 @@
 #define MR_MAX 24
 #define NR_MAX 48
 
+#ifdef CX_GEMM_X86
 #define CX_AVX2 __attribute__((target("avx2,fma")))
 #define CX_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#endif
 
 typedef struct {
     float alpha, beta;
@@ -84,21 +89,9 @@ static void partial_tile_store(const partial_tile *t, float *c, int64_t ldc, int
         memcpy(c + i * ldc, t->c + i * NR, (size_t)nr * sizeof(float));
 }
 
-/* ---- AVX2 + FMA micro-kernel (6 x 16) ------------------------------------------------
- * MR rows x NV vectors of 8 floats; the accumulator array is fully unrolled into ymm
- * registers. */
-CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i, int j,
-                                               const gemm_epilogue *ep) {
-    __m256 v = _mm256_mul_ps(_mm256_set1_ps(ep->alpha), acc);
-    if (ep->load_c)
-        v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(ep->beta), _mm256_loadu_ps(c)));
-    if (ep->bias_m)
-        v = _mm256_add_ps(v, _mm256_set1_ps(ep->bias_m[i]));
-    if (ep->bias_n)
-        v = _mm256_add_ps(v, _mm256_loadu_ps(ep->bias_n + j));
-    return v;
-}
-
+/* ---- micro-kernel template -------------------------------------------------------------
+ * MR rows x NV vectors of W floats: the accumulator array is fully unrolled into
+ * registers; A is broadcast from a + a_off[k], B loaded from b + b_off[k]. */
 #define DEFINE_VECTOR_KERNEL(NAME, TARGET, VEC, W, SETZERO, LOADU, SET1, FMADD, STOREU,     \
                              EPILOGUE, MR_, NV_)                                          \
     TARGET static void NAME(int kc, const float *a, const int64_t *a_off, const float *b, \
@@ -139,29 +132,48 @@ CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i
             partial_tile_store(&t, c, ldc, mr, nr, W * NV_);                              \
     }
 
-DEFINE_VECTOR_KERNEL(kernel_avx2_6x16, CX_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps,
-                     _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, avx2_epilogue_vec, 6, 2)
-
-/* ---- portable micro-kernel (4 x 16): the same template on scalars (multiply, then add) */
-static inline float scalar_zero(void) { return 0.0f; }
-static inline float scalar_load(const float *p) { return *p; }
-static inline float scalar_set1(float v) { return v; }
-static inline float scalar_madd(float a, float b, float c) { return c + a * b; }
-static inline void scalar_store(float *p, float v) { *p = v; }
-static inline float scalar_epilogue(float acc, const float *c, int i, int j,
-                                    const gemm_epilogue *ep) {
-    float v = ep->alpha * acc;
+/* ---- portable micro-kernel (4 x 8): the same template on GCC vector types (SSE2 or
+ * NEON), multiply then add (no FMA), so its results differ from the FMA kernels. */
+typedef float v4f __attribute__((vector_size(16)));
+static inline v4f v4_zero(void) { return (v4f){0.0f, 0.0f, 0.0f, 0.0f}; }
+static inline v4f v4_load(const float *p) {
+    v4f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline v4f v4_set1(float x) { return (v4f){x, x, x, x}; }
+static inline v4f v4_madd(v4f a, v4f b, v4f c) { return c + a * b; }
+static inline void v4_store(float *p, v4f v) { memcpy(p, &v, sizeof v); }
+static inline v4f v4_epilogue(v4f acc, const float *c, int i, int j, const gemm_epilogue *ep) {
+    v4f v = v4_set1(ep->alpha) * acc;
     if (ep->load_c)
-        v = v + ep->beta * *c;
+        v = v + v4_set1(ep->beta) * v4_load(c);
     if (ep->bias_m)
-        v = v + ep->bias_m[i];
+        v = v + v4_set1(ep->bias_m[i]);
     if (ep->bias_n)
-        v = v + ep->bias_n[j];
+        v = v + v4_load(ep->bias_n + j);
     return v;
 }
 #define CX_PORTABLE /* no target attribute */
-DEFINE_VECTOR_KERNEL(kernel_generic, CX_PORTABLE, float, 1, scalar_zero, scalar_load, scalar_set1,
-                     scalar_madd, scalar_store, scalar_epilogue, 4, 16)
+DEFINE_VECTOR_KERNEL(kernel_generic, CX_PORTABLE, v4f, 4, v4_zero, v4_load, v4_set1, v4_madd,
+                     v4_store, v4_epilogue, 4, 2)
+
+#ifdef CX_GEMM_X86
+/* ---- AVX2 + FMA micro-kernel (6 x 16) ---------------------------------------------- */
+CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i, int j,
+                                               const gemm_epilogue *ep) {
+    __m256 v = _mm256_mul_ps(_mm256_set1_ps(ep->alpha), acc);
+    if (ep->load_c)
+        v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(ep->beta), _mm256_loadu_ps(c)));
+    if (ep->bias_m)
+        v = _mm256_add_ps(v, _mm256_set1_ps(ep->bias_m[i]));
+    if (ep->bias_n)
+        v = _mm256_add_ps(v, _mm256_loadu_ps(ep->bias_n + j));
+    return v;
+}
+
+DEFINE_VECTOR_KERNEL(kernel_avx2_6x16, CX_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps,
+                     _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, avx2_epilogue_vec, 6, 2)
 
 /* ---- AVX-512 micro-kernels (12 x 32, 24 x 16, 8 x 48) ---------------------------------- */
 CX_AVX512 static inline __m512 avx512_epilogue_vec(__m512 acc, const float *c, int i, int j,
@@ -185,11 +197,14 @@ DEFINE_AVX512_KERNEL(kernel_avx512_12x32, 12, 2)
 DEFINE_AVX512_KERNEL(kernel_avx512_24x16, 24, 1)
 DEFINE_AVX512_KERNEL(kernel_avx512_8x48, 8, 3)
 
-static const micro_kernel k_generic = {"generic", 4, 16, kernel_generic};
 static const micro_kernel k_avx2 = {"avx2", 6, 16, kernel_avx2_6x16};
 static const micro_kernel k_avx512_wide = {"avx512", 12, 32, kernel_avx512_12x32};
 static const micro_kernel k_avx512_tall = {"avx512", 24, 16, kernel_avx512_24x16};
 static const micro_kernel k_avx512_8x48 = {"avx512", 8, 48, kernel_avx512_8x48};
+
+#endif
+
+static const micro_kernel k_generic = {"generic", 4, 8, kernel_generic};
 
 /* 1 generic, 2 avx2, 3 avx512; detected once (CODEXT_GEMM_KERNEL=avx2|generic caps it) */
 static int detected_isa = 0;
@@ -197,13 +212,15 @@ static int forced_isa = 0;
 
 static int detect_isa(void) {
     if (!detected_isa) {
-        __builtin_cpu_init();
         int level = 1;
+#ifdef CX_GEMM_X86
+        __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
             level = 2;
             if (__builtin_cpu_supports("avx512f"))
                 level = 3;
         }
+#endif
         const char *env = getenv("CODEXT_GEMM_KERNEL");
         if (env && strcmp(env, "generic") == 0)
             level = 1;
@@ -234,6 +251,10 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
  * machines); pick the one that wastes the least work on padding. */
 static const micro_kernel *choose_kernel(int M, int N) {
     int level = isa_level();
+#ifndef CX_GEMM_X86
+    (void)level;
+    return &k_generic;
+#else
     if (level == 1)
         return &k_generic;
     if (level == 2)
@@ -252,10 +273,12 @@ static const micro_kernel *choose_kernel(int M, int N) {
         }
     }
     return best;
+#endif
 }
 
 /* ---- packing -------------------------------------------------------------------------- */
 
+#ifdef CX_GEMM_X86
 /* dst[k*width + i] = rows_ptr[i][k] for i < rows (zero for rows <= i < width), k < kc:
  * 8 x 8 in-register transposes. */
 CX_AVX2 static void pack_transpose_avx2(const float *const *rows_ptr, int rows, int kc,
@@ -303,6 +326,7 @@ CX_AVX2 static void pack_transpose_avx2(const float *const *rows_ptr, int rows, 
                 dst[(int64_t)k * width + ib + r] = row[r] ? row[r][k] : 0.0f;
     }
 }
+#endif
 
 /* Offset of view(x, k) from m->data for item 0, by the strides or the offset tables. */
 static inline int64_t matrix_x_offset(const cx_gemm_matrix *m, int x) {
@@ -354,16 +378,17 @@ void cx_gemm_pack_matrix(const void *ctx, int item, int k0, int kc, int x0, int 
         }
         return;
     }
-    int k_contiguous = !m->k_offsets && m->k_stride == 1;
-    const float *rows_ptr[64];
     for (int x = 0; x < nx; x += width, dst += (int64_t)kc * width) {
         int rows = nx - x < width ? nx - x : width;
-        if (k_contiguous && width <= 64 && isa_level() >= 2) {
+#ifdef CX_GEMM_X86
+        const float *rows_ptr[64];
+        if (!m->k_offsets && m->k_stride == 1 && width <= 64 && isa_level() >= 2) {
             for (int i = 0; i < rows; i++)
                 rows_ptr[i] = base + matrix_x_offset(m, x0 + x + i) + k0;
             pack_transpose_avx2(rows_ptr, rows, kc, width, dst);
             continue;
         }
+#endif
         for (int k = 0; k < kc; k++) {
             float *d = dst + (int64_t)k * width;
             int64_t k_off = matrix_k_offset(m, k0 + k);
