@@ -44,9 +44,10 @@ typedef struct {
     const float *bias_m, *bias_n; /* offset to the tile; NULL when absent */
 } gemm_epilogue;
 
-/* kc steps over a packed A panel (kc x MR) and the B rows b + b_off[k] (NR floats each:
- * a packed panel has b_off[k] = k*NR; B rows read in place have their own offsets);
- * writes the mr x nr top-left part of the tile at c. */
+/* kc steps over the A rows a + a_off[k] (MR floats, broadcast) and the B rows
+ * b + b_off[k] (NR floats); a NULL offset table means a packed panel (rows k*MR, k*NR
+ * apart), a table addresses a matrix read in place. Writes the mr x nr top-left part of
+ * the tile at c. */
 typedef void (*micro_kernel_fn)(int kc, const float *a, const int64_t *a_off, const float *b,
                                 const int64_t *b_off, float *c, int64_t ldc, int mr, int nr,
                                 const gemm_epilogue *ep);
@@ -91,7 +92,21 @@ static void partial_tile_store(const partial_tile *t, float *c, int64_t ldc, int
 
 /* ---- micro-kernel template -------------------------------------------------------------
  * MR rows x NV vectors of W floats: the accumulator array is fully unrolled into
- * registers; A is broadcast from a + a_off[k], B loaded from b + b_off[k]. */
+ * registers; A is broadcast from a + a_off[k], B loaded from b + b_off[k] (a NULL table
+ * means a packed panel: k*MR, k*NR). */
+/* one k step: acc += a[k][0:MR] (broadcast) x b[k][0:W*NV] */
+#define KERNEL_STEP(VEC, W, LOADU, SET1, FMADD, MR_, NV_, A_K, B_K)                         \
+    {                                                                                         \
+        VEC bv[NV_];                                                                          \
+        const float *ak = (A_K), *bk = (B_K);                                                 \
+        _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) bv[h] = LOADU(bk + W * h);    \
+        _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++) {                             \
+            VEC ai = SET1(ak[i]);                                                             \
+            _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) acc[i][h] =                \
+                FMADD(ai, bv[h], acc[i][h]);                                                  \
+        }                                                                                     \
+    }
+
 #define DEFINE_VECTOR_KERNEL(NAME, TARGET, VEC, W, SETZERO, LOADU, SET1, FMADD, STOREU,     \
                              EPILOGUE, MR_, NV_)                                          \
     TARGET static void NAME(int kc, const float *a, const int64_t *a_off, const float *b, \
@@ -101,17 +116,16 @@ static void partial_tile_store(const partial_tile *t, float *c, int64_t ldc, int
         VEC acc[MR_][NV_];                                                                \
         _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
             _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) acc[i][h] = SETZERO(); \
-        for (int k = 0; k < kc; k++) {                                                    \
-            VEC bv[NV_];                                                                  \
-            const float *bk = b + b_off[k], *ak = a + a_off[k];                           \
-            _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) bv[h] =                \
-                LOADU(bk + W * h);                                                        \
-            _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++) {                     \
-                VEC ai = SET1(ak[i]);                                                     \
-                _Pragma("GCC unroll 16") for (int h = 0; h < NV_; h++) acc[i][h] =        \
-                    FMADD(ai, bv[h], acc[i][h]);                                          \
-            }                                                                             \
-        }                                                                                 \
+        /* both panels packed (no offset tables): plain pointer steps */                \
+        if (!a_off && !b_off)                                                             \
+            for (int k = 0; k < kc; k++)                                                  \
+                KERNEL_STEP(VEC, W, LOADU, SET1, FMADD, MR_, NV_, a + k * MR_,            \
+                            b + k * (W * NV_))                                            \
+        else                                                                              \
+            for (int k = 0; k < kc; k++)                                                  \
+                KERNEL_STEP(VEC, W, LOADU, SET1, FMADD, MR_, NV_,                         \
+                            a + (a_off ? a_off[k] : k * MR_),                             \
+                            b + (b_off ? b_off[k] : k * (W * NV_)))                       \
         partial_tile t;                                                                   \
         gemm_epilogue local;                                                              \
         const gemm_epilogue *e = ep;                                                      \
@@ -455,7 +469,7 @@ typedef struct {
     const cx_gemm_matrix *in_place_matrix; /* NULL: packed */
     float *packed;
     const float *in_place;
-    int64_t packed_off[KC_MAX], in_place_off[KC_MAX];
+    int64_t in_place_off[KC_MAX];
     int width, n_full; /* panel width; extent of the full panels */
 } tile_operand;
 
@@ -480,7 +494,7 @@ static const float *operand_panel(const tile_operand *t, int x, int kc, const in
         *off = t->in_place_off;
         return t->in_place + x;
     }
-    *off = t->packed_off;
+    *off = NULL; /* packed: the kernel steps k*width */
     return t->packed + (int64_t)((x - t->n_full) / t->width) * kc * t->width;
 }
 
@@ -505,10 +519,6 @@ static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0
     if (!ta.packed || (!g->shared_b && !tb.packed)) {
         __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
         return;
-    }
-    for (int k = 0; k < g->kcb; k++) {
-        ta.packed_off[k] = (int64_t)k * MR;
-        tb.packed_off[k] = (int64_t)k * NR;
     }
     tb.n_full = 0;
     for (int item = item0; item < item1; item++) {
