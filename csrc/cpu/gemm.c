@@ -293,51 +293,68 @@ static const micro_kernel *choose_kernel(int M, int N) {
 /* ---- packing -------------------------------------------------------------------------- */
 
 #ifdef CX_GEMM_X86
-/* dst[k*width + i] = rows_ptr[i][k] for i < rows (zero for rows <= i < width), k < kc:
- * 8 x 8 in-register transposes. */
+/* Rows past the matrix read from here (zeros), so the transposes need no branches. */
+static const float zero_row[KC_MAX + 8];
+
+/* 8 rows x 8 columns in, transposed out: o[k] holds column k of the rows. */
+#define TRANSPOSE_8X8(v, o)                                                                  \
+    {                                                                                        \
+        __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);    \
+        __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);    \
+        __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);    \
+        __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);    \
+        __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);  \
+        __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);  \
+        __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);  \
+        __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);  \
+        o[0] = _mm256_permute2f128_ps(s0, s4, 0x20);                                         \
+        o[1] = _mm256_permute2f128_ps(s1, s5, 0x20);                                         \
+        o[2] = _mm256_permute2f128_ps(s2, s6, 0x20);                                         \
+        o[3] = _mm256_permute2f128_ps(s3, s7, 0x20);                                         \
+        o[4] = _mm256_permute2f128_ps(s0, s4, 0x31);                                         \
+        o[5] = _mm256_permute2f128_ps(s1, s5, 0x31);                                         \
+        o[6] = _mm256_permute2f128_ps(s2, s6, 0x31);                                         \
+        o[7] = _mm256_permute2f128_ps(s3, s7, 0x31);                                         \
+    }
+
+/* dst[k*width + i] = rows_ptr[i][k] for i < rows (zero for rows <= i < width), k < kc
+ * (kc <= KC_MAX): 8 x 8 in-register transposes, groups of 4 rows for widths like 12. */
 CX_AVX2 static void pack_transpose_avx2(const float *const *rows_ptr, int rows, int kc,
                                         int width, float *dst) {
     for (int ib = 0; ib < width; ib += 8) {
-        int n_rows = rows - ib; /* valid rows in this group of 8 (may be <= 0) */
         int n_store = width - ib < 8 ? width - ib : 8;
-        __m256i store_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n_store),
-                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         const float *row[8];
         for (int r = 0; r < 8; r++)
-            row[r] = r < n_rows ? rows_ptr[ib + r] : NULL;
+            row[r] = ib + r < rows && r < n_store ? rows_ptr[ib + r] : zero_row;
         int k = 0;
-        for (; k + 8 <= kc; k += 8) {
-            __m256 v[8];
-            for (int r = 0; r < 8; r++)
-                v[r] = row[r] ? _mm256_loadu_ps(row[r] + k) : _mm256_setzero_ps();
-            __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-            __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-            __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
-            __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            __m256 o[8];
-            o[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-            o[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-            o[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-            o[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-            o[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-            o[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-            o[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-            o[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-            float *d = dst + (int64_t)k * width + ib;
-            if (n_store == 8)
+        if (n_store == 8) {
+            for (; k + 8 <= kc; k += 8) {
+                __m256 v[8], o[8];
+                for (int r = 0; r < 8; r++)
+                    v[r] = _mm256_loadu_ps(row[r] + k);
+                TRANSPOSE_8X8(v, o)
+                float *d = dst + (int64_t)k * width + ib;
                 for (int kk = 0; kk < 8; kk++)
                     _mm256_storeu_ps(d + kk * width, o[kk]);
-            else
-                for (int kk = 0; kk < 8; kk++)
-                    _mm256_maskstore_ps(d + kk * width, store_mask, o[kk]);
+            }
+        } else if (n_store == 4) {
+            for (; k + 8 <= kc; k += 8) {
+                __m256 v0 = _mm256_loadu_ps(row[0] + k), v1 = _mm256_loadu_ps(row[1] + k);
+                __m256 v2 = _mm256_loadu_ps(row[2] + k), v3 = _mm256_loadu_ps(row[3] + k);
+                __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
+                __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+                __m256 o[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                               _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+                float *d = dst + (int64_t)k * width + ib;
+                for (int kk = 0; kk < 4; kk++) {
+                    _mm_storeu_ps(d + kk * width, _mm256_castps256_ps128(o[kk]));
+                    _mm_storeu_ps(d + (kk + 4) * width, _mm256_extractf128_ps(o[kk], 1));
+                }
+            }
         }
         for (; k < kc; k++)
             for (int r = 0; r < n_store; r++)
-                dst[(int64_t)k * width + ib + r] = row[r] ? row[r][k] : 0.0f;
+                dst[(int64_t)k * width + ib + r] = row[r][k];
     }
 }
 #endif
