@@ -327,17 +327,24 @@ CX_AVX2 static void pack_transpose_avx2(const float *const *rows_ptr, int rows, 
         for (int r = 0; r < 8; r++)
             row[r] = ib + r < rows && r < n_store ? rows_ptr[ib + r] : zero_row;
         int k = 0;
-        if (n_store == 8) {
+        if (n_store != 4) {
             for (; k + 8 <= kc; k += 8) {
                 __m256 v[8], o[8];
                 for (int r = 0; r < 8; r++)
                     v[r] = _mm256_loadu_ps(row[r] + k);
                 TRANSPOSE_8X8(v, o)
                 float *d = dst + (int64_t)k * width + ib;
-                for (int kk = 0; kk < 8; kk++)
-                    _mm256_storeu_ps(d + kk * width, o[kk]);
+                if (n_store == 8)
+                    for (int kk = 0; kk < 8; kk++)
+                        _mm256_storeu_ps(d + kk * width, o[kk]);
+                else /* e.g. width 6 (vmaskmovps stores are slow on AMD) */
+                    for (int kk = 0; kk < 8; kk++) {
+                        float lanes[8];
+                        _mm256_storeu_ps(lanes, o[kk]);
+                        memcpy(d + kk * width, lanes, (size_t)n_store * sizeof(float));
+                    }
             }
-        } else if (n_store == 4) {
+        } else {
             for (; k + 8 <= kc; k += 8) {
                 __m256 v0 = _mm256_loadu_ps(row[0] + k), v1 = _mm256_loadu_ps(row[1] + k);
                 __m256 v2 = _mm256_loadu_ps(row[2] + k), v3 = _mm256_loadu_ps(row[3] + k);
