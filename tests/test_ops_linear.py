@@ -63,6 +63,13 @@ def test_gemm_beta_zero_does_not_read_c():
     assert relative_error(out, A.astype(np.float64) @ B) <= 1e-5
 
 
+def test_gemm_without_c():
+    rng = np.random.default_rng(11)
+    A, B, _ = operands(rng, 9, 70, 41, 1, 0)
+    out = run("gemm", [A, B], [1, 0], [2.0, 5.0])[0]
+    assert relative_error(out, 2.0 * (A.astype(np.float64).T @ B)) <= 1e-5
+
+
 def test_gemm_empty_k_scales_c():
     C = np.arange(12, dtype=np.float32).reshape(3, 4)
     out = gemm(np.zeros((3, 0), np.float32), np.zeros((0, 4), np.float32), C, 0, 0, 1.0, 2.0)

@@ -72,8 +72,8 @@ static void report_oom(const char *what) {
 }
 
 /* ---- plane copies (parallel over planes) --------------------------------------------------
- * dst plane p [dst_h, dst_w] (stride dst_plane) = zeros with src plane p [src_h, src_w]
- * at (top, left); or, with `add`, the reverse: dst [src_h, src_w] += window of src. */
+ * dst plane p [dst_h, dst_w] (planes dst_plane apart) = zeros with src plane p
+ * [src_h, src_w] placed at (top, left). */
 typedef struct {
     const float *src;
     float *dst;

@@ -9,14 +9,19 @@
  * Summation order per output element is fixed: bias, then taps in (kh, kw) order.
  * dw and dbias reduce over the batch through per-(image, channel) partials that are
  * added in image order, so nothing depends on the thread count. */
+#if defined(__x86_64__) || defined(__i386__)
+#define CX_CONV_X86 1
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
 
+#ifdef CX_CONV_X86
 #define CX_AVX2 __attribute__((target("avx2,fma")))
+#endif
 #define CORR_SLACK 16 /* floats after a padded plane that vector loads may touch */
 
 int cx_conv_is_channelwise(const cx_conv_shape *s);
@@ -32,8 +37,11 @@ int cx_conv_is_channelwise(const cx_conv_shape *s) {
 static int have_avx2(void) {
     static int cached = -1;
     if (cached < 0) {
+        cached = 0;
+#ifdef CX_CONV_X86
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
         const char *env = getenv("CODEXT_GEMM_KERNEL"); /* "generic": portable loops */
         if (env && strcmp(env, "generic") == 0)
             cached = 0;
@@ -59,6 +67,7 @@ typedef struct {
     int rows, cols, in_cols, kh, kw, step_h, step_w;
 } corr_geometry;
 
+#ifdef CX_CONV_X86
 /* R output rows x 8 columns per step: R independent FMA chains hide the FMA latency.
  * Columns past `cols` are computed from the buffer's slack and not stored. */
 #define DEFINE_CORR_ROWS(R)                                                                  \
@@ -118,6 +127,8 @@ CX_AVX2 static void corr_plane_avx2(const corr_geometry *g, const float *in, con
         }
 }
 
+#endif
+
 static void corr_plane_generic(const corr_geometry *g, const float *in, const float *filt,
                                float init, int accumulate, float *out) {
     for (int r = 0; r < g->rows; r++) {
@@ -136,10 +147,13 @@ static void corr_plane_generic(const corr_geometry *g, const float *in, const fl
 
 static void corr_plane(const corr_geometry *g, const float *in, const float *filt, float init,
                        int accumulate, float *out) {
-    if (have_avx2())
+#ifdef CX_CONV_X86
+    if (have_avx2()) {
         corr_plane_avx2(g, in, filt, init, accumulate, out);
-    else
-        corr_plane_generic(g, in, filt, init, accumulate, out);
+        return;
+    }
+#endif
+    corr_plane_generic(g, in, filt, init, accumulate, out);
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */
@@ -231,17 +245,20 @@ static void input_grad_task(void *vctx, int64_t begin, int64_t end) {
         int b = (int)(plane / s->in_ch), ci = (int)(plane % s->in_ch);
         float *dx_plane = c->dx + plane * hw;
         if (s->stride == 1) {
-            /* acc = sum over the mult outputs, then dx += acc */
+            /* dx += (sum over the mult outputs); with mult 1 straight into dx */
+            float *target = c->mult == 1 ? dx_plane : acc_plane;
             for (int j = 0; j < c->mult; j++) {
                 int o = ci * c->mult + j;
                 const float *dy_plane = c->dy + ((int64_t)b * s->out_ch + o) * c->out_h * c->out_w;
                 pad_plane(dy_plane, c->out_h, c->out_w, padded, rows, cols, top, left);
                 corr_geometry g = {s->in_h, s->in_w, cols, s->k_h, s->k_w, -d, -d};
                 const float *origin = padded + (int64_t)(s->pad_h + top) * cols + s->pad_w + left;
-                corr_plane(&g, origin, c->w + (int64_t)o * kk, 0.0f, j > 0, acc_plane);
+                corr_plane(&g, origin, c->w + (int64_t)o * kk, 0.0f, c->mult == 1 || j > 0,
+                           target);
             }
-            for (int64_t i = 0; i < hw; i++)
-                dx_plane[i] += acc_plane[i];
+            if (c->mult > 1)
+                for (int64_t i = 0; i < hw; i++)
+                    dx_plane[i] += acc_plane[i];
             continue;
         }
         for (int ih = 0; ih < s->in_h; ih++)
@@ -280,6 +297,7 @@ static void input_grad_task(void *vctx, int64_t begin, int64_t end) {
  * entry kk holds sum dy (the bias). */
 #define MAX_TAPS 256 /* taps accumulated in one sweep of the plane (16 x 16 filters) */
 
+#ifdef CX_CONV_X86
 /* part[t] = sum_{r,c} dy[r][c] * in[(r + kh*dil)*in_cols + c + kw*dil] for every tap
  * t = (kh, kw) at once (stride 1), and part[kk] = sum dy: one sweep of the plane, one
  * vector accumulator per tap (independent FMA chains). Lanes past `cols` load zeros. */
@@ -317,6 +335,7 @@ CX_AVX2 static void tap_dots_avx2(const float *dy, int rows, int cols, const flo
                   ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
     }
 }
+#endif
 
 static float dot_shifted_generic(const float *dy, int rows, int cols, const float *in,
                                  int in_cols, int step) {
@@ -347,11 +366,13 @@ static void weight_grad_task(void *vctx, int64_t begin, int64_t end) {
         float *part = c->partials + plane * (kk + 1);
         const float *x_plane = c->x + ((int64_t)b * s->in_ch + o / c->mult) * s->in_h * s->in_w;
         pad_plane(x_plane, s->in_h, s->in_w, padded, rows, cols, s->pad_h, s->pad_w);
+#ifdef CX_CONV_X86
         if (s->stride == 1 && kk <= MAX_TAPS && have_avx2()) {
             tap_dots_avx2(dy_plane, c->out_h, c->out_w, padded, cols, s->k_h, s->k_w,
                           s->dilation, part);
             continue;
         }
+#endif
         for (int kh = 0; kh < s->k_h; kh++)
             for (int kw = 0; kw < s->k_w; kw++) {
                 const float *origin =

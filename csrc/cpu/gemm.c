@@ -2,396 +2,43 @@
  *
  * Structure (BLIS-like): K is cut into blocks of at most KC_MAX columns (a function of K
  * only). For each output tile (an MC x NC block of C, the unit of threading) and each K
- * block, the A block is packed into MR-row panels and the B block into NR-column panels,
- * then a register-blocked micro-kernel computes each MR x NR sub-tile as one FMA chain
- * over the K block and applies the epilogue C = alpha*acc + beta*C + bias.
- * When op(B) is small and shared by many tiles it is packed once, in parallel, up front.
+ * block, the A block is packed into MR-row panels; B rows that are contiguous in memory
+ * are read in place by the micro-kernel (through a per-k offset table, which is also how
+ * convolutions address a padded image), other B operands are packed into NR-column panels
+ * (or, when op(B) is small and shared by many tiles, packed once up front). The
+ * micro-kernel computes each MR x NR sub-tile as one FMA chain over the K block and
+ * applies the epilogue C = alpha*acc + beta*C + bias.
  *
- * Micro-kernels: AVX-512 (12x32 and 24x16), AVX2+FMA (6x16), portable C (4x16). The
+ * Micro-kernels: AVX-512 (12x32, 24x16, 8x48), AVX2+FMA (6x16), portable C (4x8). The
  * AVX-512 and AVX2 kernels perform the same per-element FMA chain and epilogue, so they
- * produce identical bits; which one runs is a speed decision per problem shape. */
-#include "gemm.h"
+ * produce identical bits; which one runs is a speed decision per problem shape (least
+ * padding). Tile sizes follow a small cost model (choose_tiles) and may depend on the
+ * thread count, since they never change any element's arithmetic. */
+#include "gemm_kernels.h"
 
-#include <immintrin.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define KC_MAX 320                         /* K block; A micro-panels (MR x kc) stay in L1 */
 #define NC_L2_FLOATS (128 * 1024)          /* B block (kc x NC) budget: half of L2 */
 #define MC_L3_FLOATS (1024 * 1024)         /* A block (MC x kc) budget: a slice of L3 */
 #define CACHED_OPERAND_FLOATS (4 << 20)    /* operands larger than this come from DRAM */
 #define TASK_OVERHEAD 50000                /* per tile, in multiply-adds (tiling model) */
 #define SHARED_B_MAX_FLOATS ((size_t)4 << 20) /* pre-pack op(B) when at most 16 MB */
-#define MR_MAX 24
-#define NR_MAX 48
-
-#define CX_AVX2 __attribute__((target("avx2,fma")))
-#define CX_AVX512 __attribute__((target("avx512f,avx2,fma")))
-
-typedef struct {
-    float alpha, beta;
-    int load_c;                   /* read C (beta != 0, or a later K block / item) */
-    const float *bias_m, *bias_n; /* offset to the tile; NULL when absent */
-} gemm_epilogue;
-
-/* kc steps over a packed A panel (kc x MR) and the B rows b + b_off[k] (NR floats each:
- * a packed panel has b_off[k] = k*NR; B rows read in place have their own offsets);
- * writes the mr x nr top-left part of the tile at c. */
-typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, const int64_t *b_off,
-                                float *c, int64_t ldc, int mr, int nr, const gemm_epilogue *ep);
-
-typedef struct {
-    const char *name;
-    int mr, nr;
-    micro_kernel_fn fn;
-} micro_kernel;
-
-/* ---- epilogue for partial tiles ----------------------------------------------------
- * A partial tile is computed in full into a local buffer, the valid part of C and the
- * biases are copied into full-size local tiles, the kernel's own vector epilogue runs
- * on them, and the valid part is copied back: every element sees the same arithmetic. */
-typedef struct {
-    float c[MR_MAX * NR_MAX];
-    float bias_m[MR_MAX], bias_n[NR_MAX];
-} partial_tile;
-
-static void partial_tile_load(partial_tile *t, const float *c, int64_t ldc, int mr, int nr,
-                              int NR, const gemm_epilogue *ep, gemm_epilogue *local) {
-    memset(t, 0, sizeof *t);
-    *local = *ep;
-    if (ep->load_c)
-        for (int i = 0; i < mr; i++)
-            memcpy(t->c + i * NR, c + i * ldc, (size_t)nr * sizeof(float));
-    if (ep->bias_m) {
-        memcpy(t->bias_m, ep->bias_m, (size_t)mr * sizeof(float));
-        local->bias_m = t->bias_m;
-    }
-    if (ep->bias_n) {
-        memcpy(t->bias_n, ep->bias_n, (size_t)nr * sizeof(float));
-        local->bias_n = t->bias_n;
-    }
-}
-
-static void partial_tile_store(const partial_tile *t, float *c, int64_t ldc, int mr, int nr,
-                               int NR) {
-    for (int i = 0; i < mr; i++)
-        memcpy(c + i * ldc, t->c + i * NR, (size_t)nr * sizeof(float));
-}
-
-/* ---- portable micro-kernel (4 x 16) ------------------------------------------------ */
-#define GEN_MR 4
-#define GEN_NR 16
-
-static void generic_epilogue(const float *acc, float *c, int64_t ldc, const gemm_epilogue *ep) {
-    for (int i = 0; i < GEN_MR; i++)
-        for (int j = 0; j < GEN_NR; j++) {
-            float v = ep->alpha * acc[i * GEN_NR + j];
-            if (ep->load_c)
-                v = v + ep->beta * c[i * ldc + j];
-            if (ep->bias_m)
-                v = v + ep->bias_m[i];
-            if (ep->bias_n)
-                v = v + ep->bias_n[j];
-            c[i * ldc + j] = v;
-        }
-}
-
-static void kernel_generic(int kc, const float *a, const float *b, const int64_t *b_off,
-                           float *c, int64_t ldc, int mr, int nr, const gemm_epilogue *ep) {
-    float acc[GEN_MR * GEN_NR] = {0};
-    for (int k = 0; k < kc; k++) {
-        const float *bk = b + b_off[k];
-        for (int i = 0; i < GEN_MR; i++) {
-            float ai = a[i];
-            for (int j = 0; j < GEN_NR; j++)
-                acc[i * GEN_NR + j] += ai * bk[j];
-        }
-        a += GEN_MR;
-    }
-    if (mr == GEN_MR && nr == GEN_NR) {
-        generic_epilogue(acc, c, ldc, ep);
-        return;
-    }
-    partial_tile t;
-    gemm_epilogue local;
-    partial_tile_load(&t, c, ldc, mr, nr, GEN_NR, ep, &local);
-    generic_epilogue(acc, t.c, GEN_NR, &local);
-    partial_tile_store(&t, c, ldc, mr, nr, GEN_NR);
-}
-
-/* ---- AVX2 + FMA micro-kernel (6 x 16) ------------------------------------------------
- * MR rows x NV vectors of 8 floats; the accumulator array is fully unrolled into ymm
- * registers. */
-CX_AVX2 static inline __m256 avx2_epilogue_vec(__m256 acc, const float *c, int i, int j,
-                                               const gemm_epilogue *ep) {
-    __m256 v = _mm256_mul_ps(_mm256_set1_ps(ep->alpha), acc);
-    if (ep->load_c)
-        v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(ep->beta), _mm256_loadu_ps(c)));
-    if (ep->bias_m)
-        v = _mm256_add_ps(v, _mm256_set1_ps(ep->bias_m[i]));
-    if (ep->bias_n)
-        v = _mm256_add_ps(v, _mm256_loadu_ps(ep->bias_n + j));
-    return v;
-}
-
-#define DEFINE_VECTOR_KERNEL(NAME, TARGET, VEC, W, SETZERO, LOADU, SET1, FMADD, STOREU,     \
-                             EPILOGUE, MR_, NV_)                                          \
-    TARGET static void NAME(int kc, const float *a, const float *b, const int64_t *b_off, \
-                            float *c, int64_t ldc, int mr, int nr,                        \
-                            const gemm_epilogue *ep) {                                    \
-        VEC acc[MR_][NV_];                                                                \
-        _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) acc[i][h] = SETZERO(); \
-        for (int k = 0; k < kc; k++) {                                                    \
-            VEC bv[NV_];                                                                  \
-            const float *bk = b + b_off[k];                                               \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) bv[h] =                \
-                LOADU(bk + W * h);                                                        \
-            _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++) {                     \
-                VEC ai = SET1(a[i]);                                                      \
-                _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++) acc[i][h] =        \
-                    FMADD(ai, bv[h], acc[i][h]);                                          \
-            }                                                                             \
-            a += MR_;                                                                     \
-        }                                                                                 \
-        partial_tile t;                                                                   \
-        gemm_epilogue local;                                                              \
-        const gemm_epilogue *e = ep;                                                      \
-        float *dst = c;                                                                   \
-        int64_t ld = ldc;                                                                 \
-        int full = (mr == MR_ && nr == W * NV_);                                          \
-        if (!full) {                                                                      \
-            partial_tile_load(&t, c, ldc, mr, nr, W * NV_, ep, &local);                   \
-            e = &local;                                                                   \
-            dst = t.c;                                                                    \
-            ld = W * NV_;                                                                 \
-        }                                                                                 \
-        _Pragma("GCC unroll 32") for (int i = 0; i < MR_; i++)                           \
-            _Pragma("GCC unroll 4") for (int h = 0; h < NV_; h++)                        \
-                STOREU(dst + i * ld + W * h,                                              \
-                       EPILOGUE(acc[i][h], dst + i * ld + W * h, i, W * h, e));           \
-        if (!full)                                                                        \
-            partial_tile_store(&t, c, ldc, mr, nr, W * NV_);                              \
-    }
-
-DEFINE_VECTOR_KERNEL(kernel_avx2_6x16, CX_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps,
-                     _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, avx2_epilogue_vec, 6, 2)
-
-/* ---- AVX-512 micro-kernels (12 x 32, 24 x 16, 8 x 48) ---------------------------------- */
-CX_AVX512 static inline __m512 avx512_epilogue_vec(__m512 acc, const float *c, int i, int j,
-                                                   const gemm_epilogue *ep) {
-    __m512 v = _mm512_mul_ps(_mm512_set1_ps(ep->alpha), acc);
-    if (ep->load_c)
-        v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(ep->beta), _mm512_loadu_ps(c)));
-    if (ep->bias_m)
-        v = _mm512_add_ps(v, _mm512_set1_ps(ep->bias_m[i]));
-    if (ep->bias_n)
-        v = _mm512_add_ps(v, _mm512_loadu_ps(ep->bias_n + j));
-    return v;
-}
-
-#define DEFINE_AVX512_KERNEL(NAME, MR_, NV_)                                                \
-    DEFINE_VECTOR_KERNEL(NAME, CX_AVX512, __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps,     \
-                         _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps,                  \
-                         avx512_epilogue_vec, MR_, NV_)
-
-DEFINE_AVX512_KERNEL(kernel_avx512_12x32, 12, 2)
-DEFINE_AVX512_KERNEL(kernel_avx512_24x16, 24, 1)
-DEFINE_AVX512_KERNEL(kernel_avx512_8x48, 8, 3)
-
-static const micro_kernel k_generic = {"generic", GEN_MR, GEN_NR, kernel_generic};
-static const micro_kernel k_avx2 = {"avx2", 6, 16, kernel_avx2_6x16};
-static const micro_kernel k_avx512_wide = {"avx512", 12, 32, kernel_avx512_12x32};
-static const micro_kernel k_avx512_tall = {"avx512", 24, 16, kernel_avx512_24x16};
-static const micro_kernel k_avx512_8x48 = {"avx512", 8, 48, kernel_avx512_8x48};
-
-/* 1 generic, 2 avx2, 3 avx512; detected once (CODEXT_GEMM_KERNEL=avx2|generic caps it) */
-static int detected_isa = 0;
-static int forced_isa = 0;
-
-static int detect_isa(void) {
-    if (!detected_isa) {
-        __builtin_cpu_init();
-        int level = 1;
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-            level = 2;
-            if (__builtin_cpu_supports("avx512f"))
-                level = 3;
-        }
-        const char *env = getenv("CODEXT_GEMM_KERNEL");
-        if (env && strcmp(env, "generic") == 0)
-            level = 1;
-        else if (env && strcmp(env, "avx2") == 0 && level > 2)
-            level = 2;
-        detected_isa = level;
-    }
-    return detected_isa;
-}
-
-static int isa_level(void) { return forced_isa ? forced_isa : detect_isa(); }
-
-int cx_gemm_force_isa(int level) {
-    if (level < 0 || level > detect_isa())
-        return -1;
-    forced_isa = level;
-    return 0;
-}
-
-const char *cx_gemm_kernel_name(void) {
-    int level = isa_level();
-    return level == 3 ? "avx512" : level == 2 ? "avx2" : "generic";
-}
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* The kernels reach about the same FLOP rate (the AVX2 one a little less on AVX-512
- * machines); pick the one that wastes the least work on padding. */
-static const micro_kernel *choose_kernel(int M, int N) {
-    int level = isa_level();
-    if (level == 1)
-        return &k_generic;
-    if (level == 2)
-        return &k_avx2;
-    static const micro_kernel *const candidates[] = {&k_avx512_wide, &k_avx512_tall,
-                                                      &k_avx512_8x48, &k_avx2};
-    static const double speed[] = {1.0, 1.0, 1.0, 0.85};
-    const micro_kernel *best = candidates[0];
-    double best_cost = 0;
-    for (int i = 0; i < 4; i++) {
-        const micro_kernel *k = candidates[i];
-        double cost = (double)round_up(M, k->mr) * (double)round_up(N, k->nr) / speed[i];
-        if (i == 0 || cost < best_cost) {
-            best = k;
-            best_cost = cost;
-        }
+/* Threads the tiling plans for: the CPUs this process may use. Deliberately not
+ * cx_get_num_threads(), which takes the pool's submit lock and so would deadlock when a
+ * product runs inside a cx_parallel_for task; tiles only affect speed, never results. */
+static int cpu_count(void) {
+    static int cached;
+    if (!cached) {
+        cpu_set_t set;
+        int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+        cached = n > 0 ? n : 1;
     }
-    return best;
-}
-
-/* ---- packing -------------------------------------------------------------------------- */
-
-/* dst[k*width + i] = rows_ptr[i][k] for i < rows (zero for rows <= i < width), k < kc:
- * 8 x 8 in-register transposes. */
-CX_AVX2 static void pack_transpose_avx2(const float *const *rows_ptr, int rows, int kc,
-                                        int width, float *dst) {
-    for (int ib = 0; ib < width; ib += 8) {
-        int n_rows = rows - ib; /* valid rows in this group of 8 (may be <= 0) */
-        int n_store = width - ib < 8 ? width - ib : 8;
-        __m256i store_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n_store),
-                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        const float *row[8];
-        for (int r = 0; r < 8; r++)
-            row[r] = r < n_rows ? rows_ptr[ib + r] : NULL;
-        int k = 0;
-        for (; k + 8 <= kc; k += 8) {
-            __m256 v[8];
-            for (int r = 0; r < 8; r++)
-                v[r] = row[r] ? _mm256_loadu_ps(row[r] + k) : _mm256_setzero_ps();
-            __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-            __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-            __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
-            __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            __m256 o[8];
-            o[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-            o[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-            o[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-            o[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-            o[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-            o[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-            o[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-            o[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-            float *d = dst + (int64_t)k * width + ib;
-            if (n_store == 8)
-                for (int kk = 0; kk < 8; kk++)
-                    _mm256_storeu_ps(d + kk * width, o[kk]);
-            else
-                for (int kk = 0; kk < 8; kk++)
-                    _mm256_maskstore_ps(d + kk * width, store_mask, o[kk]);
-        }
-        for (; k < kc; k++)
-            for (int r = 0; r < n_store; r++)
-                dst[(int64_t)k * width + ib + r] = row[r] ? row[r][k] : 0.0f;
-    }
-}
-
-/* Offset of view(x, k) from m->data for item 0, by the strides or the offset tables. */
-static inline int64_t matrix_x_offset(const cx_gemm_matrix *m, int x) {
-    return m->x_offsets ? m->x_offsets[x] : (int64_t)x * m->x_stride;
-}
-static inline int64_t matrix_k_offset(const cx_gemm_matrix *m, int k) {
-    return m->k_offsets ? m->k_offsets[k] : (int64_t)k * m->k_stride;
-}
-/* x-contiguous: view(x, k) = data[item*item_stride + k_offset(k) + x] */
-static inline int matrix_x_contiguous(const cx_gemm_matrix *m) {
-    return !m->x_offsets && m->x_stride == 1;
-}
-
-void cx_gemm_pack_matrix(const void *ctx, int item, int k0, int kc, int x0, int nx, int width,
-                         float *dst) {
-    const cx_gemm_matrix *m = ctx;
-    const float *base = m->data + (int64_t)item * m->item_stride;
-    if (matrix_x_contiguous(m)) {
-        /* rows of the source are contiguous along x: walk each k row once, left to right */
-        int n_full = nx / width, tail = nx - n_full * width;
-        int64_t panel_stride = (int64_t)kc * width;
-        for (int k = 0; k < kc; k++) {
-            const float *s = base + matrix_k_offset(m, k0 + k) + x0;
-            float *d = dst + (int64_t)k * width;
-            if (width == 16)
-                for (int p = 0; p < n_full; p++)
-                    memcpy(d + p * panel_stride, s + p * 16, 16 * sizeof(float));
-            else if (width == 32)
-                for (int p = 0; p < n_full; p++)
-                    memcpy(d + p * panel_stride, s + p * 32, 32 * sizeof(float));
-            else
-                for (int p = 0; p < n_full; p++)
-                    memcpy(d + p * panel_stride, s + p * width, (size_t)width * sizeof(float));
-            if (tail) {
-                float *dt = d + n_full * panel_stride;
-                const float *st = s + n_full * width;
-                for (int i = 0; i < tail; i++)
-                    dt[i] = st[i];
-                for (int i = tail; i < width; i++)
-                    dt[i] = 0.0f;
-            }
-        }
-        return;
-    }
-    int k_contiguous = !m->k_offsets && m->k_stride == 1;
-    const float *rows_ptr[64];
-    for (int x = 0; x < nx; x += width, dst += (int64_t)kc * width) {
-        int rows = nx - x < width ? nx - x : width;
-        if (k_contiguous && width <= 64 && isa_level() >= 2) {
-            for (int i = 0; i < rows; i++)
-                rows_ptr[i] = base + matrix_x_offset(m, x0 + x + i) + k0;
-            pack_transpose_avx2(rows_ptr, rows, kc, width, dst);
-            continue;
-        }
-        for (int k = 0; k < kc; k++) {
-            float *d = dst + (int64_t)k * width;
-            int64_t k_off = matrix_k_offset(m, k0 + k);
-            for (int i = 0; i < rows; i++)
-                d[i] = base[matrix_x_offset(m, x0 + x + i) + k_off];
-            for (int i = rows; i < width; i++)
-                d[i] = 0.0f;
-        }
-    }
-}
-
-cx_gemm_matrix cx_gemm_matrix_a(const float *A, int lda, int trans_a, int64_t item_stride) {
-    /* view(i, k) = op(A)[i, k] */
-    cx_gemm_matrix m = {A, trans_a ? 1 : lda, trans_a ? lda : 1, item_stride, NULL, NULL};
-    return m;
-}
-
-cx_gemm_matrix cx_gemm_matrix_b(const float *B, int ldb, int trans_b, int64_t item_stride) {
-    /* view(j, k) = op(B)[k, j] */
-    cx_gemm_matrix m = {B, trans_b ? ldb : 1, trans_b ? 1 : ldb, item_stride, NULL, NULL};
-    return m;
+    return cached;
 }
 
 /* ---- driver ------------------------------------------------------------------------------ */
@@ -403,7 +50,7 @@ typedef struct {
     int mc, nc, m_blocks, n_blocks;
     int64_t n_pad;         /* N rounded up to NR */
     const float *shared_b; /* op(B) packed once, or NULL */
-    int direct_b;          /* read full B panels in place (x-contiguous matrix) */
+    int direct_a, direct_b; /* read full panels in place (x-contiguous matrices) */
     int failed;            /* a scratch allocation failed */
 } gemm_plan;
 
@@ -413,44 +60,79 @@ static void k_block(const gemm_plan *g, int pb, int *k0, int *kc) {
 }
 
 /* One output tile (rows [i0, i0+mc), columns [j0, j0+nc)) for items [item0, item1).
- * Loop order (as BLIS): an A micro-panel (MR x kc) stays in L1 while the B block
- * (kc x nc, sized for L2) streams past it. */
+ * Loop order (as BLIS): the narrower micro-panel (A's MR x kc, or B's kc x NR) stays in
+ * L1 while the other operand's block (sized for L2) streams past it. */
+/* Where the micro-kernel finds one operand of a tile for the current K block: either a
+ * packed block (panel p at packed + p*kc*width, rows k*width apart) or, for a matrix
+ * contiguous along x, the matrix itself (panel p at in_place + p*width, row k at
+ * offset[k]); a ragged last panel is always packed. */
+typedef struct {
+    const cx_gemm_operand *op;
+    const cx_gemm_matrix *in_place_matrix; /* NULL: packed */
+    float *packed;
+    const float *in_place;
+    int64_t in_place_off[KC_MAX];
+    int width, n_full; /* panel width; extent of the full panels */
+} tile_operand;
+
+static void operand_load(tile_operand *t, int item, int k0, int kc, int x0, int nx) {
+    const cx_gemm_matrix *m = t->in_place_matrix;
+    if (!m) {
+        t->op->pack(t->op->ctx, item, k0, kc, x0, nx, t->width, t->packed);
+        t->n_full = 0;
+        return;
+    }
+    t->in_place = m->data + x0;
+    for (int k = 0; k < kc; k++)
+        t->in_place_off[k] = (int64_t)item * m->item_stride + matrix_k_offset(m, k0 + k);
+    t->n_full = nx / t->width * t->width;
+    if (t->n_full < nx) /* the ragged panel goes to the start of the packed buffer */
+        t->op->pack(t->op->ctx, item, k0, kc, x0 + t->n_full, nx - t->n_full, t->width,
+                    t->packed);
+}
+
+static const float *operand_panel(const tile_operand *t, int x, int kc, const int64_t **off) {
+    if (x < t->n_full) {
+        *off = t->in_place_off;
+        return t->in_place + x;
+    }
+    *off = NULL; /* packed: the kernel steps k*width */
+    return t->packed + (int64_t)((x - t->n_full) / t->width) * kc * t->width;
+}
+
+static int in_place_ok(const cx_gemm_operand *op) {
+    return op->pack == cx_gemm_pack_matrix && matrix_x_contiguous((const cx_gemm_matrix *)op->ctx);
+}
+
 static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0, int nc) {
     const cx_gemm_problem *p = g->p;
     const int MR = g->uk->mr, NR = g->uk->nr;
-    float *a_pack = cx_scratch(CX_GEMM_SLOT_A, (size_t)round_up(mc, MR) * g->kcb + 64);
-    /* B scratch: the whole block, or with direct_b only the ragged last panel */
-    size_t b_floats = (size_t)(g->direct_b ? NR : round_up(nc, NR)) * g->kcb + 64;
-    float *b_pack = g->shared_b ? NULL : cx_scratch(CX_GEMM_SLOT_B, b_floats);
-    if (!a_pack || (!g->shared_b && !b_pack)) {
+    tile_operand ta, tb; /* ~10 KB of offset tables on the stack */
+    ta.op = &p->A;
+    tb.op = &p->B;
+    ta.width = MR;
+    tb.width = NR;
+    ta.in_place_matrix = g->direct_a ? p->A.ctx : NULL;
+    tb.in_place_matrix = g->direct_b ? p->B.ctx : NULL;
+    ta.packed = cx_scratch(CX_GEMM_SLOT_A, (size_t)(g->direct_a ? MR : round_up(mc, MR)) * g->kcb + 64);
+    tb.packed = g->shared_b ? NULL
+                            : cx_scratch(CX_GEMM_SLOT_B,
+                                         (size_t)(g->direct_b ? NR : round_up(nc, NR)) * g->kcb + 64);
+    if (!ta.packed || (!g->shared_b && !tb.packed)) {
         __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
         return;
     }
-    int64_t packed_off[KC_MAX], direct_off[KC_MAX];
-    for (int k = 0; k < g->kcb; k++)
-        packed_off[k] = (int64_t)k * NR;
-    const cx_gemm_matrix *b_matrix = g->direct_b ? p->B.ctx : NULL;
-    int nc_full = nc / NR * NR;
+    tb.n_full = 0;
     for (int item = item0; item < item1; item++) {
         float *c_item = p->C + (p->reduce_items ? 0 : (int64_t)item * p->c_item_stride);
         for (int pb = 0; pb < g->n_kblocks; pb++) {
             int k0, kc;
             k_block(g, pb, &k0, &kc);
-            p->A.pack(p->A.ctx, item, k0, kc, i0, mc, MR, a_pack);
-            const float *b_block;
-            if (g->shared_b) {
-                b_block = g->shared_b + (int64_t)k0 * g->n_pad + (int64_t)j0 * kc;
-            } else if (g->direct_b) {
-                b_block = b_matrix->data + j0;
-                for (int k = 0; k < kc; k++)
-                    direct_off[k] = (int64_t)item * b_matrix->item_stride +
-                                    matrix_k_offset(b_matrix, k0 + k);
-                if (nc_full < nc)
-                    p->B.pack(p->B.ctx, item, k0, kc, j0 + nc_full, nc - nc_full, NR, b_pack);
-            } else {
-                p->B.pack(p->B.ctx, item, k0, kc, j0, nc, NR, b_pack);
-                b_block = b_pack;
-            }
+            operand_load(&ta, item, k0, kc, i0, mc);
+            if (g->shared_b)
+                tb.packed = (float *)g->shared_b + (int64_t)k0 * g->n_pad + (int64_t)j0 * kc;
+            else
+                operand_load(&tb, item, k0, kc, j0, nc);
             int first = pb == 0 && (!p->reduce_items || item == item0);
             gemm_epilogue ep = {p->alpha, first ? p->beta : 1.0f, !first || p->beta != 0.0f,
                                 NULL, NULL};
@@ -464,13 +146,10 @@ static void gemm_tile(gemm_plan *g, int item0, int item1, int i0, int mc, int j0
                     int nr = nc - jr < NR ? nc - jr : NR;
                     ep.bias_m = first && p->bias_m ? p->bias_m + i0 + ir : NULL;
                     ep.bias_n = first && p->bias_n ? p->bias_n + j0 + jr : NULL;
-                    const float *b_panel = b_block + (int64_t)(jr / NR) * kc * NR;
-                    const int64_t *b_off = packed_off;
-                    if (g->direct_b) {
-                        b_panel = jr < nc_full ? b_block + jr : b_pack;
-                        b_off = jr < nc_full ? direct_off : packed_off;
-                    }
-                    g->uk->fn(kc, a_pack + (int64_t)(ir / MR) * kc * MR, b_panel, b_off,
+                    const int64_t *a_off, *b_off;
+                    const float *a_panel = operand_panel(&ta, ir, kc, &a_off);
+                    const float *b_panel = operand_panel(&tb, jr, kc, &b_off);
+                    g->uk->fn(kc, a_panel, a_off, b_panel, b_off,
                               c_item + (int64_t)(i0 + ir) * p->ldc + j0 + jr, p->ldc, mr, nr, &ep);
                 }
         }
@@ -589,13 +268,13 @@ void cx_gemm_run(const cx_gemm_problem *p) {
     }
     gemm_plan g = {0};
     g.p = p;
-    g.uk = choose_kernel(p->M, p->N);
+    g.uk = cx_gemm_choose_kernel(p->M, p->N);
     const int NR = g.uk->nr;
     /* K blocks depend on K only (this fixes each element's summation order). */
     g.n_kblocks = (p->K + KC_MAX - 1) / KC_MAX;
     g.kcb = (p->K + g.n_kblocks - 1) / g.n_kblocks;
     g.n_pad = round_up(p->N, NR);
-    int threads = p->nested ? 1 : cx_get_num_threads();
+    int threads = cpu_count();
 
     /* Pack op(B) once when it is shared by several row blocks and small enough. */
     size_t b_floats = (size_t)g.n_pad * (size_t)p->K;
@@ -608,9 +287,11 @@ void cx_gemm_run(const cx_gemm_problem *p) {
     choose_tiles(&g, threads);
     if (packed && g.m_blocks == 1)
         g.shared_b = NULL; /* one row block: pack B inside the tiles instead */
-    /* B rows contiguous in memory: the micro-kernels read them in place */
-    g.direct_b = !g.shared_b && p->B.pack == cx_gemm_pack_matrix &&
-                 matrix_x_contiguous((const cx_gemm_matrix *)p->B.ctx);
+    /* operands whose rows are contiguous in memory are read in place */
+    g.direct_b = !g.shared_b && in_place_ok(&p->B);
+    /* A in place when its micro-panels stream anyway (B kept in L1), or when K is long
+     * enough that packing A would mostly wait on memory (weight gradients) */
+    g.direct_a = in_place_ok(&p->A) && (g.uk->mr > g.uk->nr || g.n_kblocks >= 8);
     if (g.shared_b) {
         int64_t groups = (g.n_pad / NR + PREPACK_PANELS - 1) / PREPACK_PANELS;
         cx_parallel_for((int64_t)g.n_kblocks * groups, 1, prepack_b_task, &g);
@@ -623,9 +304,8 @@ void cx_gemm_run(const cx_gemm_problem *p) {
                 p->K);
 }
 
-static void gemm_plain(int nested, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                       int ldc) {
+void cx_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     cx_gemm_matrix a = cx_gemm_matrix_a(A, lda, trans_a, 0);
     cx_gemm_matrix b = cx_gemm_matrix_b(B, ldb, trans_b, 0);
     cx_gemm_problem p = {0};
@@ -639,16 +319,5 @@ static void gemm_plain(int nested, int trans_a, int trans_b, int M, int N, int K
     p.B = (cx_gemm_operand){cx_gemm_pack_matrix, &b};
     p.C = C;
     p.ldc = ldc;
-    p.nested = nested;
     cx_gemm_run(&p);
-}
-
-void cx_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    gemm_plain(0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-void cx_gemm_nested(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                    int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    gemm_plain(1, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

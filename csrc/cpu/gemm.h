@@ -9,6 +9,9 @@
  * on the thread count, the tile sizes or which micro-kernel ran (AVX-512 and AVX2 give
  * the same bits; the portable fallback, used without AVX2+FMA, rounds differently).
  *
+ * Threads: a product splits its output tiles with cx_parallel_for; called from inside a
+ * cx_parallel_for task it simply runs on the calling thread.
+ *
  * Scratch slots: the GEMM packs into cx_scratch slots CX_GEMM_SLOT_A and CX_GEMM_SLOT_B
  * (2 and 3) of whichever thread runs a tile; callers keep their own temporaries in
  * slots 0 and 1. */
@@ -25,9 +28,7 @@
  *   op(B) = B [K, N] (ldb) or, with trans_b, B^T where B is [N, K] */
 void cx_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc);
-/* The same, for use inside a cx_parallel_for task (runs on the calling thread). */
-void cx_gemm_nested(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                    int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
 
 /* ---- the general form, for ops whose operands are not plain matrices ----------------
  * An operand is described by a packing function. Both operands are seen "K-major":
@@ -75,10 +76,6 @@ typedef struct {
     float *C;
     int64_t ldc, c_item_stride;
     const float *bias_m, *bias_n;
-    /* Set when running inside a cx_parallel_for task: the product then plans for one
-     * thread without asking the pool (cx_get_num_threads takes the lock that the
-     * running parallel_for holds). */
-    int nested;
 } cx_gemm_problem;
 
 void cx_gemm_run(const cx_gemm_problem *p);

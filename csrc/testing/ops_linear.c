@@ -1,7 +1,8 @@
 /* Test wrappers for the linear ops and the GEMM behind them (see op_call.h).
  *
  * "gemm"   forward only. inputs [A, B, C], iargs (trans_a, trans_b[, isa]),
- *          fargs (alpha, beta) -> [alpha op(A) op(B) + beta C].
+ *          fargs (alpha, beta) -> [alpha op(A) op(B) + beta C]; inputs [A, B] take C as
+ *          zeros (no copy of C: what bench/gemm.py times).
  *          A [M, K] ([K, M] with trans_a), B [K, N] ([N, K] with trans_b), C [M, N].
  *          isa (optional): 0 auto, 1 portable, 2 AVX2, 3 AVX-512 micro-kernels.
  * "linear" inputs [x (rows, in), w (out, in)] or [x, w, bias (out)] -> [y (rows, out)];
@@ -15,11 +16,13 @@
 static cx_status op_gemm(cx_op_call *call) {
     if (call->backward)
         return cx_fail(CX_EINVAL, "gemm has no backward");
-    if (call->n_in != 3 || (call->n_iargs != 2 && call->n_iargs != 3) || call->n_fargs != 2)
+    if ((call->n_in != 3 && call->n_in != 2) || (call->n_iargs != 2 && call->n_iargs != 3) ||
+        call->n_fargs != 2)
         return cx_fail(CX_EINVAL,
-                       "gemm takes inputs [A, B, C], iargs (trans_a, trans_b[, isa]) and fargs "
-                       "(alpha, beta)");
-    for (int i = 0; i < 3; i++)
+                       "gemm takes inputs [A, B, C] or [A, B], iargs (trans_a, trans_b[, isa]) "
+                       "and fargs (alpha, beta)");
+    int has_c = call->n_in == 3;
+    for (int i = 0; i < call->n_in; i++)
         CX_TRY(cx_op_expect_rank(call, "gemm", i, 2));
     int trans_a = (int)call->iargs[0], trans_b = (int)call->iargs[1];
     int isa = call->n_iargs == 3 ? (int)call->iargs[2] : 0;
@@ -30,7 +33,7 @@ static cx_status op_gemm(cx_op_call *call) {
     if (KB != K)
         return cx_fail(CX_EINVAL, "gemm: op(A) is %lld x %lld but op(B) has %lld rows",
                        (long long)M, (long long)K, (long long)KB);
-    if (call->in_shape[2][0] != M || call->in_shape[2][1] != N)
+    if (has_c && (call->in_shape[2][0] != M || call->in_shape[2][1] != N))
         return cx_fail(CX_EINVAL, "gemm: C is %lld x %lld, expected %lld x %lld",
                        (long long)call->in_shape[2][0], (long long)call->in_shape[2][1],
                        (long long)M, (long long)N);
@@ -38,12 +41,13 @@ static cx_status op_gemm(cx_op_call *call) {
     float *c = call->alloc_out(call, 0, 2, shape);
     if (!c)
         return cx_fail(CX_ENOMEM, "gemm: cannot allocate the output");
-    memcpy(c, call->in[2], (size_t)(M * N) * sizeof(float));
+    if (has_c)
+        memcpy(c, call->in[2], (size_t)(M * N) * sizeof(float));
     if (isa && cx_gemm_force_isa(isa) != 0)
         return cx_fail(CX_EINVAL, "gemm: this CPU cannot run micro-kernel level %d", isa);
     cx_gemm(trans_a, trans_b, (int)M, (int)N, (int)K, (float)call->fargs[0],
             call->in[0], (int)call->in_shape[0][1], call->in[1], (int)call->in_shape[1][1],
-            (float)call->fargs[1], c, (int)N);
+            has_c ? (float)call->fargs[1] : 0.0f, c, (int)N);
     if (isa)
         cx_gemm_force_isa(0);
     return CX_OK;
