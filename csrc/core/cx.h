@@ -55,7 +55,8 @@ typedef void (*cx_range_fn)(void *ctx, int64_t begin, int64_t end);
 void cx_parallel_for(int64_t n, int64_t grain, cx_range_fn fn, void *ctx);
 
 /* Threads used by cx_parallel_for (caller included). Default: the CPUs this process
- * may run on (sched_getaffinity), or CODEXT_NUM_THREADS when set. */
+ * may run on (sched_getaffinity), or CODEXT_NUM_THREADS when set. Lock-free: safe to
+ * call from inside a pool task. */
 int cx_get_num_threads(void);
 cx_status cx_set_num_threads(int n_threads);
 /* Index of the calling thread within the pool: 0 for the caller, 1.. for workers. */
@@ -65,6 +66,10 @@ int cx_thread_index(void);
  * A per-thread buffer that grows to the largest size asked for and is kept, so ops
  * that need temporary space (im2col panels, GEMM packing) allocate only on the first
  * step. `slot` (0..CX_SCRATCH_SLOTS-1) lets one op hold several buffers at once.
+ * Ownership: slots 0 and 1 are for an op family's own temporaries; slots 2 and 3 are
+ * the GEMM's packing buffers on whichever thread runs a tile, so an op that calls
+ * cx_gemm must not hold slot 2 or 3 across the call. Ops that never call the GEMM
+ * (norms, attention) may use slot 3 for reduction partials.
  * Returns NULL only when the allocation fails. Aligned to 64 bytes. */
 #define CX_SCRATCH_SLOTS 4
 float *cx_scratch(int slot, size_t n_floats);

@@ -129,11 +129,10 @@ static void install_atfork(void) { pthread_atfork(NULL, NULL, forget_pool_in_chi
 /* Called with submit_lock held. Returns NULL when only one thread is wanted. */
 static thread_pool *ensure_pool(void) {
     pthread_once(&atfork_once, install_atfork);
-    if (configured_threads == 0)
-        configured_threads = default_thread_count();
-    if (configured_threads <= 1)
+    int wanted = cx_get_num_threads();
+    if (wanted <= 1)
         return NULL;
-    if (pool && pool->n_workers == configured_threads - 1)
+    if (pool && pool->n_workers == wanted - 1)
         return pool;
     pool_destroy(pool);
     pool = NULL;
@@ -144,7 +143,7 @@ static thread_pool *ensure_pool(void) {
     pthread_cond_init(&p->work_ready, NULL);
     pthread_cond_init(&p->work_done, NULL);
     pool = p;
-    int want = configured_threads - 1;
+    int want = wanted - 1;
     for (int i = 0; i < want; i++) {
         if (pthread_create(&p->threads[i], NULL, worker_main, (void *)(intptr_t)(i + 1)) != 0)
             break;
@@ -201,11 +200,16 @@ void cx_parallel_for(int64_t n, int64_t grain, cx_range_fn fn, void *ctx) {
 }
 
 int cx_get_num_threads(void) {
-    pthread_mutex_lock(&submit_lock);
-    if (configured_threads == 0)
-        configured_threads = default_thread_count();
-    int n = configured_threads;
-    pthread_mutex_unlock(&submit_lock);
+    /* No lock: this is called from inside pool tasks (sizing work), where the running
+     * job holds submit_lock. A racing first call computes the same default. */
+    int n = __atomic_load_n(&configured_threads, __ATOMIC_ACQUIRE);
+    if (n == 0) {
+        n = default_thread_count();
+        int expected = 0;
+        if (!__atomic_compare_exchange_n(&configured_threads, &expected, n, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            n = expected;
+    }
     return n;
 }
 
@@ -213,7 +217,7 @@ cx_status cx_set_num_threads(int n_threads) {
     if (n_threads < 1 || n_threads > CX_MAX_THREADS)
         return cx_fail(CX_EINVAL, "num_threads must be in 1..%d, got %d", CX_MAX_THREADS, n_threads);
     pthread_mutex_lock(&submit_lock);
-    configured_threads = n_threads;
+    __atomic_store_n(&configured_threads, n_threads, __ATOMIC_RELEASE);
     if (pool && pool->n_workers != n_threads - 1) {
         pool_destroy(pool);
         pool = NULL;
