@@ -34,3 +34,4 @@ from . import data  # noqa: E402,F401
 from . import metrics  # noqa: E402,F401
 from .config import Config  # noqa: E402,F401
 from .model import Model, ModelConfig, load  # noqa: E402,F401
+from .train import TrainResult, evaluate, train  # noqa: E402,F401
