@@ -10,6 +10,7 @@
 #include <numpy/arrayobject.h>
 
 #include "../core/cx.h"
+#include "../model/cod.h"
 
 /* Sets the Python exception for a failed status (message from cx_last_error()) and
  * returns NULL. */
@@ -19,6 +20,12 @@ PyObject *cx_py_error(cx_status status);
 PyArrayObject *cx_py_as_float32(PyObject *obj, const char *what);
 /* Adds the model types to the module; -1 with an exception set on failure. */
 int cx_py_add_types(PyObject *module);
+
+/* The model types live in their own files; model_types.c's cx_py_add_types adds them. */
+int cx_py_add_cod_type(PyObject *module);     /* cod_types.c */
+int cx_py_add_trainer_type(PyObject *module); /* trainer_types.c */
+/* The C model behind a _C.CODModel, or NULL with TypeError set. */
+cx_cod_model *cx_py_cod_model(PyObject *obj);
 
 /* Function tables of the other binding files (each ends with a {NULL} entry); module.c
  * adds them all to codext._C. */

@@ -378,6 +378,15 @@ static PyTypeObject CODModelType = {
     .tp_methods = cod_methods,
 };
 
+cx_cod_model *cx_py_cod_model(PyObject *obj) {
+    if (!PyObject_TypeCheck(obj, &CODModelType)) {
+        PyErr_Format(PyExc_TypeError, "model must be a codext._C.CODModel (Model._native), got %s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return ((CODModelObject *)obj)->model;
+}
+
 int cx_py_add_cod_type(PyObject *module) {
     if (PyType_Ready(&CODModelType) < 0)
         return -1;

@@ -6,13 +6,6 @@
 
 #include <string.h>
 
-/* The layout of cod_types.c's CODModelObject (a PyObject header, then the model pointer);
- * the type is checked by name before the cast. */
-typedef struct {
-    PyObject_HEAD
-    cx_cod_model *model;
-} CODModelView;
-
 typedef struct {
     PyObject_HEAD
     cx_trainer *trainer;
@@ -42,11 +35,9 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
                                      &cfg.min_lr, &cfg.weight_decay, &cfg.beta1, &cfg.beta2,
                                      &cfg.eps, &cfg.grad_clip, &cfg.ema_decay, &seed, &augment))
         return -1;
-    if (strcmp(Py_TYPE(model_obj)->tp_name, "codext._C.CODModel") != 0) {
-        PyErr_Format(PyExc_TypeError, "model must be a codext._C.CODModel (Model._native), got %s",
-                     Py_TYPE(model_obj)->tp_name);
+    cx_cod_model *model = cx_py_cod_model(model_obj);
+    if (!model)
         return -1;
-    }
     if (strcmp(scheduler, "onecycle") == 0)
         cfg.scheduler = CX_SCHEDULE_ONECYCLE;
     else if (strcmp(scheduler, "cosine") == 0)
@@ -69,7 +60,6 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
     cfg.seed = seed;
     cfg.augment = augment;
     cfg.augment_config = cx_augment_defaults();
-    cx_cod_model *model = ((CODModelView *)model_obj)->model;
     if (!model) {
         PyErr_SetString(PyExc_ValueError, "model is not initialised");
         return -1;
