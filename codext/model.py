@@ -116,8 +116,8 @@ def _as_image_list(images):
 class Model(ParameterBuffer):
     """The COD model with native forward, loss and backward.
 
-    Model(backbone, decoder_dim, num_experts, moe_top_k, seed, ds_weight, balance_weight,
-    img_size): parameters initialised from `seed` (backbone as timm, the rest as PyTorch's
+    Model(config) with a codext.Config, or Model(backbone, decoder_dim, num_experts,
+    moe_top_k, seed, ds_weight, balance_weight, img_size): parameters initialised from `seed` (backbone as timm, the rest as PyTorch's
     defaults; gates zero; edge filters Sobel / Laplacian). moe_top_k 0 is the dense
     mixture. Parameter names: `backbone.<timm name>`, `neck.{i}.proj.*`,
     `neck.{i}.moe.gate.*`, `neck.{i}.moe.experts.{e}.*`, `decoder.fuse.{k}.*`,
@@ -127,6 +127,13 @@ class Model(ParameterBuffer):
 
     def __init__(self, backbone="edgenext_base", decoder_dim=64, num_experts=7, moe_top_k=0,
                  seed=0, ds_weight=0.5, balance_weight=0.01, img_size=352):
+        from .config import Config
+        if isinstance(backbone, Config):
+            c = backbone
+            backbone, decoder_dim, num_experts, moe_top_k = c.backbone, c.decoder_dim, c.num_experts, c.moe_top_k
+            seed, ds_weight, balance_weight, img_size = c.seed, c.ds_weight, c.balance_weight, c.img_size
+            if not c.deep_supervision:
+                ds_weight = 0.0
         if not isinstance(backbone, str):
             raise TypeError(f"backbone must be a name such as 'edgenext_base', got {type(backbone).__name__}")
         cfg = ModelConfig(backbone, decoder_dim, num_experts, moe_top_k, seed, float(ds_weight),

@@ -360,9 +360,7 @@ def _check_data(data, config):
 
 
 def _new_model(config):
-    ds = config.ds_weight if config.deep_supervision else 0.0
-    return Model(config.backbone, config.decoder_dim, config.num_experts, config.moe_top_k,
-                 config.seed, ds, config.balance_weight, config.img_size)
+    return Model(config)
 
 
 # ---- train -----------------------------------------------------------------------------------

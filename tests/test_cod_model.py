@@ -292,3 +292,15 @@ def test_save_load_round_trip_and_config_checks(tmp_path):
                           codext.Backbone("edgenext_tiny_test", seed=11).state_dict()["stem.0.weight"])
     assert ModelConfig.from_json(m.config.to_json()) == m.config
     assert dataclasses.asdict(m.config)["ds_weight"] == 0.25
+
+
+def test_model_from_config_matches_keyword_construction():
+    import codext
+    cfg = codext.Config(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3, moe_top_k=2,
+                        img_size=64, seed=4, deep_supervision=False)
+    a = codext.Model(cfg)
+    b = codext.Model("edgenext_tiny_test", decoder_dim=16, num_experts=3, moe_top_k=2, seed=4,
+                     ds_weight=0.0, img_size=64)
+    assert a.config == b.config
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa)
