@@ -50,6 +50,8 @@ class Config:
         img_size: training resolution, a multiple of 32. batch_size: images per worker
         and optimizer step before accumulation (the global batch is batch_size x workers
         x accumulation_steps). num_workers: data decoding/augmentation threads.
+        synthetic_train, synthetic_test: sizes of the built-in synthetic set used when
+        no data is given.
     Model
         backbone (one of BACKBONES), pretrained (a safetensors path or a timm tag in the
         Hugging Face cache; None: random init), num_experts, moe_top_k (0: dense MoE,
@@ -74,6 +76,8 @@ class Config:
     img_size: int = 352
     batch_size: int = 32
     num_workers: int = 4
+    synthetic_train: int = 512
+    synthetic_test: int = 128
     # model
     backbone: str = "edgenext_base"
     pretrained: Optional[str] = None
@@ -233,6 +237,8 @@ class Config:
             bad("img_size", "must be a positive multiple of 32")
         at_least("batch_size", 1)
         at_least("num_workers", 0)
+        at_least("synthetic_train", 1)
+        at_least("synthetic_test", 0)
         if self.backbone not in BACKBONES:
             close = difflib.get_close_matches(self.backbone, BACKBONES, 1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -221,6 +221,7 @@ static PyTypeObject BackboneType = {
 
 int cx_py_add_types(PyObject *module) {
     { extern int cx_py_add_cod_type(PyObject *); if (cx_py_add_cod_type(module) < 0) return -1; }
+    { extern int cx_py_add_trainer_type(PyObject *); if (cx_py_add_trainer_type(module) < 0) return -1; }
     if (PyType_Ready(&BackboneType) < 0)
         return -1;
     Py_INCREF(&BackboneType);

@@ -1,0 +1,528 @@
+"""Training and evaluation in this process: the C trainer runs each epoch end to end.
+
+    >>> import os, tempfile, codext
+    >>> from codext.train import train, evaluate
+    >>> cfg = codext.Config(backbone="edgenext_tiny_test", img_size=32, decoder_dim=16,
+    ...                     num_experts=3, batch_size=4, epochs=2, stage1_epochs=1,
+    ...                     synthetic_train=16, synthetic_test=4,
+    ...                     checkpoint_dir=tempfile.mkdtemp())
+    >>> result = train(cfg, progress=False)          # the built-in synthetic set
+    >>> result.history["step_loss"].shape, result.history["val_sm"].shape
+    ((8,), (2,))
+    >>> os.path.basename(result.best_checkpoint)
+    'best.safetensors'
+    >>> model = codext.load(result.best_checkpoint)  # the EMA weights of the best epoch
+    >>> data = codext.data.synthetic(16, 4, 32, seed=cfg.seed)
+    >>> evaluate(model, data.test)["sm"] == result.metrics["sm"]
+    True
+
+train(config, data) builds the model (optionally from pretrained backbone weights), then
+for each epoch calls the C trainer (csrc/train/trainer.c: shuffling, augmentation,
+forward, loss, backward, overflow checks, clipping, AdamW with the per-stage schedule,
+EMA; no Python in the step loop), evaluates the EMA weights on the test split, and
+writes the checkpoint files (all atomic):
+
+    last.safetensors         the model weights after the latest epoch (codext.load)
+    last.state.safetensors   the training state: AdamW moments and step counts, EMA,
+                             run position; its metadata carries the config, the history,
+                             the best epoch and a fingerprint of the training data
+    best.safetensors         the EMA weights of the best epoch by config.select_metric
+    history.json             the history (NaN written as null)
+
+resume= continues a run from last.state.safetensors so that the final weights are
+bit-identical to an uninterrupted run on the CPU, with any thread count. The config must
+equal the checkpoint's except for the fields in RESUME_FREE_FIELDS (the error names the
+fields that differ).
+
+Data: training images must already have the size config.img_size (codext.data.load(path,
+img_size=...) makes them so); another size is a ValueError rather than a silent resize,
+because a resized copy of a dataset would double its memory in every process.
+"""
+import dataclasses
+import glob
+import json
+import math
+import os
+import struct
+import time
+import zlib
+
+import numpy as np
+
+from . import _C
+from . import data as _data
+from . import metrics as _metrics
+from .config import Config
+from .model import METADATA_KEY, Model
+
+__all__ = ["train", "evaluate", "TrainResult", "resolve_pretrained", "RESUME_FREE_FIELDS"]
+
+LAST = "last.safetensors"
+LAST_STATE = "last.state.safetensors"
+BEST = "best.safetensors"
+HISTORY = "history.json"
+# Config fields that may differ between a checkpoint and the run resuming it: they do not
+# change the weights a run produces.
+RESUME_FREE_FIELDS = ("checkpoint_dir", "num_threads", "log_every", "num_workers", "eval_every",
+                      "dataset_path", "pretrained")
+_STEP_KEY = "codext_train_step"
+_METRIC_CHUNK = 64  # test images scored per call of codext.metrics.evaluate
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What train() returns.
+
+    history: per-step "step_loss", "step_lr" (head lr), "step_epoch"; per-epoch "epoch",
+    "epoch_loss", "epoch_seconds", "epoch_images_per_s" and "val_<key>" for every scalar
+    of codext.metrics.evaluate (NaN for epochs without evaluation), all NumPy arrays.
+    best_checkpoint / last_checkpoint: paths. metrics: the validation metrics of the best
+    epoch (empty without a test split). config: the Config of the run."""
+    history: dict
+    best_checkpoint: str
+    last_checkpoint: str
+    metrics: dict
+    config: Config
+
+
+# ---- evaluation ------------------------------------------------------------------------
+
+def evaluate(model, split, batch_size=16):
+    """COD metrics of `model` on a test split, at each ground truth's own size.
+
+    split: a codext.data Split (images uint8 [N, S, S, 3], masks, and masks_full: the
+    original-size masks, used when present). Each image goes through model.predict and
+    its probability map is resized (bilinear) to its GT's size when they differ. The
+    result equals codext.metrics.evaluate(preds, gts) on those predictions; the images
+    are scored in chunks, so the predictions of a large test set are never all in memory.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a codext.Model, got {type(model).__name__}")
+    images = getattr(split, "images", None)
+    if not isinstance(images, np.ndarray) or getattr(split, "masks", None) is None:
+        raise TypeError(f"split must be a codext.data Split (with images and masks), got "
+                        f"{type(split).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    masks_full = getattr(split, "masks_full", None)
+    gts = list(masks_full) if masks_full is not None else list(split.masks)
+    n = len(images)
+    if n == 0:
+        raise ValueError("the split has no images to evaluate")
+    if len(gts) != n:
+        raise ValueError(f"the split has {n} images but {len(gts)} ground truths")
+    parts = []
+    for start in range(0, n, _METRIC_CHUNK):
+        chunk_gts = gts[start:start + _METRIC_CHUNK]
+        probs = model.predict(images[start:start + len(chunk_gts)], batch_size=batch_size)
+        preds = [p if p.shape == g.shape else _data.resize_probs(p, g.shape)
+                 for p, g in zip(probs, chunk_gts)]
+        parts.append(_metrics.evaluate(preds, chunk_gts, per_image=True)["per_image"])
+    return _aggregate(parts, n)
+
+
+def _aggregate(parts, n):
+    """The dataset means of codext.metrics.evaluate from per-image results in chunks, in
+    its summation order (scalars: NumPy's pairwise mean; curves: images added in order)."""
+    out = {}
+    for key in ("sm", "wfm", "mae", "adp_em", "adp_fm", "iou", "dice"):
+        out[key] = float(np.sum(np.concatenate([p[key] for p in parts])) / n)
+    for key, mean_key, max_key in (("em_curve", "mean_em", "max_em"), ("fm_curve", "mean_fm", "max_fm")):
+        acc = np.zeros(256)
+        for p in parts:
+            for row in p[key]:
+                acc += row
+        curve = acc / n
+        out[key] = curve
+        out[mean_key] = float(np.sum(curve) / 256)
+        out[max_key] = float(np.max(curve))
+    out["n_images"] = n
+    return out
+
+
+def _scalar_metrics(result):
+    return {k: float(v) for k, v in result.items() if np.isscalar(v)}
+
+
+# ---- pretrained weights ------------------------------------------------------------------
+
+def _hf_cache_dirs():
+    """[(label, dir or None)] where the Hugging Face hub cache may be, in lookup order."""
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    hf_home = os.environ.get("HF_HOME")
+    return [("$HF_HUB_CACHE", os.environ.get("HF_HUB_CACHE")),
+            ("$HUGGINGFACE_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE")),
+            ("$HF_HOME/hub", os.path.join(hf_home, "hub") if hf_home else None),
+            ("default cache", os.path.join(xdg, "huggingface", "hub"))]
+
+
+def resolve_pretrained(spec):
+    """The safetensors file for config.pretrained: an existing file path (or a folder
+    holding model.safetensors), or a timm tag such as "edgenext_base.in21k_ft_in1k" (also
+    "timm/<tag>" or "hf-hub:timm/<tag>") found in the Hugging Face hub cache as
+    models--timm--<tag>/snapshots/<revision>/model.safetensors (the revision refs/main
+    points to first). Raises FileNotFoundError listing every place searched."""
+    spec = os.fspath(spec)
+    path = os.path.expanduser(spec)
+    searched = []
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        inside = os.path.join(path, "model.safetensors")
+        if os.path.isfile(inside):
+            return inside
+        searched.append(inside)
+    else:
+        searched.append(path)
+    tag = spec
+    for prefix in ("hf-hub:", "hf_hub:", "timm/"):
+        if tag.startswith(prefix):
+            tag = tag[len(prefix):]
+    if tag.startswith("timm/"):
+        tag = tag[len("timm/"):]
+    if tag and "/" not in tag and os.sep not in tag and not tag.endswith(".safetensors"):
+        seen = set()
+        for label, cache in _hf_cache_dirs():
+            if not cache:
+                searched.append(f"{label} (not set)")
+                continue
+            if cache in seen:
+                continue
+            seen.add(cache)
+            repo = os.path.join(cache, f"models--timm--{tag}")
+            try:
+                with open(os.path.join(repo, "refs", "main")) as f:
+                    main = os.path.join(repo, "snapshots", f.read().strip(), "model.safetensors")
+                if os.path.isfile(main):
+                    return main
+            except OSError:
+                pass
+            pattern = os.path.join(repo, "snapshots", "*", "model.safetensors")
+            hits = [h for h in glob.glob(pattern) if os.path.isfile(h)]
+            if hits:
+                return max(hits, key=os.path.getmtime)
+            searched.append(pattern)
+    raise FileNotFoundError(
+        f"pretrained weights {spec!r} not found. Searched:\n  " + "\n  ".join(searched) +
+        "\nGive a path to a timm model.safetensors, or download the tag first, e.g. "
+        "`huggingface-cli download timm/<tag> model.safetensors` (on Kaggle: add the model "
+        "as an input and pass its path).")
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+
+def _prepare_checkpoint_dir(path):
+    """Creates the folder and proves it writable (before any training): OSError naming it."""
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".codext-write-test-{os.getpid()}")
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(e.errno, f"checkpoint_dir {path!r} is not writable ({e.strerror or e}); "
+                               f"set Config.checkpoint_dir to a writable folder") from None
+    return path
+
+
+def _read_metadata(path):
+    """The __metadata__ of a safetensors file (header only)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) != 8:
+                raise ValueError("file too short")
+            (size,) = struct.unpack("<Q", head)
+            if size > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(f.read(size))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a safetensors file ({e})") from None
+    return header.get("__metadata__", {}) or {}
+
+
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_weights(path, model, step):
+    names = model.parameter_names()
+    state = model.state_dict()
+    _C.safetensors_save(path, names, [state[n] for n in names],
+                        {"format": "pt", METADATA_KEY: model.config.to_json(), _STEP_KEY: str(step)})
+
+
+def _resume_paths(resume):
+    resume = os.path.expanduser(os.fspath(resume))
+    if os.path.isdir(resume):
+        folder = resume
+    elif os.path.basename(resume) in (LAST, LAST_STATE):
+        folder = os.path.dirname(resume) or "."
+    elif not os.path.exists(resume):
+        raise FileNotFoundError(f"cannot resume from {resume!r}: no such folder or file (a "
+                                f"checkpoint folder holds {LAST} and {LAST_STATE})")
+    else:
+        raise ValueError(f"resume must be a checkpoint folder or a path to {LAST} / {LAST_STATE}, "
+                         f"got {resume!r}")
+    weights, state = os.path.join(folder, LAST), os.path.join(folder, LAST_STATE)
+    for p in (weights, state):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"cannot resume: {p} does not exist")
+    return weights, state
+
+
+def _config_differences(saved, config):
+    ours = config.to_dict()
+    differ = []
+    for key in sorted(set(saved) | set(ours)):
+        if key in RESUME_FREE_FIELDS:
+            continue
+        a, b = saved.get(key, "<absent>"), ours.get(key, "<absent>")
+        if isinstance(a, list):
+            a = list(a)
+        if isinstance(b, (list, tuple)):
+            b = list(b)
+        if a != b:
+            differ.append(f"{key}: checkpoint {a!r}, now {b!r}")
+    return differ
+
+
+def _fingerprint(split):
+    """n, size and a CRC of a sample of rows: detects resuming on other training data."""
+    n = len(split.images)
+    rows = np.unique(np.linspace(0, n - 1, num=min(n, 16)).astype(np.int64)) if n else []
+    crc = 0
+    for i in rows:
+        crc = zlib.crc32(np.ascontiguousarray(split.images[i]).data, crc)
+        crc = zlib.crc32(np.ascontiguousarray(split.masks[i]).data, crc)
+    return {"n_train": n, "shape": list(split.images.shape[1:3]), "crc32": crc}
+
+
+# ---- history ---------------------------------------------------------------------------------
+
+def _to_json_list(values):
+    return [None if (isinstance(v, float) and math.isnan(v)) else v for v in values]
+
+
+def _history_json(hist):
+    return {k: _to_json_list(v) for k, v in hist.items()}
+
+
+def _history_from_json(obj):
+    return {k: [float("nan") if v is None else v for v in values] for k, values in obj.items()}
+
+
+def _history_arrays(hist):
+    out = {}
+    for k, v in hist.items():
+        kind = np.int64 if k in ("step_epoch", "epoch") else np.float64
+        out[k] = np.asarray(v, dtype=kind)
+    return out
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def _check_data(data, config):
+    train_split = getattr(data, "train", None)
+    if train_split is None or not isinstance(getattr(train_split, "images", None), np.ndarray):
+        raise TypeError(f"data must be a codext.data Dataset (with .train and .test), got "
+                        f"{type(data).__name__}")
+    images, masks = train_split.images, train_split.masks
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"training images must be uint8 [N, H, W, 3], got {images.dtype} "
+                         f"{images.shape}")
+    if not isinstance(masks, np.ndarray) or masks.dtype != np.uint8 or masks.shape != images.shape[:3]:
+        raise ValueError(f"training masks must be uint8 [N, H, W] matching the images "
+                         f"{images.shape[:3]}, got {getattr(masks, 'dtype', None)} "
+                         f"{getattr(masks, 'shape', None)}")
+    size = tuple(images.shape[1:3])
+    if size != (config.img_size, config.img_size):
+        raise ValueError(f"the training images are {size[0]}x{size[1]} but Config.img_size is "
+                         f"{config.img_size}: load the data at that size "
+                         f"(codext.data.load(path, img_size={config.img_size})) or set "
+                         f"img_size={size[0]}" + ("" if size[0] == size[1] else " (square images only)"))
+    need = config.batch_size * config.accumulation_steps
+    if len(images) < need:
+        raise ValueError(f"{len(images)} training images make no full global batch of "
+                         f"batch_size {config.batch_size} x accumulation_steps "
+                         f"{config.accumulation_steps} = {need}")
+    test = getattr(data, "test", None)
+    if test is not None and len(test.images) == 0:
+        test = None
+    return train_split, test
+
+
+def _new_model(config):
+    ds = config.ds_weight if config.deep_supervision else 0.0
+    return Model(config.backbone, config.decoder_dim, config.num_experts, config.moe_top_k,
+                 config.seed, ds, config.balance_weight, config.img_size)
+
+
+# ---- train -----------------------------------------------------------------------------------
+
+def train(config, data=None, *, resume=None, progress=True, log=print):
+    """Trains a COD model in this process; returns a TrainResult (see the module docstring).
+
+    config: codext.Config. data: a codext.data Dataset, or None for the synthetic set
+    (config.synthetic_train / synthetic_test images at config.img_size, seeded by
+    config.seed). resume: a checkpoint folder or its last.safetensors /
+    last.state.safetensors. progress: print one line per epoch through `log`.
+
+    Raises ValueError for data or config problems (image size, too few images, resuming
+    another configuration: the fields that differ are named), OSError for an unwritable
+    checkpoint_dir (before training starts), FileNotFoundError for pretrained weights that
+    cannot be found (every place searched is listed), RuntimeError when the loss or a
+    gradient stops being finite (the step and the part that overflowed are named).
+    Ctrl-C stops the C loop between optimizer steps (KeyboardInterrupt); the checkpoint of
+    the last finished epoch stays as it was.
+
+    On the CPU, amp and gradient_checkpointing have no effect (GPU settings), and
+    log_every is unused: the C loop runs whole epochs without calling back into Python.
+    """
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a codext.Config, got {type(config).__name__}")
+    if config.drop_path_rate:
+        raise ValueError(f"Config.drop_path_rate must be 0: the C model has no drop path yet, "
+                         f"got {config.drop_path_rate}")
+    threads_before = _C.get_num_threads()
+    if config.num_threads is not None:
+        _C.set_num_threads(config.num_threads)
+    try:
+        return _train(config, data, resume, progress, log)
+    finally:
+        _C.set_num_threads(threads_before)
+
+
+def _train(config, data, resume, progress, log):
+    say = log if (progress and log is not None) else (lambda *a, **k: None)
+    ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir)
+    if data is None:
+        data = _data.synthetic(config.synthetic_train, config.synthetic_test, config.img_size,
+                               config.seed)
+    train_split, test_split = _check_data(data, config)
+    fingerprint = _fingerprint(train_split)
+
+    model = _new_model(config)
+    state_meta = None
+    if resume is not None:
+        weights_path, state_path = _resume_paths(resume)
+        state_meta = _read_metadata(state_path)
+        if "codext_config" not in state_meta:
+            raise ValueError(f"{state_path} is not a codext training state written by train()")
+        differ = _config_differences(json.loads(state_meta["codext_config"]), config)
+        if differ:
+            raise ValueError(f"cannot resume from {state_path}: it was written with another "
+                             f"configuration ({'; '.join(differ)})")
+        saved_fp = json.loads(state_meta.get("codext_data", "{}"))
+        data_differ = [f"{k}: checkpoint {saved_fp.get(k)!r}, now {v!r}"
+                       for k, v in fingerprint.items() if saved_fp.get(k) != v]
+        if data_differ:
+            raise ValueError(f"cannot resume from {state_path}: the training data differs "
+                             f"({'; '.join(data_differ)})")
+        model.load(weights_path)
+        weights_step = _read_metadata(weights_path).get(_STEP_KEY)
+        if weights_step != state_meta.get("step"):
+            raise ValueError(f"cannot resume: {weights_path} (step {weights_step}) and {state_path} "
+                             f"(step {state_meta.get('step')}) belong to different epochs")
+    elif config.pretrained:
+        model.load_backbone(resolve_pretrained(config.pretrained))
+
+    n_train = len(train_split.images)
+    trainer = _C.Trainer(
+        model._native, n_train, config.img_size, config.img_size,
+        batch_size=config.batch_size, accumulation_steps=config.accumulation_steps,
+        epochs=config.epochs, stage1_epochs=config.stage1_epochs, scheduler=config.scheduler,
+        lr=config.lr, stage2_lr=config.effective_stage2_lr,
+        backbone_lr_mult=config.backbone_lr_mult, warmup_epochs=config.warmup_epochs,
+        min_lr=config.min_lr, weight_decay=config.weight_decay, betas=config.betas,
+        eps=config.eps, grad_clip=config.grad_clip or 0.0, ema_decay=config.ema_decay,
+        seed=config.seed, augment=True)
+    hist = {"step_loss": [], "step_lr": [], "step_epoch": [], "epoch": [], "epoch_loss": [],
+            "epoch_seconds": [], "epoch_images_per_s": []}
+    best = {"epoch": None, "value": None, "metrics": {}}
+    if state_meta is not None:
+        trainer.load_state(state_path)
+        hist = _history_from_json(json.loads(state_meta["codext_history"]))
+        best = json.loads(state_meta["codext_best"])
+
+    spe = trainer.state()["steps_per_epoch"]
+    images_per_step = config.batch_size * config.accumulation_steps
+    eval_model = _new_model(config) if test_split is not None else None
+    key, higher = config.selection
+    paths = {name: os.path.join(ckpt_dir, name) for name in (LAST, LAST_STATE, BEST, HISTORY)}
+    loss_buf, lr_buf = np.zeros(spe), np.zeros(spe)
+    start_epoch = trainer.state()["epoch"]
+    if start_epoch == 0 and progress:
+        steps = trainer.state()
+        say(f"codext.train: {model.config}, {model.num_parameters():,} parameters; {n_train} "
+            f"training images of {config.img_size}x{config.img_size}, {spe} steps per epoch "
+            f"({steps['stage1_steps']} in stage 1, {steps['stage2_steps']} in stage 2); "
+            f"checkpoints in {ckpt_dir}")
+    for epoch in range(start_epoch, config.epochs):
+        stage = 1 if epoch < config.stage1_epochs else 2
+        t0 = time.perf_counter()
+        done = trainer.run_epoch(train_split.images, train_split.masks, loss_buf, lr_buf)
+        seconds = time.perf_counter() - t0
+        if done != spe:
+            raise RuntimeError(f"epoch {epoch} ran {done} of {spe} steps")
+        hist["step_loss"] += loss_buf.tolist()
+        hist["step_lr"] += lr_buf.tolist()
+        hist["step_epoch"] += [epoch] * spe
+        hist["epoch"].append(epoch)
+        epoch_loss = float(np.mean(loss_buf))
+        hist["epoch_loss"].append(epoch_loss)
+        hist["epoch_seconds"].append(seconds)
+        hist["epoch_images_per_s"].append(spe * images_per_step / seconds if seconds > 0 else float("nan"))
+
+        scores = {}
+        last_epoch = epoch == config.epochs - 1
+        evaluated = eval_model is not None and ((epoch + 1) % config.eval_every == 0 or last_epoch)
+        if evaluated:
+            eval_model._params[:] = trainer.ema()
+            scores = _scalar_metrics(evaluate(eval_model, test_split))
+        n_epochs_before = len(hist["epoch"]) - 1
+        for k, v in scores.items():
+            column = hist.setdefault(f"val_{k}", [float("nan")] * n_epochs_before)
+            column.append(v)
+        for k, column in hist.items():
+            if k.startswith("val_") and len(column) == n_epochs_before:
+                column.append(float("nan"))
+
+        step = trainer.state()["step"]
+        improved = False
+        if evaluated:
+            value = scores[key]
+            if best["value"] is None or (value > best["value"] if higher else value < best["value"]):
+                best = {"epoch": epoch, "value": value, "metrics": scores}
+                improved = True
+        elif eval_model is None:  # nothing to select with: the latest EMA weights are "best"
+            best = {"epoch": epoch, "value": None, "metrics": {}}
+            improved = True
+        if improved:
+            ema_model = eval_model if eval_model is not None else _new_model(config)
+            ema_model._params[:] = trainer.ema()
+            _save_weights(paths[BEST], ema_model, step)
+        _save_weights(paths[LAST], model, step)
+        trainer.save_state(paths[LAST_STATE], {
+            "codext_config": config.to_json(), "codext_history": json.dumps(_history_json(hist)),
+            "codext_best": json.dumps(best), "codext_data": json.dumps(fingerprint)})
+        _atomic_write_text(paths[HISTORY], json.dumps(_history_json(hist), indent=1))
+
+        line = (f"epoch {epoch + 1}/{config.epochs} stage {stage} loss {epoch_loss:.4f} "
+                f"lr {lr_buf[-1]:.3e} {hist['epoch_images_per_s'][-1]:.1f} img/s {seconds:.1f}s")
+        if scores:
+            line += " | " + " ".join(f"{k} {scores[k]:.4f}" for k in
+                                      ("sm", "iou", "wfm", "mean_em", "mae") if k in scores)
+            if improved:
+                line += " *"
+        say(line)
+
+    return TrainResult(history=_history_arrays(hist), best_checkpoint=paths[BEST],
+                       last_checkpoint=paths[LAST], metrics=dict(best["metrics"]), config=config)

@@ -1,0 +1,478 @@
+/* _C.Trainer: the C trainer (csrc/train/trainer.h) for codext.train. Python calls it only
+ * between epochs: run_epoch() runs a whole epoch in C with the GIL released. */
+#define PY_SSIZE_T_CLEAN
+#include "binding.h"
+#include "../train/trainer.h"
+
+#include <string.h>
+
+/* The layout of cod_types.c's CODModelObject (a PyObject header, then the model pointer);
+ * the type is checked by name before the cast. */
+typedef struct {
+    PyObject_HEAD
+    cx_cod_model *model;
+} CODModelView;
+
+typedef struct {
+    PyObject_HEAD
+    cx_trainer *trainer;
+    PyObject *model_obj; /* keeps the model alive */
+    int busy;            /* a run_epoch / step is in progress (GIL released) */
+} TrainerObject;
+
+static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"model", "n_train", "height", "width", "batch_size",
+                               "accumulation_steps", "epochs", "stage1_epochs", "scheduler",
+                               "lr", "stage2_lr", "backbone_lr_mult", "warmup_epochs", "min_lr",
+                               "weight_decay", "betas", "eps", "grad_clip", "ema_decay", "seed",
+                               "augment", NULL};
+    PyObject *model_obj;
+    long long n_train, epochs = 1, stage1_epochs = 0;
+    int height, width, batch_size = 1, accumulation = 1, augment = 1;
+    const char *scheduler = "onecycle";
+    unsigned long long seed = 0;
+    cx_trainer_config cfg = {.lr = 2.5e-4, .stage2_lr = -1.0, .backbone_lr_mult = 0.1,
+                             .warmup_epochs = 0.0, .min_lr = 1e-6, .weight_decay = 1e-4,
+                             .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .grad_clip = 0.5,
+                             .ema_decay = 0.999};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKp", keywords,
+                                     &model_obj, &n_train, &height, &width, &batch_size,
+                                     &accumulation, &epochs, &stage1_epochs, &scheduler, &cfg.lr,
+                                     &cfg.stage2_lr, &cfg.backbone_lr_mult, &cfg.warmup_epochs,
+                                     &cfg.min_lr, &cfg.weight_decay, &cfg.beta1, &cfg.beta2,
+                                     &cfg.eps, &cfg.grad_clip, &cfg.ema_decay, &seed, &augment))
+        return -1;
+    if (strcmp(Py_TYPE(model_obj)->tp_name, "codext._C.CODModel") != 0) {
+        PyErr_Format(PyExc_TypeError, "model must be a codext._C.CODModel (Model._native), got %s",
+                     Py_TYPE(model_obj)->tp_name);
+        return -1;
+    }
+    if (strcmp(scheduler, "onecycle") == 0)
+        cfg.scheduler = CX_SCHEDULE_ONECYCLE;
+    else if (strcmp(scheduler, "cosine") == 0)
+        cfg.scheduler = CX_SCHEDULE_COSINE;
+    else {
+        PyErr_Format(PyExc_ValueError, "scheduler must be 'onecycle' or 'cosine', got '%s'",
+                     scheduler);
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the trainer is running");
+        return -1;
+    }
+    cfg.batch_size = batch_size;
+    cfg.accumulation_steps = accumulation;
+    cfg.epochs = epochs;
+    cfg.stage1_epochs = stage1_epochs;
+    if (cfg.stage2_lr < 0)
+        cfg.stage2_lr = cfg.lr;
+    cfg.seed = seed;
+    cfg.augment = augment;
+    cfg.augment_config = cx_augment_defaults();
+    cx_cod_model *model = ((CODModelView *)model_obj)->model;
+    if (!model) {
+        PyErr_SetString(PyExc_ValueError, "model is not initialised");
+        return -1;
+    }
+    cx_trainer *trainer = NULL;
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_trainer_create(model, &cfg, n_train, height, width, &trainer);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        cx_py_error(st);
+        return -1;
+    }
+    cx_trainer_free(self->trainer);
+    self->trainer = trainer;
+    Py_INCREF(model_obj);
+    Py_XSETREF(self->model_obj, model_obj);
+    return 0;
+}
+
+static void trainer_dealloc(TrainerObject *self) {
+    cx_trainer_free(self->trainer);
+    Py_XDECREF(self->model_obj);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ready(TrainerObject *self) {
+    if (!self->trainer) {
+        PyErr_SetString(PyExc_RuntimeError, "Trainer is not initialised");
+        return 0;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the trainer is running (another thread)");
+        return 0;
+    }
+    return 1;
+}
+
+/* A 1-D array of `type` viewing n items of `data`, keeping `owner` alive. */
+static PyObject *view_of(PyObject *owner, void *data, size_t n, int type) {
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *arr = PyArray_SimpleNewFromData(1, dims, type, data);
+    if (!arr)
+        return NULL;
+    Py_INCREF(owner);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* A C-contiguous uint8 array of rank ndim whose last dimension is last (0: any). */
+static int check_u8(PyObject *obj, const char *what, int ndim, npy_intp last) {
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a numpy array, got %s", what,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (PyArray_TYPE(a) != NPY_UINT8 || !PyArray_IS_C_CONTIGUOUS(a)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous uint8 array", what);
+        return -1;
+    }
+    if (PyArray_NDIM(a) != ndim || (last && PyArray_DIM(a, ndim - 1) != last)) {
+        PyErr_Format(PyExc_ValueError, "%s must have shape %s, got rank %d", what,
+                     ndim == 4 ? "[N, H, W, 3]" : "[N, H, W]", PyArray_NDIM(a));
+        return -1;
+    }
+    return 0;
+}
+
+/* None -> NULL; else a writable C-contiguous float64 array of >= n items. 0 or -1. */
+static int out_f64(PyObject *obj, const char *what, int64_t n, double **data) {
+    *data = NULL;
+    if (!obj || obj == Py_None)
+        return 0;
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != NPY_FLOAT64 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
+        !PyArray_ISWRITEABLE((PyArrayObject *)obj) || PyArray_SIZE((PyArrayObject *)obj) < n) {
+        PyErr_Format(PyExc_TypeError, "%s must be a writable C-contiguous float64 array of at "
+                     "least %lld items (steps per epoch)", what, (long long)n);
+        return -1;
+    }
+    *data = PyArray_DATA((PyArrayObject *)obj);
+    return 0;
+}
+
+/* Between optimizer steps: runs Python's signal handlers (Ctrl-C raises KeyboardInterrupt
+ * in the main thread); nonzero, with the exception set, stops the epoch. */
+static int check_signals(void *unused) {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int stop = PyErr_CheckSignals() < 0;
+    PyGILState_Release(gil);
+    return stop;
+}
+
+/* run_epoch(images, masks, step_loss=None, step_lr=None, max_steps=-1) -> steps run */
+static PyObject *trainer_run_epoch(TrainerObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"images", "masks", "step_loss", "step_lr", "max_steps", NULL};
+    PyObject *images, *masks, *loss_obj = Py_None, *lr_obj = Py_None;
+    long long max_steps = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OOL", keywords, &images, &masks,
+                                     &loss_obj, &lr_obj, &max_steps))
+        return NULL;
+    if (!ready(self))
+        return NULL;
+    cx_trainer *t = self->trainer;
+    double *step_loss, *step_lr;
+    if (check_u8(images, "images", 4, 3) < 0 || check_u8(masks, "masks", 3, 0) < 0 ||
+        out_f64(loss_obj, "step_loss", t->steps_per_epoch, &step_loss) < 0 ||
+        out_f64(lr_obj, "step_lr", t->steps_per_epoch, &step_lr) < 0)
+        return NULL;
+    PyArrayObject *im = (PyArrayObject *)images, *mk = (PyArrayObject *)masks;
+    if (PyArray_DIM(mk, 0) != PyArray_DIM(im, 0) || PyArray_DIM(mk, 1) != PyArray_DIM(im, 1) ||
+        PyArray_DIM(mk, 2) != PyArray_DIM(im, 2)) {
+        PyErr_SetString(PyExc_ValueError, "masks must be [N, H, W] like images [N, H, W, 3]");
+        return NULL;
+    }
+    int64_t n_done = 0;
+    cx_status st;
+    self->busy = 1;
+    t->interrupted = check_signals;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_trainer_run_epoch(t, PyArray_DATA(im), PyArray_DATA(mk), PyArray_DIM(im, 0),
+                              (int)PyArray_DIM(im, 1), (int)PyArray_DIM(im, 2), step_loss,
+                              step_lr, max_steps, &n_done);
+    Py_END_ALLOW_THREADS
+    t->interrupted = NULL;
+    self->busy = 0;
+    if (st != CX_OK)
+        return PyErr_Occurred() ? NULL : cx_py_error(st); /* KeyboardInterrupt stays */
+    return PyLong_FromLongLong(n_done);
+}
+
+static PyObject *last_step_dict(const cx_trainer *t) {
+    const cx_trainer_step_info *s = &t->last;
+    return Py_BuildValue("{s:d,s:d,s:d,s:d,s:d,s:i}", "loss", s->loss, "lr_head",
+                         s->lr[CX_GROUP_HEAD], "lr_backbone", s->lr[CX_GROUP_BACKBONE],
+                         "grad_norm", s->grad_norm, "ema_decay", s->ema_decay, "stage", s->stage);
+}
+
+/* step_on_batch(x [A B, 3, H, W] float32, y [A B, 1, H, W] float32) -> step info dict */
+static PyObject *trainer_step_on_batch(TrainerObject *self, PyObject *args) {
+    PyObject *x_obj, *y_obj;
+    if (!PyArg_ParseTuple(args, "OO", &x_obj, &y_obj) || !ready(self))
+        return NULL;
+    cx_trainer *t = self->trainer;
+    PyArrayObject *x = cx_py_as_float32(x_obj, "x");
+    PyArrayObject *y = x ? cx_py_as_float32(y_obj, "y") : NULL;
+    PyObject *result = NULL;
+    if (!y)
+        goto done;
+    npy_intp rows = (npy_intp)t->cfg.batch_size * t->cfg.accumulation_steps;
+    npy_intp want_x[4] = {rows, 3, t->height, t->width}, want_y[4] = {rows, 1, t->height, t->width};
+    int ok = PyArray_NDIM(x) == 4 && PyArray_NDIM(y) == 4;
+    for (int d = 0; ok && d < 4; d++)
+        ok = PyArray_DIM(x, d) == want_x[d] && PyArray_DIM(y, d) == want_y[d];
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "step_on_batch needs x [%zd, 3, %d, %d] and y [%zd, 1, "
+                     "%d, %d] (batch_size x accumulation_steps rows)", (Py_ssize_t)rows,
+                     t->height, t->width, (Py_ssize_t)rows, t->height, t->width);
+        goto done;
+    }
+    cx_status st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_trainer_step(t, PyArray_DATA(x), PyArray_DATA(y), t->height, t->width);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (st != CX_OK) {
+        cx_py_error(st);
+        goto done;
+    }
+    result = last_step_dict(t);
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    return result;
+}
+
+static PyObject *trainer_last_step(TrainerObject *self, PyObject *unused) {
+    return ready(self) ? last_step_dict(self->trainer) : NULL;
+}
+
+static PyObject *trainer_ema(TrainerObject *self, PyObject *unused) {
+    if (!ready(self))
+        return NULL;
+    return view_of((PyObject *)self, self->trainer->state.ema, self->trainer->model->table.total,
+                   NPY_FLOAT32);
+}
+
+static PyObject *trainer_exp_avg(TrainerObject *self, PyObject *unused) {
+    if (!ready(self))
+        return NULL;
+    return view_of((PyObject *)self, self->trainer->state.exp_avg,
+                   self->trainer->model->table.total, NPY_FLOAT32);
+}
+
+static PyObject *trainer_exp_avg_sq(TrainerObject *self, PyObject *unused) {
+    if (!ready(self))
+        return NULL;
+    return view_of((PyObject *)self, self->trainer->state.exp_avg_sq,
+                   self->trainer->model->table.total, NPY_FLOAT32);
+}
+
+static PyObject *trainer_param_steps(TrainerObject *self, PyObject *unused) {
+    if (!ready(self))
+        return NULL;
+    return view_of((PyObject *)self, self->trainer->state.param_steps,
+                   (size_t)self->trainer->model->table.count, NPY_INT64);
+}
+
+static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
+    if (!ready(self))
+        return NULL;
+    const cx_trainer *t = self->trainer;
+    const cx_train_state *s = &t->state;
+    return Py_BuildValue(
+        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L}", "step", (long long)s->step, "epoch",
+        (long long)s->epoch, "epoch_step", (long long)s->epoch_step, "stage", s->stage,
+        "stage_step", (long long)s->stage_step, "ema_updates", (long long)s->ema_updates, "seed",
+        (unsigned long long)s->seed, "steps_per_epoch", (long long)t->steps_per_epoch,
+        "total_steps", (long long)t->total_steps, "stage1_steps", (long long)t->plan.stage_steps[0],
+        "stage2_steps", (long long)t->plan.stage_steps[1], "warmup_steps",
+        (long long)t->plan.warmup_steps);
+}
+
+/* save_state(path, extra: dict[str, str] = None): the training state file, atomically */
+static PyObject *trainer_save_state(TrainerObject *self, PyObject *args) {
+    PyObject *path_obj, *extra = NULL;
+    if (!PyArg_ParseTuple(args, "O&|O!", PyUnicode_FSConverter, &path_obj, &PyDict_Type, &extra))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n_extra = extra ? PyDict_Size(extra) : 0;
+    const char **keys = PyMem_Calloc((size_t)n_extra + 1, sizeof *keys);
+    const char **values = PyMem_Calloc((size_t)n_extra + 1, sizeof *values);
+    if (!keys || !values) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (!ready(self))
+        goto done;
+    Py_ssize_t pos = 0, k = 0;
+    PyObject *key, *value;
+    while (extra && PyDict_Next(extra, &pos, &key, &value)) {
+        keys[k] = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        values[k] = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
+        if (!keys[k] || !values[k]) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "extra metadata keys and values must be str");
+            goto done;
+        }
+        k++;
+    }
+    cx_trainer *t = self->trainer;
+    const char *path = PyBytes_AS_STRING(path_obj);
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_train_state_save(path, &t->model->table, &t->state, (int)n_extra, keys, values);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        cx_py_error(st);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyMem_Free(keys);
+    PyMem_Free(values);
+    Py_DECREF(path_obj);
+    return result;
+}
+
+/* load_state(path) -> metadata dict. The state must belong to this model (parameter names
+ * and shapes) and to a run with this trainer's steps per epoch; on failure the trainer's
+ * state is left as it was. */
+static PyObject *trainer_load_state(TrainerObject *self, PyObject *arg) {
+    PyObject *path_obj;
+    if (!PyUnicode_FSConverter(arg, &path_obj))
+        return NULL;
+    PyObject *result = NULL;
+    cx_train_state loaded;
+    memset(&loaded, 0, sizeof loaded);
+    cx_st_file *file = NULL;
+    if (!ready(self))
+        goto done;
+    cx_trainer *t = self->trainer;
+    const cx_param_table *table = &t->model->table;
+    const char *path = PyBytes_AS_STRING(path_obj);
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_train_state_alloc(table, &loaded);
+    if (st == CX_OK)
+        st = cx_train_state_load(path, table, &loaded, &file);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        cx_py_error(st);
+        goto done;
+    }
+    int64_t spe = t->steps_per_epoch;
+    if (loaded.step < 0 || loaded.step > t->total_steps || loaded.epoch_step < 0 ||
+        loaded.epoch_step >= spe || loaded.step != loaded.epoch * spe + loaded.epoch_step ||
+        loaded.ema_updates != loaded.step) {
+        PyErr_Format(PyExc_ValueError, "%s: run position (step %lld, epoch %lld, epoch step "
+                     "%lld) does not fit this run (%lld steps per epoch, %lld steps)", path,
+                     (long long)loaded.step, (long long)loaded.epoch,
+                     (long long)loaded.epoch_step, (long long)spe, (long long)t->total_steps);
+        goto done;
+    }
+    if (loaded.seed != t->cfg.seed) {
+        PyErr_Format(PyExc_ValueError, "%s: seed differs (file %llu, this run %llu)", path,
+                     (unsigned long long)loaded.seed, (unsigned long long)t->cfg.seed);
+        goto done;
+    }
+    PyObject *metadata = PyDict_New();
+    if (!metadata)
+        goto done;
+    for (int k = 0; k < file->n_metadata; k++) {
+        PyObject *v = PyUnicode_FromString(file->metadata_values[k]);
+        if (!v || PyDict_SetItemString(metadata, file->metadata_keys[k], v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(metadata);
+            goto done;
+        }
+        Py_DECREF(v);
+    }
+    /* swap the buffers in: the old ones are freed with `loaded` */
+    cx_train_state old = t->state;
+    t->state = loaded;
+    loaded = old;
+    result = metadata;
+done:
+    cx_train_state_free(&loaded);
+    cx_st_close(file);
+    Py_DECREF(path_obj);
+    return result;
+}
+
+/* Trainer.permutation(seed, epoch, n) -> int64 [n]: the epoch's row order */
+static PyObject *trainer_permutation(PyObject *unused, PyObject *args) {
+    unsigned long long seed, epoch;
+    long long n;
+    if (!PyArg_ParseTuple(args, "KKL", &seed, &epoch, &n))
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "n must be >= 0");
+        return NULL;
+    }
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *arr = PyArray_EMPTY(1, dims, NPY_INT64, 0);
+    if (arr)
+        cx_trainer_permutation(seed, epoch, n, PyArray_DATA((PyArrayObject *)arr));
+    return arr;
+}
+
+static PyMethodDef trainer_methods[] = {
+    {"run_epoch", (PyCFunction)(void (*)(void))trainer_run_epoch, METH_VARARGS | METH_KEYWORDS,
+     "run_epoch(images, masks, step_loss=None, step_lr=None, max_steps=-1) -> steps run: the "
+     "rest of the current epoch in C (GIL released); per-step loss / head lr into the float64 "
+     "arrays at the epoch-step index."},
+    {"step_on_batch", (PyCFunction)trainer_step_on_batch, METH_VARARGS,
+     "step_on_batch(x, y) -> dict: one optimizer step on a fixed batch of batch_size x "
+     "accumulation_steps rows (no augmentation)."},
+    {"last_step", (PyCFunction)trainer_last_step, METH_NOARGS,
+     "The last step's loss, lr_head, lr_backbone, grad_norm, ema_decay, stage."},
+    {"ema", (PyCFunction)trainer_ema, METH_NOARGS, "1-D float32 view of the EMA weights."},
+    {"exp_avg", (PyCFunction)trainer_exp_avg, METH_NOARGS, "1-D float32 view of AdamW's m."},
+    {"exp_avg_sq", (PyCFunction)trainer_exp_avg_sq, METH_NOARGS, "1-D float32 view of AdamW's v."},
+    {"param_steps", (PyCFunction)trainer_param_steps, METH_NOARGS,
+     "int64 view of the per-parameter AdamW step counts."},
+    {"state", (PyCFunction)trainer_state, METH_NOARGS, "Run position and plan as a dict."},
+    {"save_state", (PyCFunction)trainer_save_state, METH_VARARGS,
+     "save_state(path, extra=None): the training state, atomically (extra: str metadata)."},
+    {"load_state", (PyCFunction)trainer_load_state, METH_O,
+     "load_state(path) -> metadata dict: continue a run from a saved state."},
+    {"permutation", (PyCFunction)trainer_permutation, METH_VARARGS | METH_STATIC,
+     "permutation(seed, epoch, n) -> int64 [n]: the row order of an epoch."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TrainerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "codext._C.Trainer",
+    .tp_basicsize = sizeof(TrainerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Trainer(model, n_train, height, width, *, batch_size, accumulation_steps, epochs, "
+              "stage1_epochs, scheduler, lr, stage2_lr, backbone_lr_mult, warmup_epochs, "
+              "min_lr, weight_decay, betas, eps, grad_clip, ema_decay, seed, augment): the C "
+              "training loop over a _C.CODModel.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)trainer_init,
+    .tp_dealloc = (destructor)trainer_dealloc,
+    .tp_methods = trainer_methods,
+};
+
+int cx_py_add_trainer_type(PyObject *module) {
+    if (PyType_Ready(&TrainerType) < 0)
+        return -1;
+    Py_INCREF(&TrainerType);
+    if (PyModule_AddObject(module, "Trainer", (PyObject *)&TrainerType) < 0) {
+        Py_DECREF(&TrainerType);
+        return -1;
+    }
+    return 0;
+}

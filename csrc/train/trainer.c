@@ -1,0 +1,401 @@
+/* The single-process C trainer (see trainer.h). */
+#include "trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Distinguishes the epoch permutation's draws from other users of the counter RNG. */
+#define PERM_STREAM_BASE 0x7065726D75746531ull /* "permute1" */
+
+/* ---- create / free ------------------------------------------------------------------- */
+
+static cx_status check_config(const cx_trainer_config *c) {
+    if (c->batch_size < 1)
+        return cx_fail(CX_EINVAL, "batch_size must be >= 1, got %d", c->batch_size);
+    if (c->accumulation_steps < 1)
+        return cx_fail(CX_EINVAL, "accumulation_steps must be >= 1, got %d",
+                       c->accumulation_steps);
+    if (c->epochs < 1)
+        return cx_fail(CX_EINVAL, "epochs must be >= 1, got %lld", (long long)c->epochs);
+    if (c->stage1_epochs < 0 || c->stage1_epochs > c->epochs)
+        return cx_fail(CX_EINVAL, "stage1_epochs must lie in [0, epochs = %lld], got %lld",
+                       (long long)c->epochs, (long long)c->stage1_epochs);
+    if (c->scheduler != CX_SCHEDULE_ONECYCLE && c->scheduler != CX_SCHEDULE_COSINE)
+        return cx_fail(CX_EINVAL, "unknown scheduler %d", (int)c->scheduler);
+    if (!(c->lr > 0 && isfinite(c->lr)) || !(c->stage2_lr > 0 && isfinite(c->stage2_lr)))
+        return cx_fail(CX_EINVAL, "lr and stage2_lr must be finite and > 0, got %g and %g", c->lr,
+                       c->stage2_lr);
+    if (!(c->backbone_lr_mult >= 0 && isfinite(c->backbone_lr_mult)))
+        return cx_fail(CX_EINVAL, "backbone_lr_mult must be finite and >= 0, got %g",
+                       c->backbone_lr_mult);
+    if (!(c->warmup_epochs >= 0 && isfinite(c->warmup_epochs)) ||
+        !(c->min_lr >= 0 && isfinite(c->min_lr)))
+        return cx_fail(CX_EINVAL, "warmup_epochs and min_lr must be finite and >= 0, got %g, %g",
+                       c->warmup_epochs, c->min_lr);
+    if (!(c->weight_decay >= 0 && isfinite(c->weight_decay)))
+        return cx_fail(CX_EINVAL, "weight_decay must be finite and >= 0, got %g", c->weight_decay);
+    if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1))
+        return cx_fail(CX_EINVAL, "betas must lie in [0, 1), got (%g, %g)", c->beta1, c->beta2);
+    if (!(c->eps > 0 && isfinite(c->eps)))
+        return cx_fail(CX_EINVAL, "eps must be finite and > 0, got %g", c->eps);
+    if (!(c->grad_clip >= 0 && isfinite(c->grad_clip)))
+        return cx_fail(CX_EINVAL, "grad_clip must be finite and >= 0 (0: off), got %g",
+                       c->grad_clip);
+    if (!(c->ema_decay >= 0 && c->ema_decay < 1))
+        return cx_fail(CX_EINVAL, "ema_decay must lie in [0, 1), got %g", c->ema_decay);
+    return CX_OK;
+}
+
+/* expert_of[i] for "neck.{s}.moe.experts.{e}." parameters, else -1. */
+static void map_experts(const cx_param_table *table, int *expert_of) {
+    for (int i = 0; i < table->count; i++) {
+        int s, e, n = 0;
+        expert_of[i] = -1;
+        if (sscanf(table->items[i].name, "neck.%d.moe.experts.%d.%n", &s, &e, &n) == 2 && n > 0 &&
+            s >= 0 && s < 4 && e >= 0 && e < CX_COD_MAX_EXPERTS)
+            expert_of[i] = s * CX_COD_MAX_EXPERTS + e;
+    }
+}
+
+cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
+                            int64_t n_train, int height, int width, cx_trainer **out) {
+    *out = NULL;
+    CX_TRY(check_config(cfg));
+    if (model->be != cx_backend_cpu())
+        return cx_fail(CX_EINVAL, "the C trainer runs models on the CPU backend");
+    CX_TRY(cx_edgenext_check_input(&model->backbone, cfg->batch_size, 3, height, width));
+    int64_t global = (int64_t)cfg->batch_size * cfg->accumulation_steps;
+    if (n_train < global)
+        return cx_fail(CX_EINVAL, "%lld training images make no full global batch of "
+                       "batch_size %d x accumulation_steps %d = %lld (the last incomplete "
+                       "batch of each epoch is dropped)", (long long)n_train, cfg->batch_size,
+                       cfg->accumulation_steps, (long long)global);
+    cx_trainer *t = calloc(1, sizeof *t);
+    if (!t)
+        return cx_fail(CX_ENOMEM, "out of memory creating the trainer");
+    t->model = model;
+    t->cfg = *cfg;
+    t->n_train = n_train;
+    t->height = height;
+    t->width = width;
+    t->perm_epoch = -1;
+    t->steps_per_epoch = n_train / global;
+    t->total_steps = t->steps_per_epoch * cfg->epochs;
+    t->plan = (cx_lr_plan){
+        .kind = cfg->scheduler,
+        .stage_steps = {cfg->stage1_epochs * t->steps_per_epoch,
+                        (cfg->epochs - cfg->stage1_epochs) * t->steps_per_epoch},
+        .warmup_steps = (int64_t)(cfg->warmup_epochs * (double)t->steps_per_epoch),
+        .lr = cfg->lr, .stage2_lr = cfg->stage2_lr, .backbone_lr_mult = cfg->backbone_lr_mult,
+        .min_lr = cfg->min_lr};
+    cx_optim_classify(&model->table);
+    cx_status st = cx_train_state_alloc(&model->table, &t->state);
+    if (st != CX_OK) {
+        free(t);
+        return st;
+    }
+    int count = model->table.count;
+    size_t plane = (size_t)height * width;
+    t->mask = calloc((size_t)count + 1, 1);
+    t->expert_of = calloc((size_t)count + 1, sizeof(int));
+    t->perm = malloc((size_t)n_train * sizeof(int64_t));
+    t->x = cx_aligned_alloc((size_t)cfg->batch_size * 3 * plane * sizeof(float));
+    t->y = cx_aligned_alloc((size_t)cfg->batch_size * plane * sizeof(float));
+    if (!t->mask || !t->expert_of || !t->perm || !t->x || !t->y) {
+        cx_trainer_free(t);
+        return cx_fail(CX_ENOMEM, "out of memory for the trainer's buffers (%lld rows, batch "
+                       "%d of %dx%d)", (long long)n_train, cfg->batch_size, height, width);
+    }
+    map_experts(&model->table, t->expert_of);
+    t->state.seed = cfg->seed;
+    cx_ema_init(&model->table, model->params, t->state.ema);
+    *out = t;
+    return CX_OK;
+}
+
+void cx_trainer_free(cx_trainer *t) {
+    if (!t)
+        return;
+    cx_train_state_free(&t->state);
+    free(t->mask);
+    free(t->expert_of);
+    free(t->perm);
+    cx_aligned_free(t->x);
+    cx_aligned_free(t->y);
+    free(t);
+}
+
+/* ---- shuffling ------------------------------------------------------------------------- */
+
+void cx_trainer_permutation(uint64_t seed, uint64_t epoch, int64_t n, int64_t *perm) {
+    uint64_t stream = PERM_STREAM_BASE ^ (epoch * 0x9E3779B97F4A7C15ull);
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        /* j uniform in [0, i]: the high 53 bits of the draw scaled by i + 1 (exact in
+         * double for any n below 2^53) */
+        double u = (double)(cx_rng_u64(seed, stream, (uint64_t)i) >> 11) *
+                   (1.0 / 9007199254740992.0);
+        int64_t j = (int64_t)(u * (double)(i + 1));
+        if (j > i)
+            j = i;
+        int64_t tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+}
+
+/* ---- overflow diagnostics ------------------------------------------------------------ */
+
+/* NaN without its sign, so messages say "nan" rather than "-nan". */
+static double shown(double v) { return isnan(v) ? fabs(v) : v; }
+
+/* The first parameter (mask NULL: any) holding a value that is not finite in buf, or -1;
+ * *bad gets that value. */
+static int first_nonfinite(const cx_param_table *table, const unsigned char *mask,
+                           const float *buf, float *bad) {
+    for (int i = 0; i < table->count; i++) {
+        if (mask && !mask[i])
+            continue;
+        const cx_param *p = &table->items[i];
+        const float *v = buf + p->offset;
+        for (size_t j = 0; j < p->numel; j++)
+            if (!isfinite(v[j])) {
+                *bad = v[j];
+                return i;
+            }
+    }
+    return -1;
+}
+
+/* "; the weights were already not finite (first: <name> = nan)" or "" */
+static void weights_note(const cx_trainer *t, char *note, size_t size) {
+    float bad = 0.0f;
+    int i = first_nonfinite(&t->model->table, NULL, t->model->params, &bad);
+    if (i < 0)
+        snprintf(note, size, "%s", "");
+    else
+        snprintf(note, size, "; the weights are not finite (first: %s = %g): the lr or an "
+                 "earlier update overflowed, or the initial/pretrained weights hold inf/NaN",
+                 t->model->table.items[i].name, shown(bad));
+}
+
+/* Fails when a loss part of the micro-batch just computed is not finite. */
+static cx_status check_loss(const cx_trainer *t, int stage, int micro) {
+    const cx_cod_model *m = t->model;
+    const cx_cod_loss_parts *p = &m->parts;
+    if (isfinite(p->total))
+        return CX_OK;
+    char what[256] = "";
+    size_t len = 0;
+    static const char *const role[4] = {"the prediction p1", "deep supervision p2",
+                                        "deep supervision p3", "deep supervision p4"};
+    for (int k = 0; k < 4; k++)
+        if (!isfinite(p->loss[k]) && len < sizeof what)
+            len += (size_t)snprintf(what + len, sizeof what - len, "%sloss%d (%s) = %g",
+                                    len ? ", " : "", k, role[k], shown(p->loss[k]));
+    if (m->cfg.top_k > 0 && !isfinite(p->balance) && len < sizeof what)
+        len += (size_t)snprintf(what + len, sizeof what - len, "%sbalance = %g",
+                                len ? ", " : "", shown(p->balance));
+    if (!len)
+        snprintf(what, sizeof what, "total = %g", shown(p->total));
+    char note[256];
+    weights_note(t, note, sizeof note);
+    return cx_fail(CX_ERUNTIME, "training stopped at step %lld (epoch %lld, stage %d, "
+                   "micro-batch %d): the loss is not finite: %s%s", (long long)t->state.step,
+                   (long long)t->state.epoch, stage, micro, what, note);
+}
+
+/* Names the parameter nearest the loss (last in buffer order: backward reaches it first)
+ * whose gradient is not finite, and how many are. */
+static cx_status gradient_overflow(const cx_trainer *t, double norm, int stage) {
+    const cx_param_table *table = &t->model->table;
+    int origin = -1, count = 0;
+    float bad = 0.0f;
+    for (int i = table->count - 1; i >= 0; i--) {
+        float value;
+        if (!t->mask[i])
+            continue;
+        cx_param_table one = {.items = (cx_param *)&table->items[i], .count = 1,
+                              .total = table->total};
+        if (first_nonfinite(&one, NULL, t->model->grads, &value) >= 0) {
+            if (origin < 0) {
+                origin = i;
+                bad = value;
+            }
+            count++;
+        }
+    }
+    char note[256];
+    weights_note(t, note, sizeof note);
+    if (origin < 0)
+        return cx_fail(CX_ERUNTIME, "training stopped at step %lld (epoch %lld, stage %d): the "
+                       "gradient norm overflowed (%g) although every gradient is finite%s",
+                       (long long)t->state.step, (long long)t->state.epoch, stage, shown(norm),
+                       note);
+    return cx_fail(CX_ERUNTIME, "training stopped at step %lld (epoch %lld, stage %d): the "
+                   "gradient of %s is not finite (%g; %d of %d trained tensors have non-finite "
+                   "gradients, this one is the nearest to the loss)%s",
+                   (long long)t->state.step, (long long)t->state.epoch, stage,
+                   table->items[origin].name, shown(bad), count, table->count, note);
+}
+
+/* ---- one optimizer step ----------------------------------------------------------------- */
+
+/* Supplies micro-batch m: *x [B, 3, H, W], *y [B, 1, H, W]. */
+typedef cx_status (*batch_fn)(void *ctx, cx_trainer *t, int micro, const float **x,
+                              const float **y);
+
+static void note_routing(cx_trainer *t) {
+    const cx_cod_model *m = t->model;
+    for (int i = 0; i < 4; i++)
+        for (int e = 0; e < m->cfg.num_experts; e++)
+            if (m->neck[i].n_rows[e] > 0)
+                t->used[i][e] = 1;
+}
+
+static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
+    cx_cod_model *m = t->model;
+    const cx_param_table *table = &m->table;
+    cx_train_state *s = &t->state;
+    if (s->step >= t->total_steps)
+        return cx_fail(CX_EINVAL, "all %lld optimizer steps of the run are done",
+                       (long long)t->total_steps);
+    cx_lr_step at;
+    CX_TRY(cx_lr_plan_at(&t->plan, s->step, &at));
+    if (at.stage_begins)
+        cx_adamw_reset(table, s->param_steps, s->exp_avg, s->exp_avg_sq);
+    cx_optim_stage_mask(table, at.stage, t->mask);
+    int A = t->cfg.accumulation_steps, B = t->cfg.batch_size;
+    int sparse = m->cfg.top_k > 0, train_backbone = at.stage == 2;
+    memset(t->used, 0, sizeof t->used);
+    cx_cod_zero_grads(m);
+    double loss_sum = 0.0;
+    for (int micro = 0; micro < A; micro++) {
+        const float *x, *y;
+        CX_TRY(next_batch(ctx, t, micro, &x, &y));
+        CX_TRY(cx_cod_forward(m, x, B, t->height, t->width, CX_COD_TRAIN));
+        CX_TRY(cx_cod_loss(m, y, NULL));
+        CX_TRY(check_loss(t, at.stage, micro));
+        if (sparse)
+            note_routing(t);
+        /* the twin: (loss / A).backward() */
+        CX_TRY(cx_cod_backward(m, (float)(1.0 / A), train_backbone));
+        loss_sum += m->parts.total;
+    }
+    if (sparse)
+        for (int i = 0; i < table->count; i++) {
+            int key = t->expert_of[i];
+            if (key >= 0 && !t->used[key / CX_COD_MAX_EXPERTS][key % CX_COD_MAX_EXPERTS])
+                t->mask[i] = 0;
+        }
+    double norm;
+    CX_TRY(cx_clip_grad_norm(table, t->mask, m->grads, t->cfg.grad_clip, &norm));
+    if (!isfinite(norm))
+        return gradient_overflow(t, norm, at.stage);
+    cx_adamw_config opt = {.lr = {at.lr[0], at.lr[1]}, .weight_decay = t->cfg.weight_decay,
+                           .beta1 = t->cfg.beta1, .beta2 = t->cfg.beta2, .eps = t->cfg.eps};
+    CX_TRY(cx_adamw_step(table, t->mask, &opt, s->param_steps, m->params, m->grads, s->exp_avg,
+                         s->exp_avg_sq));
+    double d;
+    cx_ema_update(table, t->cfg.ema_decay, s->ema_updates, m->params, s->ema, &d);
+    s->ema_updates++;
+    s->step++;
+    s->stage = at.stage;
+    s->stage_step = at.stage_step + 1;
+    t->last = (cx_trainer_step_info){.loss = loss_sum / A, .lr = {at.lr[0], at.lr[1]},
+                                     .grad_norm = norm, .ema_decay = d, .stage = at.stage};
+    return CX_OK;
+}
+
+/* ---- fixed batches (tests) -------------------------------------------------------------- */
+
+typedef struct {
+    const float *x, *y;
+} fixed_batches;
+
+static cx_status fixed_next(void *ctx, cx_trainer *t, int micro, const float **x,
+                            const float **y) {
+    const fixed_batches *f = ctx;
+    size_t plane = (size_t)t->height * t->width, rows = (size_t)micro * t->cfg.batch_size;
+    *x = f->x + rows * 3 * plane;
+    *y = f->y + rows * plane;
+    return CX_OK;
+}
+
+cx_status cx_trainer_step(cx_trainer *t, const float *x, const float *y, int height, int width) {
+    if (height != t->height || width != t->width)
+        return cx_fail(CX_EINVAL, "batch is %dx%d but the trainer was made for %dx%d images",
+                       height, width, t->height, t->width);
+    fixed_batches f = {x, y};
+    return step_with(t, fixed_next, &f);
+}
+
+/* ---- epochs ------------------------------------------------------------------------------ */
+
+typedef struct {
+    const uint8_t *images, *masks;
+    int64_t epoch_step;
+} epoch_batches;
+
+static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x,
+                            const float **y) {
+    const epoch_batches *e = ctx;
+    int A = t->cfg.accumulation_steps, B = t->cfg.batch_size;
+    const int64_t *rows = t->perm + (e->epoch_step * A + micro) * B;
+    CX_TRY(cx_augment_batch(e->images, e->masks, t->n_train, t->height, t->width, rows, B,
+                            t->cfg.seed, (uint64_t)t->state.epoch, t->cfg.augment,
+                            &t->cfg.augment_config, t->x, t->y));
+    *x = t->x;
+    *y = t->y;
+    return CX_OK;
+}
+
+cx_status cx_trainer_run_epoch(cx_trainer *t, const uint8_t *images, const uint8_t *masks,
+                               int64_t n_images, int height, int width, double *step_loss,
+                               double *step_lr, int64_t max_steps, int64_t *n_done) {
+    cx_train_state *s = &t->state;
+    *n_done = 0;
+    if (!images || !masks)
+        return cx_fail(CX_EINVAL, "training needs images and masks");
+    if (n_images != t->n_train || height != t->height || width != t->width)
+        return cx_fail(CX_EINVAL, "the training data is %lld images of %dx%d but the trainer "
+                       "was made for %lld of %dx%d", (long long)n_images, height, width,
+                       (long long)t->n_train, t->height, t->width);
+    if (s->epoch >= t->cfg.epochs)
+        return cx_fail(CX_EINVAL, "all %lld epochs of the run are done",
+                       (long long)t->cfg.epochs);
+    if (s->epoch_step < 0 || s->epoch_step >= t->steps_per_epoch ||
+        s->step != s->epoch * t->steps_per_epoch + s->epoch_step)
+        return cx_fail(CX_EINVAL, "inconsistent run position: step %lld, epoch %lld, epoch "
+                       "step %lld with %lld steps per epoch", (long long)s->step,
+                       (long long)s->epoch, (long long)s->epoch_step,
+                       (long long)t->steps_per_epoch);
+    if (t->perm_epoch != s->epoch) {
+        cx_trainer_permutation(t->cfg.seed, (uint64_t)s->epoch, t->n_train, t->perm);
+        t->perm_epoch = s->epoch;
+    }
+    epoch_batches e = {images, masks, s->epoch_step};
+    while (e.epoch_step < t->steps_per_epoch && (max_steps < 0 || *n_done < max_steps)) {
+        CX_TRY(step_with(t, epoch_next, &e));
+        if (step_loss)
+            step_loss[e.epoch_step] = t->last.loss;
+        if (step_lr)
+            step_lr[e.epoch_step] = t->last.lr[CX_GROUP_HEAD];
+        e.epoch_step++;
+        s->epoch_step = e.epoch_step;
+        (*n_done)++;
+        if (e.epoch_step < t->steps_per_epoch && t->interrupted &&
+            t->interrupted(t->interrupt_ctx))
+            return cx_fail(CX_ERUNTIME, "training interrupted after step %lld (epoch %lld, "
+                           "step %lld of %lld)", (long long)s->step, (long long)s->epoch,
+                           (long long)e.epoch_step, (long long)t->steps_per_epoch);
+    }
+    if (s->epoch_step == t->steps_per_epoch) {
+        s->epoch++;
+        s->epoch_step = 0;
+    }
+    return CX_OK;
+}

@@ -1,0 +1,120 @@
+/* The single-process C trainer: runs whole epochs of the recipe of DESIGN.md section 5 on
+ * a COD model (csrc/model/cod.h) with no Python in the step loop.
+ *
+ * One optimizer step (global step t, the twin's Trainer.step, tools/cod_twin.py):
+ *   at = lr plan at t; on a stage's first step: fresh AdamW (moments and step counts 0)
+ *   zero grads
+ *   for each of A = accumulation_steps micro-batches of B = batch_size images:
+ *       build the batch (training: cx_augment_batch from the uint8 arrays, rows taken in
+ *       order from the epoch's permutation), forward, loss (checked finite),
+ *       backward of loss / A (stage 1: no backward through the backbone at all)
+ *   global gradient norm over the trained parameters (checked finite), clip to grad_clip
+ *   AdamW with the stage's per-group lrs on the trained parameters
+ *   EMA update of every parameter (t counted over the whole run)
+ * The reported step loss is the mean of the micro-batch losses.
+ *
+ * Trained parameters (the optimizer mask): stage 1 the neck and decoder, stage 2 all; in
+ * sparse-MoE mode an expert that no image of any micro-batch of the step was routed to is
+ * also left out (torch leaves its .grad None: no decay, no moment update, no step count).
+ *
+ * Epochs: epoch e visits the training rows in the order of a permutation drawn with the
+ * counter RNG from (seed, e) (Fisher-Yates; cx_trainer_permutation), in steps_per_epoch
+ * = floor(n_train / (B A)) global batches; the last incomplete global batch is dropped.
+ * Micro-batch m of step s takes permutation entries [(s A + m) B, (s A + m + 1) B), so a
+ * step sees the same images whatever the split between B and A. Sample i of epoch e is
+ * augmented with the key (seed, e, i).
+ *
+ * Determinism: every piece (ops, augmentation, optimizer) gives results independent of the
+ * thread count, and the whole run position lives in cx_train_state (plus the weights), so
+ * a run saved after an epoch and resumed is bit-identical to an uninterrupted one.
+ *
+ * Errors: a loss or gradient that is not finite stops the run BEFORE the optimizer step,
+ * with CX_ERUNTIME naming the global step, epoch, micro-batch and which loss part or the
+ * first parameter whose gradient (or weight) is not finite; the weights and state are those
+ * after the last completed step. */
+#ifndef CX_TRAIN_TRAINER_H
+#define CX_TRAIN_TRAINER_H
+
+#include "../data/data.h"
+#include "../model/cod.h"
+#include "optim.h"
+#include "train_state.h"
+
+typedef struct {
+    int batch_size;         /* B: images per micro-batch (>= 1) */
+    int accumulation_steps; /* A (>= 1) */
+    int64_t epochs;         /* >= 1 */
+    int64_t stage1_epochs;  /* 0..epochs: backbone frozen */
+    cx_schedule_kind scheduler;
+    double lr, stage2_lr, backbone_lr_mult; /* stage 1 head lr; stage 2 head, backbone x */
+    double warmup_epochs, min_lr;           /* cosine: warmup steps = floor(warmup x spe) */
+    double weight_decay, beta1, beta2, eps;
+    double grad_clip;       /* global norm; <= 0: no clipping (the norm is still checked) */
+    double ema_decay;       /* d_t = min(ema_decay, (1 + t) / (10 + t)) */
+    uint64_t seed;          /* shuffling and augmentation */
+    int augment;            /* 1: cx_augment_batch with `augment_config`; 0: normalise only */
+    cx_augment_config augment_config;
+} cx_trainer_config;
+
+/* What the last optimizer step did. */
+typedef struct {
+    double loss;            /* mean over micro-batches of the total loss */
+    double lr[CX_OPTIM_GROUPS];
+    double grad_norm;       /* before clipping */
+    double ema_decay;       /* d used by the EMA update */
+    int stage;
+} cx_trainer_step_info;
+
+typedef struct {
+    cx_cod_model *model;    /* not owned */
+    cx_trainer_config cfg;
+    int64_t n_train;        /* training rows the epochs draw from */
+    int height, width;      /* image size of the data and of every batch */
+    int64_t steps_per_epoch, total_steps;
+    cx_lr_plan plan;
+    cx_train_state state;   /* run position, moments, step counts, EMA */
+    unsigned char *mask;    /* [table.count] parameters this step trains */
+    int *expert_of;         /* [table.count] scale * CX_COD_MAX_EXPERTS + expert, or -1 */
+    unsigned char used[4][CX_COD_MAX_EXPERTS]; /* sparse: experts routed to in this step */
+    int64_t *perm;          /* [n_train] the current epoch's order */
+    int64_t perm_epoch;     /* epoch `perm` belongs to (-1: none) */
+    float *x, *y;           /* one micro-batch: [B, 3, H, W], [B, 1, H, W] */
+    cx_trainer_step_info last;
+    /* Asked between optimizer steps of run_epoch (may be NULL): nonzero stops the epoch
+     * there (CX_ERUNTIME "interrupted"); the state is that of a step boundary, and the
+     * next run_epoch continues from it. The Python binding checks for Ctrl-C here. */
+    int (*interrupted)(void *ctx);
+    void *interrupt_ctx;
+} cx_trainer;
+
+/* Validates cfg against the model and data size, computes the plan (steps_per_epoch =
+ * floor(n_train / (B A)) >= 1 or CX_EINVAL), classifies the model's parameters
+ * (cx_optim_classify), allocates everything the loop needs and starts the EMA from the
+ * model's current weights. height, width: the training images' size (the batches'). */
+cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
+                            int64_t n_train, int height, int width, cx_trainer **out);
+void cx_trainer_free(cx_trainer *t);
+
+/* Runs the rest of the current epoch (state.epoch, from state.epoch_step) on the training
+ * arrays, or at most max_steps steps of it (max_steps < 0: no limit).
+ *   images [n_images, H, W, 3] uint8, masks [n_images, H, W] uint8 (0/255);
+ *   n_images == n_train, (H, W) == the trainer's size.
+ *   step_loss, step_lr [steps_per_epoch] (may be NULL): the loss and head lr of epoch step
+ *   s are written at index s.
+ * *n_done gets the steps run. When the epoch completes, state.epoch advances and
+ * state.epoch_step returns to 0. CX_EINVAL when every epoch is done. */
+cx_status cx_trainer_run_epoch(cx_trainer *t, const uint8_t *images, const uint8_t *masks,
+                               int64_t n_images, int height, int width, double *step_loss,
+                               double *step_lr, int64_t max_steps, int64_t *n_done);
+
+/* One optimizer step (the next global step of the plan) on given float batches:
+ *   x [A B, 3, H, W] (normalised), y [A B, 1, H, W] in {0, 1}; micro-batch m is rows
+ *   [m B, (m + 1) B). Used by run_epoch and by tests on a fixed batch. Advances
+ *   state.step (not the epoch position). */
+cx_status cx_trainer_step(cx_trainer *t, const float *x, const float *y, int height, int width);
+
+/* The permutation of epoch `epoch` of n rows (Fisher-Yates with cx_rng_u64 keyed by
+ * (seed, epoch)). perm [n]. */
+void cx_trainer_permutation(uint64_t seed, uint64_t epoch, int64_t n, int64_t *perm);
+
+#endif
