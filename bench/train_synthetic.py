@@ -42,14 +42,17 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-train", type=int, default=1024, help="synthetic training images")
     p.add_argument("--n-test", type=int, default=256, help="synthetic test images")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--stage1-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--backbone", default="edgenext_xx_small")
     p.add_argument("--decoder-dim", type=int, default=32)
     p.add_argument("--num-experts", type=int, default=7)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--backbone-lr-mult", type=float, default=1.0,
+                   help="stage-2 backbone lr factor (1: the backbone starts from random weights)")
+    p.add_argument("--ema-decay", type=float, default=0.99, help="0.99 suits a run of ~1000 steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both")
     p.add_argument("--twin-python", default=os.environ.get("CODEXT_TWIN_PYTHON", DEFAULT_TWIN_PYTHON))
@@ -61,23 +64,19 @@ def parse_args(argv=None):
 
 def make_config(args, checkpoint_dir):
     import codext
-    extra = {}
-    fields = codext.config.FIELD_NAMES
-    if "synthetic_train" in fields:
-        extra = dict(synthetic_train=args.n_train, synthetic_test=args.n_test)
+    extra = dict(synthetic_train=args.n_train, synthetic_test=args.n_test)
     return codext.Config.demo(backbone=args.backbone, img_size=args.img_size, batch_size=args.batch_size,
                               epochs=args.epochs, stage1_epochs=args.stage1_epochs,
                               decoder_dim=args.decoder_dim, num_experts=args.num_experts, lr=args.lr,
+                              backbone_lr_mult=args.backbone_lr_mult, ema_decay=args.ema_decay,
                               seed=args.seed, num_threads=args.threads, checkpoint_dir=checkpoint_dir,
                               **extra)
 
 
 def initial_model(cfg):
-    """The model codext.train starts from (Model built from the Config's seed)."""
-    import codext
-    return codext.Model(cfg.backbone, decoder_dim=cfg.decoder_dim, num_experts=cfg.num_experts,
-                        moe_top_k=cfg.moe_top_k, seed=cfg.seed, ds_weight=cfg.ds_weight,
-                        balance_weight=cfg.balance_weight, img_size=cfg.img_size)
+    """The model codext.train starts from (built from the Config's seed)."""
+    from codext.train import _new_model
+    return _new_model(cfg)
 
 
 def epoch_permutation(seed, epoch, n):
@@ -89,9 +88,9 @@ def epoch_permutation(seed, epoch, n):
 # ---- codext ------------------------------------------------------------------------------------
 
 def run_codext(args, cfg, data, log):
-    import codext
+    from codext.train import train
     t0 = time.perf_counter()
-    result = codext.train(cfg, data, progress=False, log=lambda *a, **k: log("codext", " ".join(map(str, a))))
+    result = train(cfg, data, progress=True, log=lambda *a, **k: log("codext", " ".join(map(str, a))))
     total = time.perf_counter() - t0
     h = result.history
     steps = len(h["step_loss"])
@@ -257,7 +256,8 @@ def main(argv=None):
         model = initial_model(cfg)
         init_path = os.path.join(workdir, "init.safetensors")
         model.save(init_path)
-        untrained = codext.evaluate(model, data.test)
+        from codext.train import evaluate
+        untrained = evaluate(model, data.test)
         del model
         cx = run_codext(args, cfg, data, log)
         tw = None if args.skip_twin else run_twin(args, cfg, init_path, workdir, log)

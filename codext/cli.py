@@ -219,20 +219,49 @@ def gpu_for_training():
 
 
 def train_config(args):
-    """(Config, demo: bool, notes: [str]) from parsed train arguments."""
+    """(Config, demo: bool, notes: [str]) from parsed train arguments. With --resume the
+    base is the run's own Config (saved in its training state) and flags change it."""
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
     if "betas" in given:
         given["betas"] = tuple(given["betas"])
-    demo = args.demo
-    if demo is None:
-        demo = given.get("dataset_path") is None and not gpu_for_training()
     notes = [f"note: {flag} is ignored: {why}" for flag, (_, why) in IGNORED_FLAGS.items()
              if getattr(args, "ignored_" + flag[2:].replace("-", "_"), None) not in (None, False)]
+    resume = getattr(args, "resume", None)
+    if resume is not None and not os.path.exists(resume):
+        raise UsageError(f"--resume {resume}: no such file or folder")
+    saved = saved_run_config(resume) if resume is not None else None
+    demo = args.demo
+    if saved is not None:
+        demo = False
+    elif demo is None:
+        demo = given.get("dataset_path") is None and not gpu_for_training()
     try:
-        cfg = Config.demo(**given) if demo else Config(**given)
+        if saved is not None:
+            cfg = Config.from_dict({**saved, **given})
+        else:
+            cfg = Config.demo(**given) if demo else Config(**given)
     except (TypeError, ValueError) as e:
         raise UsageError(_flagify(str(e))) from None
+    if cfg.dataset_path is not None and not os.path.exists(cfg.dataset_path):
+        raise UsageError(f"--dataset-path {cfg.dataset_path}: no such folder")
     return cfg, demo, notes
+
+
+def saved_run_config(path):
+    """The Config fields a run saved in its training state (last.state.safetensors beside
+    PATH, or in the folder PATH), or None when there is none."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    state = os.path.join(folder, "last.state.safetensors")
+    if not os.path.isfile(state):
+        return None
+    from .train import _read_metadata
+    try:
+        saved = json.loads(_read_metadata(state).get("codext_config", "null"))
+    except ValueError:
+        return None
+    if not isinstance(saved, dict):
+        return None
+    return {k: v for k, v in saved.items() if k in FIELD_NAMES}
 
 
 def _flagify(message):
@@ -246,7 +275,7 @@ def demo_banner(cfg, given_fields):
     shown = ", ".join(f"{flag_of(f)} {getattr(cfg, f)}" for f in DEMO_FIELDS)
     full = Config()
     lines = [
-        "codext: DEMO run (no --dataset-path and no GPU): the defaults shrink to Config.demo() "
+        "codext: DEMO run (no --dataset-path and no GPU): the defaults are Config.demo()'s "
         f"[{shown}] on the synthetic set, a few minutes on 2 CPU cores."
         + (f" Your flags win: {', '.join(flag_of(f) for f in sorted(given_fields))}." if given_fields else ""),
         "  The real job: python -m codext train --dataset-path /path/to/COD10K-v3 "
@@ -261,27 +290,24 @@ def cmd_train(args):
     for note in notes:
         print(note, file=sys.stderr)
     given = {k[4:] for k in vars(args) if k.startswith("cfg_")}
-    if demo and args.demo is None:
+    if demo:
         print(demo_banner(cfg, given), flush=True)
-    if args.resume is not None and not os.path.exists(args.resume):
-        raise UsageError(f"--resume {args.resume}: no such file or folder")
-    if cfg.dataset_path is not None and not os.path.exists(cfg.dataset_path):
-        raise UsageError(f"--dataset-path {cfg.dataset_path}: no such folder")
     import codext
+    from .train import train
     data = None
     if cfg.dataset_path is not None:
         data = codext.data.load(cfg.dataset_path, img_size=cfg.img_size, workers=max(1, cfg.num_workers))
         print(f"data: {data}", flush=True)
-    log = (lambda *a, **k: None) if args.quiet else _print_flush
+    log = _print_flush
     t0 = time.perf_counter()
-    result = codext.train(cfg, data, resume=args.resume, progress=sys.stderr.isatty() and not args.quiet,
-                          log=log)
-    minutes = (time.perf_counter() - t0) / 60
+    result = train(cfg, data, resume=args.resume, progress=not args.quiet, log=log)
+    seconds = time.perf_counter() - t0
+    took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()
                       if k in ("sm", "wfm", "mean_em", "mae", "iou", "dice"))
-    print(f"done in {minutes:.1f} min. best ({cfg.select_metric}): {shown}", flush=True)
+    print(f"done in {took}. best epoch by {cfg.select_metric}: {shown}", flush=True)
     print(f"  best weights: {result.best_checkpoint}\n  last weights: {result.last_checkpoint}\n"
-          f"  history:      {os.path.join(cfg.checkpoint_dir, 'history.json')}", flush=True)
+          f"  history:      {os.path.join(os.path.dirname(result.last_checkpoint), 'history.json')}", flush=True)
     print(f"  evaluate: python -m codext eval --checkpoint {result.best_checkpoint}"
           + (f" --dataset-path {cfg.dataset_path}" if cfg.dataset_path else ""), flush=True)
     return 0
@@ -307,20 +333,8 @@ def resolve_checkpoint(path):
 
 
 def run_settings(checkpoint):
-    """The run's Config fields saved beside a checkpoint (history.json or config.json), or {}."""
-    folder = os.path.dirname(os.path.abspath(checkpoint))
-    for name in ("config.json", "history.json"):
-        path = os.path.join(folder, name)
-        try:
-            with open(path) as f:
-                saved = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if isinstance(saved, dict) and isinstance(saved.get("config"), dict):
-            return saved["config"]
-        if name == "config.json" and isinstance(saved, dict):
-            return saved
-    return {}
+    """The run's Config fields saved beside a checkpoint (its training state), or {}."""
+    return saved_run_config(checkpoint) or {}
 
 
 def _load_model(args):
@@ -337,6 +351,7 @@ def _load_model(args):
 
 def cmd_eval(args):
     import codext
+    from .train import evaluate
     if args.dataset_path is not None and not os.path.exists(args.dataset_path):
         raise UsageError(f"--dataset-path {args.dataset_path}: no such folder")
     path, model = _load_model(args)
@@ -358,7 +373,7 @@ def cmd_eval(args):
     results = {}
     for name, split in sets.items():
         t0 = time.perf_counter()
-        metrics = codext.evaluate(model, split, batch_size=args.batch_size)
+        metrics = evaluate(model, split, batch_size=args.batch_size)
         scalars = {k: float(v) for k, v in metrics.items() if _is_scalar(v)}
         results[name] = scalars
         print(f"{name} ({len(split)} images, {time.perf_counter() - t0:.1f} s): " + format_metrics(scalars),

@@ -10,12 +10,13 @@ import pytest
 import codext
 from codext import cli
 from codext.config import FIELD_NAMES, Config
+from codext.train import evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A valid non-default value for each field (a field missing here gets one from its type).
 VALUES = {
-    "dataset_path": "/data/COD10K-v3", "img_size": 320, "batch_size": 7, "num_workers": 3,
+    "dataset_path": ROOT, "img_size": 320, "batch_size": 7, "num_workers": 3,
     "backbone": "edgenext_small", "pretrained": "edgenext_small.usi_in1k", "num_experts": 5,
     "moe_top_k": 2, "decoder_dim": 48, "drop_path_rate": 0.1, "deep_supervision": False,
     "ds_weight": 0.25, "balance_weight": 0.02, "epochs": 40, "stage1_epochs": 9, "lr": 3e-4,
@@ -100,8 +101,8 @@ def test_demo_defaults_without_dataset_and_flags_still_win(monkeypatch):
     assert demo and cfg == Config.demo()
     cfg, demo, _ = parse_train(["--epochs", "3", "--img-size", "96"])
     assert demo and cfg == Config.demo(epochs=3, img_size=96)
-    cfg, demo, _ = parse_train(["--dataset-path", "/data/x"])       # a dataset: the real defaults
-    assert not demo and cfg == Config(dataset_path="/data/x")
+    cfg, demo, _ = parse_train(["--dataset-path", ROOT])            # a dataset: the real defaults
+    assert not demo and cfg == Config(dataset_path=ROOT)
     cfg, demo, _ = parse_train(["--no-demo"])
     assert not demo and cfg == Config()
     monkeypatch.setattr(cli, "gpu_for_training", lambda: True)      # a GPU: the real defaults
@@ -178,7 +179,7 @@ def test_eval_prints_the_metrics(model_file, tmp_path, capsys):
     assert metrics["n_images"] == 3 and 0.0 <= metrics["sm"] <= 1.0
     # the same numbers as the API
     split = codext.data.synthetic(0, 3, 32, 1).test
-    want = codext.evaluate(codext.load(model_file), split)
+    want = evaluate(codext.load(model_file), split)
     assert metrics["sm"] == pytest.approx(float(want["sm"]), abs=1e-12)
 
 
@@ -218,7 +219,6 @@ def test_predict_on_a_folder_without_images_is_a_usage_error(model_file, tmp_pat
 
 # ---- a tiny real run through the interpreter ---------------------------------------------------
 
-needs_train = pytest.mark.skipif(not hasattr(codext, "train"), reason="codext.train has not landed")
 TINY = ["--backbone", "edgenext_tiny_test", "--img-size", "32", "--batch-size", "4", "--epochs", "2",
         "--stage1-epochs", "1", "--decoder-dim", "8", "--num-experts", "2", "--lr", "1e-3",
         "--synthetic-train", "8", "--synthetic-test", "4", "--seed", "3", "--num-threads", "2"]
@@ -226,14 +226,11 @@ TINY = ["--backbone", "edgenext_tiny_test", "--img-size", "32", "--batch-size", 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    if not hasattr(codext, "train"):
-        pytest.skip("codext.train has not landed")
     run_dir = tmp_path_factory.mktemp("run")
     r = run_cli("train", *TINY, "--checkpoint-dir", str(run_dir / "ck"), "--use-ddp", cwd=str(run_dir))
     return run_dir, r
 
 
-@needs_train
 def test_train_runs_and_writes_its_files(trained):
     run_dir, r = trained
     assert r.returncode == 0, r.stdout + r.stderr
@@ -247,7 +244,6 @@ def test_train_runs_and_writes_its_files(trained):
     assert "best.safetensors" in r.stdout and "python -m codext eval" in r.stdout
 
 
-@needs_train
 def test_eval_and_predict_on_the_trained_checkpoint(trained, tmp_path):
     run_dir, r = trained
     assert r.returncode == 0, r.stdout + r.stderr
@@ -262,3 +258,20 @@ def test_eval_and_predict_on_the_trained_checkpoint(trained, tmp_path):
     assert p.returncode == 0, p.stderr
     with Image.open(tmp_path / "masks" / "x.png") as im:
         assert im.size == (70, 45) and im.mode == "L"
+
+
+def test_resume_takes_the_runs_own_config(trained):
+    run_dir, r = trained
+    assert r.returncode == 0, r.stdout + r.stderr
+    ck = str(run_dir / "ck")
+    args = cli.build_parser().parse_args(["train", "--resume", ck])
+    cfg, demo, _ = cli.train_config(args)
+    assert not demo and cfg.backbone == "edgenext_tiny_test" and cfg.img_size == 32 and cfg.seed == 3
+    # the finished run resumes to its end at once, without the demo banner
+    again = run_cli("train", "--resume", ck, cwd=str(run_dir))
+    assert again.returncode == 0, again.stderr
+    assert "DEMO" not in again.stdout and "best weights" in again.stdout
+    # a change that alters the weights is refused by train(): a failure, exit 1, one line
+    other = run_cli("train", "--resume", ck, "--lr", "0.005", cwd=str(run_dir))
+    assert other.returncode == 1
+    assert "another configuration" in other.stderr and "lr" in other.stderr and "Traceback" not in other.stderr
