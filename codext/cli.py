@@ -1,0 +1,477 @@
+"""The command line: ``python -m codext [train|eval|predict] [flags]``.
+
+    python -m codext                                  # = train: the demo on a fresh CPU machine
+    python -m codext train --dataset-path /data/COD10K-v3 --backbone edgenext_base \\
+        --pretrained edgenext_base.in21k_ft_in1k --epochs 150 --stage1-epochs 30
+    python -m codext eval --checkpoint checkpoints/best.safetensors [--dataset-path P]
+    python -m codext predict --checkpoint checkpoints/best.safetensors --input IMG_OR_DIR --output DIR
+
+train: every codext.Config field is a flag, named as the seed's launchers name it (field
+``batch_size`` is ``--batch-size``; booleans have ``--x`` / ``--no-x``, so ``--no-amp``).
+FIELD_HELP below is the one table: a field's type, range checks and default come from
+Config itself. With no --dataset-path it trains on the built-in synthetic set; with no
+dataset and no GPU for the trainer the defaults shrink to Config.demo() (a few minutes on
+2 CPU cores) and the output says so; any flag given still wins (``--no-demo`` keeps the
+full defaults). ``--use-ddp``, ``--use-cod-specialized`` and ``--master-port`` (the seed's
+multi-process flags) are accepted and ignored with a note.
+
+Exit status: 0 done, 2 a usage error (unknown flag, invalid value, impossible combination,
+a path given that does not exist), 1 a failure while working (unreadable dataset or
+checkpoint, NaN in the loss, ...), 130 interrupted. Errors print one line, no traceback
+(CODEXT_DEBUG=1 shows it).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from .config import BACKBONES, FIELD_NAMES, SCHEDULERS, SELECT_METRICS, Config, _FIELD_KINDS
+
+# ---- the flag table --------------------------------------------------------------------------
+# Config field -> help text. The flag is "--" + field with dashes; its type comes from Config.
+FIELD_HELP = {
+    "dataset_path": "COD dataset folder (COD10K-v3, CAMO, NC4K, CHAMELEON, SINet-V2 "
+                    "TrainDataset/TestDataset); none: the built-in synthetic set",
+    "img_size": "training resolution, a multiple of 32",
+    "batch_size": "images per optimizer step before accumulation",
+    "num_workers": "data decoding threads",
+    "synthetic_train": "synthetic training images (no --dataset-path)",
+    "synthetic_test": "synthetic test images (no --dataset-path)",
+    "backbone": "EdgeNeXt size",
+    "pretrained": "backbone weights: a safetensors file or a timm tag in the Hugging Face "
+                  "cache (e.g. edgenext_base.in21k_ft_in1k)",
+    "num_experts": "experts per neck scale",
+    "moe_top_k": "0: dense mixture; k: sparse top-k routing with the balance loss",
+    "decoder_dim": "decoder channels D (a multiple of 4)",
+    "drop_path_rate": "stochastic depth in the backbone",
+    "deep_supervision": "deep-supervision losses on the side outputs",
+    "ds_weight": "weight of each deep-supervision loss",
+    "balance_weight": "weight of the MoE balance loss (sparse mode)",
+    "epochs": "total epochs",
+    "stage1_epochs": "epochs with the backbone frozen (no backward through it)",
+    "lr": "peak learning rate (stage 1, and the head in stage 2 unless --stage2-lr)",
+    "stage2_lr": "stage-2 head learning rate (default: --lr)",
+    "backbone_lr_mult": "stage-2 backbone lr = stage-2 lr x this",
+    "weight_decay": "AdamW weight decay",
+    "betas": "AdamW betas",
+    "eps": "AdamW epsilon",
+    "scheduler": "learning-rate schedule per stage",
+    "warmup_epochs": "linear warmup epochs per stage (cosine)",
+    "min_lr": "final learning rate (cosine)",
+    "grad_clip": "global gradient-norm clip (0: off)",
+    "accumulation_steps": "micro-batches per optimizer step",
+    "ema_decay": "EMA decay of the weights used for evaluation (0: no EMA)",
+    "seed": "seed of the init, the shuffling and the augmentation",
+    "checkpoint_dir": "where checkpoints, history.json and the best weights go",
+    "amp": "mixed precision on the GPU (--no-amp: fp32)",
+    "gradient_checkpointing": "recompute backbone activations in backward",
+    "deterministic": "deterministic GPU kernels (the CPU always is)",
+    "select_metric": "metric that picks the best checkpoint",
+    "eval_every": "evaluate every N epochs",
+    "log_every": "log every N steps",
+    "num_threads": "CPU engine threads (default: all this process may use)",
+}
+_CHOICES = {"backbone": BACKBONES, "scheduler": SCHEDULERS, "select_metric": sorted(SELECT_METRICS)}
+_PATH_METAVAR = {"dataset_path": "PATH", "checkpoint_dir": "DIR", "pretrained": "PATH_OR_TAG"}
+# The seed's multi-process flags: flag -> (argparse keywords, why it is ignored here).
+IGNORED_FLAGS = {
+    "--use-ddp": (dict(action="store_true"),
+                  "this command trains in one process; for several GPUs use codext.launch(), "
+                  "launch_ddp.py or torchrun"),
+    "--use-cod-specialized": (dict(action="store_true"),
+                              "the COD mixture-of-experts neck is always on"),
+    "--master-port": (dict(type=int, metavar="PORT"),
+                      "only multi-process launchers use a rendezvous port"),
+}
+DEMO_FIELDS = ("backbone", "img_size", "batch_size", "epochs", "stage1_epochs", "decoder_dim", "lr")
+
+
+def flag_of(field):
+    return "--" + field.replace("_", "-")
+
+
+def config_flags():
+    """[(flag, field)] for every Config field, in Config's order."""
+    return [(flag_of(name), name) for name in FIELD_NAMES]
+
+
+class UsageError(Exception):
+    """A bad command line: exit status 2. prog: the command it is about."""
+
+    def __init__(self, message, prog=None):
+        super().__init__(message)
+        self.prog = prog
+
+
+# ---- parsers ---------------------------------------------------------------------------------
+
+def _add_config_flags(parser):
+    groups = {}
+    for flag, name in config_flags():
+        kind, optional = _FIELD_KINDS[name]
+        group_name = _group_of(name)
+        group = groups.get(group_name) or groups.setdefault(group_name, parser.add_argument_group(group_name))
+        kw = dict(dest="cfg_" + name, default=argparse.SUPPRESS, help=FIELD_HELP.get(name, f"Config.{name}"))
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif kind is tuple:
+            kw.update(type=float, nargs=2, metavar=("B1", "B2"))
+        else:
+            kw["type"] = kind
+            if name in _CHOICES:
+                kw["choices"] = _CHOICES[name]
+            kw["metavar"] = _PATH_METAVAR.get(name, {int: "N", float: "X", str: "STR"}[kind])
+            if name in _CHOICES:
+                kw["metavar"] = "{" + ",".join(_CHOICES[name]) + "}"
+        if "default:" not in kw["help"]:
+            kw["help"] += _default_text(name)
+        group.add_argument(flag, **kw)
+
+
+def _default_text(name):
+    """' (default X)', or ' (default X; demo Y)' where Config.demo() differs."""
+    full, demo = getattr(_defaults()[0], name), getattr(_defaults()[1], name)
+    show = lambda v: ("on" if v else "off") if isinstance(v, bool) else v  # noqa: E731
+    if full is None:
+        return ""
+    return f" (default {show(full)}" + (f"; demo {show(demo)})" if demo != full else ")")
+
+
+def _defaults(cache=[]):
+    if not cache:
+        cache += [Config(), Config.demo()]
+    return cache
+
+
+def _group_of(name):
+    data = {"dataset_path", "img_size", "batch_size", "num_workers", "synthetic_train", "synthetic_test"}
+    model = {"backbone", "pretrained", "num_experts", "moe_top_k", "decoder_dim", "drop_path_rate",
+             "deep_supervision", "ds_weight", "balance_weight"}
+    run = {"seed", "checkpoint_dir", "amp", "gradient_checkpointing", "deterministic", "select_metric",
+           "eval_every", "log_every", "num_threads"}
+    return "data" if name in data else "model" if name in model else "run" if name in run else "recipe"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message, self.prog)
+
+
+def build_parser():
+    top = _Parser(prog="python -m codext",
+                  description="Train, evaluate and apply camouflaged-object-detection models.",
+                  epilog="With no command, `train` runs (on a machine without a GPU and without "
+                         "--dataset-path: the short CPU demo). `python -m codext COMMAND -h` lists "
+                         "a command's flags.")
+    sub = top.add_subparsers(dest="command", metavar="{train,eval,predict}", parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a model (the default command)",
+                           description="Train on a COD dataset folder or the built-in synthetic set.")
+    _add_config_flags(train)
+    t = train.add_argument_group("train")
+    t.add_argument("--resume", metavar="PATH", help="continue a run: its checkpoint dir or last.safetensors")
+    t.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
+                   help="the small CPU demo defaults (Config.demo()); default: on when there is no "
+                        "--dataset-path and no GPU for the trainer")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    for flag, (kw, _) in IGNORED_FLAGS.items():
+        t.add_argument(flag, dest="ignored_" + flag[2:].replace("-", "_"), default=None,
+                       help="accepted and ignored (single-process run)", **kw)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on a test set",
+                        description="Predict every test image at its own size and print the metrics.")
+    _add_model_io(ev)
+    ev.add_argument("--dataset-path", metavar="PATH",
+                    help="COD dataset folder (every test set found); default: the synthetic test set "
+                         "of the run (its seed and size)")
+    ev.add_argument("--synthetic-test", type=int, metavar="N", help="synthetic test images (default: the run's)")
+    ev.add_argument("--seed", type=int, metavar="N", help="synthetic set seed (default: the run's)")
+    ev.add_argument("--json", metavar="FILE", help="also write the metrics as JSON ('-': stdout)")
+
+    pr = sub.add_parser("predict", help="write PNG masks for images",
+                        description="Write one PNG per image: uint8 probabilities 0..255 at the image's size.")
+    _add_model_io(pr)
+    pr.add_argument("--input", required=True, metavar="IMG_OR_DIR", help="an image, or a folder of images")
+    pr.add_argument("--output", required=True, metavar="DIR", help="folder for the masks (created)")
+    return top
+
+
+def _add_model_io(parser):
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a model .safetensors (or a checkpoint dir: its best.safetensors)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward (default 16)")
+    parser.add_argument("--num-threads", type=int, metavar="N", help="CPU engine threads")
+
+
+# ---- train -------------------------------------------------------------------------------------
+
+def gpu_for_training():
+    """True when the single-process trainer would run on a GPU. It is CPU-only until Config
+    gains a `device` field (the CUDA issue); until then a GPU does not change the defaults."""
+    if "device" not in FIELD_NAMES:
+        return False
+    from . import _C
+    try:
+        return bool(_C.cuda_backend_available()[0])
+    except (OSError, RuntimeError):
+        return False
+
+
+def train_config(args):
+    """(Config, demo: bool, notes: [str]) from parsed train arguments. With --resume the
+    base is the run's own Config (saved in its training state) and flags change it."""
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    if "betas" in given:
+        given["betas"] = tuple(given["betas"])
+    notes = [f"note: {flag} is ignored: {why}" for flag, (_, why) in IGNORED_FLAGS.items()
+             if getattr(args, "ignored_" + flag[2:].replace("-", "_"), None) not in (None, False)]
+    resume = getattr(args, "resume", None)
+    if resume is not None and not os.path.exists(resume):
+        raise UsageError(f"--resume {resume}: no such file or folder")
+    saved = saved_run_config(resume) if resume is not None else None
+    demo = args.demo
+    if saved is not None:
+        demo = False
+    elif demo is None:
+        demo = given.get("dataset_path") is None and not gpu_for_training()
+    try:
+        if saved is not None:
+            cfg = Config.from_dict({**saved, **given})
+        else:
+            cfg = Config.demo(**given) if demo else Config(**given)
+    except (TypeError, ValueError) as e:
+        raise UsageError(_flagify(str(e))) from None
+    if cfg.dataset_path is not None and not os.path.exists(cfg.dataset_path):
+        raise UsageError(f"--dataset-path {cfg.dataset_path}: no such folder")
+    return cfg, demo, notes
+
+
+def saved_run_config(path):
+    """The Config fields a run saved in its training state (last.state.safetensors beside
+    PATH, or in the folder PATH), or None when there is none."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    state = os.path.join(folder, "last.state.safetensors")
+    if not os.path.isfile(state):
+        return None
+    from .train import _read_metadata
+    try:
+        saved = json.loads(_read_metadata(state).get("codext_config", "null"))
+    except ValueError:
+        return None
+    if not isinstance(saved, dict):
+        return None
+    return {k: v for k, v in saved.items() if k in FIELD_NAMES}
+
+
+def _flagify(message):
+    """Config's messages name fields (Config.img_size); the CLI user typed flags (--img-size)."""
+    for name in sorted(FIELD_NAMES, key=len, reverse=True):
+        message = message.replace(f"Config.{name}", flag_of(name))
+    return message
+
+
+def demo_banner(cfg, given_fields):
+    shown = ", ".join(f"{flag_of(f)} {getattr(cfg, f)}" for f in DEMO_FIELDS)
+    full = Config()
+    lines = [
+        "codext: DEMO run (no --dataset-path and no GPU): the defaults are Config.demo()'s "
+        f"[{shown}] on the synthetic set, a few minutes on 2 CPU cores."
+        + (f" Your flags win: {', '.join(flag_of(f) for f in sorted(given_fields))}." if given_fields else ""),
+        "  The real job: python -m codext train --dataset-path /path/to/COD10K-v3 "
+        f"--pretrained {full.backbone}.in21k_ft_in1k   (defaults: {full.backbone}, {full.img_size}x"
+        f"{full.img_size}, {full.epochs} epochs, {full.stage1_epochs} frozen, batch {full.batch_size})",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_train(args):
+    cfg, demo, notes = train_config(args)
+    for note in notes:
+        print(note, file=sys.stderr)
+    given = {k[4:] for k in vars(args) if k.startswith("cfg_")}
+    if demo:
+        print(demo_banner(cfg, given), flush=True)
+    import codext
+    from .train import train
+    data = None
+    if cfg.dataset_path is not None:
+        data = codext.data.load(cfg.dataset_path, img_size=cfg.img_size, workers=max(1, cfg.num_workers))
+        print(f"data: {data}", flush=True)
+    log = _print_flush
+    t0 = time.perf_counter()
+    result = train(cfg, data, resume=args.resume, progress=not args.quiet, log=log)
+    seconds = time.perf_counter() - t0
+    took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()
+                      if k in ("sm", "wfm", "mean_em", "mae", "iou", "dice"))
+    print(f"done in {took}. best epoch by {cfg.select_metric}: {shown}", flush=True)
+    print(f"  best weights: {result.best_checkpoint}\n  last weights: {result.last_checkpoint}\n"
+          f"  history:      {os.path.join(os.path.dirname(result.last_checkpoint), 'history.json')}", flush=True)
+    print(f"  evaluate: python -m codext eval --checkpoint {result.best_checkpoint}"
+          + (f" --dataset-path {cfg.dataset_path}" if cfg.dataset_path else ""), flush=True)
+    return 0
+
+
+def _print_flush(*args, **kw):
+    kw.setdefault("flush", True)
+    print(*args, **kw)
+
+
+# ---- eval and predict ------------------------------------------------------------------------
+
+def resolve_checkpoint(path):
+    """A model file: PATH itself, or PATH/best.safetensors (else last.safetensors) for a dir."""
+    if os.path.isdir(path):
+        for name in ("best.safetensors", "last.safetensors"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise UsageError(f"--checkpoint {path}: the folder holds no best.safetensors or last.safetensors")
+    if not os.path.isfile(path):
+        raise UsageError(f"--checkpoint {path}: no such file")
+    return path
+
+
+def run_settings(checkpoint):
+    """The run's Config fields saved beside a checkpoint (its training state), or {}."""
+    return saved_run_config(checkpoint) or {}
+
+
+def _load_model(args):
+    import codext
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.num_threads is not None:
+        if not 1 <= args.num_threads <= 256:
+            raise UsageError(f"--num-threads must be in 1..256, got {args.num_threads}")
+        codext.set_num_threads(args.num_threads)
+    path = resolve_checkpoint(args.checkpoint)
+    return path, codext.load(path)
+
+
+def cmd_eval(args):
+    import codext
+    from .train import evaluate
+    if args.dataset_path is not None and not os.path.exists(args.dataset_path):
+        raise UsageError(f"--dataset-path {args.dataset_path}: no such folder")
+    path, model = _load_model(args)
+    size = model.config.img_size
+    if args.dataset_path is not None:
+        data = codext.data.load(args.dataset_path, img_size=size)
+        sets = data.tests
+        if not sets:
+            raise ValueError(f"{args.dataset_path} holds no test set")
+    else:
+        saved = run_settings(path)
+        seed = args.seed if args.seed is not None else int(saved.get("seed", model.config.seed))
+        n_test = args.synthetic_test if args.synthetic_test is not None else \
+            int(saved.get("synthetic_test", getattr(Config, "synthetic_test", 128)))
+        if n_test < 1:
+            raise UsageError(f"--synthetic-test must be at least 1, got {n_test}")
+        sets = {"synthetic": codext.data.synthetic(0, n_test, size, seed).test}
+    print(f"model: {path} ({model.config.backbone}, {size}x{size})", flush=True)
+    results = {}
+    for name, split in sets.items():
+        t0 = time.perf_counter()
+        metrics = evaluate(model, split, batch_size=args.batch_size)
+        scalars = {k: float(v) for k, v in metrics.items() if _is_scalar(v)}
+        results[name] = scalars
+        print(f"{name} ({len(split)} images, {time.perf_counter() - t0:.1f} s): " + format_metrics(scalars),
+              flush=True)
+    if args.json:
+        text = json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+def _is_scalar(v):
+    import numpy as np
+    return isinstance(v, (int, float, np.integer, np.floating))
+
+
+def format_metrics(m):
+    names = (("sm", "S"), ("wfm", "wF"), ("mean_em", "mE"), ("max_em", "maxE"), ("mean_fm", "mF"),
+             ("mae", "MAE"), ("iou", "IoU"), ("dice", "Dice"))
+    return "  ".join(f"{label} {m[k]:.4f}" for k, label in names if k in m)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(path):
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                       if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f)))
+        if not files:
+            raise UsageError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+        return files
+    if not os.path.isfile(path):
+        raise UsageError(f"--input {path}: no such file or folder")
+    return [path]
+
+
+def cmd_predict(args):
+    files = list_images(args.input)
+    stems = {}
+    for f in files:
+        stems.setdefault(os.path.splitext(os.path.basename(f))[0], []).append(f)
+    clashes = [v for v in stems.values() if len(v) > 1]
+    if clashes:
+        raise UsageError(f"--input: these images would write the same mask name: {clashes[0]}")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise RuntimeError("predict needs Pillow to read and write images: pip install pillow") from None
+    import numpy as np
+    import codext
+    path, model = _load_model(args)
+    os.makedirs(args.output, exist_ok=True)
+    t0 = time.perf_counter()
+    for start in range(0, len(files), args.batch_size):
+        chunk = files[start:start + args.batch_size]
+        images = []
+        for f in chunk:
+            try:
+                with Image.open(f) as im:
+                    images.append(codext.data.as_rgb_uint8(np.asarray(im.convert("RGB"))))
+            except OSError as e:
+                raise OSError(f"{f}: cannot read the image ({e})") from None
+        probs = model.predict(images, batch_size=args.batch_size)
+        for f, p in zip(chunk, probs):
+            out = os.path.join(args.output, os.path.splitext(os.path.basename(f))[0] + ".png")
+            Image.fromarray(np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8), mode="L").save(out)
+    print(f"wrote {len(files)} mask(s) to {args.output} with {path} "
+          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    return 0
+
+
+# ---- entry -----------------------------------------------------------------------------------
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["train"] + argv  # the main job: `python -m codext` trains
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("give a command: train, eval or predict", "python -m codext")
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        prog = e.prog or f"python -m codext {argv[0]}"
+        print(f"{prog}: error: {e}\n(see {prog} --help)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted (a training run continues with --resume CHECKPOINT_DIR)", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as e:
+        if os.environ.get("CODEXT_DEBUG"):
+            raise
+        print(f"codext: error: {e}", file=sys.stderr)
+        return 1
