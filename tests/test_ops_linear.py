@@ -81,7 +81,8 @@ def test_gemm_every_micro_kernel():
     the same FMA chains, so they agree bit for bit."""
     rng = np.random.default_rng(2)
     isas = available_isas()
-    assert 1 in isas
+    baseline = 1  # the AVX2 or portable kernel runs everywhere
+    assert baseline in isas
     for M, N, K in [(37, 45, 29), (100, 70, 700), (50, 33, 330)]:
         for trans_a, trans_b in [(0, 0), (1, 1)]:
             A, B, C = operands(rng, M, N, K, trans_a, trans_b)

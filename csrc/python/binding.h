@@ -18,6 +18,10 @@ PyObject *cx_py_error(cx_status status);
 /* New reference to a C-contiguous float32 array made from obj (TypeError if obj is not
  * a numeric ndarray; `what` names it in the message). */
 PyArrayObject *cx_py_as_float32(PyObject *obj, const char *what);
+/* A 1-D array of npy_type viewing n items of data (no copy), keeping owner alive. */
+PyObject *cx_py_view(PyObject *owner, void *data, size_t n, int npy_type);
+/* [(name, shape, offset, decay), ...] for a parameter table, in buffer order. */
+PyObject *cx_py_param_table(const cx_param_table *table);
 /* Adds the model types to the module; -1 with an exception set on failure. */
 int cx_py_add_types(PyObject *module);
 

@@ -48,20 +48,6 @@ static void cod_dealloc(CODModelObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* A 1-D float32 array viewing `data` (n floats), keeping `owner` alive. */
-static PyObject *view_of(PyObject *owner, float *data, size_t n) {
-    npy_intp dims[1] = {(npy_intp)n};
-    PyObject *arr = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, data);
-    if (!arr)
-        return NULL;
-    Py_INCREF(owner);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
-}
-
 /* A new float32 array of `shape` downloaded from backend memory. */
 static PyObject *download(cx_cod_model *m, const float *src, int ndim, const npy_intp *shape) {
     PyObject *arr = PyArray_EMPTY(ndim, (npy_intp *)shape, NPY_FLOAT32, 0);
@@ -72,37 +58,15 @@ static PyObject *download(cx_cod_model *m, const float *src, int ndim, const npy
 }
 
 static PyObject *cod_params(CODModelObject *self, PyObject *unused) {
-    return view_of((PyObject *)self, self->model->params, self->model->table.total);
+    return cx_py_view((PyObject *)self, self->model->params, self->model->table.total, NPY_FLOAT32);
 }
 
 static PyObject *cod_grads(CODModelObject *self, PyObject *unused) {
-    return view_of((PyObject *)self, self->model->grads, self->model->table.total);
+    return cx_py_view((PyObject *)self, self->model->grads, self->model->table.total, NPY_FLOAT32);
 }
 
-/* [(name, shape, offset, decay), ...] in buffer order */
 static PyObject *cod_param_table(CODModelObject *self, PyObject *unused) {
-    const cx_param_table *t = &self->model->table;
-    PyObject *list = PyList_New(t->count);
-    if (!list)
-        return NULL;
-    for (int i = 0; i < t->count; i++) {
-        const cx_param *p = &t->items[i];
-        PyObject *shape = PyTuple_New(p->ndim);
-        if (!shape) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        for (int d = 0; d < p->ndim; d++)
-            PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(p->shape[d]));
-        PyObject *row = Py_BuildValue("(sNnO)", p->name, shape, (Py_ssize_t)p->offset,
-                                      p->decay ? Py_True : Py_False);
-        if (!row) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, row);
-    }
-    return list;
+    return cx_py_param_table(&self->model->table);
 }
 
 static PyObject *cod_config(CODModelObject *self, PyObject *unused) {

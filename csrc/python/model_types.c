@@ -32,52 +32,16 @@ static void backbone_dealloc(BackboneObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* A 1-D float32 array viewing `data` (n floats), keeping `owner` alive. */
-static PyObject *view_of(PyObject *owner, float *data, size_t n) {
-    npy_intp dims[1] = {(npy_intp)n};
-    PyObject *arr = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, data);
-    if (!arr)
-        return NULL;
-    Py_INCREF(owner);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
-}
-
 static PyObject *backbone_params(BackboneObject *self, PyObject *unused) {
-    return view_of((PyObject *)self, self->bb->params, self->bb->table.total);
+    return cx_py_view((PyObject *)self, self->bb->params, self->bb->table.total, NPY_FLOAT32);
 }
 
 static PyObject *backbone_grads(BackboneObject *self, PyObject *unused) {
-    return view_of((PyObject *)self, self->bb->grads, self->bb->table.total);
+    return cx_py_view((PyObject *)self, self->bb->grads, self->bb->table.total, NPY_FLOAT32);
 }
 
-/* [(name, shape, offset, decay), ...] in buffer order */
 static PyObject *backbone_param_table(BackboneObject *self, PyObject *unused) {
-    const cx_param_table *t = &self->bb->table;
-    PyObject *list = PyList_New(t->count);
-    if (!list)
-        return NULL;
-    for (int i = 0; i < t->count; i++) {
-        const cx_param *p = &t->items[i];
-        PyObject *shape = PyTuple_New(p->ndim);
-        if (!shape) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        for (int d = 0; d < p->ndim; d++)
-            PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(p->shape[d]));
-        PyObject *row = Py_BuildValue("(sNnO)", p->name, shape, (Py_ssize_t)p->offset,
-                                      p->decay ? Py_True : Py_False);
-        if (!row) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, row);
-    }
-    return list;
+    return cx_py_param_table(&self->bb->table);
 }
 
 static PyObject *backbone_config(BackboneObject *self, PyObject *unused) {

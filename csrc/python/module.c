@@ -48,6 +48,43 @@ PyArrayObject *cx_py_as_float32(PyObject *obj, const char *what) {
                                             NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
 }
 
+PyObject *cx_py_view(PyObject *owner, void *data, size_t n, int npy_type) {
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *arr = PyArray_SimpleNewFromData(1, dims, npy_type, data);
+    if (!arr)
+        return NULL;
+    Py_INCREF(owner);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+PyObject *cx_py_param_table(const cx_param_table *t) {
+    PyObject *list = PyList_New(t->count);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < t->count; i++) {
+        const cx_param *p = &t->items[i];
+        PyObject *shape = PyTuple_New(p->ndim);
+        if (!shape) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        for (int d = 0; d < p->ndim; d++)
+            PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(p->shape[d]));
+        PyObject *row = Py_BuildValue("(sNnO)", p->name, shape, (Py_ssize_t)p->offset,
+                                      p->decay ? Py_True : Py_False);
+        if (!row) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, row);
+    }
+    return list;
+}
+
 /* ---- build info and threads -------------------------------------------------------- */
 
 #ifndef CX_BUILD_CUDA

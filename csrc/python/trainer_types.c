@@ -98,20 +98,6 @@ static int ready(TrainerObject *self) {
     return 1;
 }
 
-/* A 1-D array of `type` viewing n items of `data`, keeping `owner` alive. */
-static PyObject *view_of(PyObject *owner, void *data, size_t n, int type) {
-    npy_intp dims[1] = {(npy_intp)n};
-    PyObject *arr = PyArray_SimpleNewFromData(1, dims, type, data);
-    if (!arr)
-        return NULL;
-    Py_INCREF(owner);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
-}
-
 /* A C-contiguous uint8 array of rank ndim whose last dimension is last (0: any). */
 static int check_u8(PyObject *obj, const char *what, int ndim, npy_intp last) {
     if (!PyArray_Check(obj)) {
@@ -248,28 +234,28 @@ static PyObject *trainer_last_step(TrainerObject *self, PyObject *unused) {
 static PyObject *trainer_ema(TrainerObject *self, PyObject *unused) {
     if (!ready(self))
         return NULL;
-    return view_of((PyObject *)self, self->trainer->state.ema, self->trainer->model->table.total,
+    return cx_py_view((PyObject *)self, self->trainer->state.ema, self->trainer->model->table.total,
                    NPY_FLOAT32);
 }
 
 static PyObject *trainer_exp_avg(TrainerObject *self, PyObject *unused) {
     if (!ready(self))
         return NULL;
-    return view_of((PyObject *)self, self->trainer->state.exp_avg,
+    return cx_py_view((PyObject *)self, self->trainer->state.exp_avg,
                    self->trainer->model->table.total, NPY_FLOAT32);
 }
 
 static PyObject *trainer_exp_avg_sq(TrainerObject *self, PyObject *unused) {
     if (!ready(self))
         return NULL;
-    return view_of((PyObject *)self, self->trainer->state.exp_avg_sq,
+    return cx_py_view((PyObject *)self, self->trainer->state.exp_avg_sq,
                    self->trainer->model->table.total, NPY_FLOAT32);
 }
 
 static PyObject *trainer_param_steps(TrainerObject *self, PyObject *unused) {
     if (!ready(self))
         return NULL;
-    return view_of((PyObject *)self, self->trainer->state.param_steps,
+    return cx_py_view((PyObject *)self, self->trainer->state.param_steps,
                    (size_t)self->trainer->model->table.count, NPY_INT64);
 }
 
