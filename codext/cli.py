@@ -226,6 +226,8 @@ def train_config(args):
         given["betas"] = tuple(given["betas"])
     notes = [f"note: {flag} is ignored: {why}" for flag, (_, why) in IGNORED_FLAGS.items()
              if getattr(args, "ignored_" + flag[2:].replace("-", "_"), None) not in (None, False)]
+    if given.get("gradient_checkpointing") and not gpu_for_training():
+        notes.append("note: --gradient-checkpointing has no effect on the CPU (a GPU memory setting)")
     resume = getattr(args, "resume", None)
     if resume is not None and not os.path.exists(resume):
         raise UsageError(f"--resume {resume}: no such file or folder")
@@ -303,9 +305,7 @@ def cmd_train(args):
     result = train(cfg, data, resume=args.resume, progress=not args.quiet, log=log)
     seconds = time.perf_counter() - t0
     took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()
-                      if k in ("sm", "wfm", "mean_em", "mae", "iou", "dice"))
-    print(f"done in {took}. best epoch by {cfg.select_metric}: {shown}", flush=True)
+    print(f"done in {took}. best epoch by {cfg.select_metric}: {format_metrics(result.metrics)}", flush=True)
     print(f"  best weights: {result.best_checkpoint}\n  last weights: {result.last_checkpoint}\n"
           f"  history:      {os.path.join(os.path.dirname(result.last_checkpoint), 'history.json')}", flush=True)
     print(f"  evaluate: python -m codext eval --checkpoint {result.best_checkpoint}"
