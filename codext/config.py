@@ -124,12 +124,17 @@ class Config:
     def demo(cls, **overrides):
         """The small CPU demo: trains on the synthetic set in a few minutes on 2 cores.
 
-        edgenext_xx_small at 64x64, batch 16, 8 epochs (2 with the backbone frozen), the
-        decoder at D = 32, lr 1e-3 (a short run needs a larger step), no AMP, checkpoints in
-        checkpoints/demo. Any field can be overridden: Config.demo(epochs=2).
+        edgenext_xx_small at 64x64 from random weights, 1024 synthetic training images,
+        batch 16, 16 epochs (2 with the backbone frozen), the decoder at D = 32, and what a
+        short run from scratch needs: lr 2e-3, the backbone at the full lr
+        (backbone_lr_mult 1) and EMA decay 0.99. About 2.5 minutes on 2 CPU cores for test
+        S-measure ~0.49 / IoU ~0.31 (bench/train_synthetic.py; 40 epochs reach ~0.65 / 0.47).
+        No AMP, checkpoints in checkpoints/demo. Any field can be overridden:
+        Config.demo(epochs=2).
         """
-        settings = dict(backbone="edgenext_xx_small", img_size=64, batch_size=16, epochs=8,
-                        stage1_epochs=2, decoder_dim=32, lr=1e-3, amp=False, num_workers=2,
+        settings = dict(backbone="edgenext_xx_small", img_size=64, batch_size=16, epochs=16,
+                        stage1_epochs=2, decoder_dim=32, lr=2e-3, backbone_lr_mult=1.0,
+                        ema_decay=0.99, synthetic_train=1024, amp=False, num_workers=2,
                         checkpoint_dir=os.path.join("checkpoints", "demo"), log_every=10)
         settings.update(overrides)
         return cls(**settings)

@@ -125,7 +125,7 @@ def test_dict_and_json_round_trip():
 
 def test_demo_config():
     d = Config.demo()
-    assert d.backbone == "edgenext_xx_small" and d.img_size == 64 and d.epochs <= 10
+    assert d.backbone == "edgenext_xx_small" and d.img_size == 64 and d.epochs <= 16
     assert 0 < d.stage1_epochs < d.epochs and not d.amp
     assert Config.demo(epochs=2, stage1_epochs=1).epochs == 2
     with pytest.raises(ValueError, match="stage1_epochs"):
