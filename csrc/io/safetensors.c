@@ -10,6 +10,7 @@
 #include "safetensors.h"
 
 #include "json.h"
+#include "safetensors_limits.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,17 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The reference implementation refuses larger headers; no valid file has one. */
-#define ST_MAX_HEADER_BYTES ((uint64_t)100000000)
-/* Product of a shape's non-zero dims must stay below this so the float32 copy's byte
- * count (and NumPy's) cannot overflow. */
-#define ST_MAX_NUMEL ((uint64_t)INT64_MAX / 8)
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-#define ST_LITTLE_ENDIAN 0
-#else
-#define ST_LITTLE_ENDIAN 1
-#endif
 
 typedef struct {
     const char *name;

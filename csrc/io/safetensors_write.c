@@ -7,6 +7,7 @@
 #include "safetensors.h"
 
 #include "json.h"
+#include "safetensors_limits.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,15 +16,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The same limits as the reader (safetensors.c), so whatever we write reads back. */
-#define ST_MAX_HEADER_BYTES ((uint64_t)100000000)
-#define ST_MAX_NUMEL ((uint64_t)INT64_MAX / 8)
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-#define ST_LITTLE_ENDIAN 0
-#else
-#define ST_LITTLE_ENDIAN 1
-#endif
 
 typedef struct {
     char *chars;

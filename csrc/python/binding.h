@@ -20,6 +20,11 @@ PyObject *cx_py_error(cx_status status);
 PyArrayObject *cx_py_as_float32(PyObject *obj, const char *what);
 /* A 1-D array of npy_type viewing n items of data (no copy), keeping owner alive. */
 PyObject *cx_py_view(PyObject *owner, void *data, size_t n, int npy_type);
+/* Borrowed UTF-8 views of a str -> str dict (NULL dict: empty) in *keys / *values, which
+ * the caller frees with PyMem_Free (also after a failure). -1 with TypeError naming `what`
+ * when a key or value is not a str. */
+int cx_py_string_dict(PyObject *dict, const char *what, Py_ssize_t *n, const char ***keys,
+                      const char ***values);
 /* [(name, shape, offset, decay), ...] for a parameter table, in buffer order. */
 PyObject *cx_py_param_table(const cx_param_table *table);
 /* Adds the model types to the module; -1 with an exception set on failure. */

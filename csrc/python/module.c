@@ -61,6 +61,30 @@ PyObject *cx_py_view(PyObject *owner, void *data, size_t n, int npy_type) {
     return arr;
 }
 
+int cx_py_string_dict(PyObject *dict, const char *what, Py_ssize_t *n, const char ***keys,
+                      const char ***values) {
+    *n = dict ? PyDict_Size(dict) : 0;
+    *keys = PyMem_Calloc((size_t)*n + 1, sizeof **keys);
+    *values = PyMem_Calloc((size_t)*n + 1, sizeof **values);
+    if (!*keys || !*values) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t pos = 0, k = 0;
+    PyObject *key, *value;
+    while (dict && PyDict_Next(dict, &pos, &key, &value)) {
+        (*keys)[k] = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        (*values)[k] = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
+        if (!(*keys)[k] || !(*values)[k]) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "%s keys and values must be str", what);
+            return -1;
+        }
+        k++;
+    }
+    return 0;
+}
+
 PyObject *cx_py_param_table(const cx_param_table *t) {
     PyObject *list = PyList_New(t->count);
     if (!list)
@@ -392,9 +416,8 @@ static PyObject *py_safetensors_save(PyObject *self, PyObject *args) {
     int64_t (*shapes)[CX_ST_MAX_DIMS] = PyMem_Calloc((size_t)n + 1, sizeof *shapes);
     const int64_t **shape_ptrs = PyMem_Calloc((size_t)n + 1, sizeof *shape_ptrs);
     const float **data = PyMem_Calloc((size_t)n + 1, sizeof *data);
-    const char **keys = PyMem_Calloc((size_t)n_meta + 1, sizeof *keys);
-    const char **values = PyMem_Calloc((size_t)n_meta + 1, sizeof *values);
-    if (!held || !c_names || !ndims || !shapes || !shape_ptrs || !data || !keys || !values) {
+    const char **keys = NULL, **values = NULL;
+    if (!held || !c_names || !ndims || !shapes || !shape_ptrs || !data) {
         PyErr_NoMemory();
         goto done;
     }
@@ -419,19 +442,8 @@ static PyObject *py_safetensors_save(PyObject *self, PyObject *args) {
         shape_ptrs[i] = shapes[i];
         data[i] = PyArray_DATA(held[i]);
     }
-    Py_ssize_t pos = 0, k = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(metadata, &pos, &key, &value)) {
-        if (!PyUnicode_Check(key) || !PyUnicode_Check(value)) {
-            PyErr_SetString(PyExc_TypeError, "safetensors metadata keys and values must be str");
-            goto done;
-        }
-        keys[k] = PyUnicode_AsUTF8(key);
-        values[k] = PyUnicode_AsUTF8(value);
-        if (!keys[k] || !values[k])
-            goto done;
-        k++;
-    }
+    if (cx_py_string_dict(metadata, "safetensors metadata", &n_meta, &keys, &values) < 0)
+        goto done;
     cx_status st;
     const char *path = PyBytes_AS_STRING(path_obj);
     Py_BEGIN_ALLOW_THREADS

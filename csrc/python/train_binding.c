@@ -478,25 +478,9 @@ static PyObject *py_train_state_save(PyObject *self, PyObject *args) {
     state.loss_scale = scale ? PyFloat_AsDouble(scale) : 1.0;
     if (PyErr_Occurred())
         goto done;
-    Py_ssize_t n_extra = extra ? PyDict_Size(extra) : 0;
-    keys = PyMem_Calloc((size_t)n_extra + 1, sizeof *keys);
-    values = PyMem_Calloc((size_t)n_extra + 1, sizeof *values);
-    if (!keys || !values) {
-        PyErr_NoMemory();
+    Py_ssize_t n_extra;
+    if (cx_py_string_dict(extra, "extra metadata", &n_extra, &keys, &values) < 0)
         goto done;
-    }
-    Py_ssize_t pos = 0, k = 0;
-    PyObject *key, *value;
-    while (extra && PyDict_Next(extra, &pos, &key, &value)) {
-        keys[k] = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
-        values[k] = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
-        if (!keys[k] || !values[k]) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "extra metadata keys and values must be str");
-            goto done;
-        }
-        k++;
-    }
     cx_status st;
     const char *path = PyBytes_AS_STRING(path_obj);
     Py_BEGIN_ALLOW_THREADS

@@ -280,27 +280,10 @@ static PyObject *trainer_save_state(TrainerObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O&|O!", PyUnicode_FSConverter, &path_obj, &PyDict_Type, &extra))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t n_extra = extra ? PyDict_Size(extra) : 0;
-    const char **keys = PyMem_Calloc((size_t)n_extra + 1, sizeof *keys);
-    const char **values = PyMem_Calloc((size_t)n_extra + 1, sizeof *values);
-    if (!keys || !values) {
-        PyErr_NoMemory();
+    Py_ssize_t n_extra;
+    const char **keys = NULL, **values = NULL;
+    if (cx_py_string_dict(extra, "extra metadata", &n_extra, &keys, &values) < 0 || !ready(self))
         goto done;
-    }
-    if (!ready(self))
-        goto done;
-    Py_ssize_t pos = 0, k = 0;
-    PyObject *key, *value;
-    while (extra && PyDict_Next(extra, &pos, &key, &value)) {
-        keys[k] = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
-        values[k] = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
-        if (!keys[k] || !values[k]) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "extra metadata keys and values must be str");
-            goto done;
-        }
-        k++;
-    }
     cx_trainer *t = self->trainer;
     const char *path = PyBytes_AS_STRING(path_obj);
     cx_status st;
