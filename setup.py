@@ -219,8 +219,25 @@ def c_sources():
     return [f for f in files if "/bench/" not in f]
 
 
+# The oldest NumPy whose headers _C is known to build against (tools/check_old_numpy.sh
+# checks 1.24, Debian 12's). pip's isolated build uses NumPy 2 (pyproject.toml); this matters
+# for `pip install --no-build-isolation`, which builds against the NumPy already installed.
+MIN_BUILD_NUMPY = (1, 24)
+
+
 def numpy_include():
-    import numpy
+    need = ".".join(map(str, MIN_BUILD_NUMPY))
+    try:
+        import numpy
+    except ImportError:
+        raise SystemExit(f"codext build: NumPy is not installed; building needs NumPy >= {need} "
+                         "(pip's default isolated build brings NumPy 2 itself)")
+    found = tuple(int(x) for x in re.findall(r"\d+", numpy.__version__)[:2])
+    if found < MIN_BUILD_NUMPY:
+        raise SystemExit(f"codext build: NumPy {numpy.__version__} is too old to build against: "
+                         f"codext needs NumPy >= {need} (NumPy 2 recommended). Upgrade it "
+                         "(pip install 'numpy>=2'), or drop --no-build-isolation so pip builds "
+                         "with its own NumPy.")
     return numpy.get_include()
 
 

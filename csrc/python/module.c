@@ -8,6 +8,17 @@
 #define PY_ARRAY_UNIQUE_SYMBOL codext_ARRAY_API
 #include <numpy/arrayobject.h>
 
+/* The NumPy C API this module was compiled for, reported by build_info(). NumPy >= 1.25
+ * headers name it (NPY_FEATURE_VERSION_STRING, e.g. "1.19"); older ones (Debian 12's 1.24)
+ * only have the API number, and a module built against them runs on NumPy 1.x only. */
+#ifdef NPY_FEATURE_VERSION_STRING
+#define CX_NUMPY_TARGET_API NPY_FEATURE_VERSION_STRING
+#else
+#define CX_NUMPY_STR_(x) #x
+#define CX_NUMPY_STR(x) CX_NUMPY_STR_(x)
+#define CX_NUMPY_TARGET_API "1.x (C API " CX_NUMPY_STR(NPY_FEATURE_VERSION) ")"
+#endif
+
 #include "binding.h"
 #include "../core/cuda_loader.h"
 #include "../io/safetensors.h"
@@ -147,7 +158,7 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused) {
         "cuda_archs", archs,
         "cpu_threads", cx_get_num_threads(),
         "compiler", __VERSION__,
-        "numpy_target_api", NPY_FEATURE_VERSION_STRING);
+        "numpy_target_api", CX_NUMPY_TARGET_API);
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
