@@ -1,7 +1,7 @@
 """Backbone throughput: codext's EdgeNeXt against timm's, in the same run.
 
     python bench/backbone.py                       # edgenext_base, 352x352, batch 8, CPU
-    PYTHONPATH=. $(../shared/tools/reference-python.sh) bench/backbone.py   # with timm beside it
+    PYTHONPATH=. $(tools/reference-python.sh) bench/backbone.py   # with timm beside it
 
 Prints images/s for forward and forward+backward (all parameter gradients and dL/dx, for
 L = sum of the features). timm runs when torch and timm import; both use every core.

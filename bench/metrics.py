@@ -1,8 +1,8 @@
 """Metric speed: codext.metrics.evaluate against PySODMetrics 1.6.2, in the same run.
 
     python3 bench/metrics.py                                  # codext only
-    PYTHONPATH=. /root/.cache/codext-reference/bin/python bench/metrics.py   # both + ratio
-    (the reference Python comes from ../shared/tools/reference-python.sh)
+    PYTHONPATH=. $(tools/reference-python.sh) bench/metrics.py    # both + ratio
+    (tools/reference-python.sh prints a Python that has pysodmetrics)
 
 Evaluates N pairs (default 2026, COD10K-test's count) of 384x512 synthetic images: blob
 GTs (0/255) and uint8 predictions made of a soft GT plus noise (tests/metric_cases.py

@@ -9,7 +9,8 @@ the same recipe (codext.Config), the same initial weights and the same batches:
 
 - codext: codext.train(config, data), the C trainer (no Python in the step loop).
 - twin:   tools/cod_twin.py's Trainer (torch + timm, float32) in a second interpreter that
-          has torch (--twin-python; default $CODEXT_TWIN_PYTHON, else the reference venv).
+          has torch (--twin-python; default $CODEXT_TWIN_PYTHON, else the one that
+          tools/reference-python.sh prints).
           It starts from codext's initial weights (the parameter names are the same), and
           each step's batch is built with codext's augmentation from the rows codext's
           trainer takes (the epoch permutation of _C.Trainer.permutation, augmentation keyed
@@ -61,7 +62,16 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-DEFAULT_TWIN_PYTHON = "/root/.cache/codext-reference/bin/python"
+REFERENCE_PYTHON_SCRIPT = os.path.join(ROOT, "tools", "reference-python.sh")
+
+
+def reference_python():
+    """The interpreter with torch and timm that tools/reference-python.sh provides."""
+    res = subprocess.run(["bash", REFERENCE_PYTHON_SCRIPT], stdout=subprocess.PIPE, text=True)
+    if res.returncode != 0 or not res.stdout.strip():
+        raise RuntimeError("tools/reference-python.sh found no Python with torch and timm "
+                           "(see its message above); pass --twin-python or --skip-twin")
+    return res.stdout.strip().splitlines()[-1]
 
 
 def parse_args(argv=None):
@@ -82,7 +92,8 @@ def parse_args(argv=None):
     p.add_argument("--ema-decay", type=float, default=0.99, help="0.99 suits a run of ~1000 steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both")
-    p.add_argument("--twin-python", default=os.environ.get("CODEXT_TWIN_PYTHON", DEFAULT_TWIN_PYTHON))
+    p.add_argument("--twin-python", default=os.environ.get("CODEXT_TWIN_PYTHON"),
+                   help="a Python with torch and timm (default: tools/reference-python.sh)")
     p.add_argument("--skip-twin", action="store_true", help="only codext")
     p.add_argument("--json", metavar="FILE", help="also write both runs' numbers as JSON")
     p.add_argument("--twin-worker", metavar="SPEC", help=argparse.SUPPRESS)
@@ -224,7 +235,8 @@ def run_twin(args, cfg, init_path, workdir, log):
         json.dump(spec, f)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([args.twin_python, os.path.abspath(__file__), "--twin-worker", spec_path],
+    twin_python = args.twin_python or reference_python()
+    proc = subprocess.Popen([twin_python, os.path.abspath(__file__), "--twin-worker", spec_path],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     for line in proc.stdout:
         log("twin", line.rstrip())

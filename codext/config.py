@@ -1,4 +1,4 @@
-"""Every setting of a training run, with the defaults of DESIGN.md section 5.
+"""Every setting of a training run, with the defaults of the training recipe (docs/training.md).
 
     >>> from codext.config import Config     # also codext.Config
     >>> cfg = Config(epochs=40, stage1_epochs=10, scheduler="cosine", warmup_epochs=2)
@@ -43,7 +43,7 @@ SELECT_METRICS = {
 
 @dataclass
 class Config:
-    """Settings of one training run (DESIGN.md section 5); see the module docstring.
+    """Settings of one training run (docs/training.md); see the module docstring.
 
     Data
         dataset_path: a COD dataset folder (None: the built-in synthetic set).

@@ -26,7 +26,7 @@ per_image  (only with ``per_image=True``) dict of arrays: sm, wfm, mae, adp_em, 
            iou, dice [N] and em_curve, fm_curve [N, 256]
 =========  ============================================================================
 
-Conventions (REFERENCES.md "COD metrics"):
+Conventions (docs/metrics.md):
 
 - GT: uint8, foreground where > 128 (bool masks are accepted: True is foreground).
 - Predictions: uint8 is divided by 255; float32/float64 (and float16) are probabilities in

@@ -1,7 +1,7 @@
 """The COD model: EdgeNeXt backbone + mixture-of-experts neck + reverse-attention decoder.
 
 Native C forward and backward (csrc/model/cod*.c); the arithmetic, parameter names and
-order are those of the PyTorch twin tools/cod_twin.py (DESIGN.md section 4).
+order are those of the PyTorch twin tools/cod_twin.py (docs/model.md).
 
     >>> import numpy as np, codext
     >>> m = codext.Model("edgenext_tiny_test", decoder_dim=16, num_experts=3, img_size=64)
@@ -121,7 +121,7 @@ class Model(ParameterBuffer):
     defaults; gates zero; edge filters Sobel / Laplacian). moe_top_k 0 is the dense
     mixture. Parameter names: `backbone.<timm name>`, `neck.{i}.proj.*`,
     `neck.{i}.moe.gate.*`, `neck.{i}.moe.experts.{e}.*`, `decoder.fuse.{k}.*`,
-    `decoder.heads.{k}.*` (DESIGN.md section 4).
+    `decoder.heads.{k}.*` (docs/model.md).
     """
 
 

@@ -1,4 +1,4 @@
-"""codext.Config: defaults of DESIGN.md section 5, validation naming the field, round trips."""
+"""codext.Config: defaults of docs/training.md, validation naming the field, round trips."""
 import dataclasses
 import doctest
 import json

@@ -4,7 +4,7 @@ bad input. A live comparison runs too when py_sod_metrics imports (not in CI).
 
 Tolerance: 1e-6 per metric, the E and F curves elementwise (the observed differences
 are below 1e-14: MAE, E and F agree bit for bit). No case needs the one-pixel tie
-allowance that REFERENCES.md foresees: codext sums the adaptive threshold's mean in
+allowance that docs/metrics.md describes: codext sums the adaptive threshold's mean in
 NumPy 1.x's order and breaks EDT distance ties as SciPy does. The cases include both
 kinds of tie on purpose: the *_tie predictions put 2 * mean(pred) exactly on a grey
 level (14 cases where another summation order flips every pixel at that level), and
@@ -137,7 +137,7 @@ def test_one_pixel_emeasure_rule():
 # ---- IoU and Dice ----------------------------------------------------------------------
 
 def iou_dice_reference(pred, gt):
-    """REFERENCES.md: raw probability (uint8 / 255, floats as they are) >= 0.5 against
+    """docs/metrics.md: raw probability (uint8 / 255, floats as they are) >= 0.5 against
     GT > 128; both empty counts as 1."""
     raw = pred / 255.0 if pred.dtype == np.uint8 else pred.astype(np.float64)
     p, g = raw >= 0.5, gt > 128

@@ -1,4 +1,4 @@
-"""PyTorch twin of the codext COD model, loss and training recipe (DESIGN.md sections 4 and 5).
+"""PyTorch twin of the codext COD model, loss and training recipe (docs/model.md, docs/training.md).
 
 This file IS the spec made executable: the C model must match it. Needs torch and timm (not
 needed at test time). Parameter names are the C side's names, in this order:
@@ -8,12 +8,12 @@ needed at test time). Parameter names are the C side's names, in this order:
   neck.{i}.moe.experts.{e}.*    type = e mod 7 (texture, local, edge, frequency, contrast,
                                 context, attention), per-type names below
   decoder.fuse.{k}.{conv1,norm1,conv2,norm2}.*  k = 0,1,2 (fuse.k makes d at neck scale k)
-  decoder.heads.{k}.*           k = 0..3 (heads.0 = DESIGN's p1, the prediction; heads.3 = p4)
+  decoder.heads.{k}.*           k = 0..3 (heads.0 = the design's p1, the prediction; heads.3 = p4)
 Expert parameters: texture dw.{0..3}, pw, norm; local dw, pw, norm; edge edge, pw, norm;
 frequency pw, norm; contrast pw, gate.fc1, gate.fc2; context pools.{0,1,2}, pw, norm;
 attention norm, xca.temperature, xca.qkv, xca.proj (timm's CrossCovarianceAttn, 4 heads).
 
-Interpretations of DESIGN (everything DESIGN leaves open is decided here):
+Interpretations of the design (everything docs/model.md leaves open is decided here):
  1. Convs and linears outside the backbone have biases. LayerNorm2d = timm's (normalise each
     pixel over C, eps 1e-6, two-pass variance as torch does); every LayerNorm has eps 1e-6.
     GELU is the exact erf form everywhere.
@@ -30,7 +30,7 @@ Interpretations of DESIGN (everything DESIGN leaves open is decided here):
     pairs choosing e) / (N * k) (a constant, no gradient), P_e = mean over the N images of g_e.
     The model's balance = SUM over the 4 neck scales (Switch Transformer adds each MoE layer's
     auxiliary loss with the same coefficient); 1.0 per scale at perfect balance.
- 6. Experts (all avgpools: stride 1, padding k // 2, count_include_pad=False -- DESIGN says so
+ 6. Experts (all avgpools: stride 1, padding k // 2, count_include_pad=False -- the design says so
     for frequency; contrast follows the same rule):
     texture   gelu(norm(pw(dw.0(z) + dw.1(z) + dw.2(z) + dw.3(z)))), dw.j depthwise 3x3 with
               dilation = padding = 1, 2, 4, 8 (summed in that order).
@@ -479,7 +479,7 @@ class EMA:
 
 
 class Trainer:
-    """The recipe of DESIGN section 5 on a CODModel, one optimizer step per call of step().
+    """The recipe of docs/training.md on a CODModel, one optimizer step per call of step().
 
     stage1_steps + stage2_steps optimizer steps; scheduler "onecycle" or "cosine" (then
     warmup_steps per stage and min_lr). step(micro_batches) takes a list of (x, y) pairs

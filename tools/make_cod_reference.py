@@ -1,7 +1,7 @@
 """Writes tests/data/cod/*.npz: the COD twin (tools/cod_twin.py) in float64 on the CPU.
 
 Run with a Python that has torch and timm (not needed by the tests):
-    OMP_NUM_THREADS=2 /root/.cache/codext-reference/bin/python tools/make_cod_reference.py
+    PY=$(tools/reference-python.sh) && OMP_NUM_THREADS=2 $PY tools/make_cod_reference.py
 
 Small config: backbone edgenext_tiny_test, decoder_dim 16, batch 2 of 64x64.
   cod_dense_e7.npz        E = 7 dense: outputs, intermediates, loss parts, every gradient

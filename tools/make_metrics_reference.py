@@ -3,7 +3,7 @@ generated cases of tests/metric_cases.py (only the outputs; the test regenerates
 inputs and checks them against the stored CRCs).
 
 Run with the reference Python (pysodmetrics 1.6.2, NumPy 1.24, SciPy):
-    PY=$(../shared/tools/reference-python.sh) && $PY tools/make_metrics_reference.py
+    PY=$(tools/reference-python.sh) && $PY tools/make_metrics_reference.py
 
 Per case, fresh Smeasure / Emeasure / WeightedFmeasure / Fmeasure / MAE objects get one
 step(), as PySODMetrics evaluates one image:

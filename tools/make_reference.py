@@ -1,7 +1,7 @@
 """Writes tests/data/backbone/*.npz: timm EdgeNeXt features and gradients in float64 (CPU).
 
 Run with a Python that has torch and timm (not needed by the tests):
-    OMP_NUM_THREADS=2 /root/.cache/codext-reference/bin/python tools/make_reference.py
+    PY=$(tools/reference-python.sh) && OMP_NUM_THREADS=2 $PY tools/make_reference.py
 
 For each (config, input) below: timm's EdgeNeXt(**CONFIGS[name], num_classes=0) gets the
 weights of reference_weights.make_weights(param_names_and_shapes(cfg), seed=0) and is
@@ -36,7 +36,7 @@ CASES = [
     ("edgenext_xx_small", (2, 3, 64, 96), 102),
     ("edgenext_x_small", (2, 3, 64, 96), 103),
 ]
-# Parameters without the classifier head (head.norm.* and head.fc.*), from REFERENCES.md.
+# Parameters without the classifier head (head.norm.* and head.fc.*), as timm counts them (docs/model.md).
 EXPECTED_PARAMS = {
     "edgenext_xx_small": 1_157_880,
     "edgenext_x_small": 2_143_420,

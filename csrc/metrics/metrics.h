@@ -1,6 +1,5 @@
 /* COD benchmark metrics, computed per image at the GT's own resolution and averaged
- * over images exactly as PySODMetrics 1.6.2 does (definitions: REFERENCES.md "COD
- * metrics"; DESIGN.md section 7).
+ * over images exactly as PySODMetrics 1.6.2 does (definitions: docs/metrics.md).
  *
  * Inputs per image: a prediction [height, width] (uint8 0..255, or float32/float64
  * probabilities in [0, 1]) and a GT mask [height, width] (uint8, foreground where > 128),

@@ -1,5 +1,5 @@
 /* The COD model: EdgeNeXt backbone + per-scale mixture-of-experts neck + reverse-attention
- * decoder with deep supervision, and its structure loss (DESIGN.md section 4). The PyTorch
+ * decoder with deep supervision, and its structure loss (docs/model.md). The PyTorch
  * twin tools/cod_twin.py is the executable spec; names, order and arithmetic follow it.
  *
  *   input  x [B, 3, H, W], H and W multiples of 32

@@ -1,5 +1,5 @@
 /* EdgeNeXt backbone, as timm builds it (names, shapes and arithmetic), on the op
- * interface. Facts: /work/shared/REFERENCES.md "EdgeNeXt as timm builds it".
+ * interface. Facts: docs/model.md "EdgeNeXt as timm builds it".
  *
  *   input  x [B, 3, H, W], H and W multiples of 32
  *   output four feature maps (stage outputs) f_s [B, dims[s], H/2^(s+2), W/2^(s+2)]

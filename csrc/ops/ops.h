@@ -196,7 +196,7 @@ struct cx_backend {
                          const float *qkv, const float *temperature, const float *saved,
                          const float *dout, float *dqkv, float *dtemperature);
     /* ---- losses ----
-     * Structure loss of the COD decoder, per image (DESIGN.md section 4):
+     * Structure loss of the COD decoder, per image (docs/model.md):
      *   logits, target [batch, h*w] (one plane per image; target in {0, 1})
      *   weight = 1 + 5*|avgpool31(target) - target| (stride 1, pad 15, count_include_pad)
      *   p = sigmoid(logits); bce = softplus(logits) - target*logits (stable form)

@@ -7,7 +7,7 @@
 
 #include <math.h>
 
-/* torch.optim.lr_scheduler.OneCycleLR with DESIGN's settings */
+/* torch.optim.lr_scheduler.OneCycleLR with the recipe's settings (docs/training.md) */
 #define ONECYCLE_PCT_START 0.1
 #define ONECYCLE_DIV 25.0
 #define ONECYCLE_FINAL_DIV 1e4

@@ -1,4 +1,4 @@
-/* The training state saved beside a checkpoint's weights (DESIGN.md section 5): run
+/* The training state saved beside a checkpoint's weights (docs/training.md): run
  * position, RNG counters, AdamW moments and step counts, the EMA weights and the loss
  * scale, so that a resumed run continues bit-exactly.
  *

@@ -1,4 +1,4 @@
-/* The single-process C trainer: runs whole epochs of the recipe of DESIGN.md section 5 on
+/* The single-process C trainer: runs whole epochs of the recipe of docs/training.md on
  * a COD model (csrc/model/cod.h) with no Python in the step loop.
  *
  * One optimizer step (global step t, the twin's Trainer.step, tools/cod_twin.py):

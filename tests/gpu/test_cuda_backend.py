@@ -293,7 +293,7 @@ def test_backward_matches_numpy(case):
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_matches_cpu_backend(case):
-    """The CPU backend is the reference (DESIGN.md 3.1). `saved` is backend-private and
+    """The CPU backend is the reference (docs/backends.md). `saved` is backend-private and
     not compared."""
     _, inputs, iargs, fargs, outs, dys = prepare(case)
     cpu_outs = run("cpu", case.name, inputs, iargs, fargs)
