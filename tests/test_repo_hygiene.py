@@ -104,3 +104,19 @@ def test_nothing_in_the_repository_points_outside_it():
     if problems:
         pytest.fail("references that leave the repository (use a path inside it, "
                     "tools/reference-python.sh, or docs/):\n" + "\n".join(problems))
+
+
+def test_markdown_links_inside_the_repository_resolve():
+    """README and docs/ link to each other by relative path; a renamed page breaks a link."""
+    pages = [p for p in repository_files() if p.endswith(".md") and (p == "README.md" or p.startswith("docs/"))]
+    assert "docs/README.md" in pages, "docs/README.md is missing"
+    broken = []
+    for rel in pages:
+        text = read_text(os.path.join(ROOT, rel)) or ""
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL or an anchor in the same page
+            path = os.path.normpath(os.path.join(ROOT, os.path.dirname(rel), target.split("#")[0]))
+            if not os.path.exists(path):
+                broken.append(f"{rel}: ({target})")
+    assert not broken, "links to missing files:\n" + "\n".join(broken)
