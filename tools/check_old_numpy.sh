@@ -31,8 +31,9 @@ VPY="$WORK/venv/bin/python"
 
 step "copying the sources"
 mkdir "$WORK/src"
+# Tracked files and new ones not ignored, as they are on disk (build outputs stay behind).
 (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
-    | xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' \
+    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
     | tar --null -T - -cf -) | tar -xf - -C "$WORK/src"
 
 step "pip install --no-build-isolation (CPU only)"
