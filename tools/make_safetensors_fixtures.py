@@ -1,7 +1,9 @@
 """Writes the reference safetensors files that tests/test_safetensors.py reads.
 
-Run with a Python that has torch, timm, safetensors and numpy (not needed by the tests):
-    python tools/make_safetensors_fixtures.py [out_dir]   # default tests/data/safetensors
+Run with a Python that has torch, timm, safetensors and numpy (not needed by the tests;
+tools/reference-python.sh prints one):
+    PY=$(tools/reference-python.sh) && $PY tools/make_safetensors_fixtures.py [out_dir]
+    # default out_dir: tests/data/safetensors
 
 For each <name>.safetensors it writes <name>.npz (the expected float32 values, one .npy per
 tensor, as torch/numpy convert them) and records in manifest.json the header order, dtypes,
