@@ -4,6 +4,12 @@ Environment:
   CODEXT_CUDA=0|1|auto   0: CPU only; 1: CUDA required (fail if no toolkit); auto (default): CUDA if found
   CODEXT_CUDA_ARCHS      e.g. "75" or "75;80;86;89;90" (default); PTX is emitted for the highest
   CUDA_HOME, CUDNN_HOME, NCCL_HOME   where to look for the toolkit and libraries
+  CODEXT_TEST_BUILD=1    the test install: defines CX_TEST_BUILD (test-only hooks); never set
+                         for a wheel that ships
+  CODEXT_SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (gcc, CPU only);
+                         defines CX_SANITIZE. Run it with the ASan runtime preloaded:
+                         LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
+  CODEXT_WERROR=1        warnings are errors (CI builds with gcc and clang this way)
 
 The CUDA part is a separate shared library that _C opens with dlopen() only when a GPU
 worker starts, so `import codext` never loads CUDA libraries (and works without a driver).
@@ -94,6 +100,12 @@ class BuildWithCuda(build_ext):
         if mode not in ("0", "1", "auto"):
             raise SystemExit(f"CODEXT_CUDA must be 0, 1 or auto, got {mode!r}")
         ext = self.extensions[0]
+        if env_flag("CODEXT_SANITIZE"):
+            # The sanitizer variant checks the C engine on the CPU; device pointers in a
+            # host-instrumented build would only confuse ASan.
+            if mode == "1":
+                raise SystemExit("CODEXT_SANITIZE=1 builds the CPU-only variant: unset CODEXT_CUDA=1")
+            mode = "0"
         cuda = None
         if mode != "0":
             cuda = self.configure_cuda(required=(mode == "1"))
@@ -219,6 +231,13 @@ def c_sources():
     return [f for f in files if "/bench/" not in f]
 
 
+def env_flag(name):
+    value = os.environ.get(name, "0").strip().lower()
+    if value not in ("0", "1", "", "false", "true", "no", "yes"):
+        raise SystemExit(f"{name} must be 0 or 1, got {value!r}")
+    return value in ("1", "true", "yes")
+
+
 # The oldest NumPy whose headers _C is known to build against (tools/check_old_numpy.sh
 # checks 1.24, Debian 12's). pip's isolated build uses NumPy 2 (pyproject.toml); this matters
 # for `pip install --no-build-isolation`, which builds against the NumPy already installed.
@@ -241,14 +260,36 @@ def numpy_include():
     return numpy.get_include()
 
 
+def c_flags():
+    """Compile flags, define macros and link flags of codext._C for this build's variant.
+    Unused parameters are allowed: every backend implements the whole op table with one
+    signature per op, and most backends ignore some arguments."""
+    compile_args = ["-std=c11", "-O3", "-fPIC", "-pthread", "-fno-strict-aliasing",
+                    "-Wall", "-Wextra", "-Wno-unused-function", "-Wno-unused-parameter",
+                    "-fvisibility=hidden"]
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("_GNU_SOURCE", None)]
+    link_args = ["-pthread", "-ldl", "-lm"]
+    if env_flag("CODEXT_WERROR"):
+        compile_args.append("-Werror")
+    if env_flag("CODEXT_TEST_BUILD"):
+        macros.append(("CX_TEST_BUILD", "1"))
+    if env_flag("CODEXT_SANITIZE"):
+        # -fno-wrapv: Python's own CFLAGS carry -fwrapv, which hides signed overflow from UBSan.
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+        compile_args += sanitize + ["-fno-omit-frame-pointer", "-fno-wrapv", "-O1", "-g"]
+        link_args += sanitize
+        macros.append(("CX_SANITIZE", "1"))
+    return compile_args, macros, link_args
+
+
+compile_args, macros, link_args = c_flags()
 ext = Extension(
     "codext._C",
     sources=c_sources(),
     include_dirs=[numpy_include(), "csrc"],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("_GNU_SOURCE", None)],
-    extra_compile_args=["-std=c11", "-O3", "-fPIC", "-pthread", "-fno-strict-aliasing",
-                        "-Wall", "-Wno-unused-function", "-Wno-unused-parameter", "-fvisibility=hidden"],
-    extra_link_args=["-pthread", "-ldl", "-lm"],
+    define_macros=macros,
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
 )
 
 setup(ext_modules=[ext], cmdclass={"build_ext": BuildWithCuda})

@@ -3,6 +3,15 @@
 
 #include <stdlib.h>
 
+#ifdef CX_SANITIZE
+#include <sanitizer/asan_interface.h>
+#define POISON(ptr, bytes) ASAN_POISON_MEMORY_REGION((ptr), (bytes))
+#define UNPOISON(ptr, bytes) ASAN_UNPOISON_MEMORY_REGION((ptr), (bytes))
+#else
+#define POISON(ptr, bytes) ((void)0)
+#define UNPOISON(ptr, bytes) ((void)0)
+#endif
+
 void *cx_aligned_alloc(size_t bytes) {
     void *ptr = NULL;
     if (bytes == 0)
@@ -32,15 +41,21 @@ float *cx_scratch(int slot, size_t n_floats) {
         float *fresh = cx_aligned_alloc(want * sizeof(float));
         if (!fresh)
             return NULL;
+        UNPOISON(buf->data, buf->capacity * sizeof(float));
         cx_aligned_free(buf->data);
         buf->data = fresh;
         buf->capacity = want;
     }
+    /* sanitizer build: only the n floats asked for are addressable, so a write past them
+     * is reported even though the buffer is larger */
+    UNPOISON(buf->data, n_floats * sizeof(float));
+    POISON(buf->data + n_floats, (buf->capacity - n_floats) * sizeof(float));
     return buf->data;
 }
 
 void cx_scratch_release(void) {
     for (int i = 0; i < CX_SCRATCH_SLOTS; i++) {
+        UNPOISON(scratch[i].data, scratch[i].capacity * sizeof(float));
         cx_aligned_free(scratch[i].data);
         scratch[i].data = NULL;
         scratch[i].capacity = 0;

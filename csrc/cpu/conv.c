@@ -169,7 +169,7 @@ static void forward_stride1(const conv_dims *d, const float *x, const float *w,
         int n = s->batch - b0 < chunk ? s->batch - b0 : chunk;
         pad_images(s, x + (int64_t)b0 * s->in_ch * d->in_hw, n, xpad, pg);
         for (int g = 0; g < s->groups; g++) {
-            cx_gemm_matrix weights = {w + (int64_t)g * d->cout_g * d->kc, d->kc, 1, 0};
+            cx_gemm_matrix weights = {.data = w + (int64_t)g * d->cout_g * d->kc, .x_stride = d->kc, .k_stride = 1};
             cx_gemm_matrix image = {xpad + (int64_t)g * d->cin_g * pg.plane, 1, 0,
                                     (int64_t)pad_floats, NULL, offsets};
             cx_gemm_problem p = {0};
@@ -240,7 +240,7 @@ static void input_grad_stride1(const conv_dims *d, const float *w, const float *
                          d->out_h, d->out_w, pg.rows, pg.cols, top, left};
         cx_parallel_for((int64_t)n * s->out_ch, 4, pad_planes_task, &pc);
         for (int g = 0; g < s->groups; g++) {
-            cx_gemm_matrix filters = {w_t + (int64_t)g * d->cin_g * k_total, k_total, 1, 0};
+            cx_gemm_matrix filters = {.data = w_t + (int64_t)g * d->cin_g * k_total, .x_stride = k_total, .k_stride = 1};
             cx_gemm_matrix grads = {dypad + (int64_t)g * d->cout_g * pg.plane, 1, 0,
                                     (int64_t)pad_floats, NULL, offsets};
             cx_gemm_problem p = {0};
@@ -287,8 +287,8 @@ static void weight_grad_stride1(const conv_dims *d, const float *x, const float 
                          d->out_h, d->out_w, d->out_h, pg.cols, 0, 0};
         cx_parallel_for((int64_t)n * s->out_ch, 4, pad_planes_task, &pc);
         for (int g = 0; g < s->groups; g++) {
-            cx_gemm_matrix grads = {dyv + (int64_t)g * d->cout_g * grid, grid, 1,
-                                    (int64_t)dyv_floats};
+            cx_gemm_matrix grads = {.data = dyv + (int64_t)g * d->cout_g * grid, .x_stride = grid,
+                                    .k_stride = 1, .item_stride = (int64_t)dyv_floats};
             cx_gemm_matrix image = {xpad + (int64_t)g * d->cin_g * pg.plane, 0, 1,
                                     (int64_t)pad_floats, offsets, NULL};
             cx_gemm_problem p = {0};

@@ -205,7 +205,8 @@ static void forward_task(void *vctx, int64_t begin, int64_t end) {
 
 void cx_conv_channelwise_forward(const cx_conv_shape *s, const float *x, const float *w,
                                  const float *bias, float *y) {
-    channelwise_ctx c = {s, cx_conv_out_h(s), cx_conv_out_w(s), s->out_ch / s->in_ch};
+    channelwise_ctx c = {.s = s, .out_h = cx_conv_out_h(s), .out_w = cx_conv_out_w(s),
+                         .mult = s->out_ch / s->in_ch};
     c.x = x;
     c.w = w;
     c.bias = bias;
@@ -389,7 +390,8 @@ static void weight_grad_task(void *vctx, int64_t begin, int64_t end) {
 
 void cx_conv_channelwise_backward(const cx_conv_shape *s, const float *x, const float *w,
                                   const float *dy, float *dx, float *dw, float *dbias) {
-    channelwise_ctx c = {s, cx_conv_out_h(s), cx_conv_out_w(s), s->out_ch / s->in_ch};
+    channelwise_ctx c = {.s = s, .out_h = cx_conv_out_h(s), .out_w = cx_conv_out_w(s),
+                         .mult = s->out_ch / s->in_ch};
     c.x = x;
     c.w = w;
     c.dy = dy;

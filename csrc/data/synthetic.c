@@ -349,7 +349,8 @@ cx_status cx_synthetic(int64_t n, int size, uint64_t seed, uint64_t stream, int6
     if (n < 0 || size < 8 || size > 8192)
         return cx_fail(CX_EINVAL, "synthetic: need n >= 0 and 8 <= size <= 8192, got n=%lld size=%d",
                        (long long)n, size);
-    synth_job job = {size, seed, stream, first_index, images, masks};
+    synth_job job = {.size = size, .seed = seed, .stream = stream, .first_index = first_index,
+                     .images = images, .masks = masks};
     atomic_init(&job.failed, 0);
     cx_parallel_for(n, 1, synth_task, &job);
     if (atomic_load(&job.failed))

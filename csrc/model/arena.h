@@ -21,11 +21,15 @@ typedef struct {
 
 /* Returns n floats (64-byte aligned). While planning, returns a dummy non-NULL pointer
  * and only counts. Running out of a planned arena is a bug in the plan: it returns
- * NULL and the caller fails with CX_ERUNTIME. */
+ * NULL and the caller fails with CX_ERUNTIME.
+ * In the sanitizer build (CX_SANITIZE) every buffer is followed by a poisoned red zone and
+ * everything past `used` is poisoned, so ASan reports a read or write one element past a
+ * buffer, or into a released one, although the whole arena is one allocation. */
 float *cx_arena_take(cx_arena *arena, size_t n);
-/* Marks and releases (stack discipline) for buffers whose life ends inside a phase. */
+/* Marks and releases (stack discipline) for buffers whose life ends inside a phase; a
+ * release to 0 starts a new phase (forward). */
 static inline size_t cx_arena_mark(const cx_arena *arena) { return arena->used; }
-static inline void cx_arena_release(cx_arena *arena, size_t mark) { arena->used = mark; }
+void cx_arena_release(cx_arena *arena, size_t mark);
 /* Ensures capacity >= floats on backend be (frees and reallocates when growing). */
 cx_status cx_arena_reserve(cx_arena *arena, cx_backend *be, size_t floats);
 void cx_arena_free(cx_arena *arena);

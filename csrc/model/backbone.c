@@ -77,7 +77,7 @@ cx_status cx_backbone_forward(cx_backbone *bb, const float *x_host, int batch, i
     if (batch != bb->plan_batch || height != bb->plan_height || width != bb->plan_width)
         CX_TRY(plan(bb, batch, height, width));
     cx_backend *be = bb->be;
-    bb->arena.used = 0;
+    cx_arena_release(&bb->arena, 0);
     cx_exec ex = {be, &bb->arena, bb->params, bb->grads};
     size_t n_in = (size_t)batch * 3 * height * width;
     CX_TAKE(&ex, bb->input, n_in);
@@ -94,7 +94,7 @@ cx_status cx_backbone_backward(cx_backbone *bb, const float *const dfeatures_hos
     if (!bb->have_forward)
         return cx_fail(CX_EINVAL, "backward() needs a forward() first");
     cx_backend *be = bb->be;
-    bb->arena.used = bb->after_forward;
+    cx_arena_release(&bb->arena, bb->after_forward);
     cx_exec ex = {be, &bb->arena, bb->params, bb->grads};
     const cx_edgenext *net = &bb->net;
     int batch = net->batch, height = net->height, width = net->width;

@@ -26,7 +26,7 @@ cx_status cx_cod_decoder_declare(cx_cod_decoder *dec, int dim, cx_param_table *t
         CX_TRY(cx_cod_add_norm(table, prefix, "norm2", dim, &dec->norm2[k]));
     }
     for (int k = 0; k < 4; k++) {
-        char leaf[16];
+        char leaf[24];
         snprintf(leaf, sizeof leaf, "heads.%d", k);
         CX_TRY(cx_cod_add_layer(table, "decoder.", leaf, 1, dim, 1, &dec->heads[k]));
     }

@@ -87,7 +87,7 @@ cx_status cx_cod_expert_declare(cx_cod_expert *e, cx_expert_type type, int dim,
         return cx_cod_add_layer(table, prefix, "gate.fc2", dim, quarter, 0, &e->u.contrast.fc2);
     case CX_EXPERT_CONTEXT:
         for (int j = 0; j < 3; j++) {
-            char leaf[16];
+            char leaf[24];
             snprintf(leaf, sizeof leaf, "pools.%d", j);
             CX_TRY(cx_cod_add_layer(table, prefix, leaf, quarter, dim, 1,
                                     &e->u.context.pools[j]));

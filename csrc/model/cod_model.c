@@ -303,7 +303,7 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
     m->height = height;
     m->width = width;
     m->mode = mode;
-    m->arena.used = 0;
+    cx_arena_release(&m->arena, 0);
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
     CX_TRY(forward_pass(m, &ex, x_host, batch, height, width, mode));
     m->after_forward = m->arena.used;
@@ -316,7 +316,7 @@ cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *p
     if (!m->have_forward || m->mode != CX_COD_TRAIN)
         return cx_fail(CX_ERUNTIME, "loss() needs a training-mode forward() first");
     m->have_loss = 0;
-    m->arena.used = m->after_forward;
+    cx_arena_release(&m->arena, m->after_forward);
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
     CX_TRY(loss_pass(m, &ex, y_host));
     m->after_loss = m->arena.used;
@@ -329,7 +329,7 @@ cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *p
 cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone) {
     if (!m->have_loss)
         return cx_fail(CX_ERUNTIME, "backward() needs forward() and loss() first");
-    m->arena.used = m->after_loss;
+    cx_arena_release(&m->arena, m->after_loss);
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
     CX_TRY(backward_pass(m, &ex, loss_scale, train_backbone));
     return m->be->sync(m->be);

@@ -288,7 +288,7 @@ static PyObject *cod_intermediates(CODModelObject *self, PyObject *unused) {
         npy_intp h = cx_edgenext_stage_h(&m->backbone, i), w = cx_edgenext_stage_w(&m->backbone, i);
         npy_intp feat[4] = {B, m->backbone.cfg.dims[i], h, w}, map[4] = {B, D, h, w};
         npy_intp logit[4] = {B, 1, h, w};
-        char key[16];
+        char key[24];
         int bad = 0;
         snprintf(key, sizeof key, "feat%d", i);
         bad |= set_item(dict, key, download(m, m->backbone.features[i], 4, feat));
@@ -319,7 +319,7 @@ static PyMethodDef cod_methods[] = {
     {"config", (PyCFunction)cod_config, METH_NOARGS, "The configuration as a dict."},
     {"forward", (PyCFunction)cod_forward, METH_VARARGS, "forward(x, train=True) -> output logit maps."},
     {"loss", (PyCFunction)cod_loss, METH_O, "loss(y) -> dict of loss parts (after a training forward)."},
-    {"backward", (PyCFunction)cod_backward, METH_VARARGS | METH_KEYWORDS,
+    {"backward", (PyCFunction)(void (*)(void))cod_backward, METH_VARARGS | METH_KEYWORDS,
      "backward(loss_scale=1.0, train_backbone=True): accumulates into grads()."},
     {"zero_grads", (PyCFunction)cod_zero_grads, METH_NOARGS, "Sets every gradient to zero."},
     {"probabilities", (PyCFunction)cod_probabilities, METH_NOARGS, "sigmoid(out_0) of the last forward."},

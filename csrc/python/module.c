@@ -505,7 +505,11 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "codext._C", "codext's native engine.", -1, module_methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "codext._C",
+    .m_doc = "codext's native engine.",
+    .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__C(void) {

@@ -3,6 +3,7 @@
  * through the same calls (declared in core/cuda_loader.h). */
 #include "../core/cuda_loader.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
