@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from .config import BACKBONES, FIELD_NAMES, SCHEDULERS, SELECT_METRICS, Config, _FIELD_KINDS
+from .config import BACKBONES, FIELD_NAMES, INT_RANGES, SCHEDULERS, SELECT_METRICS, Config, _FIELD_KINDS
 
 # ---- the flag table --------------------------------------------------------------------------
 # Config field -> help text. The flag is "--" + field with dashes; its type comes from Config.
@@ -337,13 +337,17 @@ def run_settings(checkpoint):
     return saved_run_config(checkpoint) or {}
 
 
+def check_range(flag, value, low, high):
+    """UsageError naming the flag unless low <= value <= high (None passes)."""
+    if value is not None and not low <= value <= high:
+        raise UsageError(f"{flag} must be in {low}..{high}, got {value}")
+
+
 def _load_model(args):
     import codext
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_range("--batch-size", args.batch_size, *INT_RANGES["batch_size"])
+    check_range("--num-threads", args.num_threads, *INT_RANGES["num_threads"])
     if args.num_threads is not None:
-        if not 1 <= args.num_threads <= 256:
-            raise UsageError(f"--num-threads must be in 1..256, got {args.num_threads}")
         codext.set_num_threads(args.num_threads)
     path = resolve_checkpoint(args.checkpoint)
     return path, codext.load(path)
@@ -354,6 +358,8 @@ def cmd_eval(args):
     from .train import evaluate
     if args.dataset_path is not None and not os.path.exists(args.dataset_path):
         raise UsageError(f"--dataset-path {args.dataset_path}: no such folder")
+    check_range("--seed", args.seed, *INT_RANGES["seed"])
+    check_range("--synthetic-test", args.synthetic_test, 1, INT_RANGES["synthetic_test"][1])
     path, model = _load_model(args)
     size = model.config.img_size
     if args.dataset_path is not None:
@@ -470,7 +476,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted (a training run continues with --resume CHECKPOINT_DIR)", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as e:
+    except (OSError, ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as e:
         if os.environ.get("CODEXT_DEBUG"):
             raise
         print(f"codext: error: {e}", file=sys.stderr)

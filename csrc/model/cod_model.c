@@ -17,9 +17,10 @@
 
 static cx_status check_config(const cx_cod_config *cfg, cx_edgenext_config *backbone) {
     CX_TRY(cx_edgenext_config_by_name(cfg->backbone, backbone));
-    if (cfg->decoder_dim < 4 || cfg->decoder_dim % 4)
-        return cx_fail(CX_EINVAL, "decoder_dim must be a positive multiple of 4 (4 attention "
-                       "heads, D/4 context channels), got %d", cfg->decoder_dim);
+    if (cfg->decoder_dim < 4 || cfg->decoder_dim > CX_COD_MAX_DECODER_DIM || cfg->decoder_dim % 4)
+        return cx_fail(CX_EINVAL, "decoder_dim must be a multiple of 4 in 4..%d (4 attention "
+                       "heads, D/4 context channels), got %d", CX_COD_MAX_DECODER_DIM,
+                       cfg->decoder_dim);
     if (cfg->num_experts < 1 || cfg->num_experts > CX_COD_MAX_EXPERTS)
         return cx_fail(CX_EINVAL, "num_experts must be in [1, %d], got %d", CX_COD_MAX_EXPERTS,
                        cfg->num_experts);
