@@ -251,19 +251,10 @@ def train_config(args):
 
 def saved_run_config(path):
     """The Config fields a run saved in its training state (last.state.safetensors beside
-    PATH, or in the folder PATH), or None when there is none."""
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    state = os.path.join(folder, "last.state.safetensors")
-    if not os.path.isfile(state):
-        return None
-    from .train import _read_metadata
-    try:
-        saved = json.loads(_read_metadata(state).get("codext_config", "null"))
-    except ValueError:
-        return None
-    if not isinstance(saved, dict):
-        return None
-    return {k: v for k, v in saved.items() if k in FIELD_NAMES}
+    PATH, or in the folder PATH), or None when there is none. A state file whose metadata
+    is damaged is an error naming the file and the field (codext/_rundir.py)."""
+    from ._rundir import RunDir
+    return RunDir.beside(path).saved_config()
 
 
 def _flagify(message):
@@ -368,12 +359,13 @@ def cmd_eval(args):
         if not sets:
             raise ValueError(f"{args.dataset_path} holds no test set")
     else:
-        saved = run_settings(path)
-        seed = args.seed if args.seed is not None else int(saved.get("seed", model.config.seed))
+        saved = run_settings(path)  # checked: the fields are valid Config values
+        seed = args.seed if args.seed is not None else saved.get("seed", model.config.seed)
         n_test = args.synthetic_test if args.synthetic_test is not None else \
-            int(saved.get("synthetic_test", getattr(Config, "synthetic_test", 128)))
+            saved.get("synthetic_test", Config.synthetic_test)
         if n_test < 1:
-            raise UsageError(f"--synthetic-test must be at least 1, got {n_test}")
+            raise UsageError(f"the run of {path} has no synthetic test set (synthetic_test "
+                             f"{n_test}): give --synthetic-test N or --dataset-path")
         sets = {"synthetic": codext.data.synthetic(0, n_test, size, seed).test}
     print(f"model: {path} ({model.config.backbone}, {size}x{size})", flush=True)
     results = {}
