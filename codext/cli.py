@@ -278,8 +278,24 @@ def demo_banner(cfg, given_fields):
     return "\n".join(lines)
 
 
+def check_synthetic_memory(n_train, n_test, img_size, where):
+    """UsageError when the synthetic set asked for does not fit in the memory available
+    (it would be OOM-killed while committing it). where: the flags, as the user gave them."""
+    from . import _shared
+    from .data import synthetic_bytes
+    try:
+        _shared.check_memory(synthetic_bytes(n_train, n_test, img_size),
+                             f"{where} ({img_size}x{img_size} images)")
+    except _shared.MemoryRequestError as e:
+        raise UsageError(str(e)) from None
+
+
 def cmd_train(args):
     cfg, demo, notes = train_config(args)
+    if cfg.dataset_path is None:
+        check_synthetic_memory(cfg.synthetic_train, cfg.synthetic_test, cfg.img_size,
+                               f"--synthetic-train {cfg.synthetic_train} and --synthetic-test "
+                               f"{cfg.synthetic_test}")
     for note in notes:
         print(note, file=sys.stderr)
     given = {k[4:] for k in vars(args) if k.startswith("cfg_")}
@@ -366,6 +382,9 @@ def cmd_eval(args):
         if n_test < 1:
             raise UsageError(f"the run of {path} has no synthetic test set (synthetic_test "
                              f"{n_test}): give --synthetic-test N or --dataset-path")
+        where = f"--synthetic-test {n_test}" + ("" if args.synthetic_test is not None else
+                                                 f" (the run's synthetic_test, saved beside {path})")
+        check_synthetic_memory(0, n_test, size, where)
         sets = {"synthetic": codext.data.synthetic(0, n_test, size, seed).test}
     print(f"model: {path} ({model.config.backbone}, {size}x{size})", flush=True)
     results = {}
@@ -436,7 +455,9 @@ def cmd_predict(args):
             try:
                 with Image.open(f) as im:
                     images.append(codext.data.as_rgb_uint8(np.asarray(im.convert("RGB"))))
-            except OSError as e:
+            except Image.DecompressionBombError as e:
+                raise ValueError(f"{f}: refused as a possible decompression bomb ({e})") from None
+            except (OSError, SyntaxError, ValueError) as e:
                 raise OSError(f"{f}: cannot read the image ({e})") from None
         probs = model.predict(images, batch_size=args.batch_size)
         for f, p in zip(chunk, probs):

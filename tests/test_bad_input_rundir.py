@@ -245,3 +245,15 @@ def test_rundir_reads_a_folder_without_state_as_no_saved_config(tmp_path):
     assert RunDir(tmp_path).saved_config() is None
     assert RunDir.beside(tmp_path / "best.safetensors").folder == str(tmp_path)
     np.testing.assert_equal(cli.run_settings(str(tmp_path / "x.safetensors")), {})
+
+
+def test_eval_refuses_a_run_config_asking_for_more_memory_than_there_is(run, monkeypatch, capsys):
+    from codext import _shared
+    cfg, folder = run
+    set_meta(os.path.join(folder, LAST_STATE),
+             codext_config=json.dumps(dict(cfg.to_dict(), synthetic_test=10_000_000)))
+    monkeypatch.setattr(_shared, "available_memory", lambda: (2 ** 30, "MemAvailable"))
+    assert cli.main(["eval", "--checkpoint", folder]) == 2
+    err = capsys.readouterr().err.splitlines()[0]
+    assert err.startswith("python -m codext eval: error: --synthetic-test 10000000 (the run's "
+                          "synthetic_test, saved beside ") and "of memory needed, only 1.0 GiB" in err
