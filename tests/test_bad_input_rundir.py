@@ -257,3 +257,43 @@ def test_eval_refuses_a_run_config_asking_for_more_memory_than_there_is(run, mon
     err = capsys.readouterr().err.splitlines()[0]
     assert err.startswith("python -m codext eval: error: --synthetic-test 10000000 (the run's "
                           "synthetic_test, saved beside ") and "of memory needed, only 1.0 GiB" in err
+
+
+def test_an_epoch_whose_product_wraps_to_the_step_is_refused(run):
+    # 4 steps per epoch: 2^62 x 4 + 0 wraps to 0 = step in int64, so the old check passed
+    # (undefined behaviour; in practice the run looked done or fresh); the epoch is now
+    # bounded before it is multiplied
+    cfg, folder = run
+    state = os.path.join(folder, LAST_STATE)
+    set_meta(state, epoch=str(2 ** 62), step="0", ema_updates="0")
+    model = codext.Model(cfg)
+    trainer = _C.Trainer(model._native, 16, cfg.img_size, cfg.img_size, batch_size=cfg.batch_size,
+                         epochs=cfg.epochs, stage1_epochs=cfg.stage1_epochs, lr=cfg.lr, seed=cfg.seed)
+    assert trainer.state()["steps_per_epoch"] == 4
+    with pytest.raises(ValueError, match=r"run position \(step 0, epoch 4611686018427387904, epoch "
+                                         r"step 0\) does not fit this run \(4 steps per epoch, 3 epochs"):
+        trainer.load_state(state)
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("decoder_dim", 2 ** 31, "decoder_dim must be a multiple of 4 in 4..4096, got 2147483648"),
+    ("decoder_dim", 2 ** 28, "decoder_dim must be a multiple of 4 in 4..4096, got 268435456"),
+    ("seed", 1e400, "seed must be an integer, got inf"),
+    ("num_experts", 33, "num_experts must be in 1..32, got 33"),
+    ("img_size", 2 ** 40, "img_size must be a multiple of 32 in 32..4096"),
+])
+def test_a_checkpoint_model_config_out_of_range_names_file_and_field(run, field, value, problem, capsys):
+    cfg, folder = run
+    best = os.path.join(folder, BEST)
+
+    def change(h):
+        model_cfg = json.loads(h["__metadata__"]["codext_model"])
+        model_cfg[field] = value
+        h["__metadata__"]["codext_model"] = json.dumps(model_cfg)
+        return h
+    rewrite_header(best, change)
+    with pytest.raises(ValueError, match=rf"^{best}: codext_model metadata: {problem}"):
+        codext.load(best)
+    assert cli.main(["eval", "--checkpoint", best]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"codext: error: {best}: codext_model metadata: ") and err.count("\n") == 1
