@@ -174,3 +174,13 @@ def test_model_config_edges():
             Model("edgenext_tiny_test", **dict(dict(decoder_dim=4, num_experts=1, img_size=32), **kw))
     assert np.isfinite(Model("edgenext_tiny_test", decoder_dim=4, num_experts=1, img_size=32)
                        .num_parameters())
+
+
+def test_c_model_forward_side_edge(small_model):
+    import time
+    t0 = time.perf_counter()
+    ok = np.zeros((1, 3, 8192, 32), np.float32)
+    assert small_model._native.forward(ok, False)[0].shape == (1, 1, 8192, 32)
+    with pytest.raises(ValueError, match=r"1 images of 8224x32 exceeds the model's limits \(sides <= 8192"):
+        small_model._native.forward(np.zeros((1, 3, 8224, 32), np.float32), False)
+    assert time.perf_counter() - t0 < 30

@@ -22,6 +22,8 @@
  * same bound). With it every parameter count (largest: the fuse conv, D x 2D x 3 x 3) and
  * fan-in fits an int with room to spare; cx_cod_add_layer checks its sizes anyway. */
 #define CX_COD_MAX_DECODER_DIM 4096
+/* Largest input side of a forward (cx_cod_forward also bounds batch x height x width). */
+#define CX_COD_MAX_SIDE 8192
 /* Largest channel count of one declared layer (3 x CX_COD_MAX_DECODER_DIM and more). */
 #define CX_COD_MAX_CHANNELS 65536
 #define CX_COD_XCA_HEADS 4

@@ -9,6 +9,7 @@
  * the intermediates stay readable until the next forward. */
 #include "cod.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,6 +294,13 @@ static cx_status plan(cx_cod_model *m, int B, int H, int W, int mode) {
 cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
                          int width, int mode) {
     CX_TRY(cx_edgenext_check_input(&m->backbone, batch, 3, height, width));
+    /* bounds that keep the int products of the plan (rows = n x h x w of a scale, at most
+     * B H W / 16) defined; element counts are computed in size_t */
+    if (height > CX_COD_MAX_SIDE || width > CX_COD_MAX_SIDE ||
+        (int64_t)batch * height * width > (int64_t)INT_MAX)
+        return cx_fail(CX_EINVAL, "input of %d images of %dx%d exceeds the model's limits (sides "
+                       "<= %d, batch x height x width <= %d)", batch, height, width,
+                       CX_COD_MAX_SIDE, INT_MAX);
     if (mode != CX_COD_TRAIN && mode != CX_COD_PREDICT)
         return cx_fail(CX_EINVAL, "unknown forward mode %d", mode);
     m->have_forward = m->have_loss = 0;
