@@ -169,8 +169,12 @@ def _is_number(v):
 
 
 def parse_config(meta, path):
-    """The Config fields saved in a state file (unknown keys ignored), validated by Config."""
+    """The Config fields saved in a state file, validated by Config: every field must be
+    there (keys Config does not know, from a newer codext, are ignored)."""
     saved = _json(meta, path, "codext_config", dict)
+    missing = [k for k in FIELD_NAMES if k not in saved]
+    if missing:
+        raise RunMetadataError(path, "codext_config", f"lacks the field(s) {', '.join(missing)}")
     fields = {k: v for k, v in saved.items() if k in FIELD_NAMES}
     if isinstance(fields.get("betas"), list):
         fields["betas"] = tuple(fields["betas"])
@@ -279,6 +283,7 @@ def read_weights_info(path):
     """The run metadata of a weights file written by codext.train."""
     path = os.fspath(path)
     meta = read_metadata(path)
+    _json(meta, path, "codext_model", dict)  # its fields: checked by Model.load
     kind = _text(meta, path, WEIGHTS_KEY)
     if kind not in ("last", "best"):
         raise RunMetadataError(path, WEIGHTS_KEY, f"must be 'last' or 'best', got {kind[:40]!r}")

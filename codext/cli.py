@@ -375,7 +375,8 @@ def cmd_eval(args):
         if not sets:
             raise ValueError(f"{args.dataset_path} holds no test set")
     else:
-        saved = run_settings(path)  # checked: the fields are valid Config values
+        # the run's settings fill what the flags leave open (checked: valid Config values)
+        saved = run_settings(path) if args.seed is None or args.synthetic_test is None else {}
         seed = args.seed if args.seed is not None else saved.get("seed", model.config.seed)
         n_test = args.synthetic_test if args.synthetic_test is not None else \
             saved.get("synthetic_test", Config.synthetic_test)

@@ -83,7 +83,8 @@ def test_the_untouched_run_resumes(run):
 
 @pytest.mark.parametrize("key, value, field, problem", [
     ("codext_config", "[]", "codext_config", "must be an object, got a list"),
-    ("codext_config", "{\"seed\": 1e400}", "codext_config", "Config.seed must be an int"),
+    ("codext_config", "<the run's config with seed 1e400>", "codext_config", "Config.seed must be an int"),
+    ("codext_config", "{}", "codext_config", "lacks the field(s) dataset_path, img_size"),
     ("codext_config", "not json", "codext_config", "not JSON"),
     ("codext_history", "{}", "codext_history.step_loss", "missing"),
     ("codext_history", "[]", "codext_history", "must be an object, got a list"),
@@ -100,6 +101,8 @@ def test_the_untouched_run_resumes(run):
 def test_state_metadata_of_the_wrong_type_names_file_and_field(run, key, value, field, problem):
     cfg, folder = run
     state = os.path.join(folder, LAST_STATE)
+    if value == "<the run's config with seed 1e400>":
+        value = json.dumps(dict(cfg.to_dict(), seed=1e400))
     set_meta(state, **{key: value})
     with pytest.raises(ValueError) as e:
         resume(cfg)
@@ -297,3 +300,32 @@ def test_a_checkpoint_model_config_out_of_range_names_file_and_field(run, field,
     assert cli.main(["eval", "--checkpoint", best]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"codext: error: {best}: codext_model metadata: ") and err.count("\n") == 1
+
+
+def test_eval_with_both_flags_does_not_need_the_run_settings(run, capsys):
+    cfg, folder = run
+    set_meta(os.path.join(folder, LAST_STATE), codext_config="[]")
+    assert cli.main(["eval", "--checkpoint", folder, "--seed", "1", "--synthetic-test", "2"]) == 0
+    assert "synthetic (2 images" in capsys.readouterr().out
+
+
+STATE_KEYS = ("format", "format_version", "step", "epoch", "epoch_step", "stage", "stage_step",
+              "seed", "ema_updates", "loss_scale", "loss_scale_good_steps", "param_steps",
+              "codext_config", "codext_history", "codext_best", "codext_data", "codext_run_id",
+              "codext_last_crc32")
+WEIGHTS_KEYS = ("codext_model", "codext_train_step", "codext_run_id", "codext_weights",
+                "codext_weights_crc32")
+
+
+@pytest.mark.parametrize("name, key", [(LAST_STATE, k) for k in STATE_KEYS] +
+                         [(LAST, k) for k in WEIGHTS_KEYS])
+def test_any_metadata_value_of_the_wrong_kind_is_one_line_naming_the_file(run, name, key, capsys):
+    cfg, folder = run
+    path = os.path.join(folder, name)
+    original = open(path, "rb").read()
+    for value in ("[]", "{}", "1e400", "-1", None):
+        set_meta(path, **{key: value})
+        assert cli.main(["train", "--resume", folder, "--quiet"]) == 1, (key, value)
+        err = capsys.readouterr().err
+        assert err.startswith(f"codext: error: {path}") and err.count("\n") == 1, (key, value, err)
+        open(path, "wb").write(original)
