@@ -14,7 +14,9 @@
 Field names are the seed's command-line flags with dashes turned into underscores
 (``--batch-size`` -> ``batch_size``). Unknown fields and invalid values fail at
 construction with the field named: a TypeError for an unknown field or a value of the wrong
-type, a ValueError for a value out of range or an impossible combination.
+type, a ValueError for a value out of range or an impossible combination. Every number
+has both bounds (INT_RANGES, INT_MULTIPLES, FLOAT_RANGES below: the one table the CLI and
+the tests read too); the upper bounds match the C engine's limits.
 """
 import dataclasses
 import difflib

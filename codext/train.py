@@ -32,7 +32,12 @@ writes the checkpoint files (all atomic):
 resume= continues a run from last.state.safetensors so that the final weights are
 bit-identical to an uninterrupted run on the CPU, with any thread count. The config must
 equal the checkpoint's except for the fields in RESUME_FREE_FIELDS (the error names the
-fields that differ).
+fields that differ). Before anything trains the set is read and cross-checked, and an
+inconsistent or damaged one is refused with a ValueError naming the file and the field:
+codext/_rundir.py checks the metadata of both files (types, ranges), that the weights are
+this run's last weights (run id, "last" not "best", step, CRC-32 of the parameters) and
+that the history fits the run position; Trainer.load_state checks the position, the stage,
+the EMA update count and every parameter's AdamW step count against this run's plan.
 
 Data: training images must already have the size config.img_size (codext.data.load(path,
 img_size=...) makes them so); another size is a ValueError rather than a silent resize,
@@ -347,6 +352,11 @@ def _train(config, data, resume, progress, log):
     say = log if (progress and log is not None) else (lambda *a, **k: None)
     ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir)
     if data is None:
+        from ._shared import check_memory  # MemoryError naming the fields, before committing
+        check_memory(_data.synthetic_bytes(config.synthetic_train, config.synthetic_test,
+                                           config.img_size),
+                     f"Config.synthetic_train {config.synthetic_train} and Config.synthetic_test "
+                     f"{config.synthetic_test} at img_size {config.img_size}")
         data = _data.synthetic(config.synthetic_train, config.synthetic_test, config.img_size,
                                config.seed)
     train_split, test_split = _check_data(data, config)

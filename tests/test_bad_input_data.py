@@ -178,3 +178,14 @@ def test_predict_names_a_decompression_bomb(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"codext: error: {bomb}: refused as a possible decompression bomb (")
     assert "\n" not in err and "400000000 pixels" in err
+
+
+def test_train_names_the_config_fields_when_the_synthetic_set_does_not_fit(tmp_path, monkeypatch):
+    from codext.train import train
+    monkeypatch.setattr(_shared, "available_memory", lambda: (2 ** 20, "MemAvailable"))
+    cfg = codext.Config(backbone="edgenext_tiny_test", img_size=32, decoder_dim=8, num_experts=2,
+                        batch_size=4, epochs=1, stage1_epochs=0, synthetic_train=1000,
+                        synthetic_test=4, checkpoint_dir=str(tmp_path))
+    with pytest.raises(MemoryError, match=r"^Config\.synthetic_train 1000 and Config\.synthetic_test 4 "
+                                          r"at img_size 32: 3\.9 MiB of memory needed, only 1\.0 MiB"):
+        train(cfg, progress=False)
