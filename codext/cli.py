@@ -224,6 +224,7 @@ def train_config(args):
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
     if "betas" in given:
         given["betas"] = tuple(given["betas"])
+    check_range("--master-port", getattr(args, "ignored_master_port", None), 1, 65535)
     notes = [f"note: {flag} is ignored: {why}" for flag, (_, why) in IGNORED_FLAGS.items()
              if getattr(args, "ignored_" + flag[2:].replace("-", "_"), None) not in (None, False)]
     if given.get("gradient_checkpointing") and not gpu_for_training():

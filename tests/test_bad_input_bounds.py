@@ -184,3 +184,11 @@ def test_c_model_forward_side_edge(small_model):
     with pytest.raises(ValueError, match=r"1 images of 8224x32 exceeds the model's limits \(sides <= 8192"):
         small_model._native.forward(np.zeros((1, 3, 8224, 32), np.float32), False)
     assert time.perf_counter() - t0 < 30
+
+
+def test_master_port_edges():
+    for ok in ("1", "65535"):
+        assert any("--master-port is ignored" in n for n in _train_args("--master-port", ok)[2])
+    for bad in ("0", "65536"):
+        with pytest.raises(cli.UsageError, match=f"^--master-port must be in 1..65535, got {bad}$"):
+            _train_args("--master-port", bad)
