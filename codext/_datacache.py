@@ -78,6 +78,11 @@ def decode_mask(path):
     with Image.open(path) as im:
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             arr = np.asarray(im)
+            # refused rather than read as an empty mask (NaN and negatives clip to 0)
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                raise ValueError(f"the float mask ({im.mode}) holds NaN or infinite values")
+            if arr.size and arr.min() < 0:
+                raise ValueError(f"the mask ({im.mode}) holds negative values (min {arr.min()})")
             top = arr.max() if arr.size else 0
             mask = (arr > top / 2) * np.uint8(255) if top > 255 else np.clip(arr, 0, 255).astype(np.uint8)
         else:
@@ -310,16 +315,87 @@ def entry_prefix(root, img_size):
     return f"{slug}-{path_hash}-{img_size}px-"
 
 
+class DamagedEntry(ValueError):
+    """A cache entry whose meta.json or arrays do not describe each other."""
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_meta(meta, where):
+    """DamagedEntry naming `where` and the field unless meta has the layout build() writes."""
+    def bad(field, problem):
+        raise DamagedEntry(f"{where}: {field}: {problem}")
+    if not isinstance(meta, dict):
+        bad("meta.json", "not a JSON object")
+    for key, kind in (("version", int), ("key", str), ("img_size", int), ("groups", list),
+                      ("unreadable", list), ("mismatched", list)):
+        if not isinstance(meta.get(key), kind):
+            bad(key, f"missing or not {kind.__name__}")
+    for j, g in enumerate(meta["groups"]):
+        at = f"groups[{j}]"
+        if not isinstance(g, dict):
+            bad(at, "not a JSON object")
+        for key in ("group", "split", "name", "images", "masks"):
+            if not isinstance(g.get(key), str):
+                bad(f"{at}.{key}", "missing or not a string")
+        if g["split"] not in ("train", "test"):
+            bad(f"{at}.split", f"must be 'train' or 'test', got {g['split']!r}")
+        if not isinstance(g.get("names"), list) or not all(isinstance(n, str) for n in g["names"]):
+            bad(f"{at}.names", "missing or not a list of strings")
+        full = g.get("masks_full", "absent")
+        if full is None:
+            continue
+        if not isinstance(full, dict) or not isinstance(full.get("file"), str) or \
+                not isinstance(full.get("shapes"), list) or not isinstance(full.get("offsets"), list):
+            bad(f"{at}.masks_full", "must be null or {file, shapes, offsets}")
+        if len(full["shapes"]) != len(g["names"]) or len(full["offsets"]) != len(g["names"]):
+            bad(f"{at}.masks_full", f"{len(full['shapes'])} shapes and {len(full['offsets'])} "
+                                    f"offsets for {len(g['names'])} names")
+        for i, (shape, off) in enumerate(zip(full["shapes"], full["offsets"])):
+            if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v) and v > 0 for v in shape)
+                    and _is_int(off) and off >= 0):
+                bad(f"{at}.masks_full.shapes[{i}]", f"must be [h, w] > 0 with an offset >= 0, got "
+                                                    f"{shape!r} at {off!r}")
+
+
+def check_arrays(g, images, masks, flat, img_size, where):
+    """DamagedEntry unless a group's arrays have the shapes its meta entry says."""
+    n = len(g["names"])
+    if images.dtype != np.uint8 or images.shape != (n, img_size, img_size, 3):
+        raise DamagedEntry(f"{where}: {g['images']}.npy is {images.dtype} {images.shape}, meta.json "
+                           f"says {n} names of {img_size}x{img_size} RGB")
+    if masks.dtype != np.uint8 or masks.shape != (n, img_size, img_size):
+        raise DamagedEntry(f"{where}: {g['masks']}.npy is {masks.dtype} {masks.shape}, meta.json "
+                           f"says {n} names of {img_size}x{img_size}")
+    if g["masks_full"] is None:
+        return
+    if flat is None or flat.dtype != np.uint8 or flat.ndim != 1:
+        raise DamagedEntry(f"{where}: {g['masks_full']['file']}.npy is not a flat uint8 array")
+    end = 0  # rows lie in order, apart (rows of dropped pairs leave gaps)
+    for i, ((h, w), off) in enumerate(zip(g["masks_full"]["shapes"], g["masks_full"]["offsets"])):
+        if off < end or off + h * w > len(flat):
+            raise DamagedEntry(f"{where}: masks_full.shapes[{i}] {[h, w]} at offset {off} overlaps "
+                               f"the previous mask or runs past the {len(flat)} bytes of "
+                               f"{g['masks_full']['file']}.npy")
+        end = off + h * w
+
+
 def open_entry(folder):
-    """(meta, {group: (images, masks, masks_full or None, descriptors)}) of a complete entry."""
-    with open(os.path.join(folder, "meta.json")) as f:
+    """(meta, {group: (descriptors, masks_full flat or None)}) of a complete entry; DamagedEntry
+    (a ValueError) naming the entry and the field when meta.json and the arrays disagree."""
+    where = os.path.join(folder, "meta.json")
+    with open(where) as f:
         meta = json.load(f)
+    check_meta(meta, where)
     arrays = {}
     for g in meta["groups"]:
         descs = {}
+        loaded = {}
         for kind in ("images", "masks"):
             path = os.path.join(folder, g[kind] + ".npy")
-            arr = np.load(path, mmap_mode="r")
+            arr = loaded[kind] = np.load(path, mmap_mode="r")
             descs[kind] = file_desc(arr, path) if isinstance(arr, np.memmap) else None
         full = None
         if g["masks_full"]:
@@ -327,6 +403,7 @@ def open_entry(folder):
             flat = np.load(path, mmap_mode="r")
             descs["masks_full"] = file_desc(flat, path) if isinstance(flat, np.memmap) else None
             full = flat
+        check_arrays(g, loaded["images"], loaded["masks"], full, meta["img_size"], where)
         arrays[g["group"]] = descs, full
     return meta, arrays
 
@@ -416,13 +493,16 @@ def _entry_lock(cache_dir, prefix):
             os.close(fd)  # releases the lock
 
 
-def _try_open(entry, key):
+def _try_open(entry, key, warn=True):
     if not os.path.exists(os.path.join(entry, "meta.json")):
         return None
     try:
         meta, arrays = open_entry(entry)
-    except (OSError, ValueError, KeyError):
-        return None  # damaged entry: decode again
+    except (OSError, ValueError, KeyError, TypeError) as e:  # damaged entry: decode again
+        if warn:
+            warnings.warn(f"codext.data: the cache entry {entry} is damaged ({e}); decoding the "
+                          f"dataset again", stacklevel=4)
+        return None
     return (meta, arrays) if meta.get("key") == key else None
 
 
@@ -434,7 +514,7 @@ def get_or_build(root, groups, img_size, key, cache_dir, workers, progress):
     if found:
         return found[0], found[1], None, entry
     with _entry_lock(cache_dir, prefix):
-        found = _try_open(entry, key)  # another process may have built it meanwhile
+        found = _try_open(entry, key, warn=False)  # another process may have built it meanwhile
         if found:
             return found[0], found[1], None, entry
         meta, store, entry = build(root, groups, img_size, key, cache_dir, workers, progress)

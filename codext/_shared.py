@@ -34,11 +34,85 @@ def nbytes_of(dtype, shape):
     return int(np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64)))
 
 
+def _read_int(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (v2, no limit) -> None
+
+
+def _cgroup_headroom():
+    """Bytes left under this process's memory cgroup limits (v2 and v1; the own cgroup and
+    the mount root, which is the own one inside a container), or None without a limit."""
+    paths = [""]
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if controllers in ("", "memory") or "memory" in controllers.split(","):
+                    paths.append(path.lstrip("/"))
+    except (OSError, ValueError):
+        pass
+    left = []
+    for rel in paths:
+        for base, limit_name, usage_name in (("/sys/fs/cgroup", "memory.max", "memory.current"),
+                                             ("/sys/fs/cgroup/memory", "memory.limit_in_bytes",
+                                              "memory.usage_in_bytes")):
+            folder = os.path.join(base, rel)
+            limit = _read_int(os.path.join(folder, limit_name))
+            usage = _read_int(os.path.join(folder, usage_name))
+            if limit is not None and usage is not None and limit < 2 ** 62:
+                left.append(max(limit - usage, 0))
+    return min(left) if left else None
+
+
+def available_memory():
+    """(bytes this process can still commit, where the figure comes from): the smaller of
+    /proc/meminfo's MemAvailable and the memory cgroup's limit minus its usage; (None, "")
+    where neither is known (not Linux)."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append((int(line.split()[1]) * 1024, "MemAvailable"))
+    except (OSError, ValueError, IndexError):
+        pass
+    headroom = _cgroup_headroom()
+    if headroom is not None:
+        found.append((headroom, "the memory cgroup's limit"))
+    return min(found) if found else (None, "")
+
+
+def human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+class MemoryRequestError(MemoryError):
+    """A request for more memory than is available, refused before committing any."""
+
+
+def check_memory(nbytes, what):
+    """MemoryRequestError naming `what` unless nbytes fit in the memory available now
+    (committing more with posix_fallocate on a memfd gets the process OOM-killed)."""
+    avail, source = available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryRequestError(f"{what}: {human_bytes(nbytes)} of memory needed, only "
+                                 f"{human_bytes(avail)} available ({source})")
+
+
 class SharedBuffer:
-    """A block of `nbytes` bytes behind a file descriptor, mapped read-write here."""
+    """A block of `nbytes` bytes behind a file descriptor, mapped read-write here. The
+    request is checked against the memory available first (MemoryRequestError)."""
 
     def __init__(self, nbytes, label="codext-data", fallback_dir=None):
         self.nbytes = max(int(nbytes), 1)
+        check_memory(self.nbytes, f"shared buffer {label}")
         fd = None
         try:
             fd = os.memfd_create(label, os.MFD_CLOEXEC)

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from .config import BACKBONES, FIELD_NAMES, SCHEDULERS, SELECT_METRICS, Config, _FIELD_KINDS
+from .config import BACKBONES, FIELD_NAMES, INT_RANGES, SCHEDULERS, SELECT_METRICS, Config, _FIELD_KINDS
 
 # ---- the flag table --------------------------------------------------------------------------
 # Config field -> help text. The flag is "--" + field with dashes; its type comes from Config.
@@ -224,6 +224,7 @@ def train_config(args):
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
     if "betas" in given:
         given["betas"] = tuple(given["betas"])
+    check_range("--master-port", getattr(args, "ignored_master_port", None), 1, 65535)
     notes = [f"note: {flag} is ignored: {why}" for flag, (_, why) in IGNORED_FLAGS.items()
              if getattr(args, "ignored_" + flag[2:].replace("-", "_"), None) not in (None, False)]
     if given.get("gradient_checkpointing") and not gpu_for_training():
@@ -251,19 +252,10 @@ def train_config(args):
 
 def saved_run_config(path):
     """The Config fields a run saved in its training state (last.state.safetensors beside
-    PATH, or in the folder PATH), or None when there is none."""
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    state = os.path.join(folder, "last.state.safetensors")
-    if not os.path.isfile(state):
-        return None
-    from .train import _read_metadata
-    try:
-        saved = json.loads(_read_metadata(state).get("codext_config", "null"))
-    except ValueError:
-        return None
-    if not isinstance(saved, dict):
-        return None
-    return {k: v for k, v in saved.items() if k in FIELD_NAMES}
+    PATH, or in the folder PATH), or None when there is none. A state file whose metadata
+    is damaged is an error naming the file and the field (codext/_rundir.py)."""
+    from ._rundir import RunDir
+    return RunDir.beside(path).saved_config()
 
 
 def _flagify(message):
@@ -287,8 +279,24 @@ def demo_banner(cfg, given_fields):
     return "\n".join(lines)
 
 
+def check_synthetic_memory(n_train, n_test, img_size, where):
+    """UsageError when the synthetic set asked for does not fit in the memory available
+    (it would be OOM-killed while committing it). where: the flags, as the user gave them."""
+    from . import _shared
+    from .data import synthetic_bytes
+    try:
+        _shared.check_memory(synthetic_bytes(n_train, n_test, img_size),
+                             f"{where} ({img_size}x{img_size} images)")
+    except _shared.MemoryRequestError as e:
+        raise UsageError(str(e)) from None
+
+
 def cmd_train(args):
     cfg, demo, notes = train_config(args)
+    if cfg.dataset_path is None:
+        check_synthetic_memory(cfg.synthetic_train, cfg.synthetic_test, cfg.img_size,
+                               f"--synthetic-train {cfg.synthetic_train} and --synthetic-test "
+                               f"{cfg.synthetic_test}")
     for note in notes:
         print(note, file=sys.stderr)
     given = {k[4:] for k in vars(args) if k.startswith("cfg_")}
@@ -337,13 +345,17 @@ def run_settings(checkpoint):
     return saved_run_config(checkpoint) or {}
 
 
+def check_range(flag, value, low, high):
+    """UsageError naming the flag unless low <= value <= high (None passes)."""
+    if value is not None and not low <= value <= high:
+        raise UsageError(f"{flag} must be in {low}..{high}, got {value}")
+
+
 def _load_model(args):
     import codext
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_range("--batch-size", args.batch_size, *INT_RANGES["batch_size"])
+    check_range("--num-threads", args.num_threads, *INT_RANGES["num_threads"])
     if args.num_threads is not None:
-        if not 1 <= args.num_threads <= 256:
-            raise UsageError(f"--num-threads must be in 1..256, got {args.num_threads}")
         codext.set_num_threads(args.num_threads)
     path = resolve_checkpoint(args.checkpoint)
     return path, codext.load(path)
@@ -354,6 +366,8 @@ def cmd_eval(args):
     from .train import evaluate
     if args.dataset_path is not None and not os.path.exists(args.dataset_path):
         raise UsageError(f"--dataset-path {args.dataset_path}: no such folder")
+    check_range("--seed", args.seed, *INT_RANGES["seed"])
+    check_range("--synthetic-test", args.synthetic_test, 1, INT_RANGES["synthetic_test"][1])
     path, model = _load_model(args)
     size = model.config.img_size
     if args.dataset_path is not None:
@@ -362,12 +376,17 @@ def cmd_eval(args):
         if not sets:
             raise ValueError(f"{args.dataset_path} holds no test set")
     else:
-        saved = run_settings(path)
-        seed = args.seed if args.seed is not None else int(saved.get("seed", model.config.seed))
+        # the run's settings fill what the flags leave open (checked: valid Config values)
+        saved = run_settings(path) if args.seed is None or args.synthetic_test is None else {}
+        seed = args.seed if args.seed is not None else saved.get("seed", model.config.seed)
         n_test = args.synthetic_test if args.synthetic_test is not None else \
-            int(saved.get("synthetic_test", getattr(Config, "synthetic_test", 128)))
+            saved.get("synthetic_test", Config.synthetic_test)
         if n_test < 1:
-            raise UsageError(f"--synthetic-test must be at least 1, got {n_test}")
+            raise UsageError(f"the run of {path} has no synthetic test set (synthetic_test "
+                             f"{n_test}): give --synthetic-test N or --dataset-path")
+        where = f"--synthetic-test {n_test}" + ("" if args.synthetic_test is not None else
+                                                 f" (the run's synthetic_test, saved beside {path})")
+        check_synthetic_memory(0, n_test, size, where)
         sets = {"synthetic": codext.data.synthetic(0, n_test, size, seed).test}
     print(f"model: {path} ({model.config.backbone}, {size}x{size})", flush=True)
     results = {}
@@ -438,7 +457,9 @@ def cmd_predict(args):
             try:
                 with Image.open(f) as im:
                     images.append(codext.data.as_rgb_uint8(np.asarray(im.convert("RGB"))))
-            except OSError as e:
+            except Image.DecompressionBombError as e:
+                raise ValueError(f"{f}: refused as a possible decompression bomb ({e})") from None
+            except (OSError, SyntaxError, ValueError) as e:
                 raise OSError(f"{f}: cannot read the image ({e})") from None
         probs = model.predict(images, batch_size=args.batch_size)
         for f, p in zip(chunk, probs):
@@ -470,7 +491,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted (a training run continues with --resume CHECKPOINT_DIR)", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as e:
+    except (OSError, ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as e:
         if os.environ.get("CODEXT_DEBUG"):
             raise
         print(f"codext: error: {e}", file=sys.stderr)

@@ -9,18 +9,21 @@
     >>> Config(img_size=100)
     Traceback (most recent call last):
     ...
-    ValueError: Config.img_size must be a positive multiple of 32, got 100
+    ValueError: Config.img_size must be a multiple of 32 in 32..4096, got 100
 
 Field names are the seed's command-line flags with dashes turned into underscores
 (``--batch-size`` -> ``batch_size``). Unknown fields and invalid values fail at
 construction with the field named: a TypeError for an unknown field or a value of the wrong
-type, a ValueError for a value out of range or an impossible combination.
+type, a ValueError for a value out of range or an impossible combination. Every number
+has both bounds (INT_RANGES, INT_MULTIPLES, FLOAT_RANGES below: the one table the CLI and
+the tests read too); the upper bounds match the C engine's limits.
 """
 import dataclasses
 import difflib
 import functools
 import inspect
 import json
+import math
 import numbers
 import os
 from dataclasses import dataclass, fields
@@ -229,74 +232,94 @@ class Config:
         def bad(name, rule):
             raise ValueError(f"Config.{name} {rule}, got {getattr(self, name)!r}")
 
-        def at_least(name, low):
-            if getattr(self, name) < low:
-                bad(name, f"must be >= {low}")
-
-        def finite_nonneg(name):
-            v = getattr(self, name)
-            if v is not None and not (0.0 <= v < float("inf")):
-                bad(name, "must be a finite number >= 0")
-
-        if self.img_size < 32 or self.img_size % 32:
-            bad("img_size", "must be a positive multiple of 32")
-        at_least("batch_size", 1)
-        at_least("num_workers", 0)
-        at_least("synthetic_train", 1)
-        at_least("synthetic_test", 0)
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                step = INT_MULTIPLES.get(name)
+                what = f"a multiple of {step} in {low}..{high}" if step else f"in {low}..{high}"
+                bad(name, f"must be {'None or ' if _FIELD_KINDS[name][1] else ''}{what}")
+        for name, step in INT_MULTIPLES.items():
+            if getattr(self, name) % step:
+                low, high = INT_RANGES[name]
+                bad(name, f"must be a multiple of {step} in {low}..{high}")
+        for name, (low, low_open, high, high_open) in FLOAT_RANGES.items():
+            values = getattr(self, name)
+            if values is None:
+                continue
+            for v in (values if isinstance(values, tuple) else (values,)):
+                if not ((low < v if low_open else low <= v) and (v < high if high_open else v <= high)):
+                    bad(name, "must lie in " + ("(" if low_open else "[") + f"{low:g}, {high:g}"
+                        + (")" if high_open else "]") + (" (finite)" if high == math.inf else ""))
         if self.backbone not in BACKBONES:
             close = difflib.get_close_matches(self.backbone, BACKBONES, 1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             bad("backbone", f"must be one of {', '.join(BACKBONES)}{hint}")
-        at_least("num_experts", 1)
-        if not 0 <= self.moe_top_k <= self.num_experts:
+        if self.moe_top_k > self.num_experts:
             raise ValueError(f"Config.moe_top_k must be 0 (dense) or 1..num_experts "
                              f"({self.num_experts}), got {self.moe_top_k}")
-        if self.decoder_dim < 4 or self.decoder_dim % 4:
-            bad("decoder_dim", "must be a positive multiple of 4 (4 attention heads, D/4 "
-                               "channels in the context and contrast experts)")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            bad("drop_path_rate", "must lie in [0, 1)")
-        finite_nonneg("ds_weight")
-        finite_nonneg("balance_weight")
-        at_least("epochs", 1)
-        at_least("stage1_epochs", 0)
         if self.stage1_epochs > self.epochs:
             raise ValueError(f"Config.stage1_epochs ({self.stage1_epochs}) must not exceed "
                              f"Config.epochs ({self.epochs})")
-        for name in ("lr", "stage2_lr"):
-            v = getattr(self, name)
-            if v is not None and not (0.0 < v < float("inf")):
-                bad(name, "must be a finite number > 0")
-        finite_nonneg("backbone_lr_mult")
-        finite_nonneg("weight_decay")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            bad("betas", "must be two numbers in [0, 1)")
-        if not 0.0 < self.eps < float("inf"):
-            bad("eps", "must be a finite number > 0")
         if self.scheduler not in SCHEDULERS:
             bad("scheduler", f"must be one of {', '.join(map(repr, SCHEDULERS))}")
-        finite_nonneg("warmup_epochs")
-        finite_nonneg("min_lr")
         if self.scheduler == "cosine" and self.min_lr > min(self.lr, self.effective_stage2_lr):
             raise ValueError(f"Config.min_lr ({self.min_lr}) must not exceed lr and stage2_lr "
                              f"({self.lr}, {self.effective_stage2_lr}) with the cosine scheduler")
-        finite_nonneg("grad_clip")
-        at_least("accumulation_steps", 1)
-        if not 0.0 <= self.ema_decay < 1.0:
-            bad("ema_decay", "must lie in [0, 1)")
-        if not 0 <= self.seed < 2 ** 64:
-            bad("seed", "must lie in [0, 2**64)")
         if not self.checkpoint_dir:
             bad("checkpoint_dir", "must be a non-empty path")
         if self.select_metric not in SELECT_METRICS:
             bad("select_metric", f"must be one of {', '.join(sorted(SELECT_METRICS))}")
-        at_least("eval_every", 1)
-        at_least("log_every", 1)
-        if self.num_threads is not None and not 1 <= self.num_threads <= 256:
-            bad("num_threads", "must be None or in 1..256")
         if self.dataset_path is not None and not self.dataset_path:
             bad("dataset_path", "must be None or a non-empty path")
+
+
+# The accepted range of every number field (the one table: validation, the CLI's help and
+# the tests that try both sides of each edge read it). Upper bounds keep sizes and counts
+# far inside the C engine's 64-bit arithmetic (csrc/train/trainer.c, csrc/model/cod.h
+# check the same limits) and turn a typo into an error instead of an allocation of
+# terabytes. Integers: inclusive (lowest, highest).
+MAX_EPOCHS = 100_000          # = CX_TRAINER_MAX_EPOCHS
+MAX_DECODER_DIM = 4096        # = CX_COD_MAX_DECODER_DIM
+MAX_IMG_SIZE = 4096
+MAX_BATCH = 4096              # = CX_TRAINER_MAX_BATCH
+MAX_ACCUMULATION = 1024       # = CX_TRAINER_MAX_ACCUMULATION
+MAX_EXPERTS = 32              # = CX_COD_MAX_EXPERTS
+MAX_SYNTHETIC = 10_000_000    # images; the memory they need is checked when they are made
+INT_RANGES = {
+    "img_size": (32, MAX_IMG_SIZE),
+    "batch_size": (1, MAX_BATCH),
+    "num_workers": (0, 256),
+    "synthetic_train": (1, MAX_SYNTHETIC),
+    "synthetic_test": (0, MAX_SYNTHETIC),
+    "num_experts": (1, MAX_EXPERTS),
+    "moe_top_k": (0, MAX_EXPERTS),
+    "decoder_dim": (4, MAX_DECODER_DIM),
+    "epochs": (1, MAX_EPOCHS),
+    "stage1_epochs": (0, MAX_EPOCHS),
+    "accumulation_steps": (1, MAX_ACCUMULATION),
+    "seed": (0, 2 ** 64 - 1),
+    "eval_every": (1, MAX_EPOCHS),
+    "log_every": (1, 1_000_000_000),
+    "num_threads": (1, 256),
+}
+# Integer fields that must also be multiples of a step.
+INT_MULTIPLES = {"img_size": 32, "decoder_dim": 4}
+# Real fields (betas: each of the two): (low, low excluded, high, high excluded).
+FLOAT_RANGES = {
+    "drop_path_rate": (0.0, False, 1.0, True),
+    "ds_weight": (0.0, False, math.inf, True),
+    "balance_weight": (0.0, False, math.inf, True),
+    "lr": (0.0, True, math.inf, True),
+    "stage2_lr": (0.0, True, math.inf, True),
+    "backbone_lr_mult": (0.0, False, math.inf, True),
+    "weight_decay": (0.0, False, math.inf, True),
+    "betas": (0.0, False, 1.0, True),
+    "eps": (0.0, True, math.inf, True),
+    "warmup_epochs": (0.0, False, float(MAX_EPOCHS), False),
+    "min_lr": (0.0, False, math.inf, True),
+    "grad_clip": (0.0, False, math.inf, True),
+    "ema_decay": (0.0, False, 1.0, True),
+}
 
 
 # Field types for _coerce: name -> (kind, None allowed); tuple means "betas".

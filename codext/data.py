@@ -297,6 +297,12 @@ def from_arrays(images, masks, test_images=None, test_masks=None):
 
 # ---- synthetic ---------------------------------------------------------------------------
 
+def synthetic_bytes(n_train, n_test, img_size):
+    """Bytes of shared memory synthetic(n_train, n_test, img_size) commits."""
+    return sum(_shared.align(n * img_size * img_size * 3) + n * img_size * img_size
+               for n in (n_train, n_test))
+
+
 def synthetic(n_train=512, n_test=128, img_size=352, seed=0):
     """The built-in camouflage set, made in C (about 4 ms per 352x352 image per core).
 
@@ -305,12 +311,16 @@ def synthetic(n_train=512, n_test=128, img_size=352, seed=0):
     masks; objects cover about 6-30 % of the image. The test split is test set
     "synthetic" (data.test), with masks_full = its masks. Deterministic: the same
     (seed, split, index) always gives the same image, whatever n_train and n_test.
+    A set larger than the memory available (MemAvailable, the cgroup limit) is refused
+    with MemoryError before any is committed.
     """
     n_train, n_test, img_size, seed = int(n_train), int(n_test), int(img_size), int(seed)
     if n_train < 0 or n_test < 0:
         raise ValueError(f"n_train and n_test must be >= 0, got {n_train}, {n_test}")
     if not 8 <= img_size <= 8192:
         raise ValueError(f"img_size must be in 8..8192, got {img_size}")
+    _shared.check_memory(synthetic_bytes(n_train, n_test, img_size),
+                         f"synthetic(n_train={n_train}, n_test={n_test}, img_size={img_size})")
     splits = []
     for stream, (name, n) in enumerate((("train", n_train), ("test", n_test))):
         image_bytes = n * img_size * img_size * 3

@@ -18,6 +18,7 @@ from . import _C
 from . import data as _data
 from ._params import LoadResult, ParameterBuffer, _list_names
 from .backbone import CONFIGS, check_image_batch
+from .config import INT_MULTIPLES, INT_RANGES
 
 METADATA_KEY = "codext_model"
 # Fields that change the parameters: a checkpoint must agree on these to load.
@@ -64,19 +65,20 @@ def _validate(cfg):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{name} must be an integer, got {value!r}")
-    if cfg.decoder_dim < 4 or cfg.decoder_dim % 4:
-        raise ValueError(f"decoder_dim must be a positive multiple of 4, got {cfg.decoder_dim}")
-    if not 1 <= cfg.num_experts <= 32:
-        raise ValueError(f"num_experts must be in [1, 32], got {cfg.num_experts}")
+    for name in ("decoder_dim", "num_experts", "seed", "img_size"):
+        low, high = INT_RANGES[name]
+        step = INT_MULTIPLES.get(name, 1)
+        value = getattr(cfg, name)
+        if not low <= value <= high or value % step:
+            what = f"a multiple of {step} in {low}..{high}" if step > 1 else f"in {low}..{high}"
+            raise ValueError(f"{name} must be {what}, got {value}")
     if not 0 <= cfg.moe_top_k <= cfg.num_experts:
         raise ValueError(f"moe_top_k must be in [0, num_experts = {cfg.num_experts}] "
                          f"(0: dense), got {cfg.moe_top_k}")
-    if cfg.seed < 0:
-        raise ValueError(f"seed must be >= 0, got {cfg.seed}")
-    if cfg.img_size < 32 or cfg.img_size % 32:
-        raise ValueError(f"img_size must be a positive multiple of 32, got {cfg.img_size}")
     for name in ("ds_weight", "balance_weight"):
         value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a number, got {value!r}")
         if not np.isfinite(float(value)) or float(value) < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
@@ -266,7 +268,10 @@ def load(path):
         raise ValueError(f"{path} is not a codext model checkpoint (no {METADATA_KEY!r} metadata; "
                          f"a backbone file loads with Model.load_backbone)")
     cfg = ModelConfig.from_json(metadata[METADATA_KEY], str(path))
-    model = Model(**dataclasses.asdict(cfg))
+    try:
+        model = Model(**dataclasses.asdict(cfg))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{path}: {METADATA_KEY} metadata: {e}") from None
     try:
         model.load_state_dict(tensors, strict=True)
     except ValueError as e:

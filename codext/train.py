@@ -32,7 +32,12 @@ writes the checkpoint files (all atomic):
 resume= continues a run from last.state.safetensors so that the final weights are
 bit-identical to an uninterrupted run on the CPU, with any thread count. The config must
 equal the checkpoint's except for the fields in RESUME_FREE_FIELDS (the error names the
-fields that differ).
+fields that differ). Before anything trains the set is read and cross-checked, and an
+inconsistent or damaged one is refused with a ValueError naming the file and the field:
+codext/_rundir.py checks the metadata of both files (types, ranges), that the weights are
+this run's last weights (run id, "last" not "best", step, CRC-32 of the parameters) and
+that the history fits the run position; Trainer.load_state checks the position, the stage,
+the EMA update count and every parameter's AdamW step count against this run's plan.
 
 Data: training images must already have the size config.img_size (codext.data.load(path,
 img_size=...) makes them so); another size is a ValueError rather than a silent resize,
@@ -43,13 +48,13 @@ import glob
 import json
 import math
 import os
-import struct
 import time
 import zlib
 
 import numpy as np
 
 from . import _C
+from . import _rundir
 from . import data as _data
 from . import metrics as _metrics
 from .config import Config
@@ -57,15 +62,11 @@ from .model import METADATA_KEY, Model
 
 __all__ = ["train", "evaluate", "TrainResult", "resolve_pretrained", "RESUME_FREE_FIELDS"]
 
-LAST = "last.safetensors"
-LAST_STATE = "last.state.safetensors"
-BEST = "best.safetensors"
-HISTORY = "history.json"
+LAST, LAST_STATE, BEST, HISTORY = _rundir.LAST, _rundir.LAST_STATE, _rundir.BEST, _rundir.HISTORY
 # Config fields that may differ between a checkpoint and the run resuming it: they do not
 # change the weights a run produces.
 RESUME_FREE_FIELDS = ("checkpoint_dir", "num_threads", "log_every", "num_workers", "eval_every",
                       "dataset_path", "pretrained")
-_STEP_KEY = "codext_train_step"
 _METRIC_CHUNK = 64  # test images scored per call of codext.metrics.evaluate
 
 
@@ -227,22 +228,6 @@ def _prepare_checkpoint_dir(path):
     return path
 
 
-def _read_metadata(path):
-    """The __metadata__ of a safetensors file (header only)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) != 8:
-                raise ValueError("file too short")
-            (size,) = struct.unpack("<Q", head)
-            if size > 100_000_000:
-                raise ValueError("header too large")
-            header = json.loads(f.read(size))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a safetensors file ({e})") from None
-    return header.get("__metadata__", {}) or {}
-
-
 def _atomic_write_text(path, text):
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
@@ -252,46 +237,15 @@ def _atomic_write_text(path, text):
     os.replace(tmp, path)
 
 
-def _save_weights(path, model, step):
+def _save_weights(path, model, step, run_id, kind):
+    """Writes model's weights with the run metadata (codext/_rundir.py); returns their digest."""
     names = model.parameter_names()
     state = model.state_dict()
+    digest = _rundir.weights_digest(model._params)
     _C.safetensors_save(path, names, [state[n] for n in names],
-                        {"format": "pt", METADATA_KEY: model.config.to_json(), _STEP_KEY: str(step)})
-
-
-def _resume_paths(resume):
-    resume = os.path.expanduser(os.fspath(resume))
-    if os.path.isdir(resume):
-        folder = resume
-    elif os.path.basename(resume) in (LAST, LAST_STATE):
-        folder = os.path.dirname(resume) or "."
-    elif not os.path.exists(resume):
-        raise FileNotFoundError(f"cannot resume from {resume!r}: no such folder or file (a "
-                                f"checkpoint folder holds {LAST} and {LAST_STATE})")
-    else:
-        raise ValueError(f"resume must be a checkpoint folder or a path to {LAST} / {LAST_STATE}, "
-                         f"got {resume!r}")
-    weights, state = os.path.join(folder, LAST), os.path.join(folder, LAST_STATE)
-    for p in (weights, state):
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"cannot resume: {p} does not exist")
-    return weights, state
-
-
-def _config_differences(saved, config):
-    ours = config.to_dict()
-    differ = []
-    for key in sorted(set(saved) | set(ours)):
-        if key in RESUME_FREE_FIELDS:
-            continue
-        a, b = saved.get(key, "<absent>"), ours.get(key, "<absent>")
-        if isinstance(a, list):
-            a = list(a)
-        if isinstance(b, (list, tuple)):
-            b = list(b)
-        if a != b:
-            differ.append(f"{key}: checkpoint {a!r}, now {b!r}")
-    return differ
+                        {"format": "pt", METADATA_KEY: model.config.to_json(),
+                         **_rundir.weights_metadata(run_id, step, kind, digest)})
+    return digest
 
 
 def _fingerprint(split):
@@ -313,10 +267,6 @@ def _to_json_list(values):
 
 def _history_json(hist):
     return {k: _to_json_list(v) for k, v in hist.items()}
-
-
-def _history_from_json(obj):
-    return {k: [float("nan") if v is None else v for v in values] for k, values in obj.items()}
 
 
 def _history_arrays(hist):
@@ -402,33 +352,26 @@ def _train(config, data, resume, progress, log):
     say = log if (progress and log is not None) else (lambda *a, **k: None)
     ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir)
     if data is None:
+        from ._shared import check_memory  # MemoryError naming the fields, before committing
+        check_memory(_data.synthetic_bytes(config.synthetic_train, config.synthetic_test,
+                                           config.img_size),
+                     f"Config.synthetic_train {config.synthetic_train} and Config.synthetic_test "
+                     f"{config.synthetic_test} at img_size {config.img_size}")
         data = _data.synthetic(config.synthetic_train, config.synthetic_test, config.img_size,
                                config.seed)
     train_split, test_split = _check_data(data, config)
     fingerprint = _fingerprint(train_split)
 
     model = _new_model(config)
-    state_meta = None
+    run = saved = None
+    run_id = _rundir.new_run_id()
     if resume is not None:
-        weights_path, state_path = _resume_paths(resume)
-        state_meta = _read_metadata(state_path)
-        if "codext_config" not in state_meta:
-            raise ValueError(f"{state_path} is not a codext training state written by train()")
-        differ = _config_differences(json.loads(state_meta["codext_config"]), config)
-        if differ:
-            raise ValueError(f"cannot resume from {state_path}: it was written with another "
-                             f"configuration ({'; '.join(differ)})")
-        saved_fp = json.loads(state_meta.get("codext_data", "{}"))
-        data_differ = [f"{k}: checkpoint {saved_fp.get(k)!r}, now {v!r}"
-                       for k, v in fingerprint.items() if saved_fp.get(k) != v]
-        if data_differ:
-            raise ValueError(f"cannot resume from {state_path}: the training data differs "
-                             f"({'; '.join(data_differ)})")
-        model.load(weights_path)
-        weights_step = _read_metadata(weights_path).get(_STEP_KEY)
-        if weights_step != state_meta.get("step"):
-            raise ValueError(f"cannot resume: {weights_path} (step {weights_step}) and {state_path} "
-                             f"(step {state_meta.get('step')}) belong to different epochs")
+        # every file of the set is read and cross-checked before anything trains
+        run = _rundir.RunDir.for_resume(resume)
+        saved = run.check_resume(config, fingerprint)
+        model.load(run.weights_path)
+        run.check_weights(model._params)
+        run_id = saved.run_id
     elif config.pretrained:
         model.load_backbone(resolve_pretrained(config.pretrained))
 
@@ -445,10 +388,9 @@ def _train(config, data, resume, progress, log):
     hist = {"step_loss": [], "step_lr": [], "step_epoch": [], "epoch": [], "epoch_loss": [],
             "epoch_seconds": [], "epoch_images_per_s": []}
     best = {"epoch": None, "value": None, "metrics": {}}
-    if state_meta is not None:
-        trainer.load_state(state_path)
-        hist = _history_from_json(json.loads(state_meta["codext_history"]))
-        best = json.loads(state_meta["codext_best"])
+    if saved is not None:
+        trainer.load_state(run.state_path)  # checks the position against this run's plan
+        hist, best = saved.history, saved.best
 
     spe = trainer.state()["steps_per_epoch"]
     images_per_step = config.batch_size * config.accumulation_steps
@@ -506,11 +448,12 @@ def _train(config, data, resume, progress, log):
         if improved:
             ema_model = eval_model if eval_model is not None else _new_model(config)
             ema_model._params[:] = trainer.ema()
-            _save_weights(paths[BEST], ema_model, step)
-        _save_weights(paths[LAST], model, step)
+            _save_weights(paths[BEST], ema_model, step, run_id, "best")
+        last_digest = _save_weights(paths[LAST], model, step, run_id, "last")
         trainer.save_state(paths[LAST_STATE], {
             "codext_config": config.to_json(), "codext_history": json.dumps(_history_json(hist)),
-            "codext_best": json.dumps(best), "codext_data": json.dumps(fingerprint)})
+            "codext_best": json.dumps(best), "codext_data": json.dumps(fingerprint),
+            _rundir.RUN_ID_KEY: run_id, _rundir.LAST_CRC_KEY: last_digest})
         _atomic_write_text(paths[HISTORY], json.dumps(_history_json(hist), indent=1))
 
         line = (f"epoch {epoch + 1}/{config.epochs} stage {stage} loss {epoch_loss:.4f} "

@@ -126,9 +126,9 @@ def test_seed_multiprocess_flags_are_ignored_with_a_note():
 # ---- usage errors: exit 2 with a message, no traceback ---------------------------------------
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--img-size", "100"], "--img-size must be a positive multiple of 32"),
+    (["train", "--img-size", "100"], "--img-size must be a multiple of 32 in 32..4096, got 100"),
     (["train", "--epochs", "5", "--stage1-epochs", "9"], "--stage1-epochs (9) must not exceed --epochs (5)"),
-    (["train", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["train", "--batch-size", "0"], "--batch-size must be in 1..4096, got 0"),
     (["train", "--moe-top-k", "9", "--num-experts", "7"], "--moe-top-k must be 0"),
     (["train", "--batch-size", "two"], "invalid int value"),
     (["train", "--backbone", "resnet50"], "invalid choice"),
@@ -150,7 +150,7 @@ def test_usage_errors_exit_2(argv, message, capsys):
 def test_usage_error_through_the_interpreter():
     r = run_cli("train", "--img-size", "33")
     assert r.returncode == 2
-    assert "python -m codext train: error: --img-size must be a positive multiple of 32, got 33" in r.stderr
+    assert "python -m codext train: error: --img-size must be a multiple of 32 in 32..4096, got 33" in r.stderr
     assert "Traceback" not in r.stderr
 
 

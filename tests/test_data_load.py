@@ -186,7 +186,8 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
         write_pair(f"{root}/Imgs", f"{root}/GT", f"{i}", seed=i)
     first = load(root, tmp_path)
     os.remove(os.path.join(first.cache_path, "NC4K-images.npy"))
-    second = load(root, tmp_path)
+    with pytest.warns(UserWarning, match="cache entry .* is damaged .*NC4K-images.npy"):
+        second = load(root, tmp_path)
     assert second.cache_path == first.cache_path
     assert np.array_equal(second.test.images[1], expected_image(root / "Imgs/1.jpg"))
 

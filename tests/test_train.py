@@ -313,7 +313,7 @@ def test_resume_with_mismatched_files_fails(tmp_path):
     other = tiny_config(tmp_path / "b", epochs=2, stage1_epochs=1)
     train(other, progress=False)
     os.replace(os.path.join(other.checkpoint_dir, LAST), os.path.join(cfg.checkpoint_dir, LAST))
-    with pytest.raises(ValueError, match="different epochs"):
+    with pytest.raises(ValueError, match="belong to different runs"):
         train(cfg, resume=cfg.checkpoint_dir, progress=False)
 
 

@@ -18,6 +18,14 @@
 #include "edgenext.h"
 
 #define CX_COD_MAX_EXPERTS 32
+/* decoder_dim D: a multiple of 4 in [4, CX_COD_MAX_DECODER_DIM] (codext/config.py has the
+ * same bound). With it every parameter count (largest: the fuse conv, D x 2D x 3 x 3) and
+ * fan-in fits an int with room to spare; cx_cod_add_layer checks its sizes anyway. */
+#define CX_COD_MAX_DECODER_DIM 4096
+/* Largest input side of a forward (cx_cod_forward also bounds batch x height x width). */
+#define CX_COD_MAX_SIDE 8192
+/* Largest channel count of one declared layer (3 x CX_COD_MAX_DECODER_DIM and more). */
+#define CX_COD_MAX_CHANNELS 65536
 #define CX_COD_XCA_HEADS 4
 #define CX_COD_LN_EPS 1e-6f
 

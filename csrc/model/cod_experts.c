@@ -15,6 +15,7 @@
  * caller releases them when the expert is done. */
 #include "cod.h"
 
+#include <limits.h>
 #include <stdio.h>
 
 #define P(off) (ex->params + (off))
@@ -36,8 +37,17 @@ static cx_status add_param(cx_param_table *table, const char *prefix, const char
 
 cx_status cx_cod_add_layer(cx_param_table *table, const char *prefix, const char *leaf,
                            int out_ch, int in_per_group, int k, cx_wb *wb) {
+    /* every factor bounded first, the fan-in computed in 64 bits and checked to fit */
+    if (out_ch < 1 || out_ch > CX_COD_MAX_CHANNELS || in_per_group < 1 ||
+        in_per_group > CX_COD_MAX_CHANNELS || k < 0 || k > 15)
+        return cx_fail(CX_EINVAL, "%s%s: layer of %d outputs, %d inputs per group, kernel %d is "
+                       "outside 1..%d channels and kernel 0..15", prefix, leaf, out_ch,
+                       in_per_group, k, CX_COD_MAX_CHANNELS);
     int64_t shape[4] = {out_ch, in_per_group, k, k};
-    int fan_in = in_per_group * (k > 0 ? k * k : 1);
+    int64_t fan_in64 = (int64_t)in_per_group * (k > 0 ? (int64_t)k * k : 1);
+    if (fan_in64 > INT_MAX)
+        return cx_fail(CX_EINVAL, "%s%s: fan-in %lld too large", prefix, leaf, (long long)fan_in64);
+    int fan_in = (int)fan_in64;
     CX_TRY(add_param(table, prefix, leaf, ".weight", k > 0 ? 4 : 2, shape, 1,
                      CX_INIT_TORCH_DEFAULT, fan_in, &wb->w));
     int64_t bias_shape[1] = {out_ch};
@@ -54,6 +64,9 @@ cx_status cx_cod_add_norm(cx_param_table *table, const char *prefix, const char 
 
 cx_status cx_cod_expert_declare(cx_cod_expert *e, cx_expert_type type, int dim,
                                 cx_param_table *table, const char *prefix) {
+    if (dim < 4 || dim > CX_COD_MAX_DECODER_DIM || dim % 4)
+        return cx_fail(CX_EINVAL, "%s: expert dim must be a multiple of 4 in 4..%d, got %d", prefix,
+                       CX_COD_MAX_DECODER_DIM, dim);
     e->type = type;
     e->dim = dim;
     int quarter = dim / 4;

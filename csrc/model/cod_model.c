@@ -9,6 +9,7 @@
  * the intermediates stay readable until the next forward. */
 #include "cod.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +18,10 @@
 
 static cx_status check_config(const cx_cod_config *cfg, cx_edgenext_config *backbone) {
     CX_TRY(cx_edgenext_config_by_name(cfg->backbone, backbone));
-    if (cfg->decoder_dim < 4 || cfg->decoder_dim % 4)
-        return cx_fail(CX_EINVAL, "decoder_dim must be a positive multiple of 4 (4 attention "
-                       "heads, D/4 context channels), got %d", cfg->decoder_dim);
+    if (cfg->decoder_dim < 4 || cfg->decoder_dim > CX_COD_MAX_DECODER_DIM || cfg->decoder_dim % 4)
+        return cx_fail(CX_EINVAL, "decoder_dim must be a multiple of 4 in 4..%d (4 attention "
+                       "heads, D/4 context channels), got %d", CX_COD_MAX_DECODER_DIM,
+                       cfg->decoder_dim);
     if (cfg->num_experts < 1 || cfg->num_experts > CX_COD_MAX_EXPERTS)
         return cx_fail(CX_EINVAL, "num_experts must be in [1, %d], got %d", CX_COD_MAX_EXPERTS,
                        cfg->num_experts);
@@ -292,6 +294,13 @@ static cx_status plan(cx_cod_model *m, int B, int H, int W, int mode) {
 cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
                          int width, int mode) {
     CX_TRY(cx_edgenext_check_input(&m->backbone, batch, 3, height, width));
+    /* bounds that keep the int products of the plan (rows = n x h x w of a scale, at most
+     * B H W / 16) defined; element counts are computed in size_t */
+    if (height > CX_COD_MAX_SIDE || width > CX_COD_MAX_SIDE ||
+        (int64_t)batch * height * width > (int64_t)INT_MAX)
+        return cx_fail(CX_EINVAL, "input of %d images of %dx%d exceeds the model's limits (sides "
+                       "<= %d, batch x height x width <= %d)", batch, height, width,
+                       CX_COD_MAX_SIDE, INT_MAX);
     if (mode != CX_COD_TRAIN && mode != CX_COD_PREDICT)
         return cx_fail(CX_EINVAL, "unknown forward mode %d", mode);
     m->have_forward = m->have_loss = 0;

@@ -329,14 +329,11 @@ static PyObject *trainer_load_state(TrainerObject *self, PyObject *arg) {
         cx_py_error(st);
         goto done;
     }
-    int64_t spe = t->steps_per_epoch;
-    if (loaded.step < 0 || loaded.step > t->total_steps || loaded.epoch_step < 0 ||
-        loaded.epoch_step >= spe || loaded.step != loaded.epoch * spe + loaded.epoch_step ||
-        loaded.ema_updates != loaded.step) {
-        PyErr_Format(PyExc_ValueError, "%s: run position (step %lld, epoch %lld, epoch step "
-                     "%lld) does not fit this run (%lld steps per epoch, %lld steps)", path,
-                     (long long)loaded.step, (long long)loaded.epoch,
-                     (long long)loaded.epoch_step, (long long)spe, (long long)t->total_steps);
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_trainer_check_state(t, &loaded, path);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        cx_py_error(st);
         goto done;
     }
     if (loaded.seed != t->cfg.seed) {

@@ -12,13 +12,15 @@
 /* ---- create / free ------------------------------------------------------------------- */
 
 static cx_status check_config(const cx_trainer_config *c) {
-    if (c->batch_size < 1)
-        return cx_fail(CX_EINVAL, "batch_size must be >= 1, got %d", c->batch_size);
-    if (c->accumulation_steps < 1)
-        return cx_fail(CX_EINVAL, "accumulation_steps must be >= 1, got %d",
-                       c->accumulation_steps);
-    if (c->epochs < 1)
-        return cx_fail(CX_EINVAL, "epochs must be >= 1, got %lld", (long long)c->epochs);
+    if (c->batch_size < 1 || c->batch_size > CX_TRAINER_MAX_BATCH)
+        return cx_fail(CX_EINVAL, "batch_size must be in 1..%d, got %d", CX_TRAINER_MAX_BATCH,
+                       c->batch_size);
+    if (c->accumulation_steps < 1 || c->accumulation_steps > CX_TRAINER_MAX_ACCUMULATION)
+        return cx_fail(CX_EINVAL, "accumulation_steps must be in 1..%d, got %d",
+                       CX_TRAINER_MAX_ACCUMULATION, c->accumulation_steps);
+    if (c->epochs < 1 || c->epochs > CX_TRAINER_MAX_EPOCHS)
+        return cx_fail(CX_EINVAL, "epochs must be in 1..%d, got %lld", CX_TRAINER_MAX_EPOCHS,
+                       (long long)c->epochs);
     if (c->stage1_epochs < 0 || c->stage1_epochs > c->epochs)
         return cx_fail(CX_EINVAL, "stage1_epochs must lie in [0, epochs = %lld], got %lld",
                        (long long)c->epochs, (long long)c->stage1_epochs);
@@ -30,10 +32,12 @@ static cx_status check_config(const cx_trainer_config *c) {
     if (!(c->backbone_lr_mult >= 0 && isfinite(c->backbone_lr_mult)))
         return cx_fail(CX_EINVAL, "backbone_lr_mult must be finite and >= 0, got %g",
                        c->backbone_lr_mult);
-    if (!(c->warmup_epochs >= 0 && isfinite(c->warmup_epochs)) ||
-        !(c->min_lr >= 0 && isfinite(c->min_lr)))
-        return cx_fail(CX_EINVAL, "warmup_epochs and min_lr must be finite and >= 0, got %g, %g",
-                       c->warmup_epochs, c->min_lr);
+    /* the bound keeps (int64_t)(warmup_epochs x steps_per_epoch) defined */
+    if (!(c->warmup_epochs >= 0 && c->warmup_epochs <= CX_TRAINER_MAX_EPOCHS))
+        return cx_fail(CX_EINVAL, "warmup_epochs must lie in [0, %d], got %g",
+                       CX_TRAINER_MAX_EPOCHS, c->warmup_epochs);
+    if (!(c->min_lr >= 0 && isfinite(c->min_lr)))
+        return cx_fail(CX_EINVAL, "min_lr must be finite and >= 0, got %g", c->min_lr);
     if (!(c->weight_decay >= 0 && isfinite(c->weight_decay)))
         return cx_fail(CX_EINVAL, "weight_decay must be finite and >= 0, got %g", c->weight_decay);
     if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1))
@@ -66,6 +70,14 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     if (model->be != cx_backend_cpu())
         return cx_fail(CX_EINVAL, "the C trainer runs models on the CPU backend");
     CX_TRY(cx_edgenext_check_input(&model->backbone, cfg->batch_size, 3, height, width));
+    if (height > CX_TRAINER_MAX_SIDE || width > CX_TRAINER_MAX_SIDE)
+        return cx_fail(CX_EINVAL, "training images of %dx%d exceed the trainer's %dx%d", height,
+                       width, CX_TRAINER_MAX_SIDE, CX_TRAINER_MAX_SIDE);
+    if (n_train < 0 || n_train > CX_TRAINER_MAX_ROWS)
+        return cx_fail(CX_EINVAL, "n_train must be in 0..%lld, got %lld",
+                       (long long)CX_TRAINER_MAX_ROWS, (long long)n_train);
+    /* with the bounds above none of these products overflows: B A <= 2^22, steps_per_epoch
+     * x epochs <= 2^40 x 10^5 < 2^57, B x 3 x H x W <= 2^12 x 3 x 2^26 floats */
     int64_t global = (int64_t)cfg->batch_size * cfg->accumulation_steps;
     if (n_train < global)
         return cx_fail(CX_EINVAL, "%lld training images make no full global batch of "
@@ -112,6 +124,46 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     t->state.seed = cfg->seed;
     cx_ema_init(&model->table, model->params, t->state.ema);
     *out = t;
+    return CX_OK;
+}
+
+cx_status cx_trainer_check_state(const cx_trainer *t, const cx_train_state *s, const char *path) {
+    int64_t spe = t->steps_per_epoch;
+    /* epoch is bounded before it is multiplied: no overflow for any file */
+    if (s->step < 0 || s->step > t->total_steps || s->epoch < 0 || s->epoch > t->cfg.epochs ||
+        s->epoch_step < 0 || s->epoch_step >= spe || s->step != s->epoch * spe + s->epoch_step)
+        return cx_fail(CX_EINVAL, "%s: run position (step %lld, epoch %lld, epoch step %lld) "
+                       "does not fit this run (%lld steps per epoch, %lld epochs, %lld steps)",
+                       path, (long long)s->step, (long long)s->epoch, (long long)s->epoch_step,
+                       (long long)spe, (long long)t->cfg.epochs, (long long)t->total_steps);
+    if (s->ema_updates != s->step)
+        return cx_fail(CX_EINVAL, "%s: %lld EMA updates recorded after %lld optimizer steps "
+                       "(one per step)", path, (long long)s->ema_updates, (long long)s->step);
+    int stage = 0;
+    int64_t stage_step = 0;
+    if (s->step > 0) {
+        cx_lr_step at;
+        CX_TRY(cx_lr_plan_at(&t->plan, s->step - 1, &at));
+        stage = at.stage;
+        stage_step = at.stage_step + 1;
+    }
+    if (s->stage != stage || s->stage_step != stage_step)
+        return cx_fail(CX_EINVAL, "%s: stage %d, stage step %lld recorded at step %lld, but this "
+                       "run is then in stage %d at stage step %lld", path, s->stage,
+                       (long long)s->stage_step, (long long)s->step, stage, (long long)stage_step);
+    const cx_param_table *table = &t->model->table;
+    int sparse = t->model->cfg.top_k > 0;
+    for (int i = 0; i < table->count; i++) {
+        int trained = stage == 2 || (stage == 1 && table->items[i].group != CX_GROUP_BACKBONE);
+        int64_t want = trained ? stage_step : 0, got = s->param_steps[i];
+        int may_skip = sparse && t->expert_of[i] >= 0; /* an expert no image was routed to */
+        if (may_skip ? (got < 0 || got > want) : got != want)
+            return cx_fail(CX_EINVAL, "%s: parameter %s has %lld AdamW steps, but at step %lld "
+                           "(stage %d, stage step %lld) it has %s%lld", path,
+                           table->items[i].name, (long long)got, (long long)s->step, stage,
+                           (long long)stage_step, may_skip ? "at most " : "",
+                           (long long)want);
+    }
     return CX_OK;
 }
 

@@ -40,14 +40,24 @@
 #include "optim.h"
 #include "train_state.h"
 
+/* Upper bounds of the configuration (codext/config.py has the same ones): every size and
+ * count below stays far inside int64 / size_t arithmetic, and products of them are
+ * computed with overflow checks anyway. */
+#define CX_TRAINER_MAX_EPOCHS 100000
+#define CX_TRAINER_MAX_BATCH 4096
+#define CX_TRAINER_MAX_ACCUMULATION 1024
+#define CX_TRAINER_MAX_SIDE 8192
+#define CX_TRAINER_MAX_ROWS ((int64_t)1 << 40)
+
 typedef struct {
-    int batch_size;         /* B: images per micro-batch (>= 1) */
-    int accumulation_steps; /* A (>= 1) */
-    int64_t epochs;         /* >= 1 */
+    int batch_size;         /* B: images per micro-batch (1..CX_TRAINER_MAX_BATCH) */
+    int accumulation_steps; /* A (1..CX_TRAINER_MAX_ACCUMULATION) */
+    int64_t epochs;         /* 1..CX_TRAINER_MAX_EPOCHS */
     int64_t stage1_epochs;  /* 0..epochs: backbone frozen */
     cx_schedule_kind scheduler;
     double lr, stage2_lr, backbone_lr_mult; /* stage 1 head lr; stage 2 head, backbone x */
-    double warmup_epochs, min_lr;           /* cosine: warmup steps = floor(warmup x spe) */
+    double warmup_epochs, min_lr;           /* cosine: warmup steps = floor(warmup x spe);
+                                               warmup in [0, CX_TRAINER_MAX_EPOCHS] */
     double weight_decay, beta1, beta2, eps;
     double grad_clip;       /* global norm; <= 0: no clipping (the norm is still checked) */
     double ema_decay;       /* d_t = min(ema_decay, (1 + t) / (10 + t)) */
@@ -94,6 +104,14 @@ typedef struct {
 cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
                             int64_t n_train, int height, int width, cx_trainer **out);
 void cx_trainer_free(cx_trainer *t);
+
+/* Whether a loaded training state `s` is a position this trainer's run can be at, and
+ * holds what a run at that position holds: step = epoch x steps_per_epoch + epoch_step
+ * within the run, one EMA update per step, stage and stage_step those of the plan at that
+ * step, and the per-parameter AdamW step counts of that stage (stage 1: backbone 0, the
+ * rest stage_step; stage 2: every parameter stage_step; sparse MoE: an expert's count may
+ * be lower, never higher). CX_EINVAL naming `path` and the first disagreement. */
+cx_status cx_trainer_check_state(const cx_trainer *t, const cx_train_state *s, const char *path);
 
 /* Runs the rest of the current epoch (state.epoch, from state.epoch_step) on the training
  * arrays, or at most max_steps steps of it (max_steps < 0: no limit).
