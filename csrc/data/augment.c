@@ -26,7 +26,7 @@
  * (seed, epoch, sample index, parameter number), so the batch size, the rank and the
  * thread count never change a sample's transform. */
 #include "data.h"
-#include "../model/params.h"
+#include "../core/rng.h"
 
 #include <math.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* _C.CODModel: the COD model (csrc/model/cod.h) for codext.Model. */
-#include "binding.h"
+#include "model_binding.h"
 #include "../model/cod.h"
 
 #include <string.h>
