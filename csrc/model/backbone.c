@@ -82,9 +82,9 @@ cx_status cx_backbone_forward(cx_backbone *bb, const float *x_host, int batch, i
     size_t n_in = (size_t)batch * 3 * height * width;
     CX_TAKE(&ex, bb->input, n_in);
     be->upload(be, bb->input, x_host, n_in);
-    CX_TRY(cx_edgenext_forward(&bb->net, &ex, bb->input, batch, height, width));
+    cx_status st = cx_edgenext_forward(&bb->net, &ex, bb->input, batch, height, width);
     bb->after_forward = bb->arena.used;
-    CX_TRY(be->sync(be));
+    CX_TRY(cx_exec_finish(be, st));
     bb->have_forward = 1;
     return CX_OK;
 }
@@ -107,12 +107,12 @@ cx_status cx_backbone_backward(cx_backbone *bb, const float *const dfeatures_hos
     size_t n_in = (size_t)batch * 3 * height * width;
     CX_TAKE_ZERO(&ex, dx, n_in);
     be->zero(be, bb->grads, bb->table.total);
-    CX_TRY(cx_edgenext_backward(&bb->net, &ex, dfeatures, dx));
-    if (dx_host)
-        be->download(be, dx_host, dx, n_in);
     /* the features were in the arena region backward reused: forward again to read them */
     bb->have_forward = 0;
-    return be->sync(be);
+    cx_status st = cx_edgenext_backward(&bb->net, &ex, dfeatures, dx);
+    if (st == CX_OK && dx_host)
+        be->download(be, dx_host, dx, n_in);
+    return cx_exec_finish(be, st);
 }
 
 size_t cx_backbone_arena_bytes(const cx_backbone *bb) { return bb->arena.capacity * sizeof(float); }

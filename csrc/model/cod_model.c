@@ -305,9 +305,9 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
     m->mode = mode;
     m->arena.used = 0;
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
-    CX_TRY(forward_pass(m, &ex, x_host, batch, height, width, mode));
+    cx_status st = forward_pass(m, &ex, x_host, batch, height, width, mode);
     m->after_forward = m->arena.used;
-    CX_TRY(m->be->sync(m->be));
+    CX_TRY(cx_exec_finish(m->be, st));
     m->have_forward = 1;
     return CX_OK;
 }
@@ -318,7 +318,7 @@ cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *p
     m->have_loss = 0;
     m->arena.used = m->after_forward;
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
-    CX_TRY(loss_pass(m, &ex, y_host));
+    CX_TRY(cx_exec_finish(m->be, loss_pass(m, &ex, y_host)));
     m->after_loss = m->arena.used;
     m->have_loss = 1;
     if (parts)
@@ -331,8 +331,7 @@ cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone)
         return cx_fail(CX_ERUNTIME, "backward() needs forward() and loss() first");
     m->arena.used = m->after_loss;
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
-    CX_TRY(backward_pass(m, &ex, loss_scale, train_backbone));
-    return m->be->sync(m->be);
+    return cx_exec_finish(m->be, backward_pass(m, &ex, loss_scale, train_backbone));
 }
 
 cx_status cx_cod_probabilities(cx_cod_model *m, float *probs_host) {

@@ -48,12 +48,19 @@ static void cod_dealloc(CODModelObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* A new float32 array of `shape` downloaded from backend memory. */
+/* A new float32 array of `shape` downloaded from backend memory; the backend's sync()
+ * is checked before the array is handed out (NULL with the error set otherwise). */
 static PyObject *download(cx_cod_model *m, const float *src, int ndim, const npy_intp *shape) {
     PyObject *arr = PyArray_EMPTY(ndim, (npy_intp *)shape, NPY_FLOAT32, 0);
-    if (arr && src)
+    if (arr && src) {
         m->be->download(m->be, PyArray_DATA((PyArrayObject *)arr), src,
                         (size_t)PyArray_SIZE((PyArrayObject *)arr));
+        cx_status st = m->be->sync(m->be);
+        if (st != CX_OK) {
+            Py_DECREF(arr);
+            return cx_py_error(st);
+        }
+    }
     return arr;
 }
 

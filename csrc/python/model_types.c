@@ -119,6 +119,11 @@ static PyObject *backbone_forward(BackboneObject *self, PyObject *arg) {
                                (size_t)PyArray_SIZE((PyArrayObject *)f));
         PyList_SET_ITEM(out, s, f);
     }
+    st = self->bb->be->sync(self->bb->be);
+    if (st != CX_OK) {
+        Py_DECREF(out);
+        return cx_py_error(st);
+    }
     return out;
 }
 
