@@ -4,6 +4,7 @@ Environment:
   CODEXT_CUDA=0|1|auto   0: CPU only; 1: CUDA required (fail if no toolkit); auto (default): CUDA if found
   CODEXT_CUDA_ARCHS      e.g. "75" or "75;80;86;89;90" (default); PTX is emitted for the highest
   CUDA_HOME, CUDNN_HOME, NCCL_HOME   where to look for the toolkit and libraries
+  CODEXT_TEST_BUILD=1    compiles the test-only hooks (macro CX_TEST_BUILD); never for a wheel
 
 The CUDA part is a separate shared library that _C opens with dlopen() only when a GPU
 worker starts, so `import codext` never loads CUDA libraries (and works without a driver).
@@ -94,6 +95,12 @@ class BuildWithCuda(build_ext):
         if mode not in ("0", "1", "auto"):
             raise SystemExit(f"CODEXT_CUDA must be 0, 1 or auto, got {mode!r}")
         ext = self.extensions[0]
+        test_build = os.environ.get("CODEXT_TEST_BUILD", "0")
+        if test_build not in ("0", "1", ""):
+            raise SystemExit(f"CODEXT_TEST_BUILD must be 0 or 1, got {test_build!r}")
+        if test_build == "1":
+            log("test build: compiling the test-only hooks (CX_TEST_BUILD)")
+            ext.define_macros += [("CX_TEST_BUILD", "1")]
         cuda = None
         if mode != "0":
             cuda = self.configure_cuda(required=(mode == "1"))

@@ -46,9 +46,10 @@ cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
     *out = NULL;
     cx_edgenext_config backbone;
     CX_TRY(check_config(cfg, &backbone));
-    cx_cod_model *m = calloc(1, sizeof *m);
+    cx_cod_model *m = cx_aligned_alloc(sizeof *m);
     if (!m)
         return cx_fail(CX_ENOMEM, "out of memory creating the COD model");
+    memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
     cx_status st = declare(m, &backbone);
@@ -58,7 +59,7 @@ cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
         if (!m->params || !m->grads)
             st = cx_fail(CX_ENOMEM, "cannot allocate %zu parameters", m->table.total);
     }
-    float *host = st == CX_OK ? malloc(m->table.total * sizeof(float)) : NULL;
+    float *host = st == CX_OK ? cx_aligned_alloc(m->table.total * sizeof(float)) : NULL;
     if (st == CX_OK && !host)
         st = cx_fail(CX_ENOMEM, "out of memory initialising parameters");
     if (st != CX_OK) {
@@ -69,10 +70,15 @@ cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
     for (int i = 0; i < 4; i++)
         cx_cod_neck_init_edges(&m->neck[i], host);
     be->upload(be, m->params, host, m->table.total);
-    free(host);
+    cx_aligned_free(host);
     be->zero(be, m->grads, m->table.total);
+    st = be->sync(be);
+    if (st != CX_OK) {
+        cx_cod_free(m);
+        return st;
+    }
     *out = m;
-    return be->sync(be);
+    return CX_OK;
 }
 
 void cx_cod_free(cx_cod_model *m) {
@@ -84,9 +90,9 @@ void cx_cod_free(cx_cod_model *m) {
     if (m->grads)
         m->be->free(m->be, m->grads);
     cx_params_free(&m->table);
-    free(m->routing_memory);
-    free(m->parts_memory);
-    free(m);
+    cx_aligned_free(m->routing_memory);
+    cx_aligned_free(m->parts_memory);
+    cx_aligned_free(m);
 }
 
 void cx_cod_zero_grads(cx_cod_model *m) { m->be->zero(m->be, m->grads, m->table.total); }
@@ -102,15 +108,15 @@ static cx_status host_buffers(cx_cod_model *m, int B) {
     size_t per_neck = (size_t)B * (E * sizeof(int) + k * sizeof(int) + 2 * E * sizeof(float) +
                                    2 * E * sizeof(double));
     size_t n_parts = (size_t)8 * B + (size_t)4 * B; /* wbce, wiou [4][B]; d loss staging */
-    void *routing = malloc(4 * per_neck + 64);
-    double *parts = malloc(n_parts * sizeof(double));
+    void *routing = cx_aligned_alloc(4 * per_neck + 64);
+    double *parts = cx_aligned_alloc(n_parts * sizeof(double));
     if (!routing || !parts) {
-        free(routing);
-        free(parts);
+        cx_aligned_free(routing);
+        cx_aligned_free(parts);
         return cx_fail(CX_ENOMEM, "out of memory for the host buffers of batch %d", B);
     }
-    free(m->routing_memory);
-    free(m->parts_memory);
+    cx_aligned_free(m->routing_memory);
+    cx_aligned_free(m->parts_memory);
     m->routing_memory = routing;
     m->parts_memory = parts;
     m->routing_capacity = B;

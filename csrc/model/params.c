@@ -13,9 +13,12 @@ cx_status cx_params_add(cx_param_table *table, const char *prefix, const char *n
         return cx_fail(CX_EINVAL, "parameter %s%s: rank %d not supported", prefix, name, ndim);
     if (table->count == table->capacity) {
         int grown = table->capacity ? table->capacity * 2 : 64;
-        cx_param *items = realloc(table->items, (size_t)grown * sizeof *items);
+        cx_param *items = cx_aligned_alloc((size_t)grown * sizeof *items);
         if (!items)
             return cx_fail(CX_ENOMEM, "out of memory declaring parameters");
+        if (table->count)
+            memcpy(items, table->items, (size_t)table->count * sizeof *items);
+        cx_aligned_free(table->items);
         table->items = items;
         table->capacity = grown;
     }
@@ -43,7 +46,7 @@ cx_status cx_params_add(cx_param_table *table, const char *prefix, const char *n
 }
 
 void cx_params_free(cx_param_table *table) {
-    free(table->items);
+    cx_aligned_free(table->items);
     memset(table, 0, sizeof *table);
 }
 
