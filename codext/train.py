@@ -118,26 +118,7 @@ def evaluate(model, split, batch_size=16):
         preds = [p if p.shape == g.shape else _data.resize_probs(p, g.shape)
                  for p, g in zip(probs, chunk_gts)]
         parts.append(_metrics.evaluate(preds, chunk_gts, per_image=True)["per_image"])
-    return _aggregate(parts, n)
-
-
-def _aggregate(parts, n):
-    """The dataset means of codext.metrics.evaluate from per-image results in chunks, in
-    its summation order (scalars: NumPy's pairwise mean; curves: images added in order)."""
-    out = {}
-    for key in ("sm", "wfm", "mae", "adp_em", "adp_fm", "iou", "dice"):
-        out[key] = float(np.sum(np.concatenate([p[key] for p in parts])) / n)
-    for key, mean_key, max_key in (("em_curve", "mean_em", "max_em"), ("fm_curve", "mean_fm", "max_fm")):
-        acc = np.zeros(256)
-        for p in parts:
-            for row in p[key]:
-                acc += row
-        curve = acc / n
-        out[key] = curve
-        out[mean_key] = float(np.sum(curve) / 256)
-        out[max_key] = float(np.max(curve))
-    out["n_images"] = n
-    return out
+    return _metrics.aggregate(parts)
 
 
 def _scalar_metrics(result):
