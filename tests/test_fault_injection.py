@@ -69,10 +69,11 @@ def walk(run):
     return total, raised, fell_back, messages
 
 
-def test_every_allocation_of_a_forward_and_backward_fails_cleanly():
+def test_every_allocation_of_a_forward_backward_and_batch_prediction_fails_cleanly():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
     y = (rng.random((1, 1, 64, 64)) > 0.5).astype(np.float32)
+    images = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), rng.integers(0, 256, (70, 30, 3), dtype=np.uint8)]
 
     def run():
         native = _C.CODModel("edgenext_tiny_test", 8, 3, 2, 0, 0.5, 0.01)
@@ -80,8 +81,9 @@ def test_every_allocation_of_a_forward_and_backward_fails_cleanly():
         parts = native.loss(y)
         native.backward(1.0, True)
         grads = native.grads().copy()
-        probs = native.forward(x, False)
-        return outputs, parts, grads, probs
+        logits = native.forward(x, False)
+        probs = native.predict_batch(images, 64, [(40, 50), (35, 61)])
+        return outputs, parts, grads, logits, probs
 
     total, raised, fell_back, messages = walk(run)
     assert raised + fell_back == total and raised > total // 2, (total, raised, fell_back)
