@@ -72,20 +72,17 @@ def decode_image(path):
 
 
 def decode_mask(path):
-    """uint8 [H, W] grey levels. A mask holding only 0 and one other value v <= 128 (masks
-    saved as 0/1 or as palette indices) is read as 0/255."""
+    """uint8 [H, W] grey levels, by the mask rules of _C.mask_from_levels (csrc/data/mask.c):
+    16-bit and integer levels above 255 are foreground above half their maximum; a mask
+    holding only 0 and one other value v <= 128 (saved as 0/1 or as palette indices) is
+    read as 0/255."""
     Image = _pil()
     with Image.open(path) as im:
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            arr = np.asarray(im)
-            top = arr.max() if arr.size else 0
-            mask = (arr > top / 2) * np.uint8(255) if top > 255 else np.clip(arr, 0, 255).astype(np.uint8)
+            levels = np.asarray(im)  # Pillow would clip these at 255
         else:
-            mask = np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
-    top = int(mask.max()) if mask.size else 0
-    if 0 < top <= 128 and not np.any((mask != 0) & (mask != top)):
-        mask = (mask > 0) * np.uint8(255)
-    return np.ascontiguousarray(mask)
+            levels = np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
+    return _C.mask_from_levels(levels)
 
 
 def mask_size(path):
@@ -216,8 +213,7 @@ def _decode_group(store, group, specs, img_size, keep_full, workers, progress):
                 if [h, w] != shapes[i]:
                     return i, (mpath, f"mask size changed while reading ({shapes[i]} -> {[h, w]})"), None
                 view = full[offsets[i]:offsets[i] + h * w].reshape(h, w)
-                np.greater(mask, 128, out=view.view(np.bool_))
-                view *= 255
+                _C.resize_mask(mask, h, w, out=view)  # same size: the binarisation (> 128 -> 255) alone
             odd = None if image.shape[:2] == mask.shape else (stem, list(image.shape[:2]), list(mask.shape))
             return i, None, odd
 

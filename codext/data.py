@@ -263,7 +263,7 @@ def _check_masks(masks, what, images, images_what):
         found = np.unique(masks)
         raise ValueError(f"{what} must hold only 0 and 255 (or be bool), found values "
                          f"{found[:8].tolist()}{' ...' if found.size > 8 else ''}; "
-                         f"binarise with ({what} > 127)")
+                         f"binarise with ({what} > 128)")
     return np.ascontiguousarray(masks)
 
 
