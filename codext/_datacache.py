@@ -53,19 +53,17 @@ def _pil():
 
 
 def decode_image(path):
-    """uint8 [H, W, 3]. Grayscale, palette, CMYK and 16-bit images are converted to RGB
-    (16-bit grey keeps its top 8 bits); an alpha channel is dropped. EXIF orientation is
-    ignored (masks are drawn on the stored pixel grid)."""
+    """uint8 [H, W, 3]: the one decoder for images (the data path and `codext predict`).
+    Grayscale, palette, CMYK and 16-bit images are converted to RGB; 16-bit, integer and
+    float grey levels become uint8 by codext.data.to_uint8_levels (16-bit keeps its top 8
+    bits; float NaN or infinity is an error); an alpha channel is dropped. EXIF
+    orientation is ignored (masks are drawn on the stored pixel grid)."""
+    from .data import to_uint8_levels
     Image = _pil()
     with Image.open(path) as im:
         if im.mode.startswith("I") or im.mode == "F":  # Pillow would clip these at 255
-            grey = np.asarray(im)
-            if im.mode == "F":
-                grey = np.nan_to_num(grey.astype(np.float64))
-                grey = np.rint(np.clip(grey * (255.0 if grey.max(initial=0) <= 1.0 else 1.0), 0, 255))
-            elif im.mode.startswith("I;16") or grey.max(initial=0) > 255:
-                grey = np.clip(grey, 0, 65535).astype(np.uint32) >> 8
-            return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
+            grey = to_uint8_levels(np.asarray(im), sixteen_bit=im.mode.startswith("I;16"))
+            return np.repeat(grey[:, :, None], 3, axis=2)
         if im.mode != "RGB":
             im = im.convert("RGB")
         return np.asarray(im, dtype=np.uint8)
