@@ -5,7 +5,10 @@
  * backend's sync() reports it through cx_fail and clears it. Only the first error since
  * the last sync() is kept; later ones are counted in its message. An op that records an
  * error leaves its outputs unspecified: callers must check sync() before any result
- * leaves the engine. */
+ * leaves the engine.
+ * The CPU backend is one table per process, so this record is too: when two threads run
+ * CPU models at once, an error may be reported by the other thread's next sync() (it is
+ * still reported, once). */
 #ifndef CX_CPU_ERROR_H
 #define CX_CPU_ERROR_H
 
