@@ -93,6 +93,20 @@ def test_every_allocation_of_a_forward_backward_and_batch_prediction_fails_clean
     assert any(m.startswith("conv2d") and "scratch" in m for m in messages), messages
 
 
+def test_every_allocation_of_the_standalone_backbone_fails_cleanly():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
+
+    def run():
+        backbone = _C.Backbone("edgenext_tiny_test", 3)
+        features = backbone.forward(x)
+        dx = backbone.backward([np.ones_like(f) for f in features])
+        return features, dx, backbone.grads().copy()
+
+    total, raised, fell_back, messages = walk(run)
+    assert raised + fell_back == total and raised > total // 2, (total, raised, fell_back)
+
+
 def test_every_allocation_of_a_metrics_call_fails_cleanly():
     rng = np.random.default_rng(1)
     gts = [(rng.random((24, 31)) > 0.6).astype(np.uint8) * 255, (rng.random((17, 20)) > 0.3).astype(np.uint8) * 255]
