@@ -53,44 +53,39 @@ def _pil():
 
 
 def decode_image(path):
-    """uint8 [H, W, 3]. Grayscale, palette, CMYK and 16-bit images are converted to RGB
-    (16-bit grey keeps its top 8 bits); an alpha channel is dropped. EXIF orientation is
-    ignored (masks are drawn on the stored pixel grid)."""
+    """uint8 [H, W, 3]: the one decoder for images (the data path and `codext predict`).
+    Grayscale, palette, CMYK and 16-bit images are converted to RGB; 16-bit, integer and
+    float grey levels become uint8 by codext.data.to_uint8_levels (16-bit keeps its top 8
+    bits; float NaN or infinity is an error); an alpha channel is dropped. EXIF
+    orientation is ignored (masks are drawn on the stored pixel grid)."""
+    from .data import to_uint8_levels
     Image = _pil()
     with Image.open(path) as im:
         if im.mode.startswith("I") or im.mode == "F":  # Pillow would clip these at 255
-            grey = np.asarray(im)
-            if im.mode == "F":
-                grey = np.nan_to_num(grey.astype(np.float64))
-                grey = np.rint(np.clip(grey * (255.0 if grey.max(initial=0) <= 1.0 else 1.0), 0, 255))
-            elif im.mode.startswith("I;16") or grey.max(initial=0) > 255:
-                grey = np.clip(grey, 0, 65535).astype(np.uint32) >> 8
-            return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
+            grey = to_uint8_levels(np.asarray(im), sixteen_bit=im.mode.startswith("I;16"))
+            return np.repeat(grey[:, :, None], 3, axis=2)
         if im.mode != "RGB":
             im = im.convert("RGB")
         return np.asarray(im, dtype=np.uint8)
 
 
 def decode_mask(path):
-    """uint8 [H, W] grey levels. A mask holding only 0 and one other value v <= 128 (masks
-    saved as 0/1 or as palette indices) is read as 0/255."""
+    """uint8 [H, W] grey levels, by the mask rules of _C.mask_from_levels (csrc/data/mask.c):
+    16-bit and integer levels above 255 are foreground above half their maximum; a mask
+    holding only 0 and one other value v <= 128 (saved as 0/1 or as palette indices) is
+    read as 0/255."""
     Image = _pil()
     with Image.open(path) as im:
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            arr = np.asarray(im)
-            # refused rather than read as an empty mask (NaN and negatives clip to 0)
-            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            levels = np.asarray(im)  # Pillow would clip these at 255
+            # refused rather than read as an empty mask (NaN and negatives would clip to 0)
+            if levels.dtype.kind == "f" and not np.all(np.isfinite(levels)):
                 raise ValueError(f"the float mask ({im.mode}) holds NaN or infinite values")
-            if arr.size and arr.min() < 0:
-                raise ValueError(f"the mask ({im.mode}) holds negative values (min {arr.min()})")
-            top = arr.max() if arr.size else 0
-            mask = (arr > top / 2) * np.uint8(255) if top > 255 else np.clip(arr, 0, 255).astype(np.uint8)
+            if levels.size and levels.min() < 0:
+                raise ValueError(f"the mask ({im.mode}) holds negative values (min {levels.min()})")
         else:
-            mask = np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
-    top = int(mask.max()) if mask.size else 0
-    if 0 < top <= 128 and not np.any((mask != 0) & (mask != top)):
-        mask = (mask > 0) * np.uint8(255)
-    return np.ascontiguousarray(mask)
+            levels = np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
+    return _C.mask_from_levels(levels)
 
 
 def mask_size(path):
@@ -221,8 +216,7 @@ def _decode_group(store, group, specs, img_size, keep_full, workers, progress):
                 if [h, w] != shapes[i]:
                     return i, (mpath, f"mask size changed while reading ({shapes[i]} -> {[h, w]})"), None
                 view = full[offsets[i]:offsets[i] + h * w].reshape(h, w)
-                np.greater(mask, 128, out=view.view(np.bool_))
-                view *= 255
+                _C.resize_mask(mask, h, w, out=view)  # same size: the binarisation (> 128 -> 255) alone
             odd = None if image.shape[:2] == mask.shape else (stem, list(image.shape[:2]), list(mask.shape))
             return i, None, odd
 

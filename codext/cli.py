@@ -445,8 +445,8 @@ def cmd_predict(args):
         from PIL import Image
     except ImportError:
         raise RuntimeError("predict needs Pillow to read and write images: pip install pillow") from None
-    import numpy as np
     import codext
+    from codext._datacache import decode_image
     path, model = _load_model(args)
     os.makedirs(args.output, exist_ok=True)
     t0 = time.perf_counter()
@@ -455,8 +455,7 @@ def cmd_predict(args):
         images = []
         for f in chunk:
             try:
-                with Image.open(f) as im:
-                    images.append(codext.data.as_rgb_uint8(np.asarray(im.convert("RGB"))))
+                images.append(decode_image(f))
             except Image.DecompressionBombError as e:
                 raise ValueError(f"{f}: refused as a possible decompression bomb ({e})") from None
             except (OSError, SyntaxError, ValueError) as e:
@@ -464,7 +463,8 @@ def cmd_predict(args):
         probs = model.predict(images, batch_size=args.batch_size)
         for f, p in zip(chunk, probs):
             out = os.path.join(args.output, os.path.splitext(os.path.basename(f))[0] + ".png")
-            Image.fromarray(np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8), mode="L").save(out)
+            # probabilities in [0, 1]: to_uint8_levels scales them by 255 and rounds
+            Image.fromarray(codext.data.to_uint8_levels(p), mode="L").save(out)
     print(f"wrote {len(files)} mask(s) to {args.output} with {path} "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
     return 0

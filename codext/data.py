@@ -56,6 +56,7 @@ from ._layouts import DatasetLayoutError  # noqa: F401  (part of the API)
 
 __all__ = ["Dataset", "Split", "DatasetLayoutError", "load", "from_arrays", "synthetic",
            "augment_batch", "resize_image", "resize_mask", "resize_probs", "as_rgb_uint8",
+           "to_uint8_levels",
            "default_cache_dir"]
 
 default_cache_dir = _datacache.default_cache_dir
@@ -263,7 +264,7 @@ def _check_masks(masks, what, images, images_what):
         found = np.unique(masks)
         raise ValueError(f"{what} must hold only 0 and 255 (or be bool), found values "
                          f"{found[:8].tolist()}{' ...' if found.size > 8 else ''}; "
-                         f"binarise with ({what} > 127)")
+                         f"binarise with ({what} > 128)")
     return np.ascontiguousarray(masks)
 
 
@@ -395,23 +396,39 @@ def resize_probs(probs, size):
     return _C.resize_float(np.asarray(probs), h, w)
 
 
-def as_rgb_uint8(image):
-    """One image as uint8 [H, W, 3]: grayscale [H, W] or [H, W, 1] is repeated, an alpha
-    channel dropped, bool scaled to 0/255, floats taken as 0..1 when their maximum is
-    <= 1, else as 0..255 (rounded, clipped)."""
-    arr = np.asarray(image)
+def to_uint8_levels(values, sixteen_bit=False):
+    """The one rule codext turns image values into uint8 levels 0..255 by (user arrays,
+    decoded files, written probability maps), any shape:
+
+    - uint8: as is; bool: 0/255;
+    - floats: taken as 0..1 when their maximum is <= 1 (scaled by 255), else as 0..255;
+      rounded to nearest, clipped; NaN or infinity is an error (ValueError);
+    - other integers: 16-bit data (sixteen_bit, e.g. a 16-bit file, or any level above
+      255) keeps its top 8 bits (levels clipped to 0..65535, then >> 8); else clipped to
+      0..255."""
+    arr = np.asarray(values)
+    if arr.dtype == np.uint8:
+        return arr
     if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * np.uint8(255)
-    elif arr.dtype.kind == "f":
+        return arr.astype(np.uint8) * np.uint8(255)
+    if arr.dtype.kind == "f":
         finite = arr[np.isfinite(arr)]
         if finite.size != arr.size:
             raise ValueError("image holds NaN or infinite values")
         scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
-        arr = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
-    elif arr.dtype != np.uint8:
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"image must hold numbers, got dtype {arr.dtype}")
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
+        return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"image must hold numbers, got dtype {arr.dtype}")
+    if sixteen_bit or (arr.size and arr.max() > 255):
+        return (np.clip(arr, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def as_rgb_uint8(image):
+    """One image as uint8 [H, W, 3]: grayscale [H, W] or [H, W, 1] is repeated, an alpha
+    channel dropped; values become uint8 levels by to_uint8_levels (bool 0/255, floats
+    0..1 or 0..255, 16-bit levels their top 8 bits)."""
+    arr = to_uint8_levels(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):

@@ -63,7 +63,7 @@ import numpy as np
 
 from . import _C
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "aggregate"]
 
 _PRED_DTYPES = (np.uint8, np.float16, np.float32, np.float64)
 
@@ -154,4 +154,28 @@ def evaluate(preds, gts, *, per_image=False):
         gt_arrays.append(gt)
     result = _C.metrics_evaluate(pred_arrays, gt_arrays, bool(per_image))
     result["n_images"] = len(pred_arrays)
+    return result
+
+
+def aggregate(per_image):
+    """The dataset results of per-image results, summed exactly as evaluate sums them (one
+    C routine does both), so that images scored in chunks give evaluate's result.
+
+    per_image: the "per_image" dict of evaluate(..., per_image=True), or a list of such
+    dicts (chunks, in image order). Returns evaluate's dict (without "per_image")."""
+    parts = [per_image] if isinstance(per_image, dict) else list(per_image)
+    if not parts:
+        raise ValueError("no per-image results to aggregate (empty list)")
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict):
+            raise TypeError(f"per_image[{i}] must be a dict of per-image arrays, got {type(part).__name__}")
+    keys = ("sm", "wfm", "mae", "adp_em", "adp_fm", "iou", "dice", "em_curve", "fm_curve")
+    joined = {}
+    for key in keys:
+        missing = [i for i, part in enumerate(parts) if key not in part]
+        if missing:
+            raise KeyError(f"per_image[{missing[0]}] has no {key!r}")
+        joined[key] = parts[0][key] if len(parts) == 1 else np.concatenate([p[key] for p in parts])
+    result = _C.metrics_aggregate(joined)
+    result["n_images"] = len(joined["sm"])
     return result

@@ -15,7 +15,6 @@ import json
 import numpy as np
 
 from . import _C
-from . import data as _data
 from ._params import LoadResult, ParameterBuffer, _list_names
 from .backbone import CONFIGS, check_image_batch
 from .config import INT_MULTIPLES, INT_RANGES
@@ -240,20 +239,25 @@ class Model(ParameterBuffer):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         items, kind = _as_image_list(images)
-        size = self.config.img_size
-        results = []
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            resized = np.stack([_data.resize_image(np.ascontiguousarray(img), size) for img in chunk])
-            x, _ = _data.augment_batch(resized, None, np.arange(len(chunk)), train=False)
-            self._native.forward(x, False)
-            probs = self._native.probabilities()
-            for img, prob in zip(chunk, probs):
-                results.append(_data.resize_probs(prob[0], img.shape[:2]))
+        results = self._predict_at(items, [img.shape[:2] for img in items], batch_size)
         if kind == "single":
             return results[0]
         if kind == "batch":
             return np.stack(results)
+        return results
+
+    def _predict_at(self, images, out_sizes, batch_size):
+        """predict's work, with the output size (h, w) of each image given: one C call per
+        batch (resize to img_size, normalise, forward, sigmoid, resize to each out size)."""
+        items, _ = _as_image_list(images)
+        if len(out_sizes) != len(items):
+            raise ValueError(f"{len(items)} images but {len(out_sizes)} output sizes")
+        size = self.config.img_size
+        results = []
+        for start in range(0, len(items), batch_size):
+            chunk = [np.ascontiguousarray(img) for img in items[start:start + batch_size]]
+            sizes = [(int(h), int(w)) for h, w in out_sizes[start:start + batch_size]]
+            results.extend(self._native.predict_batch(chunk, size, sizes))
         return results
 
     def activation_bytes(self):

@@ -92,10 +92,11 @@ def evaluate(model, split, batch_size=16):
     """COD metrics of `model` on a test split, at each ground truth's own size.
 
     split: a codext.data Split (images uint8 [N, S, S, 3], masks, and masks_full: the
-    original-size masks, used when present). Each image goes through model.predict and
-    its probability map is resized (bilinear) to its GT's size when they differ. The
-    result equals codext.metrics.evaluate(preds, gts) on those predictions; the images
-    are scored in chunks, so the predictions of a large test set are never all in memory.
+    original-size masks, used when present). Each batch of images goes through the
+    model's batch prediction (Model.predict's), which resizes each probability map
+    (bilinear) straight to its GT's size. The result equals
+    codext.metrics.evaluate(preds, gts) on those predictions; the images are scored in
+    chunks, so the predictions of a large test set are never all in memory.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a codext.Model, got {type(model).__name__}")
@@ -115,30 +116,10 @@ def evaluate(model, split, batch_size=16):
     parts = []
     for start in range(0, n, _METRIC_CHUNK):
         chunk_gts = gts[start:start + _METRIC_CHUNK]
-        probs = model.predict(images[start:start + len(chunk_gts)], batch_size=batch_size)
-        preds = [p if p.shape == g.shape else _data.resize_probs(p, g.shape)
-                 for p, g in zip(probs, chunk_gts)]
+        preds = model._predict_at(images[start:start + len(chunk_gts)], [g.shape for g in chunk_gts],
+                                  batch_size)
         parts.append(_metrics.evaluate(preds, chunk_gts, per_image=True)["per_image"])
-    return _aggregate(parts, n)
-
-
-def _aggregate(parts, n):
-    """The dataset means of codext.metrics.evaluate from per-image results in chunks, in
-    its summation order (scalars: NumPy's pairwise mean; curves: images added in order)."""
-    out = {}
-    for key in ("sm", "wfm", "mae", "adp_em", "adp_fm", "iou", "dice"):
-        out[key] = float(np.sum(np.concatenate([p[key] for p in parts])) / n)
-    for key, mean_key, max_key in (("em_curve", "mean_em", "max_em"), ("fm_curve", "mean_fm", "max_fm")):
-        acc = np.zeros(256)
-        for p in parts:
-            for row in p[key]:
-                acc += row
-        curve = acc / n
-        out[key] = curve
-        out[mean_key] = float(np.sum(curve) / 256)
-        out[max_key] = float(np.max(curve))
-    out["n_images"] = n
-    return out
+    return _metrics.aggregate(parts)
 
 
 def _scalar_metrics(result):

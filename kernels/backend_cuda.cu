@@ -1,5 +1,5 @@
 /* The CUDA backend: state, errors, memory, sync, and the one exported entry point
- * cx_cuda_get_api() that the loader (csrc/core/cuda_loader.c) resolves with dlsym.
+ * cx_cuda_get_api() that the loader (csrc/ops/cuda_loader.c) resolves with dlsym.
  *
  * Ops not implemented yet are NULL in the table (the callers check; see the list in
  * fill_table below): l2norm, softmax, scale_mid, scale_outer_inner, transpose,

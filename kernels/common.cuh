@@ -20,7 +20,7 @@
 
 #include <stddef.h>
 
-#include "core/cuda_loader.h"
+#include "ops/cuda_abi.h"
 #include "ops/ops.h"
 
 #define CU_SCRATCH_SLOTS 4

@@ -218,6 +218,29 @@ def test_predict_matches_forward_and_takes_every_input_kind():
     assert [p.shape for p in sparse] == [(50, 70), (33, 20), (64, 64)]
 
 
+def test_batch_prediction_is_the_data_path_and_model_step_by_step():
+    """predict's one C call per batch gives, bit for bit, what the separate steps give:
+    resize each image to img_size, normalise, forward, sigmoid, resize to the out size."""
+    m = tiny(num_experts=3, seed=2)
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((50, 70), (33, 20), (64, 64))]
+    out_sizes = [(50, 70), (41, 17), (64, 64)]
+    got = m._predict_at(images, out_sizes, 3)
+    resized = np.stack([codext.data.resize_image(img, 64) for img in images])
+    x, _ = codext.data.augment_batch(resized, None, np.arange(3), train=False)
+    m._native.forward(x, False)
+    probs = m._native.probabilities()
+    for p, prob, size in zip(got, probs, out_sizes):
+        assert p.shape == size and p.dtype == np.float32
+        assert np.array_equal(p, codext.data.resize_probs(prob[0], size))
+    with pytest.raises(ValueError, match="3 images but 2 output sizes"):
+        m._predict_at(images, out_sizes[:2], 3)
+    with pytest.raises(TypeError, match="image 1 must be a C-contiguous uint8"):
+        m._native.predict_batch([images[0], images[1].astype(np.float32)], 64, out_sizes[:2])
+    with pytest.raises(ValueError, match="output size 0 x 5"):
+        m._native.predict_batch(images[:1], 64, [(0, 5)])
+
+
 def test_predict_rejects_bad_input():
     m = tiny(num_experts=1)
     with pytest.raises(TypeError, match="uint8"):

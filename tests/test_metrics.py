@@ -356,3 +356,32 @@ def test_live_scipy_edt(cases):
         ref_dist, ref_nearest = ndimage.distance_transform_edt(mask == 0, return_indices=True)
         np.testing.assert_array_equal(nearest, ref_nearest)
         np.testing.assert_array_equal(dist, ref_dist)
+
+
+def test_aggregate_of_chunks_equals_one_evaluate_bit_for_bit():
+    rng = np.random.default_rng(7)
+    shapes = [(13, 17), (20, 9), (8, 8), (31, 12), (5, 40), (16, 16), (9, 23)]
+    gts = [((rng.random(s) > 0.55) * 255).astype(np.uint8) for s in shapes]
+    preds = [rng.random(s).astype(np.float32) for s in shapes]
+    whole = codext.metrics.evaluate(preds, gts, per_image=True)
+    chunks = [codext.metrics.evaluate(preds[a:b], gts[a:b], per_image=True)["per_image"]
+              for a, b in ((0, 3), (3, 4), (4, 7))]
+    joined = codext.metrics.aggregate(chunks)
+    assert set(joined) == set(whole) - {"per_image"}
+    for key, value in joined.items():
+        assert np.array_equal(value, whole[key]), key
+    single = codext.metrics.aggregate(whole["per_image"])
+    assert all(np.array_equal(single[k], whole[k]) for k in single)
+
+
+def test_aggregate_rejects_bad_input():
+    with pytest.raises(ValueError, match="empty"):
+        codext.metrics.aggregate([])
+    with pytest.raises(TypeError, match=r"per_image\[0\] must be a dict"):
+        codext.metrics.aggregate([[1, 2]])
+    good = codext.metrics.evaluate([np.zeros((4, 4), np.float32)], [np.zeros((4, 4), np.uint8)], per_image=True)["per_image"]
+    with pytest.raises(KeyError, match="'sm'"):
+        codext.metrics.aggregate({k: v for k, v in good.items() if k != "sm"})
+    bad = dict(good, em_curve=np.zeros((1, 255)))
+    with pytest.raises(ValueError, match="em_curve"):
+        codext.metrics.aggregate(bad)

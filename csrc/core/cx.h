@@ -76,9 +76,23 @@ float *cx_scratch(int slot, size_t n_floats);
 /* Frees the calling thread's scratch buffers (pool threads free theirs on exit). */
 void cx_scratch_release(void);
 
-/* ---- aligned allocation -------------------------------------------------------- */
+/* ---- aligned allocation --------------------------------------------------------
+ * The engine's allocator: model, arena, metrics and scratch memory all come from here,
+ * so the fault-injection hook below reaches every allocation the engine makes. */
 void *cx_aligned_alloc(size_t bytes); /* 64-byte aligned, NULL on failure */
-void cx_aligned_free(void *ptr);
+void cx_aligned_free(void *ptr);      /* NULL is fine */
+
+#ifdef CX_TEST_BUILD
+/* ---- fault injection (test builds only: CODEXT_TEST_BUILD=1) --------------------------
+ * cx_test_alloc_fail_at(n) restarts the allocation count; the n-th allocation from then
+ * on (cx_aligned_alloc or a scratch buffer growing; n >= 1) returns NULL, once. n = 0
+ * turns failing off. cx_test_alloc_count() is the number of allocations since the last
+ * restart. cx_test_alloc_live() is the number of cx_aligned_alloc blocks not yet freed
+ * (scratch buffers, which are kept on purpose, are not counted). Thread-safe. */
+void cx_test_alloc_fail_at(long long n);
+long long cx_test_alloc_count(void);
+long long cx_test_alloc_live(void);
+#endif
 
 #ifdef __cplusplus
 }

@@ -12,8 +12,31 @@
 #define UNPOISON(ptr, bytes) ((void)0)
 #endif
 
-void *cx_aligned_alloc(size_t bytes) {
+#ifdef CX_TEST_BUILD
+static long long fail_at;     /* 0: never fail */
+static long long alloc_count; /* allocations since the last cx_test_alloc_fail_at */
+static long long live_blocks; /* cx_aligned_alloc blocks not yet freed */
+
+void cx_test_alloc_fail_at(long long n) {
+    __atomic_store_n(&alloc_count, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&fail_at, n > 0 ? n : 0, __ATOMIC_SEQ_CST);
+}
+long long cx_test_alloc_count(void) { return __atomic_load_n(&alloc_count, __ATOMIC_SEQ_CST); }
+long long cx_test_alloc_live(void) { return __atomic_load_n(&live_blocks, __ATOMIC_SEQ_CST); }
+
+/* 1 when this allocation is the one to fail. */
+static int injected_failure(void) {
+    long long index = __atomic_add_fetch(&alloc_count, 1, __ATOMIC_SEQ_CST);
+    return index == __atomic_load_n(&fail_at, __ATOMIC_SEQ_CST);
+}
+#endif
+
+static void *allocate(size_t bytes) {
     void *ptr = NULL;
+#ifdef CX_TEST_BUILD
+    if (injected_failure())
+        return NULL;
+#endif
     if (bytes == 0)
         bytes = 64;
     if (posix_memalign(&ptr, 64, bytes) != 0)
@@ -21,7 +44,22 @@ void *cx_aligned_alloc(size_t bytes) {
     return ptr;
 }
 
-void cx_aligned_free(void *ptr) { free(ptr); }
+void *cx_aligned_alloc(size_t bytes) {
+    void *ptr = allocate(bytes);
+#ifdef CX_TEST_BUILD
+    if (ptr)
+        __atomic_add_fetch(&live_blocks, 1, __ATOMIC_SEQ_CST);
+#endif
+    return ptr;
+}
+
+void cx_aligned_free(void *ptr) {
+#ifdef CX_TEST_BUILD
+    if (ptr)
+        __atomic_sub_fetch(&live_blocks, 1, __ATOMIC_SEQ_CST);
+#endif
+    free(ptr);
+}
 
 typedef struct {
     float *data;
@@ -38,11 +76,11 @@ float *cx_scratch(int slot, size_t n_floats) {
         /* grow geometrically so a sequence of slightly larger requests stays cheap */
         size_t grown = buf->capacity + buf->capacity / 2;
         size_t want = n_floats > grown ? n_floats : grown;
-        float *fresh = cx_aligned_alloc(want * sizeof(float));
+        float *fresh = allocate(want * sizeof(float));
         if (!fresh)
             return NULL;
         UNPOISON(buf->data, buf->capacity * sizeof(float));
-        cx_aligned_free(buf->data);
+        free(buf->data);
         buf->data = fresh;
         buf->capacity = want;
     }
@@ -56,7 +94,7 @@ float *cx_scratch(int slot, size_t n_floats) {
 void cx_scratch_release(void) {
     for (int i = 0; i < CX_SCRATCH_SLOTS; i++) {
         UNPOISON(scratch[i].data, scratch[i].capacity * sizeof(float));
-        cx_aligned_free(scratch[i].data);
+        free(scratch[i].data);
         scratch[i].data = NULL;
         scratch[i].capacity = 0;
     }

@@ -25,9 +25,10 @@
  * backward, in the same order and from the saved norms, so forward and backward see the
  * same S bit for bit. One task per (b, h); dt is reduced over the batch by the caller in a
  * fixed order.
- * Scratch: slot 0 per task, slot 3 on the caller (dt partials). On a scratch allocation
- * failure the outputs are filled with NaN (the ops cannot return an error). */
+ * Scratch: slot 0 per task, slot 3 on the caller (dt partials). A scratch allocation
+ * failure is recorded for the backend's sync() (cpu_error.h). */
 #include "cpu_ops.h"
+#include "cpu_error.h"
 
 #include <math.h>
 
@@ -120,28 +121,17 @@ static void matvec_accumulate(int d, const float *restrict m, const float *restr
     }
 }
 
-/* Puts the NaN marker on every output of one (b, h). */
-static void xca_poison(const xca_ctx *c, int64_t item, float *rows, int row_width, int offset) {
-    const int N = c->tokens, d = c->head_dim;
-    int64_t b = item / c->heads, h = item % c->heads;
-    for (int n = 0; n < N; n++) {
-        float *r = rows + ((size_t)b * N + n) * row_width + offset + h * d;
-        for (int i = 0; i < d; i++)
-            r[i] = NAN;
-    }
-}
-
 static void xca_forward_task(void *arg, int64_t begin, int64_t end) {
     const xca_ctx *c = arg;
     const int N = c->tokens, C = c->channels, heads = c->heads, d = c->head_dim;
     const size_t C3 = 3 * (size_t)C;
     size_t n_double = (size_t)d * d + 6 * (size_t)d;
     double *dot = (double *)cx_scratch(0, 2 * n_double + (size_t)d * d + d);
+    if (!dot) {
+        cx_cpu_record_error(CX_ENOMEM, "xca forward: out of scratch memory");
+        return;
+    }
     for (int64_t item = begin; item < end; item++) {
-        if (!dot) {
-            xca_poison(c, item, c->out, C, 0);
-            continue;
-        }
         double *q_sq = dot + (size_t)d * d, *k_sq = q_sq + d, *k_rows = k_sq + d; /* [4, d] */
         float *attn_t = (float *)(k_rows + 4 * (size_t)d); /* A transposed [d, d] */
         float *acc = attn_t + (size_t)d * d;   /* [d] */
@@ -218,17 +208,13 @@ static void xca_backward_task(void *arg, int64_t begin, int64_t end) {
     size_t n_double = 2 * dd + 6 * (size_t)d;
     size_t n_float = 3 * dd + 5 * (size_t)d;
     double *dot = (double *)cx_scratch(0, 2 * n_double + n_float);
+    if (!dot) {
+        cx_cpu_record_error(CX_ENOMEM, "xca backward: out of scratch memory");
+        return;
+    }
     for (int64_t item = begin; item < end; item++) {
         int64_t b = item / heads;
         int h = (int)(item % heads);
-        if (!dot) {
-            if (c->dqkv)
-                for (int part = 0; part < 3; part++)
-                    xca_poison(c, item, c->dqkv, (int)C3, part * C);
-            if (c->dt_parts)
-                c->dt_parts[item] = NAN;
-            continue;
-        }
         double *d_attn = dot + dd;            /* dA [d, d] */
         double *row_buf = d_attn + dd;        /* [4, d] */
         double *c_q = row_buf + 4 * (size_t)d, *c_k = c_q + d;
@@ -329,8 +315,9 @@ void cpu_xca_backward(cx_backend *be, int batch, int tokens, int channels, int h
     if (dtemperature) {
         dt_parts = (double *)cx_scratch(3, 2 * (size_t)batch * heads);
         if (!dt_parts) {
-            for (int h = 0; h < heads; h++)
-                dtemperature[h] = NAN;
+            cx_cpu_record_error(CX_ENOMEM, "xca backward: out of scratch memory for the "
+                                           "temperature gradient");
+            return;
         }
     }
     xca_ctx c = {tokens, channels, heads, channels / heads, qkv, temperature, NULL,

@@ -1,5 +1,6 @@
 /* The CPU backend: the table of csrc/cpu ops. */
 #include "cpu_ops.h"
+#include "cpu_error.h"
 
 /* ---- memory: host memory, so copies are memcpy ---- */
 #include <string.h>
@@ -13,7 +14,9 @@ void cpu_copy(cx_backend *be, float *dst, const float *src, size_t n) {
 }
 void cpu_upload(cx_backend *be, float *dst, const float *host, size_t n) { cpu_copy(be, dst, host, n); }
 void cpu_download(cx_backend *be, float *host, const float *src, size_t n) { cpu_copy(be, host, src, n); }
-cx_status cpu_sync(cx_backend *be) { return CX_OK; }
+/* The CPU ops run to completion on the calling thread: sync only reports their first
+ * error (cpu_error.h). */
+cx_status cpu_sync(cx_backend *be) { return cx_cpu_take_error(); }
 
 static cx_backend cpu_backend = {
     .name = "cpu",

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "cpu_ops.h"
+#include "cpu_error.h"
 #include "gemm.h"
 
 /* conv_depthwise.c */
@@ -68,7 +69,7 @@ static int images_per_chunk(const cx_conv_shape *s, size_t floats_per_image) {
 static size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
 static void report_oom(const char *what) {
-    cx_fail(CX_ENOMEM, "conv2d: out of scratch memory for %s", what);
+    cx_cpu_record_error(CX_ENOMEM, "conv2d: out of scratch memory for %s", what);
 }
 
 /* ---- plane copies (parallel over planes) --------------------------------------------------

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "cpu_ops.h"
+#include "cpu_error.h"
 
 #ifdef CX_CONV_X86
 #define CX_AVX2 __attribute__((target("avx2,fma")))
@@ -214,7 +215,7 @@ void cx_conv_channelwise_forward(const cx_conv_shape *s, const float *x, const f
     have_avx2(); /* detect before the tasks read it */
     cx_parallel_for((int64_t)s->batch * s->out_ch, 1, forward_task, &c);
     if (c.failed)
-        cx_fail(CX_ENOMEM, "conv2d (channel-wise): out of scratch memory");
+        cx_cpu_record_error(CX_ENOMEM, "conv2d (channel-wise): out of scratch memory");
 }
 
 /* ---- input gradient ------------------------------------------------------------------------
@@ -403,7 +404,7 @@ void cx_conv_channelwise_backward(const cx_conv_shape *s, const float *x, const 
     if (dw || dbias) {
         c.partials = cx_scratch(0, (size_t)s->batch * s->out_ch * (kk + 1));
         if (!c.partials) {
-            cx_fail(CX_ENOMEM, "conv2d backward (channel-wise): out of scratch memory");
+            cx_cpu_record_error(CX_ENOMEM, "conv2d backward (channel-wise): out of scratch memory");
             return;
         }
         cx_parallel_for((int64_t)s->batch * s->out_ch, 1, weight_grad_task, &c);
@@ -419,5 +420,5 @@ void cx_conv_channelwise_backward(const cx_conv_shape *s, const float *x, const 
             }
     }
     if (c.failed)
-        cx_fail(CX_ENOMEM, "conv2d backward (channel-wise): out of scratch memory");
+        cx_cpu_record_error(CX_ENOMEM, "conv2d backward (channel-wise): out of scratch memory");
 }

@@ -15,6 +15,7 @@
  * padding). Tile sizes follow a small cost model (choose_tiles) and may depend on the
  * thread count, since they never change any element's arithmetic. */
 #include "gemm_kernels.h"
+#include "cpu_error.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -300,7 +301,7 @@ void cx_gemm_run(const cx_gemm_problem *p) {
     int64_t n_tasks = (int64_t)items_eff * g.m_blocks * g.n_blocks;
     cx_parallel_for(n_tasks, 1, gemm_tiles_task, &g);
     if (g.failed)
-        cx_fail(CX_ENOMEM, "gemm: out of memory for packing buffers (%d x %d x %d)", p->M, p->N,
+        cx_cpu_record_error(CX_ENOMEM, "gemm: out of memory for packing buffers (%d x %d x %d)", p->M, p->N,
                 p->K);
 }
 

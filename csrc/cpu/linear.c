@@ -3,6 +3,7 @@
  *   y [rows, out_features] = x w^T + bias
  * Backward (accumulating): dx += dy w, dw += dy^T x, dbias += sum over rows of dy. */
 #include "cpu_ops.h"
+#include "cpu_error.h"
 #include "gemm.h"
 
 /* dbias partial sums: rows are cut into fixed chunks (a function of rows only), each
@@ -57,7 +58,7 @@ static void accumulate_column_sums(int rows, int cols, const float *m, float *ou
     int64_t n_chunks = (rows + BIAS_CHUNK_ROWS - 1) / BIAS_CHUNK_ROWS;
     float *partials = cx_scratch(0, (size_t)n_chunks * cols);
     if (!partials) {
-        cx_fail(CX_ENOMEM, "linear backward: out of memory for bias partial sums");
+        cx_cpu_record_error(CX_ENOMEM, "linear backward: out of memory for bias partial sums");
         return;
     }
     column_sum_ctx ctx = {rows, cols, m, partials};

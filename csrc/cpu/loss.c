@@ -17,6 +17,7 @@
  * never by the thread count) and the chunk partials are added in chunk order, so the
  * result is the same on any number of threads. */
 #include "cpu_ops.h"
+#include "cpu_error.h"
 
 #include <math.h>
 
@@ -74,9 +75,8 @@ void cpu_structure_loss_forward(cx_backend *be, int batch, int h, int w, const f
         return;
     int chunks = (int)((plane + CHUNK - 1) / CHUNK);
     double *partials = (double *)cx_scratch(1, (size_t)batch * chunks * 4 * 2);
-    if (!partials) { /* cannot fail loudly: make it visible */
-        for (int b = 0; b < batch; b++)
-            loss[b] = NAN;
+    if (!partials) {
+        cx_cpu_record_error(CX_ENOMEM, "structure loss forward: out of scratch memory");
         return;
     }
     cx_pool_shape box = {.planes = batch, .in_h = h, .in_w = w, .out_h = h, .out_w = w,

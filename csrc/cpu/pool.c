@@ -13,10 +13,10 @@
  * whose windows cover input i along one axis form a contiguous range, so it is again two
  * prefix-sum passes, a gather with one += per input pixel.
  *
- * Scratch: per-thread slot 0 (double buffers). Should it fail to allocate, the outputs
- * are filled with NaN (the ops cannot return an error), so the failure cannot pass
- * silently. */
+ * Scratch: per-thread slot 0 (double buffers). Should it fail to allocate, the error is
+ * recorded for the backend's sync() (cpu_error.h). */
 #include "cpu_ops.h"
+#include "cpu_error.h"
 
 #include <math.h>
 
@@ -35,11 +35,6 @@ static inline int window_count(int start, int k, int in, int pad, int count_incl
     int lo = start > 0 ? start : 0;
     int hi = start + k < in ? start + k : in;
     return hi > lo ? hi - lo : 0;
-}
-
-static void fill_nan(float *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        p[i] = NAN;
 }
 
 /* ---- avgpool2d ------------------------------------------------------------------- */
@@ -84,7 +79,7 @@ static void avgpool_forward_task(void *arg, int64_t begin, int64_t end) {
     size_t n_double = LANES * (size_t)(in_w + 1) + (size_t)(in_h + 1) * out_w + (size_t)out_w;
     double *row_prefix = (double *)cx_scratch(0, 2 * n_double + 2 * (size_t)out_w);
     if (!row_prefix) {
-        fill_nan(c->y + (size_t)begin * out_h * out_w, (size_t)(end - begin) * out_h * out_w);
+        cx_cpu_record_error(CX_ENOMEM, "avgpool2d forward: out of scratch memory");
         return;
     }
     double *column_prefix = row_prefix + LANES * (size_t)(in_w + 1); /* [in_h + 1, out_w] */
@@ -155,7 +150,7 @@ static void avgpool_backward_task(void *arg, int64_t begin, int64_t end) {
                       (size_t)out_w + (size_t)out_h;
     double *row_prefix = (double *)cx_scratch(0, 2 * n_double + 2 * (size_t)in_w);
     if (!row_prefix) {
-        fill_nan(c->dx + (size_t)begin * in_h * in_w, (size_t)(end - begin) * in_h * in_w);
+        cx_cpu_record_error(CX_ENOMEM, "avgpool2d backward: out of scratch memory");
         return;
     }
     double *column_prefix = row_prefix + LANES * (size_t)(out_w + 1); /* [out_h + 1, in_w] */

@@ -16,9 +16,10 @@
  * spread along the width into a row buffer of the task's own.
  *
  * Tables (taps, first) are built once per call in the caller's scratch slot 1 and read
- * by every task; tasks use slot 0. On a scratch allocation failure the outputs are filled
- * with NaN (the ops cannot return an error). */
+ * by every task; tasks use slot 0. A scratch allocation failure is recorded for the
+ * backend's sync() (cpu_error.h). */
 #include "cpu_ops.h"
+#include "cpu_error.h"
 
 #include <math.h>
 
@@ -113,16 +114,15 @@ static void resize_backward_task(void *arg, int64_t begin, int64_t end) {
     const cx_pool_shape *s = c->s;
     const int in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
     float *combined = cx_scratch(0, (size_t)out_w + (size_t)in_w); /* [out_w] */
-    float *row_sum = combined ? combined + out_w : NULL;             /* [in_w] */
+    if (!combined) {
+        cx_cpu_record_error(CX_ENOMEM, "resize_bilinear backward: out of scratch memory");
+        return;
+    }
+    float *row_sum = combined + out_w; /* [in_w] */
     for (int64_t item = begin; item < end; item++) {
         int64_t plane = item / in_h;
         int i = (int)(item % in_h);
         float *dx_row = c->dx + ((size_t)plane * in_h + i) * in_w;
-        if (!combined) {
-            for (int j = 0; j < in_w; j++)
-                dx_row[j] = NAN;
-            continue;
-        }
         int oh_begin, oh_end;
         reading_outputs(c->first_h, i, &oh_begin, &oh_end);
         if (oh_begin >= oh_end)
@@ -173,9 +173,7 @@ void cpu_resize_bilinear_forward(cx_backend *be, const cx_pool_shape *s, const f
     (void)be;
     resize_ctx c = {0};
     if (!prepare(s, &c)) {
-        size_t n = (size_t)s->planes * s->out_h * s->out_w;
-        for (size_t i = 0; i < n; i++)
-            y[i] = NAN;
+        cx_cpu_record_error(CX_ENOMEM, "resize_bilinear forward: out of scratch memory");
         return;
     }
     c.x = x;
@@ -191,9 +189,7 @@ void cpu_resize_bilinear_backward(cx_backend *be, const cx_pool_shape *s, const 
         return;
     resize_ctx c = {0};
     if (!prepare(s, &c)) {
-        size_t n = (size_t)s->planes * s->in_h * s->in_w;
-        for (size_t i = 0; i < n; i++)
-            dx[i] = NAN;
+        cx_cpu_record_error(CX_ENOMEM, "resize_bilinear backward: out of scratch memory");
         return;
     }
     c.dy = dy;

@@ -26,7 +26,8 @@
  * (seed, epoch, sample index, parameter number), so the batch size, the rank and the
  * thread count never change a sample's transform. */
 #include "data.h"
-#include "../model/params.h"
+#include "../core/mask.h"
+#include "../core/rng.h"
 
 #include <math.h>
 #include <string.h>
@@ -137,7 +138,7 @@ static void plain_row(const augment_job *job, int64_t b, int oy, const float *sc
         const uint8_t *m = job->masks + (size_t)index * plane + (size_t)oy * w;
         float *y = job->y + (size_t)b * plane + (size_t)oy * w;
         for (int ox = 0; ox < w; ox++)
-            y[ox] = m[ox] >= 128 ? 1.0f : 0.0f;
+            y[ox] = cx_mask_foreground(m[ox]) ? 1.0f : 0.0f;
     }
 }
 
@@ -168,7 +169,7 @@ static void augmented_row(const augment_job *job, int64_t b, int oy, const float
             int mx = (int)rx, my = (int)ry;
             mx = mx < w - 1 ? mx : w - 1;
             my = my < h - 1 ? my : h - 1;
-            y[ox] = mask[(size_t)my * w + mx] >= 128 ? 1.0f : 0.0f;
+            y[ox] = cx_mask_foreground(mask[(size_t)my * w + mx]) ? 1.0f : 0.0f;
         }
         float sx = rx - 0.5f, sy = ry - 0.5f;
         sx = sx < 0.0f ? 0.0f : (sx > (float)(w - 1) ? (float)(w - 1) : sx);

@@ -25,7 +25,8 @@ extern "C" {
 cx_status cx_resize_bilinear_u8(const uint8_t *src, int in_h, int in_w, int channels,
                                 uint8_t *dst, int out_h, int out_w);
 /* Masks: nearest neighbour at pixel centres (source index floor((d + 0.5) * in / out),
- * clamped at in - 1), then binarised: value > 128 -> 255, else 0.
+ * clamped at in - 1), then binarised: foreground (cx_mask_foreground, value > 128) ->
+ * 255, else 0. At the same size this is the binarisation alone.
  * src [in_h, in_w] -> dst [out_h, out_w]. */
 cx_status cx_resize_mask_u8(const uint8_t *src, int in_h, int in_w, uint8_t *dst, int out_h,
                             int out_w);
@@ -39,6 +40,19 @@ cx_status cx_resize_bilinear_u8_batch(const uint8_t *src, int64_t n, int in_h, i
                                       int channels, uint8_t *dst, int out_h, int out_w);
 cx_status cx_resize_mask_u8_batch(const uint8_t *src, int64_t n, int in_h, int in_w,
                                   uint8_t *dst, int out_h, int out_w);
+
+/* ---- mask files (mask.c) -------------------------------------------------------------
+ * The rules codext reads mask files by, from the file's levels src [n] (any layout) to
+ * uint8 grey levels dst [n]:
+ *   - levels above 255 (16-bit or integer masks saved as 0/65535, 0/1000, ...):
+ *     foreground (255) where the level is above half the maximum, else 0;
+ *   - otherwise the levels clipped to 0..255 (fractions dropped; a NaN anywhere makes
+ *     this the rule, and reads as 0);
+ *   - then a mask holding only 0 and one other level v <= 128 (saved as 0/1, or as
+ *     palette indices) becomes 0/255.
+ * Foreground is then cx_mask_foreground (core/mask.h: level > 128) everywhere. */
+typedef enum { CX_LEVEL_U8 = 0, CX_LEVEL_I64 = 1, CX_LEVEL_F64 = 2 } cx_level_dtype;
+cx_status cx_mask_from_levels(const void *src, cx_level_dtype dtype, int64_t n, uint8_t *dst);
 
 /* ---- augmentation (augment.c) ------------------------------------------------------ */
 
@@ -72,7 +86,7 @@ void cx_augment_draw(const cx_augment_config *cfg, uint64_t seed, uint64_t epoch
  *   indices [batch] int64, each in [0, n_images); the RNG key of a sample is its index,
  *           so its augmentation does not depend on the batch it lands in
  *   x [batch, 3, h, w] float32: ImageNet-normalised ((v/255 - mean) / std)
- *   y [batch, 1, h, w] float32 in {0, 1} (mask >= 128), or NULL
+ *   y [batch, 1, h, w] float32 in {0, 1} (cx_mask_foreground), or NULL
  * train = 0: no augmentation, only normalisation. cfg NULL: cx_augment_defaults(). */
 cx_status cx_augment_batch(const uint8_t *images, const uint8_t *masks, int64_t n_images,
                            int h, int w, const int64_t *indices, int64_t batch, uint64_t seed,

@@ -4,6 +4,7 @@
  * (in, out) pair always maps a pixel to the same neighbours and weights, whatever the
  * caller; the blend itself runs in float. */
 #include "data.h"
+#include "../core/mask.h"
 
 #include <math.h>
 
@@ -69,7 +70,7 @@ static void mask_rows(const uint8_t *src, int in_h, int in_w, uint8_t *dst, int 
         const uint8_t *row = src + (size_t)nearest_index(oy, in_h, out_h) * in_w;
         uint8_t *out = dst + (size_t)oy * out_w;
         for (int ox = 0; ox < out_w; ox++)
-            out[ox] = row[nearest_index(ox, in_w, out_w)] > 128 ? 255 : 0;
+            out[ox] = cx_mask_foreground(row[nearest_index(ox, in_w, out_w)]) ? 255 : 0;
     }
 }
 

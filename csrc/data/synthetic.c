@@ -20,7 +20,7 @@
  * Determinism: image i of a split depends only on (seed, stream, index); images are made
  * one per task, each serially, so the bytes do not depend on the thread count. */
 #include "data.h"
-#include "../model/params.h"
+#include "../core/rng.h"
 
 #include <math.h>
 #include <stdatomic.h>

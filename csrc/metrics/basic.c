@@ -5,6 +5,7 @@
  * pixels and whole quadrant scores, so those means reproduce NumPy 1.24's order
  * (cx_np_sum). Everything else only needs float64 accuracy. */
 #include "metrics_internal.h"
+#include "../core/mask.h"
 
 #include <math.h>
 #include <string.h>
@@ -128,7 +129,7 @@ static void prepare_gt(const cx_metric_image *image, uint8_t *gt, int32_t *col_c
         uint8_t *dst = gt + r * w;
         int64_t row_fg = 0;
         for (int64_t c = 0; c < w; c++) {
-            const uint8_t fg = src[c] > 128;
+            const uint8_t fg = (uint8_t)cx_mask_foreground(src[c]);
             dst[c] = fg;
             col_count[c] += fg;
             row_fg += fg;

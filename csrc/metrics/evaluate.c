@@ -101,6 +101,18 @@ static void aggregate(const cx_image_metrics *results, int64_t n, double *buffer
     }
 }
 
+cx_status cx_metrics_aggregate(const cx_image_metrics *per_image, int64_t n,
+                               cx_dataset_metrics *dataset) {
+    if (n < 1)
+        return cx_fail(CX_EINVAL, "metrics: no per-image results to aggregate");
+    double *buffer = cx_aligned_alloc((size_t)n * sizeof(double));
+    if (!buffer)
+        return cx_fail(CX_ENOMEM, "metrics: cannot allocate the means of %lld images", (long long)n);
+    aggregate(per_image, n, buffer, dataset);
+    cx_aligned_free(buffer);
+    return CX_OK;
+}
+
 cx_status cx_metrics_evaluate(const cx_metric_image *images, int64_t n_images,
                               cx_image_metrics *per_image, cx_dataset_metrics *dataset) {
     CX_TRY(check_images(images, n_images));

@@ -66,6 +66,12 @@ typedef struct {
 cx_status cx_metrics_evaluate(const cx_metric_image *images, int64_t n_images,
                               cx_image_metrics *per_image, cx_dataset_metrics *dataset);
 
+/* The dataset results of n >= 1 per-image results (the means cx_metrics_evaluate
+ * returns, in the same summation order), so that results computed in chunks aggregate
+ * exactly as one call would. CX_ENOMEM when its n-double buffer cannot be had. */
+cx_status cx_metrics_aggregate(const cx_image_metrics *per_image, int64_t n,
+                               cx_dataset_metrics *dataset);
+
 /* Time per stage, summed over the images, run one image after another on the calling
  * thread (bench/metrics.py): [0] preparation shared by all metrics (GT > 128, the
  * normalised prediction, its mean, the IoU/Dice counts), [1] threshold histograms with

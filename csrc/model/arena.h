@@ -52,6 +52,14 @@ typedef struct {
                            __FILE__, __LINE__);                                          \
     } while (0)
 
+/* Ends a pass: the backend's sync() when the pass succeeded; when it failed, an error an
+ * op recorded earlier in the pass (reported by sync) came first and wins, else the pass's
+ * own. Either way nothing stays pending for the next caller's sync. */
+static inline cx_status cx_exec_finish(cx_backend *be, cx_status pass_status) {
+    cx_status pending = be->sync(be);
+    return pending != CX_OK ? pending : pass_status;
+}
+
 /* A zeroed gradient buffer from the arena. */
 #define CX_TAKE_ZERO(ex, ptr, n)                                                         \
     do {                                                                                 \

@@ -9,9 +9,10 @@ cx_status cx_backbone_create(const char *config_name, uint64_t seed, cx_backend 
     *out = NULL;
     cx_edgenext_config cfg;
     CX_TRY(cx_edgenext_config_by_name(config_name, &cfg));
-    cx_backbone *bb = calloc(1, sizeof *bb);
+    cx_backbone *bb = cx_aligned_alloc(sizeof *bb);
     if (!bb)
         return cx_fail(CX_ENOMEM, "out of memory creating the backbone");
+    memset(bb, 0, sizeof *bb);
     bb->be = be;
     cx_status st = cx_edgenext_declare(&bb->net, &cfg, &bb->table, "");
     if (st == CX_OK) {
@@ -25,17 +26,22 @@ cx_status cx_backbone_create(const char *config_name, uint64_t seed, cx_backend 
         return st;
     }
     /* parameters are initialised on the host, then uploaded */
-    float *host = malloc(bb->table.total * sizeof(float));
+    float *host = cx_aligned_alloc(bb->table.total * sizeof(float));
     if (!host) {
         cx_backbone_free(bb);
         return cx_fail(CX_ENOMEM, "out of memory initialising parameters");
     }
     cx_params_init(&bb->table, host, seed);
     be->upload(be, bb->params, host, bb->table.total);
-    free(host);
+    cx_aligned_free(host);
     be->zero(be, bb->grads, bb->table.total);
+    st = be->sync(be);
+    if (st != CX_OK) {
+        cx_backbone_free(bb);
+        return st;
+    }
     *out = bb;
-    return be->sync(be);
+    return CX_OK;
 }
 
 void cx_backbone_free(cx_backbone *bb) {
@@ -47,7 +53,7 @@ void cx_backbone_free(cx_backbone *bb) {
     if (bb->grads)
         bb->be->free(bb->be, bb->grads);
     cx_params_free(&bb->table);
-    free(bb);
+    cx_aligned_free(bb);
 }
 
 /* Runs forward and backward with the planning backend and a counting arena. */
@@ -82,9 +88,9 @@ cx_status cx_backbone_forward(cx_backbone *bb, const float *x_host, int batch, i
     size_t n_in = (size_t)batch * 3 * height * width;
     CX_TAKE(&ex, bb->input, n_in);
     be->upload(be, bb->input, x_host, n_in);
-    CX_TRY(cx_edgenext_forward(&bb->net, &ex, bb->input, batch, height, width));
+    cx_status st = cx_edgenext_forward(&bb->net, &ex, bb->input, batch, height, width);
     bb->after_forward = bb->arena.used;
-    CX_TRY(be->sync(be));
+    CX_TRY(cx_exec_finish(be, st));
     bb->have_forward = 1;
     return CX_OK;
 }
@@ -107,12 +113,12 @@ cx_status cx_backbone_backward(cx_backbone *bb, const float *const dfeatures_hos
     size_t n_in = (size_t)batch * 3 * height * width;
     CX_TAKE_ZERO(&ex, dx, n_in);
     be->zero(be, bb->grads, bb->table.total);
-    CX_TRY(cx_edgenext_backward(&bb->net, &ex, dfeatures, dx));
-    if (dx_host)
-        be->download(be, dx_host, dx, n_in);
     /* the features were in the arena region backward reused: forward again to read them */
     bb->have_forward = 0;
-    return be->sync(be);
+    cx_status st = cx_edgenext_backward(&bb->net, &ex, dfeatures, dx);
+    if (st == CX_OK && dx_host)
+        be->download(be, dx_host, dx, n_in);
+    return cx_exec_finish(be, st);
 }
 
 size_t cx_backbone_arena_bytes(const cx_backbone *bb) { return bb->arena.capacity * sizeof(float); }

@@ -48,9 +48,10 @@ cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
     *out = NULL;
     cx_edgenext_config backbone;
     CX_TRY(check_config(cfg, &backbone));
-    cx_cod_model *m = calloc(1, sizeof *m);
+    cx_cod_model *m = cx_aligned_alloc(sizeof *m);
     if (!m)
         return cx_fail(CX_ENOMEM, "out of memory creating the COD model");
+    memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
     cx_status st = declare(m, &backbone);
@@ -60,7 +61,7 @@ cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
         if (!m->params || !m->grads)
             st = cx_fail(CX_ENOMEM, "cannot allocate %zu parameters", m->table.total);
     }
-    float *host = st == CX_OK ? malloc(m->table.total * sizeof(float)) : NULL;
+    float *host = st == CX_OK ? cx_aligned_alloc(m->table.total * sizeof(float)) : NULL;
     if (st == CX_OK && !host)
         st = cx_fail(CX_ENOMEM, "out of memory initialising parameters");
     if (st != CX_OK) {
@@ -71,10 +72,15 @@ cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
     for (int i = 0; i < 4; i++)
         cx_cod_neck_init_edges(&m->neck[i], host);
     be->upload(be, m->params, host, m->table.total);
-    free(host);
+    cx_aligned_free(host);
     be->zero(be, m->grads, m->table.total);
+    st = be->sync(be);
+    if (st != CX_OK) {
+        cx_cod_free(m);
+        return st;
+    }
     *out = m;
-    return be->sync(be);
+    return CX_OK;
 }
 
 void cx_cod_free(cx_cod_model *m) {
@@ -86,9 +92,9 @@ void cx_cod_free(cx_cod_model *m) {
     if (m->grads)
         m->be->free(m->be, m->grads);
     cx_params_free(&m->table);
-    free(m->routing_memory);
-    free(m->parts_memory);
-    free(m);
+    cx_aligned_free(m->routing_memory);
+    cx_aligned_free(m->parts_memory);
+    cx_aligned_free(m);
 }
 
 void cx_cod_zero_grads(cx_cod_model *m) { m->be->zero(m->be, m->grads, m->table.total); }
@@ -104,15 +110,15 @@ static cx_status host_buffers(cx_cod_model *m, int B) {
     size_t per_neck = (size_t)B * (E * sizeof(int) + k * sizeof(int) + 2 * E * sizeof(float) +
                                    2 * E * sizeof(double));
     size_t n_parts = (size_t)8 * B + (size_t)4 * B; /* wbce, wiou [4][B]; d loss staging */
-    void *routing = malloc(4 * per_neck + 64);
-    double *parts = malloc(n_parts * sizeof(double));
+    void *routing = cx_aligned_alloc(4 * per_neck + 64);
+    double *parts = cx_aligned_alloc(n_parts * sizeof(double));
     if (!routing || !parts) {
-        free(routing);
-        free(parts);
+        cx_aligned_free(routing);
+        cx_aligned_free(parts);
         return cx_fail(CX_ENOMEM, "out of memory for the host buffers of batch %d", B);
     }
-    free(m->routing_memory);
-    free(m->parts_memory);
+    cx_aligned_free(m->routing_memory);
+    cx_aligned_free(m->parts_memory);
     m->routing_memory = routing;
     m->parts_memory = parts;
     m->routing_capacity = B;
@@ -314,9 +320,9 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
     m->mode = mode;
     cx_arena_release(&m->arena, 0);
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
-    CX_TRY(forward_pass(m, &ex, x_host, batch, height, width, mode));
+    cx_status st = forward_pass(m, &ex, x_host, batch, height, width, mode);
     m->after_forward = m->arena.used;
-    CX_TRY(m->be->sync(m->be));
+    CX_TRY(cx_exec_finish(m->be, st));
     m->have_forward = 1;
     return CX_OK;
 }
@@ -327,7 +333,7 @@ cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *p
     m->have_loss = 0;
     cx_arena_release(&m->arena, m->after_forward);
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
-    CX_TRY(loss_pass(m, &ex, y_host));
+    CX_TRY(cx_exec_finish(m->be, loss_pass(m, &ex, y_host)));
     m->after_loss = m->arena.used;
     m->have_loss = 1;
     if (parts)
@@ -340,8 +346,7 @@ cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone)
         return cx_fail(CX_ERUNTIME, "backward() needs forward() and loss() first");
     cx_arena_release(&m->arena, m->after_loss);
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
-    CX_TRY(backward_pass(m, &ex, loss_scale, train_backbone));
-    return m->be->sync(m->be);
+    return cx_exec_finish(m->be, backward_pass(m, &ex, loss_scale, train_backbone));
 }
 
 cx_status cx_cod_probabilities(cx_cod_model *m, float *probs_host) {

@@ -7,6 +7,7 @@
 #define CX_PARAMS_H
 
 #include "../core/cx.h"
+#include "../core/rng.h"
 
 #define CX_PARAM_NAME_MAX 96
 #define CX_PARAM_MAX_DIMS 4
@@ -52,11 +53,5 @@ int cx_params_find(const cx_param_table *table, const char *name);
  * RNG keyed by (seed, parameter index, element), so the result does not depend on the
  * thread count or on other parameters). Padding between parameters is zeroed. */
 void cx_params_init(const cx_param_table *table, float *values, uint64_t seed);
-
-/* Counter-based RNG (SplitMix64 finaliser over a key): the same (seed, stream, index)
- * always gives the same number. */
-uint64_t cx_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
-double cx_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);  /* [0, 1) */
-double cx_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);   /* N(0, 1) */
 
 #endif

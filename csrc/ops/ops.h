@@ -15,9 +15,9 @@
  *   - Ops that keep state between forward and backward (LayerNorm statistics,
  *     attention probabilities) take a `saved` buffer whose size in floats is given by
  *     the matching *_saved_floats() function; forward fills it, backward reads it.
- *   - Ops return nothing: the CPU ops cannot fail once shapes are validated (the model
- *     validates them), and a device backend records its first error in the backend
- *     and reports it from sync().
+ *   - Ops return nothing: shapes are validated by the model; an op that still fails
+ *     (scratch memory, a device error) records the backend's first error, which sync()
+ *     reports (CPU: cpu/cpu_error.h). Outputs are unspecified until sync() says CX_OK.
  *   - Results must not depend on the thread count (see cx_parallel_for in cx.h).
  */
 #ifndef CX_OPS_H

@@ -1,4 +1,6 @@
-/* Shared by the CPython binding files (module.c and the model types). */
+/* Shared by every CPython binding file: the NumPy API import and the helpers of
+ * binding.c. Depends on core only, so the metrics, data and I/O bindings compile without
+ * the model (model_binding.h adds what the model and trainer bindings share). */
 #ifndef CX_BINDING_H
 #define CX_BINDING_H
 
@@ -10,7 +12,6 @@
 #include <numpy/arrayobject.h>
 
 #include "../core/cx.h"
-#include "../model/cod.h"
 
 /* Sets the Python exception for a failed status (message from cx_last_error()) and
  * returns NULL. */
@@ -25,21 +26,13 @@ PyObject *cx_py_view(PyObject *owner, void *data, size_t n, int npy_type);
  * when a key or value is not a str. */
 int cx_py_string_dict(PyObject *dict, const char *what, Py_ssize_t *n, const char ***keys,
                       const char ***values);
-/* [(name, shape, offset, decay), ...] for a parameter table, in buffer order. */
-PyObject *cx_py_param_table(const cx_param_table *table);
-/* Adds the model types to the module; -1 with an exception set on failure. */
-int cx_py_add_types(PyObject *module);
 
-/* The model types live in their own files; model_types.c's cx_py_add_types adds them. */
-int cx_py_add_cod_type(PyObject *module);     /* cod_types.c */
-int cx_py_add_trainer_type(PyObject *module); /* trainer_types.c */
-/* The C model behind a _C.CODModel, or NULL with TypeError set. */
-cx_cod_model *cx_py_cod_model(PyObject *obj);
-
-/* Function tables of the other binding files (each ends with a {NULL} entry); module.c
- * adds them all to codext._C. */
+/* Function tables of the binding files that need no model (each ends with a {NULL}
+ * entry); module.c adds them to codext._C. */
 extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
 extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
-extern PyMethodDef cx_py_train_methods[];   /* train_binding.c */
+#ifdef CX_TEST_BUILD
+extern PyMethodDef cx_py_test_methods[];    /* test_hooks.c (test builds only) */
+#endif
 
 #endif

@@ -1,6 +1,7 @@
 /* _C.CODModel: the COD model (csrc/model/cod.h) for codext.Model. */
-#include "binding.h"
+#include "model_binding.h"
 #include "../model/cod.h"
+#include "../train/predict.h"
 
 #include <string.h>
 
@@ -48,12 +49,19 @@ static void cod_dealloc(CODModelObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* A new float32 array of `shape` downloaded from backend memory. */
+/* A new float32 array of `shape` downloaded from backend memory; the backend's sync()
+ * is checked before the array is handed out (NULL with the error set otherwise). */
 static PyObject *download(cx_cod_model *m, const float *src, int ndim, const npy_intp *shape) {
     PyObject *arr = PyArray_EMPTY(ndim, (npy_intp *)shape, NPY_FLOAT32, 0);
-    if (arr && src)
+    if (arr && src) {
         m->be->download(m->be, PyArray_DATA((PyArrayObject *)arr), src,
                         (size_t)PyArray_SIZE((PyArrayObject *)arr));
+        cx_status st = m->be->sync(m->be);
+        if (st != CX_OK) {
+            Py_DECREF(arr);
+            return cx_py_error(st);
+        }
+    }
     return arr;
 }
 
@@ -308,6 +316,95 @@ static PyObject *cod_intermediates(CODModelObject *self, PyObject *unused) {
     return dict;
 }
 
+/* predict_batch(images, size, out_sizes) -> [float32 [h_b, w_b]]: images a list of
+ * C-contiguous uint8 [H, W, 3] (codext.Model.predict checks them), size the model's input
+ * side, out_sizes a list of (h, w). One C call for the batch (train/predict.h). */
+static PyObject *cod_predict_batch(CODModelObject *self, PyObject *args) {
+    PyObject *images_obj, *sizes_obj;
+    int size;
+    if (!PyArg_ParseTuple(args, "OiO", &images_obj, &size, &sizes_obj))
+        return NULL;
+    PyObject *images = PySequence_Fast(images_obj, "images must be a list of uint8 [H, W, 3] arrays");
+    if (!images)
+        return NULL;
+    PyObject *sizes = PySequence_Fast(sizes_obj, "out_sizes must be a list of (h, w)");
+    if (!sizes) {
+        Py_DECREF(images);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(images);
+    PyObject *out = NULL, *result = NULL;
+    const uint8_t **data = PyMem_Calloc((size_t)n + 1, sizeof *data);
+    float **probs = PyMem_Calloc((size_t)n + 1, sizeof *probs);
+    int *dims = PyMem_Calloc(4 * (size_t)n + 1, sizeof *dims);
+    if (!data || !probs || !dims) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int *heights = dims, *widths = dims + n, *out_heights = dims + 2 * n, *out_widths = dims + 3 * n;
+    if (n < 1 || PySequence_Fast_GET_SIZE(sizes) != n) {
+        PyErr_Format(PyExc_ValueError, "predict_batch: %zd images and %zd output sizes", n,
+                     PySequence_Fast_GET_SIZE(sizes));
+        goto done;
+    }
+    out = PyList_New(n);
+    if (!out)
+        goto done;
+    for (Py_ssize_t b = 0; b < n; b++) {
+        PyObject *img = PySequence_Fast_GET_ITEM(images, b);
+        if (!PyArray_Check(img) || PyArray_TYPE((PyArrayObject *)img) != NPY_UINT8 ||
+            PyArray_NDIM((PyArrayObject *)img) != 3 || PyArray_DIM((PyArrayObject *)img, 2) != 3 ||
+            !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)img)) {
+            PyErr_Format(PyExc_TypeError, "predict_batch: image %zd must be a C-contiguous uint8 "
+                         "[H, W, 3] array", b);
+            goto done;
+        }
+        PyArrayObject *arr = (PyArrayObject *)img;
+        if (PyArray_DIM(arr, 0) < 1 || PyArray_DIM(arr, 1) < 1 || PyArray_DIM(arr, 0) > INT32_MAX ||
+            PyArray_DIM(arr, 1) > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "predict_batch: image %zd has shape (%zd, %zd, 3)", b,
+                         (Py_ssize_t)PyArray_DIM(arr, 0), (Py_ssize_t)PyArray_DIM(arr, 1));
+            goto done;
+        }
+        data[b] = PyArray_DATA(arr);
+        heights[b] = (int)PyArray_DIM(arr, 0);
+        widths[b] = (int)PyArray_DIM(arr, 1);
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sizes, b), "ii;out_sizes entries are (h, w)",
+                              &out_heights[b], &out_widths[b]))
+            goto done;
+        if (out_heights[b] < 1 || out_widths[b] < 1) {
+            PyErr_Format(PyExc_ValueError, "predict_batch: output size %d x %d for image %zd",
+                         out_heights[b], out_widths[b], b);
+            goto done;
+        }
+        npy_intp shape[2] = {out_heights[b], out_widths[b]};
+        PyObject *prob = PyArray_EMPTY(2, shape, NPY_FLOAT32, 0);
+        if (!prob)
+            goto done;
+        PyList_SET_ITEM(out, b, prob);
+        probs[b] = PyArray_DATA((PyArrayObject *)prob);
+    }
+    cx_status st;
+    cx_cod_model *m = self->model;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_cod_predict_batch(m, n, data, heights, widths, size, probs, out_heights, out_widths);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        cx_py_error(st);
+        goto done;
+    }
+    result = out;
+    out = NULL;
+done:
+    Py_XDECREF(out);
+    PyMem_Free(data);
+    PyMem_Free(probs);
+    PyMem_Free(dims);
+    Py_DECREF(images);
+    Py_DECREF(sizes);
+    return result;
+}
+
 static PyObject *cod_arena_bytes(CODModelObject *self, PyObject *unused) {
     return PyLong_FromSize_t(cx_cod_arena_bytes(self->model));
 }
@@ -326,6 +423,9 @@ static PyMethodDef cod_methods[] = {
     {"routing", (PyCFunction)cod_routing, METH_NOARGS, "Per-scale gate probabilities and routing."},
     {"intermediates", (PyCFunction)cod_intermediates, METH_NOARGS, "Feature, neck and decoder maps."},
     {"arena_bytes", (PyCFunction)cod_arena_bytes, METH_NOARGS, "Planned activation memory."},
+    {"predict_batch", (PyCFunction)cod_predict_batch, METH_VARARGS,
+     "predict_batch(images, size, out_sizes) -> [float32 [h, w]]: uint8 [H, W, 3] images "
+     "resized to size, normalised, run in predict mode; sigmoid(p1) resized to each out size."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -157,6 +157,52 @@ static PyObject *py_resize_mask(PyObject *self, PyObject *args, PyObject *kwargs
     return (PyObject *)out;
 }
 
+/* mask_from_levels(levels) -> u8 of the same shape: a mask file's levels (any integer or
+ * float dtype, as Pillow decodes them) by codext's mask rules (data.h). */
+static PyObject *py_mask_from_levels(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!PyArray_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "levels must be a numpy array, got %s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    int kind = PyArray_DESCR((PyArrayObject *)arg)->kind;
+    int type = PyArray_TYPE((PyArrayObject *)arg);
+    int want;
+    cx_level_dtype code;
+    if (type == NPY_UINT8) {
+        want = NPY_UINT8;
+        code = CX_LEVEL_U8;
+    } else if (kind == 'u' || kind == 'i' || kind == 'b') {
+        want = NPY_INT64;
+        code = CX_LEVEL_I64;
+    } else if (kind == 'f') {
+        want = NPY_FLOAT64;
+        code = CX_LEVEL_F64;
+    } else {
+        PyErr_Format(PyExc_TypeError, "levels must hold integers or floats, got dtype kind '%c'", kind);
+        return NULL;
+    }
+    PyArrayObject *src = (PyArrayObject *)PyArray_FromAny(
+        arg, PyArray_DescrFromType(want), 0, 0, NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST, NULL);
+    if (!src)
+        return NULL;
+    PyArrayObject *out = (PyArrayObject *)PyArray_EMPTY(PyArray_NDIM(src), PyArray_DIMS(src), NPY_UINT8, 0);
+    if (!out) {
+        Py_DECREF(src);
+        return NULL;
+    }
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_mask_from_levels(PyArray_DATA(src), code, (int64_t)PyArray_SIZE(src), PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    Py_DECREF(src);
+    if (st != CX_OK) {
+        Py_DECREF(out);
+        return cx_py_error(st);
+    }
+    return (PyObject *)out;
+}
+
 /* resize_float(src f32 [..., H, W], out_h, out_w) -> f32 [..., out_h, out_w] */
 static PyObject *py_resize_float(PyObject *self, PyObject *args) {
     (void)self;
@@ -339,6 +385,9 @@ static PyObject *py_synthetic(PyObject *self, PyObject *args, PyObject *kwargs) 
 PyMethodDef cx_py_data_methods[] = {
     {"resize_image", (PyCFunction)(void (*)(void))py_resize_image, METH_VARARGS | METH_KEYWORDS,
      "resize_image(src u8 [H,W,C] | [N,H,W,C], out_h, out_w, out=None): bilinear, align_corners=False."},
+    {"mask_from_levels", py_mask_from_levels, METH_O,
+     "mask_from_levels(levels) -> u8: a mask file's levels by codext's rules (16-bit and "
+     "integer levels above 255: > max/2; else clipped; 0 and one value <= 128: 0/255)."},
     {"resize_mask", (PyCFunction)(void (*)(void))py_resize_mask, METH_VARARGS | METH_KEYWORDS,
      "resize_mask(src u8 [H,W] | [N,H,W], out_h, out_w, out=None): nearest, then >128 -> 255."},
     {"resize_float", py_resize_float, METH_VARARGS,

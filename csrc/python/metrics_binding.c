@@ -3,6 +3,7 @@
  * metrics_evaluate(preds, gts, per_image) -> dict
  *   preds: list of 2-D C-contiguous arrays, uint8 / float32 / float64
  *   gts:   list of 2-D C-contiguous uint8 arrays of the same shapes
+ * metrics_aggregate(per_image) -> dict of the dataset results
  * metrics_edt(mask) -> (dist float64 [H, W], nearest int32 [2, H, W])
  *
  * codext/metrics.py validates and converts user input; the checks here only keep the C
@@ -204,6 +205,82 @@ done:
     return result;
 }
 
+/* metrics_aggregate(per_image) -> dict: the dataset results of per-image results (the
+ * "per_image" dict of metrics_evaluate, or its arrays concatenated over several calls). */
+static PyObject *py_metrics_aggregate(PyObject *self, PyObject *per_image) {
+    (void)self;
+    if (!PyDict_Check(per_image)) {
+        PyErr_Format(PyExc_TypeError, "per_image must be a dict, got %s", Py_TYPE(per_image)->tp_name);
+        return NULL;
+    }
+    static const char *scalar_keys[] = {"sm", "wfm", "mae", "adp_em", "adp_fm", "iou", "dice"};
+    static const char *curve_keys[] = {"em_curve", "fm_curve"};
+    enum { N_SCALARS = 7, N_CURVES = 2 };
+    PyArrayObject *scalars[N_SCALARS] = {0}, *curves[N_CURVES] = {0};
+    cx_image_metrics *results = NULL;
+    PyObject *out = NULL;
+    npy_intp n = -1;
+    for (int k = 0; k < N_SCALARS + N_CURVES; k++) {
+        const char *key = k < N_SCALARS ? scalar_keys[k] : curve_keys[k - N_SCALARS];
+        PyObject *item = PyDict_GetItemString(per_image, key);
+        if (!item) {
+            PyErr_Format(PyExc_KeyError, "per_image has no '%s'", key);
+            goto done;
+        }
+        int ndim = k < N_SCALARS ? 1 : 2;
+        PyArrayObject *arr = (PyArrayObject *)PyArray_FromAny(
+            item, PyArray_DescrFromType(NPY_FLOAT64), ndim, ndim, NPY_ARRAY_CARRAY_RO, NULL);
+        if (!arr)
+            goto done;
+        if (k < N_SCALARS)
+            scalars[k] = arr;
+        else
+            curves[k - N_SCALARS] = arr;
+        if (n < 0)
+            n = PyArray_DIM(arr, 0);
+        if (PyArray_DIM(arr, 0) != n || (ndim == 2 && PyArray_DIM(arr, 1) != CX_METRIC_LEVELS)) {
+            PyErr_Format(PyExc_ValueError, "per_image['%s'] has %zd rows of %zd values; expected %zd "
+                         "rows of %d", key, (Py_ssize_t)PyArray_DIM(arr, 0),
+                         ndim == 2 ? (Py_ssize_t)PyArray_DIM(arr, 1) : (Py_ssize_t)1, (Py_ssize_t)n,
+                         ndim == 2 ? CX_METRIC_LEVELS : 1);
+            goto done;
+        }
+    }
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "per_image holds no images");
+        goto done;
+    }
+    results = PyMem_Malloc((size_t)n * sizeof *results);
+    if (!results) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (npy_intp i = 0; i < n; i++) {
+        double *values[N_SCALARS] = {&results[i].smeasure, &results[i].wfmeasure, &results[i].mae,
+                                     &results[i].adaptive_emeasure, &results[i].adaptive_fmeasure,
+                                     &results[i].iou, &results[i].dice};
+        for (int k = 0; k < N_SCALARS; k++)
+            *values[k] = ((const double *)PyArray_DATA(scalars[k]))[i];
+        memcpy(results[i].emeasure_curve, (const double *)PyArray_DATA(curves[0]) + i * CX_METRIC_LEVELS,
+               sizeof results[i].emeasure_curve);
+        memcpy(results[i].fmeasure_curve, (const double *)PyArray_DATA(curves[1]) + i * CX_METRIC_LEVELS,
+               sizeof results[i].fmeasure_curve);
+    }
+    cx_dataset_metrics dataset;
+    cx_status st = cx_metrics_aggregate(results, n, &dataset);
+    if (st != CX_OK)
+        cx_py_error(st);
+    else
+        out = dataset_dict(&dataset);
+done:
+    for (int k = 0; k < N_SCALARS; k++)
+        Py_XDECREF(scalars[k]);
+    for (int k = 0; k < N_CURVES; k++)
+        Py_XDECREF(curves[k]);
+    PyMem_Free(results);
+    return out;
+}
+
 static PyObject *py_metrics_edt(PyObject *self, PyObject *arg) {
     (void)self;
     if (check_image_array(arg, "mask", 0, 0) < 0)
@@ -236,6 +313,9 @@ static PyObject *py_metrics_edt(PyObject *self, PyObject *arg) {
 PyMethodDef cx_py_metrics_methods[] = {
     {"metrics_evaluate", py_metrics_evaluate, METH_VARARGS,
      "metrics_evaluate(preds, gts, per_image=False, profile=False) -> dict (see codext.metrics.evaluate)."},
+    {"metrics_aggregate", py_metrics_aggregate, METH_O,
+     "metrics_aggregate(per_image dict) -> dict: the dataset results of per-image results, as "
+     "metrics_evaluate sums them (per_image arrays may be concatenated over several calls)."},
     {"metrics_edt", py_metrics_edt, METH_O,
      "metrics_edt(mask uint8 [H, W]) -> (dist float64 [H, W], nearest int32 [2, H, W]): for each pixel "
      "the nearest nonzero pixel, as scipy.ndimage.distance_transform_edt(mask == 0, return_indices=True)."},

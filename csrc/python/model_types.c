@@ -1,8 +1,32 @@
 /* Python types for the models: _C.Backbone (wrapped by codext.Backbone). */
-#include "binding.h"
+#include "model_binding.h"
 #include "../model/backbone.h"
 
 #include <structmember.h>
+
+PyObject *cx_py_param_table(const cx_param_table *t) {
+    PyObject *list = PyList_New(t->count);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < t->count; i++) {
+        const cx_param *p = &t->items[i];
+        PyObject *shape = PyTuple_New(p->ndim);
+        if (!shape) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        for (int d = 0; d < p->ndim; d++)
+            PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(p->shape[d]));
+        PyObject *row = Py_BuildValue("(sNnO)", p->name, shape, (Py_ssize_t)p->offset,
+                                      p->decay ? Py_True : Py_False);
+        if (!row) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, row);
+    }
+    return list;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -95,6 +119,11 @@ static PyObject *backbone_forward(BackboneObject *self, PyObject *arg) {
                                (size_t)PyArray_SIZE((PyArrayObject *)f));
         PyList_SET_ITEM(out, s, f);
     }
+    st = self->bb->be->sync(self->bb->be);
+    if (st != CX_OK) {
+        Py_DECREF(out);
+        return cx_py_error(st);
+    }
     return out;
 }
 
@@ -183,9 +212,7 @@ static PyTypeObject BackboneType = {
     .tp_methods = backbone_methods,
 };
 
-int cx_py_add_types(PyObject *module) {
-    if (cx_py_add_cod_type(module) < 0 || cx_py_add_trainer_type(module) < 0)
-        return -1;
+int cx_py_add_backbone_type(PyObject *module) {
     if (PyType_Ready(&BackboneType) < 0)
         return -1;
     Py_INCREF(&BackboneType);

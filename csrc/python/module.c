@@ -1,7 +1,10 @@
-/* codext._C: the one place that speaks the CPython and NumPy C APIs.
+/* codext._C's root: the module definition, which adds every binding file's functions and
+ * types (the only place that does), and the few functions of the engine as a whole
+ * (build info, threads, the CUDA backend, safetensors).
  *
- * It converts NumPy arrays to the engine's float buffers and back, maps cx_status
- * values to Python exceptions, and releases the GIL around compute. Everything else
+ * csrc/python is the one place that speaks the CPython and NumPy C APIs: it converts
+ * NumPy arrays to the engine's float buffers and back, maps cx_status values to Python
+ * exceptions (binding.c's helpers), and releases the GIL around compute. Everything else
  * (ops, models, file formats) is plain C under csrc/. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -19,106 +22,13 @@
 #define CX_NUMPY_TARGET_API "1.x (C API " CX_NUMPY_STR(NPY_FEATURE_VERSION) ")"
 #endif
 
-#include "binding.h"
-#include "../core/cuda_loader.h"
+#include "model_binding.h"
+#include "../ops/cuda_loader.h"
+#include "../testing/backend_ops.h"
 #include "../io/safetensors.h"
 #include "../testing/op_call.h"
 
 #include <string.h>
-
-/* ---- errors ----------------------------------------------------------------------- */
-
-PyObject *cx_py_error(cx_status status) {
-    PyObject *type = PyExc_RuntimeError;
-    switch (status) {
-    case CX_EINVAL: type = PyExc_ValueError; break;
-    case CX_EIO: type = PyExc_OSError; break;
-    case CX_ENOMEM: type = PyExc_MemoryError; break;
-    case CX_EKEY: type = PyExc_KeyError; break;
-    default: break;
-    }
-    PyErr_SetString(type, cx_last_error());
-    return NULL;
-}
-
-/* Returns a new reference to a C-contiguous, aligned float32 array viewing or copying
- * `obj`; fails with ValueError naming `what` when obj is not a real numeric array. */
-PyArrayObject *cx_py_as_float32(PyObject *obj, const char *what) {
-    if (!PyArray_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a numpy array, got %s", what, Py_TYPE(obj)->tp_name);
-        return NULL;
-    }
-    PyArrayObject *arr = (PyArrayObject *)obj;
-    int kind = PyArray_DESCR(arr)->kind;
-    if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
-        PyErr_Format(PyExc_TypeError, "%s must hold real numbers, got dtype %R", what,
-                     (PyObject *)PyArray_DESCR(arr));
-        return NULL;
-    }
-    return (PyArrayObject *)PyArray_FROMANY(obj, NPY_FLOAT32, 0, 0,
-                                            NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
-}
-
-PyObject *cx_py_view(PyObject *owner, void *data, size_t n, int npy_type) {
-    npy_intp dims[1] = {(npy_intp)n};
-    PyObject *arr = PyArray_SimpleNewFromData(1, dims, npy_type, data);
-    if (!arr)
-        return NULL;
-    Py_INCREF(owner);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
-}
-
-int cx_py_string_dict(PyObject *dict, const char *what, Py_ssize_t *n, const char ***keys,
-                      const char ***values) {
-    *n = dict ? PyDict_Size(dict) : 0;
-    *keys = PyMem_Calloc((size_t)*n + 1, sizeof **keys);
-    *values = PyMem_Calloc((size_t)*n + 1, sizeof **values);
-    if (!*keys || !*values) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    Py_ssize_t pos = 0, k = 0;
-    PyObject *key, *value;
-    while (dict && PyDict_Next(dict, &pos, &key, &value)) {
-        (*keys)[k] = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
-        (*values)[k] = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
-        if (!(*keys)[k] || !(*values)[k]) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "%s keys and values must be str", what);
-            return -1;
-        }
-        k++;
-    }
-    return 0;
-}
-
-PyObject *cx_py_param_table(const cx_param_table *t) {
-    PyObject *list = PyList_New(t->count);
-    if (!list)
-        return NULL;
-    for (int i = 0; i < t->count; i++) {
-        const cx_param *p = &t->items[i];
-        PyObject *shape = PyTuple_New(p->ndim);
-        if (!shape) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        for (int d = 0; d < p->ndim; d++)
-            PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(p->shape[d]));
-        PyObject *row = Py_BuildValue("(sNnO)", p->name, shape, (Py_ssize_t)p->offset,
-                                      p->decay ? Py_True : Py_False);
-        if (!row) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, row);
-    }
-    return list;
-}
 
 /* ---- build info and threads -------------------------------------------------------- */
 
@@ -218,7 +128,7 @@ static PyObject *py_op(PyObject *self, PyObject *args, PyObject *kwargs) {
                                      &fargs, &backward, &backend_name))
         return NULL;
     /* backend=None: the CPU test wrappers of csrc/testing; "cpu" or "cuda": the backend op
-     * runner (cuda_loader.h), which calls the backend's table the same way for both. */
+     * runner (testing/backend_ops.h), which calls the backend's table the same way for both. */
     const cx_op_entry *entry = NULL;
     cx_backend *backend = NULL;
     if (!backend_name) {
@@ -519,9 +429,17 @@ PyMODINIT_FUNC PyInit__C(void) {
         return NULL;
     if (PyModule_AddFunctions(module, cx_py_metrics_methods) < 0 ||
         PyModule_AddFunctions(module, cx_py_data_methods) < 0 ||
-        PyModule_AddFunctions(module, cx_py_train_methods) < 0 || cx_py_add_types(module) < 0) {
+        PyModule_AddFunctions(module, cx_py_train_methods) < 0 ||
+        cx_py_add_backbone_type(module) < 0 || cx_py_add_cod_type(module) < 0 ||
+        cx_py_add_trainer_type(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }
+#ifdef CX_TEST_BUILD
+    if (PyModule_AddFunctions(module, cx_py_test_methods) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+#endif
     return module;
 }

@@ -6,7 +6,7 @@
  * 0/1). Buffers are 1-D; those updated in place must be writable C-contiguous arrays of
  * the exact dtype (float32, or int64 for step counts). */
 #define PY_SSIZE_T_CLEAN
-#include "binding.h"
+#include "model_binding.h"
 #include "../train/optim.h"
 #include "../train/train_state.h"
 

@@ -1,7 +1,7 @@
 /* _C.Trainer: the C trainer (csrc/train/trainer.h) for codext.train. Python calls it only
  * between epochs: run_epoch() runs a whole epoch in C with the GIL released. */
 #define PY_SSIZE_T_CLEAN
-#include "binding.h"
+#include "model_binding.h"
 #include "../train/trainer.h"
 
 #include <string.h>

@@ -1,7 +1,7 @@
 /* Test access: single ops on any backend's table (CPU or CUDA), uploading inputs and
  * downloading outputs, so tests/gpu can compare the CUDA backend with the CPU backend
- * through the same calls (declared in core/cuda_loader.h). */
-#include "../core/cuda_loader.h"
+ * through the same calls (declared in backend_ops.h). */
+#include "backend_ops.h"
 
 #include <stdio.h>
 #include <stdlib.h>

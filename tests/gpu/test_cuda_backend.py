@@ -1,7 +1,7 @@
 """The CUDA backend's ops against float64 NumPy references and against the CPU backend.
 
 Every op runs through `_C.op(name, arrays, iargs, fargs, backward, backend=...)`, the
-backend op runner of csrc/core/cuda_loader.h, which calls the backend's table the same
+backend op runner of csrc/testing/backend_ops.h, which calls the backend's table the same
 way for "cpu" and "cuda". Backward calls take the forward inputs, the output gradients
 and optionally one starting gradient per input (to check accumulation; an empty one
 passes NULL). Tolerances: forward relative error 1e-5, backward 1e-4.

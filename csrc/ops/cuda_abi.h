@@ -1,0 +1,54 @@
+/* The ABI between codext._C and libcodext_cuda.so (kernels/): the one entry point the
+ * library exports and the tables the two sides exchange. Plain C, included by both the
+ * loader (ops/cuda_loader.c) and the library; it carries nothing but the backend
+ * interface (ops.h) and these tables. The library has no copy of _C's error state: the
+ * loader hands it _C's cx_fail through cx_cuda_config so that device errors land in the
+ * message Python raises. */
+#ifndef CX_CUDA_ABI_H
+#define CX_CUDA_ABI_H
+
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever cx_cuda_api, cx_cuda_config or cx_backend change shape, so a stale
+ * libcodext_cuda.so next to a newer _C is refused with a clear message. */
+#define CX_CUDA_ABI_VERSION 1
+#define CX_CUDA_ENTRY_POINT "cx_cuda_get_api"
+#define CX_CUDA_LIBRARY_NAME "libcodext_cuda.so"
+
+typedef cx_status (*cx_fail_fn)(cx_status code, const char *fmt, ...);
+
+typedef struct {
+    int device;        /* CUDA device ordinal */
+    int deterministic; /* 1: only bit-reproducible algorithms (cuDNN, cuBLAS atomics off) */
+    int allow_tf32;    /* 0 (default): fp32 products stay fp32 (no TF32 tensor cores) */
+    cx_fail_fn fail;   /* the caller's cx_fail: receives every error message */
+} cx_cuda_config;
+
+typedef struct {
+    int abi_version;    /* CX_CUDA_ABI_VERSION of the library */
+    size_t backend_size;/* sizeof(cx_backend) the library was compiled with */
+    const char *build;  /* "CUDA 13.0, cuDNN 9.19.0, archs sm_75" (compile time) */
+    /* Number of usable devices. Fails (through `fail`) with cudaGetDeviceCount's error
+     * text when there is no driver or no device; never creates a context. */
+    cx_status (*device_count)(cx_fail_fn fail, int *count);
+    /* Driver, runtime, cuBLAS and cuDNN versions and the device's name and arch, as one
+     * line of text (creates no context). */
+    cx_status (*runtime_info)(cx_fail_fn fail, int device, char *text, size_t size);
+    /* A CUDA backend on config->device: its own stream, cuBLAS and cuDNN handles. Sets
+     * the calling thread's current device; its ops run on the calling thread's current
+     * device, so a process drives one device (one worker per GPU). */
+    cx_status (*backend_create)(const cx_cuda_config *config, cx_backend **out);
+    void (*backend_destroy)(cx_backend *be); /* waits for queued work; NULL is fine */
+} cx_cuda_api;
+
+/* The library's one exported symbol. NULL when abi_version differs from its own. */
+typedef const cx_cuda_api *(*cx_cuda_get_api_fn)(int abi_version);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
