@@ -291,9 +291,9 @@ MALFORMED = [
     ("end_beyond_u64", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [18446744073709551615, '
      '18446744073709551619]}}', 4, ["data_offsets"]),
     ("gap_between", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
-     '"b": {"dtype": "F32", "shape": [1], "data_offsets": [5, 9]}}', 9, ["'b' begins at byte 5", "1 unused bytes"]),
+     '"b": {"dtype": "F32", "shape": [1], "data_offsets": [5, 9]}}', 9, ["'b' begins at byte 5", "before it, 'a', ends at 4", "1 unused bytes"]),
     ("gap_at_start", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', 8,
-     ["'a' begins at byte 4", "nothing ends at 0"]),
+     ["first tensor, 'a', begins at byte 4", "4 unused bytes before it"]),
     ("trailing_bytes", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 5,
      ["1 trailing bytes", "cover 4 of the data block's 5"]),
     ("data_but_no_tensors", '{}', 8, ["8 trailing bytes"]),

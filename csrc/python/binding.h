@@ -41,5 +41,8 @@ cx_cod_model *cx_py_cod_model(PyObject *obj);
 extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
 extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
 extern PyMethodDef cx_py_train_methods[];   /* train_binding.c */
+#ifdef CX_TEST_BUILD
+extern PyMethodDef cx_py_io_testing_methods[]; /* io_testing.c */
+#endif
 
 #endif

@@ -508,5 +508,11 @@ PyMODINIT_FUNC PyInit__C(void) {
         Py_DECREF(module);
         return NULL;
     }
+#ifdef CX_TEST_BUILD
+    if (PyModule_AddFunctions(module, cx_py_io_testing_methods) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+#endif
     return module;
 }
