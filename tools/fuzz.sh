@@ -5,7 +5,7 @@
 # Harnesses, seed corpora (tools/make_fuzz_seeds.py) and regression cases: tests/fuzz/.
 #
 #   tools/fuzz.sh ci               replay seeds and regressions, then each reader for
-#                                  200k executions or 60 s, whichever comes first (~2.5 min)
+#                                  200k executions or 60 s, whichever comes first (~20 s)
 #   tools/fuzz.sh long [SECONDS] [RUNS]   each reader for SECONDS (default 3600) or RUNS
 #                                  executions (default 10000000), whichever comes first
 #   tools/fuzz.sh replay           only the seeds and regression cases
