@@ -161,6 +161,9 @@ def test_weights_not_those_the_state_was_saved_with_are_refused(run):
         byte = f.read(1)
         f.seek(-2, os.SEEK_END)
         f.write(bytes([byte[0] ^ 0x10]))
+    # The per-tensor checksums would catch the flip as corruption first; without them the file
+    # reads as a valid weights file, and only the run's digest tells it is not the saved one.
+    set_meta(last, codext_crc32c=None)
     with pytest.raises(ValueError, match=r"weights in .*last\.safetensors \(digest [0-9a-f]{8}\) are not "
                                          r"those .*last\.state\.safetensors was saved with"):
         resume(cfg)

@@ -113,14 +113,17 @@ def test_written_layout(tmp_path):
 
 
 def test_no_metadata_and_no_tensors(tmp_path):
+    """Without user metadata the header still holds __metadata__, with the checksums only;
+    the reader hands out no metadata then."""
     path = tmp_path / "plain.safetensors"
     save(path, {"x": np.ones((2, 2), np.float32)})
     _, _, header = read_header(path)
-    assert [k for k, _ in header] == ["x"]
+    assert [k for k, _ in header] == ["__metadata__", "x"]
+    assert [k for k, _ in header[0][1]] == ["codext_crc32c"]
     assert load(path)[1] == {}
     path = tmp_path / "nothing.safetensors"
     save(path, {})
-    assert read_header(path)[1].strip() == b"{}"
+    assert read_header(path)[1].strip() == b'{"__metadata__":{"codext_crc32c":"{}"}}'
     assert load(path) == ({}, {}, {})
 
 
@@ -207,22 +210,21 @@ def test_double_to_float(tmp_path):
     assert np.isnan(load(nan_path)[0]["d"]).all()
 
 
-def test_unaligned_offsets_gaps_and_padding(tmp_path):
+def test_unaligned_offsets_and_padding(tmp_path):
     half = np.array([1.5, -2.0, 6.1e-5], dtype=np.float16)
     f32 = np.array([[1.0, -3.25], [np.pi, 1e-30]], dtype=np.float32)
     bf = np.array([0x3FC0, 0xC2F7], dtype=np.uint16)  # 1.5, -123.5
     f64 = np.array([2.5, -1e-3])
     chunks, header, at = [], {}, 0
-    for name, dtype, shape, blob, gap in [("h", "F16", [3], half.astype("<f2").tobytes(), 0),
-                                          ("f", "F32", [2, 2], f32.astype("<f4").tobytes(), 1),
-                                          ("b", "BF16", [2, 1], bf.astype("<u2").tobytes(), 3),
-                                          ("d", "F64", [2], f64.astype("<f8").tobytes(), 0)]:
-        chunks.append(b"\xAA" * gap + blob)  # gaps are allowed
-        at += gap
+    for name, dtype, shape, blob in [("h", "F16", [3], half.astype("<f2").tobytes()),
+                                     ("f", "F32", [2, 2], f32.astype("<f4").tobytes()),
+                                     ("b", "BF16", [2, 1], bf.astype("<u2").tobytes()),
+                                     ("d", "F64", [2], f64.astype("<f8").tobytes())]:
+        chunks.append(blob)
         header[name] = entry(dtype, shape, at, at + len(blob))
         at += len(blob)
     text = "  \n" + json.dumps(header, indent=1) + "\t\r\n"  # whitespace around the JSON is fine
-    path = raw_file(tmp_path / "unaligned.safetensors", text, b"".join(chunks) + b"trailing bytes")
+    path = raw_file(tmp_path / "unaligned.safetensors", text, b"".join(chunks))
     tensors = load(path)[0]
     assert header["f"]["data_offsets"][0] % 4 != 0 and header["d"]["data_offsets"][0] % 8 != 0
     np.testing.assert_array_equal(tensors["h"], half.astype(np.float32))
@@ -288,6 +290,17 @@ MALFORMED = [
      ["'a'", "beyond the data block of 8 bytes"]),
     ("end_beyond_u64", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [18446744073709551615, '
      '18446744073709551619]}}', 4, ["data_offsets"]),
+    ("gap_between", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+     '"b": {"dtype": "F32", "shape": [1], "data_offsets": [5, 9]}}', 9, ["'b' begins at byte 5", "before it, 'a', ends at 4", "1 unused bytes"]),
+    ("gap_at_start", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', 8,
+     ["first tensor, 'a', begins at byte 4", "4 unused bytes before it"]),
+    ("trailing_bytes", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 5,
+     ["1 trailing bytes", "cover 4 of the data block's 5"]),
+    ("data_but_no_tensors", '{}', 8, ["8 trailing bytes"]),
+    ("empty_inside_other", '{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, '
+     '"e": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]}}', 8, ["'a'", "'e'", "overlap"]),
+    ("empty_beyond_end", '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+     '"e": {"dtype": "F32", "shape": [0], "data_offsets": [6, 6]}}', 4, ["'e'", "beyond the data block"]),
     ("overlap", '{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, '
      '"b": {"dtype": "F32", "shape": [2], "data_offsets": [12, 20]}}', 20, ["'a'", "'b'", "overlap"]),
     ("overlap_inside", '{"a": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}, '
@@ -345,11 +358,159 @@ def test_unsupported_dtypes_name_tensor(tmp_path):
         expect_oserror(path, "'odd.one'", f"dtype {dtype}", "float32")
 
 
-def test_accepts_empty_and_gap_cases(tmp_path):
-    header = json.dumps({"e1": entry("F32", [0], 4, 4), "e2": entry("BF16", [3, 0], 4, 4),
-                         "x": entry("F32", [1], 0, 4), "y": entry("F32", [1], 8, 12), "e3": entry("F16", [0], 12, 12)})
-    tensors = load(raw_file(tmp_path / "gaps.safetensors", header, np.float32([1, 2, 3]).tobytes()))[0]
-    assert tensors["e2"].shape == (3, 0) and tensors["y"][0] == 3.0
+def test_accepts_empty_tensors_at_boundaries(tmp_path):
+    header = json.dumps({"e1": entry("F32", [0], 4, 4), "e2": entry("BF16", [3, 0], 4, 4), "e0": entry("F16", [0], 0, 0),
+                         "x": entry("F32", [1], 0, 4), "y": entry("F32", [2], 4, 12), "e3": entry("F16", [0], 12, 12)})
+    tensors = load(raw_file(tmp_path / "empties.safetensors", header, np.float32([1, 2, 3]).tobytes()))[0]
+    assert tensors["e2"].shape == (3, 0) and list(tensors["y"]) == [2.0, 3.0]
+    only_empty = json.dumps({"e": entry("F32", [0, 5], 0, 0), "s": entry("F32", [], 0, 4)})
+    tensors = load(raw_file(tmp_path / "scalar.safetensors", only_empty, np.float32([7]).tobytes()))[0]
+    assert tensors["e"].shape == (0, 5) and tensors["s"].shape == () and tensors["s"] == 7.0
+
+
+# ---- exact coverage and checksums -----------------------------------------------------------
+
+def crc32c_reference(data):
+    """CRC-32C, bit by bit (polynomial 0x82F63B78 reflected, init and final XOR all ones)."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def write_sample(path):
+    rng = np.random.default_rng(3)
+    tensors = {"w": rng.standard_normal((3, 5)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32),
+               "e": np.zeros((0, 3), np.float32), "s": np.array(2.5, np.float32),
+               "v": rng.standard_normal(5).astype(np.float32)}  # "b" and "v": same size, swappable
+    save(path, tensors, {"step": "7"})
+    return tensors
+
+
+def rewrite_header(path, out, edit):
+    """Copies path to out with its header JSON replaced by edit(header dict), same data."""
+    n, _, _ = read_header(path)
+    blob = open(path, "rb").read()
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(edit(header))
+    return raw_file(out, text, blob[8 + n:])
+
+
+def test_checksums_written_and_match_reference(tmp_path):
+    path = tmp_path / "sum.safetensors"
+    tensors = write_sample(path)
+    assert crc32c_reference(b"123456789") == 0xE3069283
+    n, _, header = read_header(path)
+    meta = dict(header[0][1])
+    assert list(meta) == ["step", "codext_crc32c"]
+    sums = json.loads(meta["codext_crc32c"])
+    assert list(sums) == list(tensors)
+    data = open(path, "rb").read()[8 + n:]
+    for name, v in header[1:]:
+        begin, end = dict(v)["data_offsets"]
+        assert sums[name] == "%08x" % crc32c_reference(data[begin:end]), name
+    assert sums["e"] == "00000000"
+    loaded, metadata, _ = load(path)
+    assert metadata == {"step": "7"}  # the checksums are consumed, not handed out
+    with pytest.raises(ValueError, match="codext_crc32c.*reserved"):
+        save(tmp_path / "reserved.safetensors", {"x": np.ones(1, np.float32)}, {"codext_crc32c": "{}"})
+
+
+def test_every_flipped_data_bit_names_its_tensor(tmp_path):
+    path = tmp_path / "sum.safetensors"
+    write_sample(path)
+    n, _, header = read_header(path)
+    owner = {}
+    for name, v in header[1:]:
+        begin, end = dict(v)["data_offsets"]
+        for k in range(begin, end):
+            owner[8 + n + k] = name
+    blob = bytearray(open(path, "rb").read())
+    assert sorted(owner) == list(range(8 + n, len(blob)))
+    bad = tmp_path / "flipped.safetensors"
+    for pos in sorted(owner):
+        for bit in (0, 7) if pos % 3 else range(8):
+            mutant = bytearray(blob)
+            mutant[pos] ^= 1 << bit
+            bad.write_bytes(bytes(mutant))
+            expect_oserror(bad, f"tensor '{owner[pos]}'", "checksum mismatch")
+
+
+def test_swapped_offsets_are_caught(tmp_path):
+    path = tmp_path / "sum.safetensors"
+    write_sample(path)
+
+    def swap(h):
+        h["b"]["data_offsets"], h["v"]["data_offsets"] = h["v"]["data_offsets"], h["b"]["data_offsets"]
+        return h
+    bad = rewrite_header(path, tmp_path / "swapped.safetensors", swap)
+    message = expect_oserror(bad, "checksum mismatch")
+    assert "'b'" in message or "'v'" in message
+
+
+@pytest.mark.parametrize("case", [
+    ("not_json", lambda s: "{", ["codext_crc32c", "not valid JSON"]),
+    ("a_list", lambda s: "[]", ["codext_crc32c", "an array", "expected an object"]),
+    ("missing_tensor", lambda s: json.dumps({k: v for k, v in s.items() if k != "w"}),
+     ["'w'", "no checksum", "codext_crc32c"]),
+    ("extra_name", lambda s: json.dumps(dict(s, ghost="00000000")), ["'ghost'", "does not hold"]),
+    ("renamed", lambda s: json.dumps({("W" if k == "w" else k): v for k, v in s.items()}), ["'W'", "does not hold"]),
+    ("short_hex", lambda s: json.dumps(dict(s, w=s["w"][:7])), ["'w'", "8 lowercase hex digits"]),
+    ("upper_hex", lambda s: json.dumps(dict(s, w=s["w"].upper() if s["w"].upper() != s["w"] else "ABCDEF01")),
+     ["'w'", "8 lowercase hex digits"]),
+    ("number", lambda s: json.dumps(dict(s, w=int(s["w"], 16))), ["'w'", "8 lowercase hex digits"]),
+    ("wrong_value", lambda s: json.dumps(dict(s, s="%08x" % (int(s["s"], 16) ^ 1))), ["'s'", "checksum mismatch"]),
+    ("duplicate", lambda s: json.dumps(s)[:-1] + ', "w": "00000000"}', ["codext_crc32c", "duplicate key"]),
+], ids=lambda c: c[0])
+def test_bad_checksum_metadata(tmp_path, case):
+    _, edit, words = case
+    path = tmp_path / "sum.safetensors"
+    write_sample(path)
+
+    def apply(h):
+        h["__metadata__"]["codext_crc32c"] = edit(json.loads(h["__metadata__"]["codext_crc32c"]))
+        return h
+    expect_oserror(rewrite_header(path, tmp_path / "bad.safetensors", apply), *words)
+
+
+def test_lowered_header_length_fails(tmp_path):
+    """Lowering the header length into the space padding keeps the JSON valid but shifts
+    the data block: every such file must fail (the tensors no longer cover it exactly),
+    for our files and for files written by safetensors / PyTorch."""
+    ours = tmp_path / "ours.safetensors"
+    save(ours, {"a": np.arange(6, dtype=np.float32), "b": np.ones((2, 2), np.float32)}, {"pad": "x" * 3})
+    sources = [str(ours)] + [os.path.join(DATA, n + ".safetensors") for n in ("torch_mixed", "np_mixed")]
+    bad = tmp_path / "lowered.safetensors"
+    shifted = 0
+    for source in sources:
+        blob = open(source, "rb").read()
+        load(source)
+        (n,) = struct.unpack("<Q", blob[:8])
+        padding = len(blob[8:8 + n]) - len(blob[8:8 + n].rstrip(b" "))
+        for k in range(1, 8):
+            bad.write_bytes(struct.pack("<Q", n - k) + blob[8:])
+            message = expect_oserror(bad)
+            if k <= padding:
+                assert f"{k} trailing bytes" in message, message
+                shifted += 1
+    assert shifted >= 3  # the padding case itself was exercised
+
+
+def test_files_without_checksums_load(tmp_path):
+    """Files from other writers carry no checksums and load unchecked."""
+    path = tmp_path / "sum.safetensors"
+    tensors = write_sample(path)
+
+    def strip(h):
+        del h["__metadata__"]["codext_crc32c"]
+        return h
+    plain = rewrite_header(path, tmp_path / "plain.safetensors", strip)
+    loaded, metadata, _ = load(plain)
+    assert metadata == {"step": "7"}
+    for name, array in tensors.items():
+        assert np.array_equal(bits(loaded[name]), bits(array)), name
 
 
 def test_every_truncation_fails(tmp_path):

@@ -1,4 +1,5 @@
-/* safetensors reader (see safetensors.h); the writer is in safetensors_write.c.
+/* safetensors reader (see safetensors.h): opening and validation; the float32 conversions
+ * are in safetensors_read.c, the writer in safetensors_write.c.
  *
  * Reading loads the whole file, parses the header with our strict JSON parser and
  * validates every entry against the file before handing anything out, so later reads
@@ -9,6 +10,7 @@
 #endif
 #include "safetensors.h"
 
+#include "crc32c.h"
 #include "json.h"
 #include "safetensors_limits.h"
 
@@ -42,35 +44,11 @@ static const st_dtype *find_dtype(const char *name) {
     return NULL;
 }
 
-static uint16_t load_le16(const unsigned char *b) { return (uint16_t)(b[0] | (b[1] << 8)); }
-
 static uint64_t load_le64(const unsigned char *b) {
     uint64_t v = 0;
     for (int k = 7; k >= 0; k--)
         v = (v << 8) | b[k];
     return v;
-}
-
-static float float_from_bits(uint32_t bits) {
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/* IEEE binary16 -> binary32, exact (subnormals, infinities and NaN payloads kept). */
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
-    if (exponent == 0) {
-        /* zero or subnormal: mantissa * 2^-24, exact in float32 */
-        float magnitude = (float)mantissa * 0x1p-24f;
-        uint32_t bits;
-        memcpy(&bits, &magnitude, sizeof bits);
-        return float_from_bits(sign | bits);
-    }
-    if (exponent == 31)
-        return float_from_bits(sign | 0x7F800000u | (mantissa << 13));
-    return float_from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13));
 }
 
 /* Reads exactly n bytes; returns 0, or -1 with errno set, or 1 at a premature end. */
@@ -99,6 +77,8 @@ typedef struct {
     int ndim;
     int64_t shape[CX_ST_MAX_DIMS];
     uint64_t begin, end;
+    int has_crc32c;
+    uint32_t crc32c;
 } st_entry;
 
 static const char *why_not_count(const cx_json_value *v) {
@@ -177,41 +157,136 @@ static cx_status check_entry(const char *path, const char *name, const cx_json_v
     return CX_OK;
 }
 
-typedef struct {
-    uint64_t begin, end;
-    int index;
-} st_range;
-
 static int range_order(const void *a, const void *b) {
-    const st_range *x = a, *y = b;
+    const st_entry *x = *(const st_entry *const *)a, *y = *(const st_entry *const *)b;
     if (x->begin != y->begin)
         return x->begin < y->begin ? -1 : 1;
     if (x->end != y->end)
         return x->end < y->end ? -1 : 1;
-    return (x->index > y->index) - (x->index < y->index);
+    return (x > y) - (x < y); /* header order among identical ranges */
 }
 
-/* Fails when two non-empty byte ranges overlap (gaps are allowed). */
-static cx_status check_overlaps(const char *path, const st_entry *entries, int n) {
-    st_range *ranges = malloc((size_t)(n ? n : 1) * sizeof *ranges);
-    if (!ranges)
+/* The tensors, sorted by (begin, end), must tile [0, data_size): each begins where the
+ * previous one ended (empty tensors included), the last ends at data_size. */
+static cx_status check_coverage(const char *path, st_entry *entries, size_t n, uint64_t data_size) {
+    const st_entry **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (!sorted)
         return cx_fail(CX_ENOMEM, "%s: out of memory while checking tensor ranges", path);
-    int n_ranges = 0;
-    for (int k = 0; k < n; k++)
-        if (entries[k].end > entries[k].begin)
-            ranges[n_ranges++] = (st_range){entries[k].begin, entries[k].end, k};
-    qsort(ranges, (size_t)n_ranges, sizeof *ranges, range_order);
+    for (size_t k = 0; k < n; k++)
+        sorted[k] = &entries[k];
+    qsort((void *)sorted, n, sizeof *sorted, range_order);
     cx_status status = CX_OK;
-    for (int k = 1; k < n_ranges; k++) {
-        const st_entry *prev = &entries[ranges[k - 1].index], *cur = &entries[ranges[k].index];
-        if (cur->begin < prev->end) {
+    uint64_t covered = 0;
+    for (size_t k = 0; k < n && status == CX_OK; k++) {
+        const st_entry *cur = sorted[k], *prev = k ? sorted[k - 1] : NULL;
+        if (cur->begin < covered)
             status = cx_fail(CX_EIO, "%s: tensors '%.200s' [%llu, %llu) and '%.200s' [%llu, %llu) overlap", path,
                              prev->name, (unsigned long long)prev->begin, (unsigned long long)prev->end,
                              cur->name, (unsigned long long)cur->begin, (unsigned long long)cur->end);
-            break;
+        else if (cur->begin > covered && !prev)
+            status = cx_fail(CX_EIO, "%s: the first tensor, '%.200s', begins at byte %llu of the data block: "
+                             "%llu unused bytes before it", path, cur->name, (unsigned long long)cur->begin,
+                             (unsigned long long)cur->begin);
+        else if (cur->begin > covered)
+            status = cx_fail(CX_EIO, "%s: tensor '%.200s' begins at byte %llu of the data block, but the tensor "
+                             "before it, '%.200s', ends at %llu: %llu unused bytes between them", path, cur->name,
+                             (unsigned long long)cur->begin, prev->name, (unsigned long long)covered,
+                             (unsigned long long)(cur->begin - covered));
+        covered = cur->end;
+    }
+    if (status == CX_OK && covered != data_size)
+        status = cx_fail(CX_EIO, "%s: %llu trailing bytes after the last tensor (the tensors cover %llu of the "
+                         "data block's %llu bytes; header length wrong or data appended?)", path,
+                         (unsigned long long)(data_size - covered), (unsigned long long)covered,
+                         (unsigned long long)data_size);
+    free((void *)sorted);
+    return status;
+}
+
+/* ---- checksums (ST_CHECKSUM_KEY) ------------------------------------------------------- */
+
+static int name_order(const void *a, const void *b) {
+    return strcmp((*(const st_entry *const *)a)->name, (*(const st_entry *const *)b)->name);
+}
+
+static int parse_hex8(const char *s, size_t length, uint32_t *out) {
+    if (length != 8)
+        return 0;
+    uint32_t v = 0;
+    for (size_t k = 0; k < 8; k++) {
+        char c = s[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return 0;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Checks the recorded checksums (text: the value of ST_CHECKSUM_KEY) against the data
+ * and fills entries[].crc32c. Every tensor must be listed, and nothing else. */
+static cx_status verify_checksums(const char *path, const char *text, size_t length, st_entry *entries,
+                                  size_t n, const unsigned char *data) {
+    cx_json_error jerr;
+    cx_json_doc *doc = cx_json_parse(text, length, length / 4 + 64, &jerr);
+    if (!doc && jerr.pos == (size_t)-1)
+        return cx_fail(CX_ENOMEM, "%s: out of memory while reading the tensor checksums", path);
+    if (!doc)
+        return cx_fail(CX_EIO, "%s: metadata \"%s\" is not valid JSON (at byte %zu: %s)", path, ST_CHECKSUM_KEY,
+                       jerr.pos, jerr.message);
+    const cx_json_value *root = cx_json_root(doc);
+    const st_entry **by_name = malloc((n ? n : 1) * sizeof *by_name);
+    cx_status status = CX_OK;
+    if (!by_name) {
+        status = cx_fail(CX_ENOMEM, "%s: out of memory while checking tensor checksums", path);
+        goto done;
+    }
+    if (root->kind != CX_JSON_OBJECT) {
+        status = cx_fail(CX_EIO, "%s: metadata \"%s\" holds %s, expected an object of tensor checksums", path,
+                         ST_CHECKSUM_KEY, cx_json_kind_name(root->kind));
+        goto done;
+    }
+    for (size_t k = 0; k < n; k++)
+        by_name[k] = &entries[k];
+    qsort((void *)by_name, n, sizeof *by_name, name_order);
+    for (const cx_json_value *m = root->u.items.first; m; m = m->next) {
+        st_entry key = {.name = m->key};
+        const st_entry *pkey = &key;
+        const st_entry **found = bsearch(&pkey, (void *)by_name, n, sizeof *by_name, name_order);
+        uint32_t recorded;
+        if (!found) {
+            status = cx_fail(CX_EIO, "%s: metadata \"%s\" has a checksum for tensor '%.200s', which the file does "
+                             "not hold (renamed or removed?)", path, ST_CHECKSUM_KEY, m->key);
+            goto done;
+        }
+        if (m->kind != CX_JSON_STRING || !parse_hex8(m->u.string.chars, m->u.string.length, &recorded)) {
+            status = cx_fail(CX_EIO, "%s: tensor '%.200s': its checksum in metadata \"%s\" is not a string of 8 "
+                             "lowercase hex digits", path, m->key, ST_CHECKSUM_KEY);
+            goto done;
+        }
+        st_entry *e = (st_entry *)*found;
+        e->has_crc32c = 1;
+        e->crc32c = recorded;
+    }
+    for (size_t k = 0; k < n; k++) {
+        st_entry *e = &entries[k];
+        if (!e->has_crc32c) {
+            status = cx_fail(CX_EIO, "%s: tensor '%.200s' has no checksum in metadata \"%s\" (added by another "
+                             "tool?)", path, e->name, ST_CHECKSUM_KEY);
+            goto done;
+        }
+        uint32_t computed = cx_crc32c(0, data + e->begin, (size_t)(e->end - e->begin));
+        if (computed != e->crc32c) {
+            status = cx_fail(CX_EIO, "%s: tensor '%.200s': checksum mismatch (CRC-32C of its %llu bytes is %08x, the "
+                             "file records %08x): the file is corrupted", path, e->name,
+                             (unsigned long long)(e->end - e->begin), (unsigned)computed, (unsigned)e->crc32c);
+            goto done;
         }
     }
-    free(ranges);
+done:
+    free((void *)by_name);
+    cx_json_free(doc);
     return status;
 }
 
@@ -249,7 +324,7 @@ static cx_status parse_header(const char *path, unsigned char *buffer, uint64_t 
     cx_status status = CX_OK;
     st_entry *entries = NULL;
     cx_st_file *file = NULL;
-    const cx_json_value *metadata = NULL;
+    const cx_json_value *metadata = NULL, *checksums = NULL;
     if (root->kind != CX_JSON_OBJECT) {
         status = cx_fail(CX_EIO, "%s: the safetensors header is %s, expected a JSON object", path,
                          cx_json_kind_name(root->kind));
@@ -281,6 +356,10 @@ static cx_status parse_header(const char *path, unsigned char *buffer, uint64_t 
                                  path, m->key, cx_json_kind_name(m->kind));
                 goto done;
             }
+            if (!strcmp(m->key, ST_CHECKSUM_KEY)) {
+                checksums = m;
+                continue;
+            }
             n_meta++;
             chars += strlen(m->key) + 1 + m->u.string.length + 1;
         }
@@ -298,7 +377,10 @@ static cx_status parse_header(const char *path, unsigned char *buffer, uint64_t 
         if (status != CX_OK)
             goto done;
     }
-    status = check_overlaps(path, entries, (int)n_entries);
+    status = check_coverage(path, entries, n_entries, data_size);
+    if (status == CX_OK && checksums)
+        status = verify_checksums(path, checksums->u.string.chars, checksums->u.string.length, entries, n_entries,
+                                  data);
     if (status != CX_OK)
         goto done;
 
@@ -326,17 +408,22 @@ static cx_status parse_header(const char *path, unsigned char *buffer, uint64_t 
         memcpy(t->shape, entries[k].shape, sizeof t->shape);
         t->begin = entries[k].begin;
         t->end = entries[k].end;
+        t->has_crc32c = entries[k].has_crc32c;
+        t->crc32c = entries[k].crc32c;
     }
     file->n_metadata = (int)n_meta;
     file->metadata_keys = (char **)(base + off_keys);
     file->metadata_values = (char **)(base + off_values);
     k = 0;
     if (metadata)
-        for (const cx_json_value *m = metadata->u.items.first; m; m = m->next, k++) {
+        for (const cx_json_value *m = metadata->u.items.first; m; m = m->next) {
+            if (m == checksums)
+                continue;
             file->metadata_keys[k] = text;
             text = copy_string(text, m->key);
             file->metadata_values[k] = text;
             text = copy_string(text, m->u.string.chars);
+            k++;
         }
     file->data = (unsigned char *)data;
     file->data_size = data_size;
@@ -347,6 +434,44 @@ done:
     free(file);
     free(entries);
     cx_json_free(doc);
+    return status;
+}
+
+/* Checks the file size and the header length it starts with (prefix: its first 8 bytes). */
+static cx_status check_sizes(const char *path, uint64_t size, const unsigned char *prefix,
+                             uint64_t *header_size) {
+    if (size < 8)
+        return cx_fail(CX_EIO, "%s: file is only %llu bytes, too short for a safetensors file "
+                       "(the header length alone takes 8)", path, (unsigned long long)size);
+    if (size > (uint64_t)SIZE_MAX - 1)
+        return cx_fail(CX_EIO, "%s: file of %llu bytes is too large to load", path, (unsigned long long)size);
+    *header_size = load_le64(prefix);
+    if (*header_size > size - 8)
+        return cx_fail(CX_EIO, "%s: header length %llu exceeds the file size of %llu bytes "
+                       "(truncated, or not a safetensors file)", path,
+                       (unsigned long long)*header_size, (unsigned long long)size);
+    if (*header_size > ST_MAX_HEADER_BYTES)
+        return cx_fail(CX_EIO, "%s: header length %llu is absurd (more than %llu bytes)", path,
+                       (unsigned long long)*header_size, (unsigned long long)ST_MAX_HEADER_BYTES);
+    return CX_OK;
+}
+
+cx_status cx_st_open_memory(const char *path, void *buffer, uint64_t size, cx_st_file **out) {
+    if (!out) {
+        free(buffer);
+        return cx_fail(CX_EINVAL, "cx_st_open_memory: out is NULL");
+    }
+    *out = NULL;
+    if (!path || (!buffer && size)) {
+        free(buffer);
+        return cx_fail(CX_EINVAL, "cx_st_open_memory: path or buffer is NULL");
+    }
+    uint64_t header_size = 0;
+    cx_status status = check_sizes(path, size, buffer, &header_size);
+    if (status == CX_OK)
+        status = parse_header(path, buffer, size, header_size, out);
+    if (status != CX_OK)
+        free(buffer);
     return status;
 }
 
@@ -370,45 +495,31 @@ cx_status cx_st_open(const char *path, cx_st_file **out) {
         return cx_fail(CX_EIO, "%s: cannot read safetensors file: %s", path,
                        S_ISDIR(info.st_mode) ? strerror(EISDIR) : "not a regular file");
     }
-    uint64_t size = (uint64_t)info.st_size;
-    if (size < 8) {
-        close(fd);
-        return cx_fail(CX_EIO, "%s: file is only %llu bytes, too short for a safetensors file "
-                       "(the header length alone takes 8)", path, (unsigned long long)size);
-    }
-    if (size > (uint64_t)SIZE_MAX - 1) {
-        close(fd);
-        return cx_fail(CX_EIO, "%s: file of %llu bytes is too large to load", path, (unsigned long long)size);
-    }
-    /* Check the header length before allocating for the whole file. */
-    unsigned char prefix[8], *buffer = NULL;
+    /* Check the sizes before allocating for the whole file. */
+    uint64_t size = (uint64_t)info.st_size, header_size = 0;
+    unsigned char prefix[8] = {0}, *buffer = NULL;
+    int r = size >= 8 ? read_exact(fd, prefix, 8) : 0;
     cx_status status = CX_OK;
-    int r = read_exact(fd, prefix, 8);
-    uint64_t header_size = r == 0 ? load_le64(prefix) : 0;
-    if (r == 0 && header_size > size - 8)
-        status = cx_fail(CX_EIO, "%s: header length %llu exceeds the file size of %llu bytes "
-                         "(truncated, or not a safetensors file)", path,
-                         (unsigned long long)header_size, (unsigned long long)size);
-    else if (r == 0 && header_size > ST_MAX_HEADER_BYTES)
-        status = cx_fail(CX_EIO, "%s: header length %llu is absurd (more than %llu bytes)", path,
-                         (unsigned long long)header_size, (unsigned long long)ST_MAX_HEADER_BYTES);
-    else if (r == 0 && !(buffer = malloc((size_t)size)))
-        status = cx_fail(CX_ENOMEM, "%s: cannot allocate %llu bytes to read the file", path,
-                         (unsigned long long)size);
-    else if (r == 0) {
-        memcpy(buffer, prefix, 8);
-        r = read_exact(fd, buffer + 8, (size_t)(size - 8));
-        if (r == 0)
-            status = parse_header(path, buffer, size, header_size, out);
+    if (r == 0) {
+        status = check_sizes(path, size, prefix, &header_size);
+        if (status == CX_OK && !(buffer = malloc((size_t)size)))
+            status = cx_fail(CX_ENOMEM, "%s: cannot allocate %llu bytes to read the file", path,
+                             (unsigned long long)size);
+        if (status == CX_OK) {
+            memcpy(buffer, prefix, 8);
+            r = read_exact(fd, buffer + 8, (size_t)(size - 8));
+        }
     }
     if (r < 0)
         status = cx_fail(CX_EIO, "%s: read error: %s", path, strerror(errno));
     else if (r > 0)
         status = cx_fail(CX_EIO, "%s: file ended early while reading (changed on disk?)", path);
     close(fd);
-    if (status != CX_OK)
+    if (status != CX_OK) {
         free(buffer);
-    return status;
+        return status;
+    }
+    return cx_st_open_memory(path, buffer, size, out);
 }
 
 void cx_st_close(cx_st_file *file) {
@@ -416,53 +527,4 @@ void cx_st_close(cx_st_file *file) {
         return;
     free(file->file_buffer);
     free(file); /* the struct heads the one allocation holding tables and strings */
-}
-
-int64_t cx_st_numel(const cx_st_file *file, int i) {
-    if (!file || i < 0 || i >= file->n_tensors)
-        return -1;
-    const cx_st_tensor *t = &file->tensors[i];
-    int64_t numel = 1;
-    for (int d = 0; d < t->ndim; d++)
-        numel *= t->shape[d];
-    return numel;
-}
-
-cx_status cx_st_read_f32(const cx_st_file *file, int i, float *out) {
-    if (!file || i < 0 || i >= file->n_tensors)
-        return cx_fail(CX_EINVAL, "cx_st_read_f32: tensor index %d out of range", i);
-    const cx_st_tensor *t = &file->tensors[i];
-    int64_t numel = cx_st_numel(file, i);
-    if (numel > 0 && !out)
-        return cx_fail(CX_EINVAL, "cx_st_read_f32: out is NULL");
-    const unsigned char *src = file->data + t->begin;
-    if (!strcmp(t->dtype, "F32")) {
-        if (ST_LITTLE_ENDIAN) {
-            if (numel > 0)
-                memcpy(out, src, (size_t)numel * 4);
-        } else {
-            for (int64_t k = 0; k < numel; k++) {
-                const unsigned char *b = src + 4 * k;
-                out[k] = float_from_bits((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                                         (uint32_t)b[3] << 24);
-            }
-        }
-    } else if (!strcmp(t->dtype, "F16")) {
-        for (int64_t k = 0; k < numel; k++)
-            out[k] = half_to_float(load_le16(src + 2 * k));
-    } else if (!strcmp(t->dtype, "BF16")) {
-        for (int64_t k = 0; k < numel; k++)
-            out[k] = float_from_bits((uint32_t)load_le16(src + 2 * k) << 16);
-    } else if (!strcmp(t->dtype, "F64")) {
-        for (int64_t k = 0; k < numel; k++) {
-            uint64_t bits = load_le64(src + 8 * k);
-            double value;
-            memcpy(&value, &bits, sizeof value);
-            out[k] = (float)value;
-        }
-    } else {
-        return cx_fail(CX_EIO, "%s: tensor '%.200s' has dtype %s, which cannot be read as float32 "
-                       "(supported: F32, F16, BF16, F64)", file->path, t->name, t->dtype);
-    }
-    return CX_OK;
 }

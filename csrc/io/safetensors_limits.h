@@ -12,6 +12,9 @@
  * count (and NumPy's) cannot overflow. */
 #define ST_MAX_NUMEL ((uint64_t)INT64_MAX / 8)
 
+/* Metadata key holding the per-tensor checksums (see safetensors.h). */
+#define ST_CHECKSUM_KEY "codext_crc32c"
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #define ST_LITTLE_ENDIAN 0
 #else

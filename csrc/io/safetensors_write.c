@@ -6,6 +6,7 @@
 #endif
 #include "safetensors.h"
 
+#include "crc32c.h"
 #include "json.h"
 #include "safetensors_limits.h"
 
@@ -102,6 +103,27 @@ static const char *find_repeat(const char *const *list, int n) {
     return repeat;
 }
 
+/* CRC-32C of `count` floats as the file stores them (little-endian). */
+static uint32_t crc_floats_le(const float *values, uint64_t count) {
+    if (ST_LITTLE_ENDIAN)
+        return cx_crc32c(0, values, (size_t)count * 4);
+    uint32_t crc = 0;
+    unsigned char chunk[4096];
+    while (count) {
+        size_t n = count < sizeof chunk / 4 ? (size_t)count : sizeof chunk / 4;
+        for (size_t k = 0; k < n; k++) {
+            uint32_t bits;
+            memcpy(&bits, &values[k], 4);
+            for (int b = 0; b < 4; b++)
+                chunk[4 * k + b] = (unsigned char)(bits >> (8 * b));
+        }
+        crc = cx_crc32c(crc, chunk, n * 4);
+        values += n;
+        count -= n;
+    }
+    return crc;
+}
+
 /* Checks the arguments and builds the padded header JSON into *header. */
 static cx_status build_header(const char *path, int n_tensors, const char *const *names, const int *ndims,
                               const int64_t *const *shapes, const float *const *data, int n_metadata,
@@ -115,6 +137,10 @@ static cx_status build_header(const char *path, int n_tensors, const char *const
             !valid_utf8(metadata_values[k]))
             return cx_fail(CX_EINVAL, "%s: metadata entry %d is NULL or not valid UTF-8", path, k);
     }
+    for (int k = 0; k < n_metadata; k++)
+        if (!strcmp(metadata_keys[k], ST_CHECKSUM_KEY))
+            return cx_fail(CX_EINVAL, "%s: metadata key \"%s\" is reserved for the tensor checksums the writer "
+                           "adds", path, ST_CHECKSUM_KEY);
     const char *repeat = find_repeat(metadata_keys, n_metadata);
     if (repeat)
         return cx_fail(CX_EINVAL, "%s: metadata key \"%.200s\" given twice", path, repeat);
@@ -162,26 +188,44 @@ static cx_status build_header(const char *path, int n_tensors, const char *const
     repeat = find_repeat(names, n_tensors);
     if (repeat)
         return cx_fail(CX_EINVAL, "%s: tensor name '%.200s' given twice", path, repeat);
+    text_buffer checksums = {0}; /* {"name":"crc",...}, stored as one metadata string */
+    put_text(&checksums, "{");
+    for (int i = 0; i < n_tensors; i++) {
+        uint64_t numel = 1;
+        for (int d = 0; d < ndims[i]; d++)
+            numel *= (uint64_t)shapes[i][d];
+        char crc[16];
+        snprintf(crc, sizeof crc, ":\"%08x\"", (unsigned)(numel ? crc_floats_le(data[i], numel) : 0));
+        if (i)
+            put_text(&checksums, ",");
+        put_json_string(&checksums, names[i]);
+        put_text(&checksums, crc);
+    }
+    put_text(&checksums, "}");
+    if (checksums.out_of_memory) {
+        free(checksums.chars);
+        return cx_fail(CX_ENOMEM, "%s: out of memory while building the header", path);
+    }
     /* "__metadata__" goes first: build it separately and splice it in front. */
     text_buffer meta = {0};
-    if (n_metadata) {
-        put_text(&meta, "{\"__metadata__\":{");
-        for (int k = 0; k < n_metadata; k++) {
-            if (k)
-                put_text(&meta, ",");
-            put_json_string(&meta, metadata_keys[k]);
-            put_text(&meta, ":");
-            put_json_string(&meta, metadata_values[k]);
-        }
-        put_text(&meta, "}");
-        if (header->length)
-            header->chars[0] = ','; /* the tensors' opening '{' becomes a separator */
-        put_bytes(&meta, header->chars ? header->chars : "", header->length);
-        free(header->chars);
-        *header = meta;
+    put_text(&meta, "{\"__metadata__\":{");
+    for (int k = 0; k < n_metadata; k++) {
+        put_json_string(&meta, metadata_keys[k]);
+        put_text(&meta, ":");
+        put_json_string(&meta, metadata_values[k]);
+        put_text(&meta, ",");
     }
-    if (!header->length)
-        put_text(header, "{");
+    put_json_string(&meta, ST_CHECKSUM_KEY);
+    put_text(&meta, ":");
+    put_json_string(&meta, checksums.chars);
+    free(checksums.chars);
+    put_text(&meta, "}");
+    if (header->length)
+        header->chars[0] = ','; /* the tensors' opening '{' becomes a separator */
+    put_bytes(&meta, header->chars ? header->chars : "", header->length);
+    meta.out_of_memory |= header->out_of_memory;
+    free(header->chars);
+    *header = meta;
     put_text(header, "}");
     while (header->length % 8)
         put_text(header, " ");

@@ -436,7 +436,8 @@ PyMODINIT_FUNC PyInit__C(void) {
         return NULL;
     }
 #ifdef CX_TEST_BUILD
-    if (PyModule_AddFunctions(module, cx_py_test_methods) < 0) {
+    if (PyModule_AddFunctions(module, cx_py_test_methods) < 0 ||
+        PyModule_AddFunctions(module, cx_py_io_testing_methods) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,0 +1,98 @@
+/* Test-only entry points into csrc/io (compiled in the test build only, CX_TEST_BUILD):
+ *
+ * _json_parse(data: bytes, max_values: int = 0) -> object
+ *   Parses data with the C JSON reader (cx_json_parse) and returns the tree as Python
+ *   objects: null/true/false -> None/True/False, strings -> str, arrays -> list, objects
+ *   -> dict in text order, integers (no fraction or exponent, |value| < 2^64) -> int, and
+ *   every other number -> ("number", its text), since the reader keeps no value for
+ *   them. A refused text raises ValueError("at byte N: message"); MemoryError when memory
+ *   runs out. tests/test_json_differential.py compares this with Python's json. */
+#ifdef CX_TEST_BUILD
+#define PY_SSIZE_T_CLEAN /* for the y# / s# formats */
+#include "binding.h"
+#include "../io/json.h"
+
+#include <string.h>
+
+/* Length of the number token at text[pos] (the reader validated it already). */
+static size_t number_length(const char *text, size_t length, size_t pos) {
+    size_t end = pos;
+    while (end < length && text[end] && strchr("+-.eE0123456789", text[end]))
+        end++;
+    return end - pos;
+}
+
+static PyObject *to_python(const cx_json_value *v, const char *text, size_t length) {
+    switch (v->kind) {
+    case CX_JSON_NULL: Py_RETURN_NONE;
+    case CX_JSON_TRUE: Py_RETURN_TRUE;
+    case CX_JSON_FALSE: Py_RETURN_FALSE;
+    case CX_JSON_NUMBER: {
+        if (v->is_integer) {
+            PyObject *magnitude = PyLong_FromUnsignedLongLong(v->u.magnitude);
+            if (!magnitude || !v->negative)
+                return magnitude;
+            PyObject *negated = PyNumber_Negative(magnitude);
+            Py_DECREF(magnitude);
+            return negated;
+        }
+        return Py_BuildValue("(sy#)", "number", text + v->pos,
+                             (Py_ssize_t)number_length(text, length, v->pos));
+    }
+    case CX_JSON_STRING:
+        return PyUnicode_DecodeUTF8(v->u.string.chars, (Py_ssize_t)v->u.string.length, "strict");
+    case CX_JSON_ARRAY: {
+        PyObject *list = PyList_New(0);
+        for (const cx_json_value *m = v->u.items.first; list && m; m = m->next) {
+            PyObject *item = to_python(m, text, length);
+            if (!item || PyList_Append(list, item) < 0)
+                Py_CLEAR(list);
+            Py_XDECREF(item);
+        }
+        return list;
+    }
+    case CX_JSON_OBJECT: {
+        PyObject *dict = PyDict_New();
+        for (const cx_json_value *m = v->u.items.first; dict && m; m = m->next) {
+            PyObject *item = to_python(m, text, length);
+            if (!item || PyDict_SetItemString(dict, m->key, item) < 0)
+                Py_CLEAR(dict);
+            Py_XDECREF(item);
+        }
+        return dict;
+    }
+    default:
+        PyErr_SetString(PyExc_RuntimeError, "unknown JSON value kind");
+        return NULL;
+    }
+}
+
+static PyObject *py_json_parse(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *text;
+    Py_ssize_t length;
+    Py_ssize_t max_values = 0;
+    if (!PyArg_ParseTuple(args, "y#|n", &text, &length, &max_values))
+        return NULL;
+    if (max_values < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_values must be >= 0");
+        return NULL;
+    }
+    cx_json_error error;
+    cx_json_doc *doc = cx_json_parse(text, (size_t)length, (size_t)max_values, &error);
+    if (!doc) {
+        if (error.pos == (size_t)-1)
+            return PyErr_NoMemory();
+        return PyErr_Format(PyExc_ValueError, "at byte %zu: %s", error.pos, error.message);
+    }
+    PyObject *result = to_python(cx_json_root(doc), text, (size_t)length);
+    cx_json_free(doc);
+    return result;
+}
+
+PyMethodDef cx_py_io_testing_methods[] = {
+    {"_json_parse", py_json_parse, METH_VARARGS,
+     "_json_parse(data: bytes, max_values=0) -> object (test build only; see io_testing.c)"},
+    {NULL, NULL, 0, NULL},
+};
+#endif
