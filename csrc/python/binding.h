@@ -40,6 +40,5 @@ cx_cod_model *cx_py_cod_model(PyObject *obj);
  * adds them all to codext._C. */
 extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
 extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
-extern PyMethodDef cx_py_train_methods[];   /* train_binding.c */
 
 #endif
