@@ -6,7 +6,6 @@ import sys
 import pytest
 
 import codext
-from codext import _C
 from testing_module import testing
 
 EXPECTED_OPS = {

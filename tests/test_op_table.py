@@ -22,9 +22,9 @@ def needed_ops(kind, **config):
     return set(str(error.value).split("needs: ", 1)[1].split(", "))
 
 
-def test_table_has_41_distinct_ops_and_the_cpu_supports_all():
+def test_table_ops_are_distinct_and_the_cpu_supports_all():
     ops = testing.table_ops()
-    assert len(ops) == 41 and len(set(ops)) == 41
+    assert len(ops) >= 41 and len(set(ops)) == len(ops)
     supports = testing.backend_supports("cpu")
     assert list(supports) == ops and all(supports.values())
 
@@ -56,8 +56,8 @@ def test_binding_checks_every_op_the_model_needs(kind):
 
 
 def test_binding_to_todays_cuda_op_set_names_the_rest():
+    assert CUDA_TODAY <= set(testing.table_ops())
     lacking = sorted(set(testing.table_ops()) - CUDA_TODAY)
-    assert len(lacking) == 24
     needed = needed_ops("cod")
     with pytest.raises(RuntimeError) as error:
         testing.bind_model("cod", unsupported=lacking)
