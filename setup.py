@@ -4,8 +4,10 @@ Environment:
   CODEXT_CUDA=0|1|auto   0: CPU only; 1: CUDA required (fail if no toolkit); auto (default): CUDA if found
   CODEXT_CUDA_ARCHS      e.g. "75" or "75;80;86;89;90" (default); PTX is emitted for the highest
   CUDA_HOME, CUDNN_HOME, NCCL_HOME   where to look for the toolkit and libraries
-  CODEXT_TEST_BUILD=1    the test install: defines CX_TEST_BUILD (test-only hooks); never set
-                         for a wheel that ships
+  CODEXT_TEST_BUILD=1    the test install: defines CX_TEST_BUILD for all C and also builds
+                         codext._testing (csrc/testing/: the op-test runner and the other
+                         test-only bindings), linked against codext._C, whose symbols such
+                         a build leaves visible. Never set for a wheel that ships.
   CODEXT_SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (gcc, CPU only);
                          defines CX_SANITIZE. Run it with the ASan runtime preloaded:
                          LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
@@ -126,6 +128,7 @@ class BuildWithCuda(build_ext):
                 if stale and os.path.exists(stale):
                     log(f"removing {stale} from an earlier CUDA build")
                     os.remove(stale)
+        self.link_testing_module(ext)
         # setuptools rebuilds _C only when a source is newer than it: a switch between the
         # CPU and CUDA variants changes only macros, so force a rebuild when they change.
         os.makedirs(self.build_temp, exist_ok=True)
@@ -137,6 +140,22 @@ class BuildWithCuda(build_ext):
         super().build_extensions()
         with open(stamp, "w") as f:
             f.write(variant)
+
+    def link_testing_module(self, engine):
+        """codext._testing links against _C by file name (found at run time through
+        $ORIGIN); a build without it removes a _testing left by an earlier test build."""
+        testing = [e for e in self.extensions if e.name == "codext._testing"]
+        if not testing:
+            for stale in glob.glob(os.path.join(self.build_lib, "codext", "_testing.*")) + (
+                    glob.glob(os.path.join(ROOT, "codext", "_testing.*")) if getattr(self, "into_source", False) else []):
+                log(f"removing {stale} from an earlier test build")
+                os.remove(stale)
+            return
+        engine_path = self.get_ext_fullpath(engine.name)
+        testing[0].library_dirs = [os.path.dirname(engine_path)]
+        testing[0].extra_link_args = [f"-l:{os.path.basename(engine_path)}"] + testing[0].extra_link_args
+        # _testing must be relinked whenever _C changes
+        testing[0].depends = list(testing[0].depends) + [engine_path]
 
     def configure_cuda(self, required):
         cuda_home = find_cuda_home()
@@ -227,8 +246,14 @@ class BuildWithCuda(build_ext):
 
 
 def c_sources():
+    """codext._C: every C file outside csrc/testing/ (test-only code lives there)."""
     files = sorted(glob.glob("csrc/**/*.c", recursive=True))
-    return [f for f in files if "/bench/" not in f]
+    return [f for f in files if "/bench/" not in f and not f.startswith("csrc/testing/")]
+
+
+def test_sources():
+    """codext._testing: csrc/testing/ (test builds only)."""
+    return sorted(glob.glob("csrc/testing/*.c"))
 
 
 def env_flag(name):
@@ -265,13 +290,12 @@ def c_flags():
     Unused parameters are allowed: every backend implements the whole op table with one
     signature per op, and most backends ignore some arguments."""
     compile_args = ["-std=c11", "-O3", "-fPIC", "-pthread", "-fno-strict-aliasing",
-                    "-Wall", "-Wextra", "-Wno-unused-function", "-Wno-unused-parameter",
-                    "-fvisibility=hidden"]
+                    "-Wall", "-Wextra", "-Wno-unused-function", "-Wno-unused-parameter"]
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("_GNU_SOURCE", None)]
     link_args = ["-pthread", "-ldl", "-lm"]
     if env_flag("CODEXT_WERROR"):
         compile_args.append("-Werror")
-    if env_flag("CODEXT_TEST_BUILD"):
+    if TEST_BUILD:
         macros.append(("CX_TEST_BUILD", "1"))
     if env_flag("CODEXT_SANITIZE"):
         # -fno-wrapv: Python's own CFLAGS carry -fwrapv, which hides signed overflow from UBSan.
@@ -282,14 +306,29 @@ def c_flags():
     return compile_args, macros, link_args
 
 
+TEST_BUILD = env_flag("CODEXT_TEST_BUILD")
 compile_args, macros, link_args = c_flags()
+# A shipped _C exports only PyInit__C. A test build leaves the engine's symbols visible for
+# codext._testing to call (-fno-semantic-interposition keeps the same code generation).
+visibility = ["-fvisibility=default", "-fno-semantic-interposition"] if TEST_BUILD else ["-fvisibility=hidden"]
 ext = Extension(
     "codext._C",
     sources=c_sources(),
     include_dirs=[numpy_include(), "csrc"],
-    define_macros=macros,
-    extra_compile_args=compile_args,
+    define_macros=list(macros),
+    extra_compile_args=compile_args + visibility,
     extra_link_args=link_args,
 )
+extensions = [ext]
+if TEST_BUILD:
+    # Linked against _C (BuildWithCuda.link_testing_module adds it) and found next to it.
+    extensions.append(Extension(
+        "codext._testing",
+        sources=test_sources(),
+        include_dirs=[numpy_include(), "csrc"],
+        define_macros=list(macros),
+        extra_compile_args=compile_args + ["-fvisibility=hidden"],
+        extra_link_args=link_args + ["-Wl,-rpath,$ORIGIN"],
+    ))
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildWithCuda})
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildWithCuda})

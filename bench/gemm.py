@@ -3,7 +3,8 @@
 
     python bench/gemm.py [--threads N] [--repeat R] [--small]
 
-Our timings go through codext._C.op("gemm", [A, B], ...), which allocates a zeroed
+Our timings go through codext._testing.op("gemm", [A, B], ...) (a test build:
+CODEXT_TEST_BUILD=1), which allocates a zeroed
 output and runs the product with beta = 0; numpy.matmul allocates its output too. numpy uses its own BLAS with its own thread count, so compare
 at equal thread counts (set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS for numpy).
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import codext  # noqa: E402
-from codext import _C  # noqa: E402
+from codext import _testing  # noqa: E402  (CODEXT_TEST_BUILD=1 builds it)
 
 ROWS = 8 * 88 * 88  # stage-1 tokens of EdgeNeXt-base at 352 x 352, batch 8
 
@@ -64,7 +65,7 @@ def main():
         B = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
         a_op = A.T if ta else A
         b_op = B.T if tb else B
-        ours = best_time(lambda: _C.op("gemm", [A, B], [ta, tb], [1.0, 0.0]), args.repeat)
+        ours = best_time(lambda: _testing.op("gemm", [A, B], [ta, tb], [1.0, 0.0]), args.repeat)
         theirs = best_time(lambda: np.matmul(a_op, b_op), args.repeat)
         flop = 2.0 * M * N * K
         print(f"{name:28s} {M:7d} {N:6d} {K:7d} {flop / ours * 1e-9:9.1f} "

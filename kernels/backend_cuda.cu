@@ -1,9 +1,9 @@
 /* The CUDA backend: state, errors, memory, sync, and the one exported entry point
  * cx_cuda_get_api() that the loader (csrc/ops/cuda_loader.c) resolves with dlsym.
  *
- * Ops not implemented yet are NULL in the table (the callers check; see the list in
- * fill_table below): l2norm, softmax, scale_mid, scale_outer_inner, transpose,
- * transpose_accumulate, copy_channels, the pooling and resize ops, xca, posenc_fourier. */
+ * Every op of the table is callable: an op that no .cu file implements (its weak cu_<op>
+ * is NULL, see common.cuh) gets a stub that records "not implemented" for sync() to
+ * report, and supports() answers 0 for it. */
 #include "common.cuh"
 
 #include <stdarg.h>
@@ -183,7 +183,21 @@ static cx_status cu_sync(cx_backend *be) {
 
 /* ---- the table ---- */
 
+/* Stubs for the ops this library does not implement. */
+#define CX_OP(name, params)                                                               \
+    static void cu_missing_##name params {                                                \
+        cu_record(cu_get(be), CX_ERUNTIME, "the CUDA backend does not implement %s (ask " \
+                  "supports() first)", #name);                                            \
+    }
+#include "ops/op_list.h"
+#undef CX_OP
+
+static int cu_supports(const cx_backend *be, cx_op_id op) {
+    return op >= 0 && op < CX_OP_COUNT && ((const cu_state *)be->impl)->supported[op];
+}
+
 static void fill_table(cx_backend *be) {
+    cu_state *st = cu_get(be);
     be->name = "cuda";
     be->alloc = cu_alloc;
     be->free = cu_free;
@@ -192,28 +206,12 @@ static void fill_table(cx_backend *be) {
     be->upload = cu_upload;
     be->download = cu_download;
     be->sync = cu_sync;
-    be->conv2d_forward = cu_conv2d_forward;
-    be->conv2d_backward = cu_conv2d_backward;
-    be->linear_forward = cu_linear_forward;
-    be->linear_backward = cu_linear_backward;
-    be->layernorm_forward = cu_layernorm_forward;
-    be->layernorm_backward = cu_layernorm_backward;
-    be->layernorm2d_forward = cu_layernorm2d_forward;
-    be->layernorm2d_backward = cu_layernorm2d_backward;
-    be->gelu_forward = cu_gelu_forward;
-    be->gelu_backward = cu_gelu_backward;
-    be->sigmoid_forward = cu_sigmoid_forward;
-    be->sigmoid_backward = cu_sigmoid_backward;
-    be->add = cu_add;
-    be->axpy = cu_axpy;
-    be->mul_forward = cu_mul_forward;
-    be->mul_backward = cu_mul_backward;
-    be->affine = cu_affine;
-    /* Not implemented yet (NULL, from calloc): l2norm_forward/backward,
-     * softmax_forward/backward, scale_mid_forward/backward,
-     * scale_outer_inner_forward/backward, transpose, transpose_accumulate, copy_channels,
-     * avgpool2d_*, adaptive_avgpool2d_*, global_avgpool_*, resize_bilinear_*,
-     * xca_forward/backward, posenc_fourier. */
+    be->supports = cu_supports;
+#define CX_OP(name, params)                                    \
+    be->name = cu_##name ? cu_##name : cu_missing_##name;     \
+    st->supported[CX_OP_##name] = cu_##name != NULL;
+#include "ops/op_list.h"
+#undef CX_OP
 }
 
 static void destroy(cx_backend *be) {

@@ -56,6 +56,7 @@ struct cu_state {
     size_t workspace_bytes;
     cu_conv_choice conv_cache[CU_CONV_CACHE];
     int conv_cache_next;
+    unsigned char supported[CX_OP_COUNT]; /* supports(): a cu_<op> is defined */
 };
 
 static inline cu_state *cu_get(cx_backend *be) { return (cu_state *)be->impl; }
@@ -105,40 +106,17 @@ void cu_column_sums(cu_state *st, int rows, int cols, const float *dy, const flo
 void cu_channel_sums(cu_state *st, int batch, int channels, int hw, const float *dy,
                      const float *x, const float *saved, float *sum_dy, float *sum_dy_xhat);
 
-/* ---- op families: the table entries (shapes in ops.h) ---- */
-/* pointwise.cu */
-void cu_gelu_forward(cx_backend *be, size_t n, const float *x, float *y);
-void cu_gelu_backward(cx_backend *be, size_t n, const float *x, const float *dy, float *dx);
-void cu_sigmoid_forward(cx_backend *be, size_t n, const float *x, float *y);
-void cu_sigmoid_backward(cx_backend *be, size_t n, const float *y, const float *dy, float *dx);
-void cu_add(cx_backend *be, size_t n, const float *a, const float *b, float *y);
-void cu_axpy(cx_backend *be, size_t n, float alpha, const float *x, float *y);
-void cu_mul_forward(cx_backend *be, size_t n, const float *a, const float *b, float *y);
-void cu_mul_backward(cx_backend *be, size_t n, const float *a, const float *b,
-                     const float *dy, float *da, float *db);
-void cu_affine(cx_backend *be, size_t n, float alpha, float beta, const float *x, float *y);
-/* norm.cu */
-void cu_layernorm_forward(cx_backend *be, int rows, int cols, float eps, const float *x,
-                          const float *weight, const float *bias, float *y, float *saved);
-void cu_layernorm_backward(cx_backend *be, int rows, int cols, const float *x,
-                           const float *weight, const float *saved, const float *dy,
-                           float *dx, float *dweight, float *dbias);
-void cu_layernorm2d_forward(cx_backend *be, int batch, int channels, int hw, float eps,
-                            const float *x, const float *weight, const float *bias, float *y,
-                            float *saved);
-void cu_layernorm2d_backward(cx_backend *be, int batch, int channels, int hw, const float *x,
-                             const float *weight, const float *saved, const float *dy,
-                             float *dx, float *dweight, float *dbias);
-/* linear.cu */
-void cu_linear_forward(cx_backend *be, int rows, int in_features, int out_features,
-                       const float *x, const float *w, const float *bias, float *y);
-void cu_linear_backward(cx_backend *be, int rows, int in_features, int out_features,
-                        const float *x, const float *w, const float *dy, float *dx, float *dw,
-                        float *dbias);
-/* conv.cu */
-void cu_conv2d_forward(cx_backend *be, const cx_conv_shape *s, const float *x, const float *w,
-                       const float *bias, float *y);
-void cu_conv2d_backward(cx_backend *be, const cx_conv_shape *s, const float *x,
-                        const float *w, const float *dy, float *dx, float *dw, float *dbias);
+/* ---- the ops ----
+ * cu_<op> for every op of the table (ops/op_list.h, where shapes are documented), in
+ * the file of its family (pointwise.cu, norm.cu, linear.cu, conv.cu, ...). The
+ * declarations are weak: an op no .cu file defines is NULL here, and fill_table
+ * (backend_cuda.cu) then installs a stub that records "not implemented" and makes
+ * supports() answer 0. Implementing an op is defining its cu_<op>; C linkage makes a
+ * definition whose parameters differ from the table a compile error. */
+extern "C" {
+#define CX_OP(name, params) __attribute__((weak, visibility("hidden"))) void cu_##name params;
+#include "ops/op_list.h"
+#undef CX_OP
+}
 
 #endif

@@ -1,4 +1,6 @@
-"""Helpers for testing single ops through codext._C.op (see csrc/testing/op_call.h).
+"""Helpers for testing single ops through the op-test runner, codext._testing.op (see
+csrc/testing/op_runner.h: forward -> outputs then saved state; backward -> one gradient per
+input). run() returns the outputs only (saved=True: the saved state too).
 
 gradcheck() compares an op's analytic backward against central finite differences of
     L(inputs) = sum_k <cotangent_k, output_k(inputs)>
@@ -11,16 +13,19 @@ step sizes removes the O(h^2) truncation error, so the check is sharp (typically
 """
 import numpy as np
 
-from codext import _C
+from testing_module import testing
 
 
-def run(name, inputs, iargs=(), fargs=()):
-    return _C.op(name, [np.ascontiguousarray(x, dtype=np.float32) for x in inputs], list(iargs), list(fargs))
+def run(name, inputs, iargs=(), fargs=(), saved=False, backend="cpu"):
+    outs = testing.op(name, [np.ascontiguousarray(x, dtype=np.float32) for x in inputs], list(iargs),
+                      list(fargs), backend=backend)
+    return outs if saved else outs[:testing.op_info(name)["outputs"]]
 
 
-def run_backward(name, inputs, cotangents, iargs=(), fargs=()):
-    arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in list(inputs) + list(cotangents)]
-    return _C.op(name, arrays, list(iargs), list(fargs), backward=True)
+def run_backward(name, inputs, cotangents, iargs=(), fargs=(), starts=None, backend="cpu"):
+    arrays = list(inputs) + list(cotangents) + (list(starts) if starts is not None else [])
+    arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in arrays]
+    return testing.op(name, arrays, list(iargs), list(fargs), backward=True, backend=backend)
 
 
 def _objective(name, inputs, cotangents, iargs, fargs):

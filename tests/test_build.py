@@ -1,8 +1,10 @@
-"""The build: which variant is installed, what each shared object links, and that
-`import codext` loads no CUDA library.
+"""The build: which variant is installed, what each shared object links, that
+`import codext` loads no CUDA library, and that the shipped codext._C holds no test code.
 
 Works on both variants. CODEXT_EXPECT_CUDA=0|1 (set by CI) says which one must be
 installed; without it the test checks whichever is there for consistency.
+CODEXT_SHIPPED_BUILD=<dir> (tools/check_shipped.sh sets it) names a directory holding a
+shipped build's codext package (built without CODEXT_TEST_BUILD), checked the same way.
 """
 import os
 import re
@@ -16,6 +18,13 @@ import codext
 from codext import _C
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(_C.__file__))
+# Test-only bindings: they live in codext._testing (test builds) and never in codext._C.
+TEST_ONLY_NAMES = [
+    "op", "op_names", "op_info", "backend_op_names", "table_ops", "backend_supports", "bind_model",
+    "adamw_step", "optim_classify", "schedule_lr", "lr_plan", "clip_grad_norm", "grads_scale",
+    "ema_update", "ema_decay_at", "train_state_save", "train_state_load",
+    "test_alloc_fail_at", "test_alloc_count", "test_alloc_live", "test_scratch_release", "_json_parse",
+]
 CUDA_LIBRARY = os.path.join(PACKAGE_DIR, "libcodext_cuda.so")
 # Basenames of CUDA libraries that must never be in the notebook process or linked by _C.
 CUDA_LIB_PATTERN = re.compile(r"^lib(cuda|cudart|cudnn\w*|nccl|cublas\w*|codext_cuda)\.so")
@@ -181,12 +190,62 @@ def test_loader_reasons_for_bad_libraries(case, tmp_path):
     assert not ok and expect in why and path in why, why
 
 
-@needs_binding
-def test_backend_op_runner_rejects_bad_names():
+def test_op_runner_rejects_bad_names():
     import numpy as np
+    from testing_module import testing
     x = np.ones(3, np.float32)
-    assert "gelu" in _C.backend_op_names() and "conv2d" in _C.backend_op_names()
-    with pytest.raises(KeyError, match="no backend op"):
-        _C.op("no_such_op", [x], backend="cpu")
+    assert "gelu" in testing.op_names() and "conv2d" in testing.op_names()
+    with pytest.raises(KeyError, match="no op-test entry"):
+        testing.op("no_such_op", [x], backend="cpu")
     with pytest.raises(ValueError, match="backend must be"):
-        _C.op("gelu", [x], backend="tpu")
+        testing.op("gelu", [x], backend="tpu")
+
+
+# ---- no test code in the shipped _C ------------------------------------------------------
+
+SHIPPED_PROBE = (
+    "import importlib.util, json, codext\n"
+    "from codext import _C\n"
+    "print(json.dumps({'file': _C.__file__, 'names': sorted(dir(_C)),\n"
+    "                  'testing': importlib.util.find_spec('codext._testing') is not None}))\n")
+
+
+def probe_package(parent):
+    """What the codext package under `parent` holds, seen from a fresh process."""
+    import json
+    out = subprocess.run([sys.executable, "-c", SHIPPED_PROBE], capture_output=True, text=True, check=True,
+                         cwd=parent, env=dict(os.environ, PYTHONPATH=parent))
+    return json.loads(out.stdout)
+
+
+def assert_no_test_code(names, c_file):
+    present = [n for n in TEST_ONLY_NAMES if n in names]
+    assert not present, f"{c_file} exports test-only bindings: {present}"
+
+
+def test_c_extension_has_no_test_only_bindings():
+    """In every build the test-only bindings live in codext._testing, never in _C."""
+    assert_no_test_code(dir(_C), _C.__file__)
+
+
+def test_c_extension_exports_only_its_init_unless_a_test_build():
+    """A build without codext._testing is a shipped build: _C exports PyInit__C alone (a
+    test build leaves the engine's symbols visible for _testing)."""
+    _, _, exported = elf_dynamic(c_extension_path())
+    testing_built = any(name.startswith("_testing.") for name in os.listdir(PACKAGE_DIR))
+    if testing_built:
+        assert "PyInit__C" in exported and "cx_backend_cpu" in exported, exported[:20]
+    else:
+        assert exported == ["PyInit__C"], exported
+
+
+@pytest.mark.skipif(not os.environ.get("CODEXT_SHIPPED_BUILD"),
+                    reason="CODEXT_SHIPPED_BUILD names no shipped build (tools/check_shipped.sh sets it)")
+def test_shipped_build_has_no_test_code():
+    parent = os.path.abspath(os.environ["CODEXT_SHIPPED_BUILD"])
+    seen = probe_package(parent)
+    assert seen["file"].startswith(parent), f"the probe imported {seen['file']}, not the build in {parent}"
+    assert_no_test_code(seen["names"], seen["file"])
+    assert not seen["testing"], f"a shipped build has codext._testing ({parent})"
+    _, _, exported = elf_dynamic(seen["file"])
+    assert exported == ["PyInit__C"], f"the shipped _C exports {exported[:20]}"

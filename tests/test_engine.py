@@ -1,4 +1,4 @@
-"""Engine-level behaviour: build info, threads, the op registry."""
+"""Engine-level behaviour: build info, threads, the op-test runner's registry."""
 import os
 import subprocess
 import sys
@@ -6,12 +6,13 @@ import sys
 import pytest
 
 import codext
-from codext import _C
+from testing_module import testing
 
 EXPECTED_OPS = {
     "conv2d", "linear", "gemm", "layernorm", "layernorm2d", "l2norm", "gelu", "sigmoid", "softmax",
     "add", "mul", "affine", "scale_mid", "scale_outer_inner", "transpose", "copy_channels",
     "avgpool2d", "adaptive_avgpool2d", "global_avgpool", "resize_bilinear", "xca", "posenc_fourier",
+    "axpy", "structure_loss",
 }
 
 
@@ -51,17 +52,17 @@ def test_thread_count_from_environment():
 
 
 def test_every_op_is_registered():
-    assert EXPECTED_OPS <= set(_C.op_names())
+    assert EXPECTED_OPS <= set(testing.op_names())
 
 
 def test_unknown_op_and_bad_arguments_raise():
     with pytest.raises(KeyError):
-        _C.op("no_such_op", [])
+        testing.op("no_such_op", [])
     import numpy as np
     with pytest.raises(ValueError):
-        _C.op("gelu", [np.zeros(3, np.float32), np.zeros(3, np.float32)])
+        testing.op("gelu", [np.zeros(3, np.float32), np.zeros(3, np.float32)])
     with pytest.raises(TypeError):
-        _C.op("gelu", ["not an array"])
+        testing.op("gelu", ["not an array"])
 
 
 def test_engine_survives_fork():

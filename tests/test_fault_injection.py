@@ -3,27 +3,22 @@ to fail its N-th allocation, for every N a call makes, and each run must end wit
 Python MemoryError (or, where the engine has an allocation-free fallback, with the very
 result of an unfailed run), no crash, no leaked block, and no output handed back.
 
-Needs the test build: CODEXT_TEST_BUILD=1 python3 setup.py build_ext --inplace."""
+The hook is in codext._testing (the test build: CODEXT_TEST_BUILD=1)."""
 import numpy as np
 import pytest
 
 import codext
 from codext import _C
-
-REBUILD = ("codext._C was built without the test hooks: rebuild it with "
-           "CODEXT_TEST_BUILD=1 python3 setup.py build_ext --inplace (README's test command)")
-
+from testing_module import testing
 
 @pytest.fixture(autouse=True)
 def single_thread():
     """One thread: the allocation sequence is then the same on every run (scratch buffers
     are per thread), and every scratch buffer is the caller's, which the walk releases."""
-    if not hasattr(_C, "test_alloc_fail_at"):
-        pytest.fail(REBUILD)
     threads = _C.get_num_threads()
     _C.set_num_threads(1)
     yield
-    _C.test_alloc_fail_at(0)
+    testing.test_alloc_fail_at(0)
     _C.set_num_threads(threads)
 
 
@@ -41,17 +36,17 @@ def walk(run):
     """Runs run() once unfailed (the reference and the allocation count), then once per N
     with the N-th allocation failing. Returns (allocations, MemoryError runs, runs that
     completed through a fallback with the reference result, the MemoryError messages)."""
-    _C.test_scratch_release()
-    _C.test_alloc_fail_at(0)
+    testing.test_scratch_release()
+    testing.test_alloc_fail_at(0)
     reference = run()
-    total = _C.test_alloc_count()
+    total = testing.test_alloc_count()
     assert total > 0
     raised = fell_back = 0
     messages = []
     for n in range(1, total + 1):
-        _C.test_scratch_release()
-        live = _C.test_alloc_live()
-        _C.test_alloc_fail_at(n)
+        testing.test_scratch_release()
+        live = testing.test_alloc_live()
+        testing.test_alloc_fail_at(n)
         try:
             result = run()
         except MemoryError as e:
@@ -64,8 +59,8 @@ def walk(run):
             assert same(result, reference), f"allocation {n} failed but a different result came back"
             fell_back += 1
         finally:
-            _C.test_alloc_fail_at(0)
-        assert _C.test_alloc_live() == live, f"allocation {n}: {_C.test_alloc_live() - live} block(s) leaked"
+            testing.test_alloc_fail_at(0)
+        assert testing.test_alloc_live() == live, f"allocation {n}: {testing.test_alloc_live() - live} block(s) leaked"
     return total, raised, fell_back, messages
 
 
@@ -120,6 +115,6 @@ def test_every_allocation_of_a_metrics_call_fails_cleanly():
 
 
 def test_the_hook_is_off_after_a_walk():
-    _C.test_alloc_fail_at(0)
+    testing.test_alloc_fail_at(0)
     m = codext.Model("edgenext_tiny_test", decoder_dim=8, num_experts=3, img_size=64)
     assert m.predict(np.zeros((40, 50, 3), np.uint8)).shape == (40, 50)

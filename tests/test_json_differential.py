@@ -1,4 +1,4 @@
-"""The C JSON reader (csrc/io/json.c, reached through the test build's _C._json_parse)
+"""The C JSON reader (csrc/io/json.c, reached through the test build's testing._json_parse)
 against Python's json on a generated corpus of valid and invalid documents: numbers of
 every shape, strings with every escape (surrogate pairs and broken ones), nesting from 1
 to far past our limit, whitespace, trailing bytes, NUL, invalid UTF-8 and BOMs, plus
@@ -32,18 +32,9 @@ import random
 
 import pytest
 
-from codext import _C
-
-HAVE_ENTRY = hasattr(_C, "_json_parse")
-pytestmark = pytest.mark.skipif(not HAVE_ENTRY, reason="needs the test build (CODEXT_TEST_BUILD=1)")
+from testing_module import testing
 
 MAX_DEPTH = 64
-
-
-def test_entry_point_present_in_the_test_build():
-    """The test build must expose the entry point, so this module cannot skip silently there."""
-    if os.environ.get("CODEXT_TEST_BUILD", "0") == "1":
-        assert HAVE_ENTRY
 
 
 # ---- the two readers ----------------------------------------------------------------------
@@ -119,7 +110,7 @@ DELIBERATE_WORDS = {
 
 def ours(data):
     try:
-        return ("ok", to_plain(_C._json_parse(data)))
+        return ("ok", to_plain(testing._json_parse(data)))
     except ValueError as e:
         return ("error", str(e))
 
@@ -325,7 +316,7 @@ def test_corpus_agrees_with_python():
 
 def refused(data, *words):
     with pytest.raises(ValueError) as info:
-        _C._json_parse(data)
+        testing._json_parse(data)
     for w in words:
         assert w in str(info.value), str(info.value)
 
@@ -357,7 +348,7 @@ def test_duplicate_keys():
 
 def test_depth_limit_edges():
     for kind in ("array", "object", "mixed"):
-        assert _C._json_parse(nested(kind, MAX_DEPTH)) is not None
+        assert testing._json_parse(nested(kind, MAX_DEPTH)) is not None
         json.loads(nested(kind, MAX_DEPTH + 1))
         refused(nested(kind, MAX_DEPTH + 1), f"nesting deeper than {MAX_DEPTH}")
     refused(nested("array", 100000), f"nesting deeper than {MAX_DEPTH}")
@@ -379,15 +370,15 @@ def test_bom_and_surrogate_bytes():
 
 
 def test_numbers_kept_exactly_up_to_two_to_the_64():
-    assert _C._json_parse(b"[18446744073709551615, -18446744073709551615, -0, 0]") == \
+    assert testing._json_parse(b"[18446744073709551615, -18446744073709551615, -0, 0]") == \
         [2 ** 64 - 1, -(2 ** 64 - 1), 0, 0]
-    assert _C._json_parse(b"[18446744073709551616, 1.0, 1e0, 1e400]") == \
+    assert testing._json_parse(b"[18446744073709551616, 1.0, 1e0, 1e400]") == \
         [("number", b"18446744073709551616"), ("number", b"1.0"), ("number", b"1e0"), ("number", b"1e400")]
 
 
 def test_value_budget():
     """max_values bounds the values of one document (arrays and objects count too)."""
     doc = b'[1, [2, 3], {"a": 4}]'  # 7 values
-    assert _C._json_parse(doc, 7) == [1, [2, 3], {"a": 4}]
+    assert testing._json_parse(doc, 7) == [1, [2, 3], {"a": 4}]
     with pytest.raises(ValueError, match="more than 6 values"):
-        _C._json_parse(doc, 6)
+        testing._json_parse(doc, 6)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import codext
+from testing_module import testing
 
-C = codext._C
+C = testing  # the training arithmetic's bindings are test-only (codext._testing)
 HERE = os.path.dirname(os.path.abspath(__file__))
 COD = os.path.join(HERE, "data", "cod")
 f32 = np.float32
@@ -492,7 +493,7 @@ def test_train_state_rejects_other_configs_and_bad_files(tmp_path):
     with pytest.raises(ValueError, match="5 parameters, this model has 4"):
         C.train_state_load(path, params[:4], total)
     weights = str(tmp_path / "w.safetensors")
-    C.safetensors_save(weights, ["a"], [np.zeros(3, f32)], {})
+    codext._C.safetensors_save(weights, ["a"], [np.zeros(3, f32)], {})
     with pytest.raises(OSError, match="not a codext training state|no \"format\""):
         C.train_state_load(weights, params, total)
     with pytest.raises(OSError):

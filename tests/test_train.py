@@ -15,6 +15,7 @@ from codext.model import Model, load
 from codext.train import (LAST, LAST_STATE, BEST, HISTORY, RESUME_FREE_FIELDS, TrainResult,
                           evaluate, resolve_pretrained, train)
 from opcheck import relative_error
+from testing_module import testing
 
 TINY = dict(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3)
 
@@ -223,7 +224,7 @@ def test_train_writes_checkpoints_and_history(tmp_path):
     assert h["epoch"].tolist() == [0, 1, 2]
     assert np.all(np.isfinite(h["step_loss"])) and np.all(h["epoch_images_per_s"] > 0)
     np.testing.assert_allclose(h["epoch_loss"], h["step_loss"].reshape(3, spe).mean(1))
-    plan = _C.lr_plan("onecycle", spe, 2 * spe, 1e-3, 1e-3, 0.1, 0, 1e-6)
+    plan = testing.lr_plan("onecycle", spe, 2 * spe, 1e-3, 1e-3, 0.1, 0, 1e-6)
     assert np.array_equal(h["step_lr"], plan["lr_head"])
     keys = {k for k, v in codext.metrics.evaluate([np.zeros((4, 4))], [np.zeros((4, 4), np.uint8)]).items()
             if np.isscalar(v)}

@@ -13,11 +13,12 @@ The layers, lowest first (a folder of csrc/, or kernels/ at the top of the repos
                               safetensors: each sits on core alone
     train                     optimiser, state, the trainer loop: sits on model, data,
                               metrics and io
-    testing                   test-only op wrappers: sit on the CPU backend
-    python                    the CPython bindings: may include anything, except that
-                              the bindings that need no model (binding.c, binding.h,
-                              metrics_binding.c, data_binding.c) stay on core, data,
-                              metrics and io
+    python                    the CPython bindings of codext._C: may include any layer
+                              above except testing; the bindings that need no model
+                              (binding.c, binding.h, metrics_binding.c, data_binding.c)
+                              stay on core, data, metrics and io
+    testing                   codext._testing (test builds only): the op-test runner and
+                              the test-only bindings; the top, it may include anything
 
 A file may include its own layer and the layers listed as allowed for it below,
 directly or through other headers (the rule is checked on the transitive closure of
@@ -41,8 +42,8 @@ ALLOWED = {
     "metrics": {"core"},
     "io": {"core"},
     "train": {"core", "ops", "model", "data", "metrics", "io"},
-    "testing": {"core", "ops", "cpu"},
-    "python": {"core", "ops", "cpu", "model", "data", "metrics", "io", "train", "testing"},
+    "python": {"core", "ops", "cpu", "model", "data", "metrics", "io", "train"},
+    "testing": {"core", "ops", "cpu", "model", "data", "metrics", "io", "train", "python"},
 }
 # Binding files that must compile without the model (their own sub-layer of python).
 MODEL_FREE_BINDINGS = {"binding.c", "binding.h", "metrics_binding.c", "data_binding.c"}

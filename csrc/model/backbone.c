@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static cx_status check_backend(cx_backbone *bb);
+
 cx_status cx_backbone_create(const char *config_name, uint64_t seed, cx_backend *be,
                              cx_backbone **out) {
     *out = NULL;
@@ -15,6 +17,8 @@ cx_status cx_backbone_create(const char *config_name, uint64_t seed, cx_backend 
     memset(bb, 0, sizeof *bb);
     bb->be = be;
     cx_status st = cx_edgenext_declare(&bb->net, &cfg, &bb->table, "");
+    if (st == CX_OK)
+        st = check_backend(bb);
     if (st == CX_OK) {
         bb->params = be->alloc(be, bb->table.total * sizeof(float));
         bb->grads = be->alloc(be, bb->table.total * sizeof(float));
@@ -56,10 +60,18 @@ void cx_backbone_free(cx_backbone *bb) {
     cx_aligned_free(bb);
 }
 
-/* Runs forward and backward with the planning backend and a counting arena. */
-static cx_status plan(cx_backbone *bb, int batch, int height, int width) {
-    cx_arena counting = {.planning = 1};
-    cx_exec ex = {cx_backend_null(), &counting, bb->params, bb->grads};
+/* Stands in for the parameter and gradient buffers while a plan runs before they exist
+ * (the planning backend never reads or writes through them). */
+static float plan_placeholder[16] __attribute__((aligned(64)));
+
+/* Runs forward and backward on a planning backend that records the ops called (*used)
+ * with a counting arena (counting->high_water: the activation memory). */
+static cx_status plan_passes(cx_backbone *bb, int batch, int height, int width, cx_op_set *used,
+                             cx_arena *counting) {
+    cx_backend recorder;
+    cx_backend_null_recording(&recorder, used);
+    cx_exec ex = {&recorder, counting, bb->params ? bb->params : plan_placeholder,
+                  bb->grads ? bb->grads : plan_placeholder};
     size_t n_in = (size_t)batch * 3 * height * width;
     float *x, *dx, *dfeatures[4];
     CX_TAKE(&ex, x, n_in);
@@ -68,7 +80,23 @@ static cx_status plan(cx_backbone *bb, int batch, int height, int width) {
         CX_TAKE(&ex, dfeatures[s], (size_t)batch * bb->net.cfg.dims[s] *
                                        (height >> (s + 2)) * (width >> (s + 2)));
     CX_TAKE(&ex, dx, n_in);
-    CX_TRY(cx_edgenext_backward(&bb->net, &ex, dfeatures, dx));
+    return cx_edgenext_backward(&bb->net, &ex, dfeatures, dx);
+}
+
+/* Binding to a backend: every op of a forward and backward must be supported, checked
+ * before any memory is allocated (a 64 x 64 plan lists them). */
+static cx_status check_backend(cx_backbone *bb) {
+    cx_op_set used = {{0}};
+    cx_arena counting = {.planning = 1};
+    CX_TRY(plan_passes(bb, 1, 64, 64, &used, &counting));
+    return cx_backend_check_ops(bb->be, &used, "the backbone");
+}
+
+static cx_status plan(cx_backbone *bb, int batch, int height, int width) {
+    cx_op_set used = {{0}};
+    cx_arena counting = {.planning = 1};
+    CX_TRY(plan_passes(bb, batch, height, width, &used, &counting));
+    CX_TRY(cx_backend_check_ops(bb->be, &used, "the backbone"));
     CX_TRY(cx_arena_reserve(&bb->arena, bb->be, counting.high_water));
     bb->plan_batch = batch;
     bb->plan_height = height;

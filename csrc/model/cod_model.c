@@ -43,6 +43,8 @@ static cx_status declare(cx_cod_model *m, const cx_edgenext_config *backbone) {
     return cx_cod_decoder_declare(&m->decoder, m->cfg.decoder_dim, &m->table);
 }
 
+static cx_status check_backend(cx_cod_model *m);
+
 cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
                         cx_cod_model **out) {
     *out = NULL;
@@ -55,6 +57,8 @@ cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
     m->cfg = *cfg;
     m->be = be;
     cx_status st = declare(m, &backbone);
+    if (st == CX_OK)
+        st = check_backend(m);
     if (st == CX_OK) {
         m->params = be->alloc(be, m->table.total * sizeof(float));
         m->grads = be->alloc(be, m->table.total * sizeof(float));
@@ -271,11 +275,19 @@ static cx_status backward_pass(cx_cod_model *m, cx_exec *ex, float loss_scale,
     return CX_OK;
 }
 
-/* Sizes the arena for (B, H, W, mode) by running the passes on the null backend. */
-static cx_status plan(cx_cod_model *m, int B, int H, int W, int mode) {
+/* Stands in for the parameter and gradient buffers while a plan runs before they exist
+ * (the planning backend never reads or writes through them). */
+static float plan_placeholder[16] __attribute__((aligned(64)));
+
+/* Runs the passes for (B, H, W, mode) on a planning backend that records the ops called:
+ * *used gets them, counting->high_water the activation memory. */
+static cx_status plan_passes(cx_cod_model *m, int B, int H, int W, int mode, cx_op_set *used,
+                             cx_arena *counting) {
     CX_TRY(host_buffers(m, B));
-    cx_arena counting = {.planning = 1};
-    cx_exec ex = {cx_backend_null(), &counting, m->params, m->grads};
+    cx_backend recorder;
+    cx_backend_null_recording(&recorder, used);
+    cx_exec ex = {&recorder, counting, m->params ? m->params : plan_placeholder,
+                  m->grads ? m->grads : plan_placeholder};
     m->batch = B;
     m->height = H;
     m->width = W;
@@ -285,8 +297,25 @@ static cx_status plan(cx_cod_model *m, int B, int H, int W, int mode) {
     if (st == CX_OK && mode == CX_COD_TRAIN)
         st = backward_pass(m, &ex, 1.0f, 1);
     m->have_forward = m->have_loss = 0;
+    return st;
+}
+
+/* Binding to a backend: every op a training step calls must be supported, checked before
+ * any memory is allocated (a 64 x 64 training plan lists them). */
+static cx_status check_backend(cx_cod_model *m) {
+    cx_op_set used = {{0}};
+    cx_arena counting = {.planning = 1};
+    CX_TRY(plan_passes(m, 1, 64, 64, CX_COD_TRAIN, &used, &counting));
+    return cx_backend_check_ops(m->be, &used, "the COD model");
+}
+
+/* Sizes the arena for (B, H, W, mode) by running the passes on the planning backend. */
+static cx_status plan(cx_cod_model *m, int B, int H, int W, int mode) {
+    cx_op_set used = {{0}};
+    cx_arena counting = {.planning = 1};
     m->plan_batch = 0; /* until the reserve succeeds */
-    CX_TRY(st);
+    CX_TRY(plan_passes(m, B, H, W, mode, &used, &counting));
+    CX_TRY(cx_backend_check_ops(m->be, &used, "the COD model"));
     CX_TRY(cx_arena_reserve(&m->arena, m->be, counting.high_water));
     m->plan_batch = B;
     m->plan_height = H;

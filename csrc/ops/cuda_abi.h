@@ -15,7 +15,7 @@ extern "C" {
 
 /* Bumped whenever cx_cuda_api, cx_cuda_config or cx_backend change shape, so a stale
  * libcodext_cuda.so next to a newer _C is refused with a clear message. */
-#define CX_CUDA_ABI_VERSION 1
+#define CX_CUDA_ABI_VERSION 2
 #define CX_CUDA_ENTRY_POINT "cx_cuda_get_api"
 #define CX_CUDA_LIBRARY_NAME "libcodext_cuda.so"
 

@@ -31,9 +31,5 @@ int cx_py_string_dict(PyObject *dict, const char *what, Py_ssize_t *n, const cha
  * entry); module.c adds them to codext._C. */
 extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
 extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
-#ifdef CX_TEST_BUILD
-extern PyMethodDef cx_py_test_methods[];       /* test_hooks.c (test builds only) */
-extern PyMethodDef cx_py_io_testing_methods[]; /* io_testing.c (test builds only) */
-#endif
 
 #endif

@@ -17,6 +17,5 @@ int cx_py_add_backbone_type(PyObject *module); /* model_types.c: _C.Backbone */
 int cx_py_add_cod_type(PyObject *module);      /* cod_types.c: _C.CODModel */
 int cx_py_add_trainer_type(PyObject *module);  /* trainer_types.c: _C.Trainer */
 
-extern PyMethodDef cx_py_train_methods[]; /* train_binding.c */
 
 #endif

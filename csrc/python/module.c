@@ -24,9 +24,7 @@
 
 #include "model_binding.h"
 #include "../ops/cuda_loader.h"
-#include "../testing/backend_ops.h"
 #include "../io/safetensors.h"
-#include "../testing/op_call.h"
 
 #include <string.h>
 
@@ -89,167 +87,6 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     if (st != CX_OK)
         return cx_py_error(st);
     Py_RETURN_NONE;
-}
-
-/* ---- single ops, for the tests ------------------------------------------------------ */
-
-typedef struct {
-    PyObject *outputs; /* list */
-} op_binding;
-
-static float *op_alloc_out(cx_op_call *call, int index, int ndim, const int64_t *shape) {
-    op_binding *b = call->binding;
-    if (index != PyList_GET_SIZE(b->outputs) || ndim < 0 || ndim > CX_OPCALL_MAX_DIMS)
-        return NULL;
-    npy_intp dims[CX_OPCALL_MAX_DIMS];
-    for (int d = 0; d < ndim; d++)
-        dims[d] = (npy_intp)shape[d];
-    /* Called with the GIL released: take it for the allocation. */
-    PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *arr = PyArray_ZEROS(ndim, dims, NPY_FLOAT32, 0);
-    float *data = NULL;
-    if (arr) {
-        if (PyList_Append(b->outputs, arr) == 0)
-            data = (float *)PyArray_DATA((PyArrayObject *)arr);
-        Py_DECREF(arr);
-    }
-    PyGILState_Release(gil);
-    return data;
-}
-
-static PyObject *py_op(PyObject *self, PyObject *args, PyObject *kwargs) {
-    (void)self;
-    static char *keywords[] = {"name", "inputs", "iargs", "fargs", "backward", "backend", NULL};
-    const char *name;
-    PyObject *inputs, *iargs = NULL, *fargs = NULL;
-    int backward = 0;
-    const char *backend_name = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|OOpz", keywords, &name, &inputs, &iargs,
-                                     &fargs, &backward, &backend_name))
-        return NULL;
-    /* backend=None: the CPU test wrappers of csrc/testing; "cpu" or "cuda": the backend op
-     * runner (testing/backend_ops.h), which calls the backend's table the same way for both. */
-    const cx_op_entry *entry = NULL;
-    cx_backend *backend = NULL;
-    if (!backend_name) {
-        entry = cx_op_find(name);
-        if (!entry) {
-            PyErr_Format(PyExc_KeyError, "no op named '%s'", name);
-            return NULL;
-        }
-    } else if (strcmp(backend_name, "cpu") == 0) {
-        backend = cx_backend_cpu();
-    } else if (strcmp(backend_name, "cuda") == 0) {
-        cx_status bst;
-        Py_BEGIN_ALLOW_THREADS
-        bst = cx_cuda_shared_backend(&backend);
-        Py_END_ALLOW_THREADS
-        if (bst != CX_OK)
-            return cx_py_error(bst);
-    } else {
-        PyErr_Format(PyExc_ValueError, "backend must be None, 'cpu' or 'cuda', got '%s'",
-                     backend_name);
-        return NULL;
-    }
-    PyObject *in_seq = PySequence_Fast(inputs, "inputs must be a sequence of arrays");
-    if (!in_seq)
-        return NULL;
-    cx_op_call call;
-    memset(&call, 0, sizeof call);
-    PyArrayObject *held[CX_OPCALL_MAX_TENSORS] = {0};
-    PyObject *result = NULL;
-    op_binding binding = {PyList_New(0)};
-    if (!binding.outputs)
-        goto done;
-    Py_ssize_t n_in = PySequence_Fast_GET_SIZE(in_seq);
-    if (n_in > CX_OPCALL_MAX_TENSORS) {
-        PyErr_Format(PyExc_ValueError, "at most %d inputs", CX_OPCALL_MAX_TENSORS);
-        goto done;
-    }
-    call.n_in = (int)n_in;
-    for (Py_ssize_t i = 0; i < n_in; i++) {
-        held[i] = cx_py_as_float32(PySequence_Fast_GET_ITEM(in_seq, i), "op input");
-        if (!held[i])
-            goto done;
-        if (PyArray_NDIM(held[i]) > CX_OPCALL_MAX_DIMS) {
-            PyErr_Format(PyExc_ValueError, "input %zd has more than %d dims", i, CX_OPCALL_MAX_DIMS);
-            goto done;
-        }
-        call.in[i] = PyArray_DATA(held[i]);
-        call.in_ndim[i] = PyArray_NDIM(held[i]);
-        for (int d = 0; d < call.in_ndim[i]; d++)
-            call.in_shape[i][d] = PyArray_DIM(held[i], d);
-    }
-    if (iargs && iargs != Py_None) {
-        PyObject *seq = PySequence_Fast(iargs, "iargs must be a sequence of ints");
-        if (!seq)
-            goto done;
-        call.n_iargs = (int)PySequence_Fast_GET_SIZE(seq);
-        for (int i = 0; i < call.n_iargs && i < CX_OPCALL_MAX_ARGS; i++)
-            call.iargs[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
-        Py_DECREF(seq);
-        if (PyErr_Occurred())
-            goto done;
-    }
-    if (fargs && fargs != Py_None) {
-        PyObject *seq = PySequence_Fast(fargs, "fargs must be a sequence of floats");
-        if (!seq)
-            goto done;
-        call.n_fargs = (int)PySequence_Fast_GET_SIZE(seq);
-        for (int i = 0; i < call.n_fargs && i < CX_OPCALL_MAX_ARGS; i++)
-            call.fargs[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
-        Py_DECREF(seq);
-        if (PyErr_Occurred())
-            goto done;
-    }
-    if (call.n_iargs > CX_OPCALL_MAX_ARGS || call.n_fargs > CX_OPCALL_MAX_ARGS) {
-        PyErr_Format(PyExc_ValueError, "at most %d integer and float arguments", CX_OPCALL_MAX_ARGS);
-        goto done;
-    }
-    call.backward = backward;
-    call.alloc_out = op_alloc_out;
-    call.binding = &binding;
-    cx_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = backend ? cx_backend_op_run(backend, name, &call) : entry->run(&call);
-    Py_END_ALLOW_THREADS
-    if (st != CX_OK) {
-        if (!PyErr_Occurred())
-            cx_py_error(st);
-        goto done;
-    }
-    result = binding.outputs;
-    binding.outputs = NULL;
-done:
-    for (int i = 0; i < CX_OPCALL_MAX_TENSORS; i++)
-        Py_XDECREF(held[i]);
-    Py_XDECREF(binding.outputs);
-    Py_DECREF(in_seq);
-    return result;
-}
-
-static void collect_name(const char *name, void *ctx) {
-    PyObject *s = PyUnicode_FromString(name);
-    if (s) {
-        PyList_Append((PyObject *)ctx, s);
-        Py_DECREF(s);
-    }
-}
-
-static PyObject *py_op_names(PyObject *self, PyObject *unused) {
-    (void)self; (void)unused;
-    PyObject *names = PyList_New(0);
-    if (names)
-        cx_op_each(collect_name, names);
-    return names;
-}
-
-static PyObject *py_backend_op_names(PyObject *self, PyObject *unused) {
-    (void)self; (void)unused;
-    PyObject *names = PyList_New(0);
-    if (names)
-        cx_backend_op_each(collect_name, names);
-    return names;
 }
 
 /* ---- the CUDA backend, loaded lazily (cuda_loader.h) --------------------------------- */
@@ -398,12 +235,6 @@ static PyMethodDef module_methods[] = {
     {"build_info", py_build_info, METH_NOARGS, "What this build compiled in."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "CPU threads used by the engine."},
     {"set_num_threads", py_set_num_threads, METH_O, "Set the CPU threads used by the engine."},
-    {"op", (PyCFunction)(void (*)(void))py_op, METH_VARARGS | METH_KEYWORDS,
-     "op(name, inputs, iargs=(), fargs=(), backward=False, backend=None) -> list of float32 "
-     "arrays (tests). backend='cpu'|'cuda' runs the backend table's op (see backend_op_names)."},
-    {"op_names", py_op_names, METH_NOARGS, "Names of the ops reachable through op()."},
-    {"backend_op_names", py_backend_op_names, METH_NOARGS,
-     "Names of the ops reachable through op(..., backend='cpu'|'cuda')."},
     {"cuda_backend_available", py_cuda_backend_available, METH_NOARGS,
      "cuda_backend_available() -> (bool, reason). Loads libcodext_cuda.so and the CUDA "
      "libraries into this process: for GPU workers and tests, never the notebook."},
@@ -429,18 +260,10 @@ PyMODINIT_FUNC PyInit__C(void) {
         return NULL;
     if (PyModule_AddFunctions(module, cx_py_metrics_methods) < 0 ||
         PyModule_AddFunctions(module, cx_py_data_methods) < 0 ||
-        PyModule_AddFunctions(module, cx_py_train_methods) < 0 ||
         cx_py_add_backbone_type(module) < 0 || cx_py_add_cod_type(module) < 0 ||
         cx_py_add_trainer_type(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }
-#ifdef CX_TEST_BUILD
-    if (PyModule_AddFunctions(module, cx_py_test_methods) < 0 ||
-        PyModule_AddFunctions(module, cx_py_io_testing_methods) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-#endif
     return module;
 }

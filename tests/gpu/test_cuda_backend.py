@@ -1,10 +1,14 @@
-"""The CUDA backend's ops against float64 NumPy references and against the CPU backend.
+"""The op-test runner's cases on a device backend: against float64 NumPy references and
+against the CPU backend.
 
-Every op runs through `_C.op(name, arrays, iargs, fargs, backward, backend=...)`, the
-backend op runner of csrc/testing/backend_ops.h, which calls the backend's table the same
-way for "cpu" and "cuda". Backward calls take the forward inputs, the output gradients
-and optionally one starting gradient per input (to check accumulation; an empty one
-passes NULL). Tolerances: forward relative error 1e-5, backward 1e-4.
+Every case runs through `codext._testing.op(name, arrays, iargs, fargs, backward,
+backend=...)`, the op-test runner of csrc/testing/op_runner.h, which calls the backend's
+table the same way for "cpu" and "cuda". Forward calls return the outputs then the saved
+state; backward calls take the forward inputs, one gradient per output and optionally one
+starting gradient per input (to check accumulation; an empty one passes NULL). The cases
+cover every op of the table (test_cases_cover_the_op_table) in every family, with odd and
+non-square sizes; each has its tolerances (default: forward relative error 1e-5, backward
+1e-4). An op the backend does not support must be refused with an error naming it.
 
 CODEXT_GPU_TEST_BACKEND=cpu runs the same checks on the CPU backend (no GPU needed):
 a check of the runner, of these references and of the CPU ops.
@@ -16,7 +20,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from codext import _C
+from testing_module import testing
 
 BACKEND = os.environ.get("CODEXT_GPU_TEST_BACKEND", "cuda")
 FORWARD_RTOL = 1e-5
@@ -33,11 +37,11 @@ def relative_error(ours, ref):
 def run(backend, name, inputs, iargs, fargs, grads=None, starts=None):
     arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in inputs]
     if grads is None:
-        return _C.op(name, arrays, list(iargs), list(fargs), backend=backend)
+        return testing.op(name, arrays, list(iargs), list(fargs), backend=backend)
     arrays += [np.ascontiguousarray(g, dtype=np.float32) for g in grads]
     if starts is not None:
         arrays += [np.ascontiguousarray(s, dtype=np.float32) for s in starts]
-    return _C.op(name, arrays, list(iargs), list(fargs), backward=True, backend=backend)
+    return testing.op(name, arrays, list(iargs), list(fargs), backward=True, backend=backend)
 
 
 # ---- float64 references ------------------------------------------------------------------
@@ -166,11 +170,11 @@ def conv2d_grad(x, w, b, dy, stride, pad_h, pad_w, dilation, groups):
 
 # ---- the cases ---------------------------------------------------------------------------
 
-# make(rng) -> (inputs, iargs, fargs); ref(*inputs64, *fargs, *iargs) -> outputs;
-# grad(*inputs64, *output_grads, *fargs, *iargs) -> one gradient per input (None: forward
-# only).
-# n_dy: output gradients a backward call takes (layernorm's `saved` gets none).
-Case = namedtuple("Case", "id name make ref grad n_dy")
+# make(rng) -> (inputs, iargs, fargs); ref(*inputs64, *fargs, *iargs) -> outputs (then the
+# saved state when the reference knows its layout); grad(*inputs64, *output_grads, *fargs,
+# *iargs) -> one gradient per input. ref and grad may be None: the case is then checked
+# against the CPU backend only (tests/test_ops_*.py check the CPU ops against NumPy).
+Case = namedtuple("Case", "id name make ref grad rtol grad_rtol", defaults=(None, None, FORWARD_RTOL, BACKWARD_RTOL))
 
 
 def normal(rng, *shape, scale=1.0):
@@ -190,7 +194,7 @@ def conv_case(cid, x_shape, w_shape, stride, pad_h, pad_w, dilation, groups, bia
 
     return Case(cid, "conv2d", make,
                 lambda x, w, b, *ia: conv2d_ref(x, w, b, *ia),
-                lambda x, w, b, dy, *ia: conv2d_grad(x, w, b, dy, *ia), 1)
+                lambda x, w, b, dy, *ia: conv2d_grad(x, w, b, dy, *ia))
 
 
 def linear_case(cid, rows, inf, outf, bias=True):
@@ -198,7 +202,7 @@ def linear_case(cid, rows, inf, outf, bias=True):
         b = normal(rng, outf) if bias else np.zeros(0, np.float32)
         return [normal(rng, rows, inf), normal(rng, outf, inf, scale=1 / math.sqrt(inf)), b], [], []
 
-    return Case(cid, "linear", make, linear_ref, linear_grad, 1)
+    return Case(cid, "linear", make, linear_ref, linear_grad)
 
 
 def layernorm_case(cid, name, x_shape):
@@ -209,28 +213,120 @@ def layernorm_case(cid, name, x_shape):
         return [x, normal(rng, channels) + 1.0, normal(rng, channels)], [], [1e-6]
 
     if name == "layernorm":
-        return Case(cid, name, make, layernorm_ref, layernorm_grad, 1)
-    return Case(cid, name, make, layernorm2d_ref, layernorm2d_grad, 1)
+        return Case(cid, name, make, layernorm_ref, layernorm_grad)
+    return Case(cid, name, make, layernorm2d_ref, layernorm2d_grad)
+
+
+def softmax_ref(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return [e / e.sum(-1, keepdims=True)]
+
+
+def softmax_grad(x, dy):
+    y = softmax_ref(x)[0]
+    return [y * (dy - (dy * y).sum(-1, keepdims=True))]
+
+
+def l2norm_ref(x, eps):
+    norm = np.sqrt((x * x).sum(-1))
+    return [x / np.maximum(norm, eps)[..., None], norm.reshape(-1)]
+
+
+def l2norm_grad(x, dy, eps):
+    norm = np.sqrt((x * x).sum(-1, keepdims=True))
+    n = np.maximum(norm, eps)
+    dx = dy / n - np.where(norm > eps, x * (dy * x).sum(-1, keepdims=True) / (n ** 2 * norm), 0.0)
+    return [dx]
+
+
+def scale_mid_ref(x, s):
+    return [x * s[None, :, None]]
+
+
+def scale_mid_grad(x, s, dy):
+    return [dy * s[None, :, None], (dy * x).sum(axis=(0, 2))]
+
+
+def scale_outer_inner_ref(x, s):
+    return [x * s[:, None, :]]
+
+
+def scale_outer_inner_grad(x, s, dy):
+    return [dy * s[:, None, :], (dy * x).sum(axis=1)]
+
+
+def copy_channels_ref(src, dst, n, src_off, dst_off, accumulate):
+    out = dst.copy()
+    block = src[:, src_off:src_off + n]
+    out[:, dst_off:dst_off + n] = out[:, dst_off:dst_off + n] + block if accumulate else block
+    return [out]
+
+
+def global_avgpool_ref(x):
+    return [x.mean(axis=(2, 3))]
+
+
+def global_avgpool_grad(x, dy):
+    return [np.broadcast_to(dy[:, :, None, None] / (x.shape[2] * x.shape[3]), x.shape)]
+
+
+def pool_case(cid, name, x_shape, iargs):
+    return Case(cid, name, lambda r: ([pointwise(r, x_shape)], list(iargs), []))
+
+
+def xca_case(cid, batch, tokens, channels, heads):
+    def make(rng):
+        return [normal(rng, batch, tokens, 3 * channels), rng.uniform(0.5, 2.0, heads).astype(np.float32)], [heads], []
+
+    return Case(cid, "xca", make)
+
+
+def structure_loss_case(cid, batch, h, w):
+    def make(rng):
+        logits = normal(rng, batch, 1, h, w, scale=2.0)
+        target = (rng.uniform(size=(batch, 1, h, w)) < 0.4).astype(np.float32)
+        return [logits, target], [], []
+
+    return Case(cid, "structure_loss", make)
 
 
 CASES = [
-    Case("gelu", "gelu", lambda r: ([pointwise(r, (3, 37), 3.0)], [], []), gelu_ref, gelu_grad, 1),
-    Case("gelu_big", "gelu", lambda r: ([pointwise(r, ((1 << 20) + 7,), 3.0)], [], []), gelu_ref, gelu_grad, 1),
-    Case("sigmoid", "sigmoid", lambda r: ([pointwise(r, (5, 41), 4.0)], [], []), sigmoid_ref, sigmoid_grad, 1),
+    Case("gelu", "gelu", lambda r: ([pointwise(r, (3, 37), 3.0)], [], []), gelu_ref, gelu_grad),
+    Case("gelu_big", "gelu", lambda r: ([pointwise(r, ((1 << 20) + 7,), 3.0)], [], []), gelu_ref, gelu_grad),
+    Case("sigmoid", "sigmoid", lambda r: ([pointwise(r, (5, 41), 4.0)], [], []), sigmoid_ref, sigmoid_grad),
+    Case("softmax", "softmax", lambda r: ([pointwise(r, (7, 13), 3.0)], [], []), softmax_ref, softmax_grad),
+    Case("softmax_3d", "softmax", lambda r: ([pointwise(r, (2, 5, 33), 3.0)], [], []), softmax_ref, softmax_grad),
     Case("add", "add", lambda r: ([pointwise(r, (3, 5, 7)), pointwise(r, (3, 5, 7))], [], []),
-         lambda a, b: [a + b], None, 1),
+         lambda a, b: [a + b], lambda a, b, dy: [dy, dy]),
     Case("axpy", "axpy", lambda r: ([pointwise(r, (129,)), pointwise(r, (129,))], [], [-0.75]),
-         lambda x, y, alpha: [y + alpha * x], None, 1),
+         lambda x, y, alpha: [y + alpha * x]),
     Case("affine", "affine", lambda r: ([pointwise(r, (11, 3))], [], [1.5, -0.25]),
-         lambda x, alpha, beta: [alpha * x + beta], None, 1),
+         lambda x, alpha, beta: [alpha * x + beta], lambda x, dy, alpha, beta: [alpha * dy]),
     Case("mul", "mul", lambda r: ([pointwise(r, (7, 13)), pointwise(r, (7, 13))], [], []),
-         lambda a, b: [a * b], lambda a, b, dy: [dy * b, dy * a], 1),
+         lambda a, b: [a * b], lambda a, b, dy: [dy * b, dy * a]),
+    Case("scale_mid", "scale_mid", lambda r: ([pointwise(r, (3, 5, 7)), pointwise(r, (5,))], [], []),
+         scale_mid_ref, scale_mid_grad),
+    Case("scale_mid_rows", "scale_mid", lambda r: ([pointwise(r, (37, 11, 1)), pointwise(r, (11,))], [], []),
+         scale_mid_ref, scale_mid_grad),
+    Case("scale_outer_inner", "scale_outer_inner",
+         lambda r: ([pointwise(r, (2, 3, 11)), pointwise(r, (2, 11))], [], []),
+         scale_outer_inner_ref, scale_outer_inner_grad),
+    Case("transpose", "transpose", lambda r: ([pointwise(r, (2, 5, 9))], [], []),
+         lambda x: [x.transpose(0, 2, 1)], lambda x, dy: [dy.transpose(0, 2, 1)]),
+    Case("copy_channels", "copy_channels",
+         lambda r: ([pointwise(r, (2, 5, 3, 7)), pointwise(r, (2, 6, 3, 7))], [3, 1, 2, 1], []),
+         lambda src, dst, *ia: copy_channels_ref(src, dst, *ia)),
+    Case("copy_channels_overwrite", "copy_channels",
+         lambda r: ([pointwise(r, (1, 4, 9)), pointwise(r, (1, 7, 9))], [4, 0, 3, 0], []),
+         lambda src, dst, *ia: copy_channels_ref(src, dst, *ia)),
     layernorm_case("layernorm", "layernorm", (37, 29)),
     layernorm_case("layernorm_wide", "layernorm", (64, 584)),
     layernorm_case("layernorm_many_rows", "layernorm", (5000, 99)),
     layernorm_case("layernorm2d", "layernorm2d", (2, 5, 7, 9)),
     layernorm_case("layernorm2d_80ch", "layernorm2d", (1, 80, 3, 3)),
     layernorm_case("layernorm2d_big_plane", "layernorm2d", (2, 5, 70, 70)),
+    Case("l2norm", "l2norm", lambda r: ([pointwise(r, (7, 11))], [], [1e-12]), l2norm_ref, l2norm_grad),
+    Case("l2norm_clamped", "l2norm", lambda r: ([pointwise(r, (5, 3), 0.1)], [], [0.5]), l2norm_ref, l2norm_grad),
     linear_case("linear", 13, 17, 11),
     linear_case("linear_no_bias", 6, 9, 5, bias=False),
     linear_case("linear_big", 1000, 77, 33),
@@ -242,8 +338,28 @@ CASES = [
     conv_case("conv_grouped_3x", (1, 4, 8, 8), (12, 1, 3, 3), 1, 1, 1, 1, 4),
     conv_case("conv1x1_no_bias", (2, 10, 5, 5), (7, 10, 1, 1), 1, 0, 0, 1, 1, bias=False),
     conv_case("conv3x3s2_odd", (1, 3, 9, 7), (5, 3, 3, 3), 2, 1, 1, 1, 1),
+    pool_case("avgpool3x3s2", "avgpool2d", (2, 3, 9, 7), (3, 2, 1, 1)),
+    pool_case("avgpool31_loss_window", "avgpool2d", (1, 2, 33, 35), (31, 1, 15, 1)),
+    pool_case("avgpool2x2_no_pad_count", "avgpool2d", (1, 3, 7, 5), (2, 2, 1, 0)),
+    pool_case("adaptive_avgpool", "adaptive_avgpool2d", (2, 3, 11, 7), (3, 5)),
+    pool_case("adaptive_avgpool_up", "adaptive_avgpool2d", (1, 2, 3, 5), (7, 6)),
+    Case("global_avgpool", "global_avgpool", lambda r: ([pointwise(r, (2, 3, 5, 7))], [], []),
+         global_avgpool_ref, global_avgpool_grad),
+    pool_case("resize_up", "resize_bilinear", (2, 3, 5, 7), (11, 9)),
+    pool_case("resize_down", "resize_bilinear", (1, 2, 12, 10), (5, 4)),
+    xca_case("xca", 2, 13, 12, 3),
+    xca_case("xca_one_head", 1, 7, 5, 1),
+    Case("posenc_fourier", "posenc_fourier", lambda r: ([], [8, 5, 7], [10000.0])),
+    structure_loss_case("structure_loss", 2, 9, 11),
+    structure_loss_case("structure_loss_big", 1, 40, 33),
 ]
-BACKWARD_CASES = [c for c in CASES if c.grad is not None]
+
+
+def info(case):
+    return testing.op_info(case.name)
+
+
+BACKWARD_CASES = [c for c in CASES if info(c)["backward"]]
 
 
 def ids(cases):
@@ -254,7 +370,7 @@ def prepare(case, seed=0):
     rng = np.random.default_rng(seed)
     inputs, iargs, fargs = case.make(rng)
     outs = run(BACKEND, case.name, inputs, iargs, fargs)
-    dys = [normal(rng, *o.shape) for o in outs[:case.n_dy]]
+    dys = [normal(rng, *o.shape) for o in outs[:info(case)["outputs"]]]
     return rng, inputs, iargs, fargs, outs, dys
 
 
@@ -266,20 +382,59 @@ def extra_args(case, iargs, fargs):
     return list(fargs) + list(iargs)
 
 
+def refused(case, backward):
+    """On a backend that lacks an op of the case: asserts the runner refuses it with an error
+    naming the op, and returns True (nothing more to check)."""
+    needed = info(case)["backward_ops" if backward else "forward_ops"]
+    missing = [op for op in needed if not testing.backend_supports(BACKEND)[op]]
+    if not missing:
+        return False
+    rng = np.random.default_rng(0)
+    inputs, iargs, fargs = case.make(rng)
+    with pytest.raises(RuntimeError, match="does not implement") as error:
+        if backward:
+            outs = run("cpu", case.name, inputs, iargs, fargs)
+            run(BACKEND, case.name, inputs, iargs, fargs, grads=outs[:info(case)["outputs"]])
+        else:
+            run(BACKEND, case.name, inputs, iargs, fargs)
+    assert all(op in str(error.value) for op in missing), str(error.value)
+    return True
+
+
 # ---- the tests ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+REF_CASES = [c for c in CASES if c.ref is not None]
+GRAD_CASES = [c for c in BACKWARD_CASES if c.grad is not None]
+
+
+def test_cases_cover_the_op_table():
+    """Every op of the table runs in some case (forward ops of every case, backward ops of
+    the cases with a backward)."""
+    covered = set()
+    for case in CASES:
+        covered |= set(info(case)["forward_ops"])
+    for case in BACKWARD_CASES:
+        covered |= set(info(case)["backward_ops"])
+    assert covered == set(testing.table_ops()), sorted(set(testing.table_ops()) - covered)
+
+
+@pytest.mark.parametrize("case", REF_CASES, ids=ids(REF_CASES))
 def test_forward_matches_numpy(case):
+    if refused(case, False):
+        return
     _, inputs, iargs, fargs, outs, _ = prepare(case)
     refs = case.ref(*as64(inputs), *extra_args(case, iargs, fargs))
-    assert len(outs) == len(refs)
+    # the reference gives the outputs, and the saved state when it knows its layout
+    assert info(case)["outputs"] <= len(refs) <= len(outs)
     for k, (out, ref) in enumerate(zip(outs, refs)):
         err = relative_error(out, ref)
-        assert err <= FORWARD_RTOL, f"{case.id}: output {k} relative error {err:.2e}"
+        assert err <= case.rtol, f"{case.id}: output {k} relative error {err:.2e}"
 
 
-@pytest.mark.parametrize("case", BACKWARD_CASES, ids=ids(BACKWARD_CASES))
+@pytest.mark.parametrize("case", GRAD_CASES, ids=ids(GRAD_CASES))
 def test_backward_matches_numpy(case):
+    if refused(case, True):
+        return
     _, inputs, iargs, fargs, _, dys = prepare(case)
     grads = run(BACKEND, case.name, inputs, iargs, fargs, grads=dys)
     refs = case.grad(*as64(inputs), *as64(dys), *extra_args(case, iargs, fargs))
@@ -288,31 +443,35 @@ def test_backward_matches_numpy(case):
         assert grad.shape == inputs[k].shape, f"{case.id}: gradient {k} has shape {grad.shape}"
         if ref.size:
             err = relative_error(grad, ref)
-            assert err <= BACKWARD_RTOL, f"{case.id}: gradient {k} relative error {err:.2e}"
+            assert err <= case.grad_rtol, f"{case.id}: gradient {k} relative error {err:.2e}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_matches_cpu_backend(case):
-    """The CPU backend is the reference (docs/backends.md). `saved` is backend-private and
-    not compared."""
+    """The CPU backend is the reference (docs/backends.md). The saved state is
+    backend-private and not compared; the outputs and gradients are."""
+    if refused(case, False):
+        return
     _, inputs, iargs, fargs, outs, dys = prepare(case)
     cpu_outs = run("cpu", case.name, inputs, iargs, fargs)
-    n_compared = case.n_dy if case.name.startswith("layernorm") else len(outs)
-    for k in range(n_compared):
+    assert len(outs) == len(cpu_outs)
+    for k in range(info(case)["outputs"]):
         err = relative_error(outs[k], cpu_outs[k])
-        assert err <= FORWARD_RTOL, f"{case.id}: output {k} differs from the CPU backend by {err:.2e}"
-    if case.grad is None:
+        assert err <= case.rtol, f"{case.id}: output {k} differs from the CPU backend by {err:.2e}"
+    if not info(case)["backward"] or refused(case, True):
         return
     grads = run(BACKEND, case.name, inputs, iargs, fargs, grads=dys)
     cpu_grads = run("cpu", case.name, inputs, iargs, fargs, grads=dys)
     for k, (grad, cpu) in enumerate(zip(grads, cpu_grads)):
         if cpu.size:
             err = relative_error(grad, cpu)
-            assert err <= BACKWARD_RTOL, f"{case.id}: gradient {k} differs from the CPU backend by {err:.2e}"
+            assert err <= case.grad_rtol, f"{case.id}: gradient {k} differs from the CPU backend by {err:.2e}"
 
 
 @pytest.mark.parametrize("case", BACKWARD_CASES, ids=ids(BACKWARD_CASES))
 def test_backward_accumulates(case):
+    if refused(case, True):
+        return
     rng, inputs, iargs, fargs, _, dys = prepare(case)
     grads = run(BACKEND, case.name, inputs, iargs, fargs, grads=dys)
     starts = [normal(rng, *x.shape) for x in inputs]
@@ -326,6 +485,8 @@ def test_backward_accumulates(case):
 @pytest.mark.parametrize("case", BACKWARD_CASES, ids=ids(BACKWARD_CASES))
 def test_null_gradients_are_skipped(case):
     """Each gradient alone (the others NULL) equals the one of a full backward call."""
+    if refused(case, True):
+        return
     _, inputs, iargs, fargs, _, dys = prepare(case)
     full = run(BACKEND, case.name, inputs, iargs, fargs, grads=dys)
     for keep in range(len(inputs)):
@@ -338,12 +499,16 @@ def test_null_gradients_are_skipped(case):
                 assert grad.size == 0, f"{case.id}: gradient {k} should be absent (NULL)"
 
 
-@pytest.mark.parametrize("case", BACKWARD_CASES, ids=ids(BACKWARD_CASES))
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_deterministic(case):
+    if refused(case, False):
+        return
     _, inputs, iargs, fargs, outs, dys = prepare(case)
     again = run(BACKEND, case.name, inputs, iargs, fargs)
     for a, b in zip(outs, again):
         assert np.array_equal(a, b), f"{case.id}: forward is not bit-reproducible"
+    if not info(case)["backward"] or refused(case, True):
+        return
     first = run(BACKEND, case.name, inputs, iargs, fargs, grads=dys)
     second = run(BACKEND, case.name, inputs, iargs, fargs, grads=dys)
     for k, (a, b) in enumerate(zip(first, second)):
@@ -358,7 +523,28 @@ def test_bad_shapes_raise_and_leave_the_backend_usable():
     assert np.array_equal(y, np.full((4, 5), 3.0, np.float32))
 
 
+def model_ops(kind):
+    """The ops binding a model needs: the CPU backend refusing every op names them all."""
+    with pytest.raises(RuntimeError) as error:
+        testing.bind_model(kind, unsupported=testing.table_ops())
+    message = str(error.value)
+    return {op for op in testing.table_ops() if op in message.split("needs: ", 1)[1].split(", ")}
+
+
+@pytest.mark.parametrize("kind", ["cod", "backbone"])
+def test_binding_a_model_names_the_ops_the_backend_lacks(kind):
+    missing = sorted(model_ops(kind) - {op for op, ok in testing.backend_supports(BACKEND).items() if ok})
+    if not missing:
+        testing.bind_model(kind, backend=BACKEND)
+        return
+    with pytest.raises(RuntimeError, match="does not implement") as error:
+        testing.bind_model(kind, backend=BACKEND)
+    listed = str(error.value).split("needs: ", 1)[1].split(", ")
+    assert sorted(listed) == missing, str(error.value)
+
+
 @pytest.mark.skipif(BACKEND != "cuda", reason="checks the CUDA loader")
 def test_loader_reason_names_the_device():
+    from codext import _C
     ok, reason = _C.cuda_backend_available()
     assert ok and "device 0" in reason and "sm_" in reason, reason

@@ -1,4 +1,4 @@
-/* Test-only entry points into csrc/io (compiled in the test build only, CX_TEST_BUILD):
+/* codext._testing: entry points into csrc/io for the tests:
  *
  * _json_parse(data: bytes, max_values: int = 0) -> object
  *   Parses data with the C JSON reader (cx_json_parse) and returns the tree as Python
@@ -7,9 +7,10 @@
  *   every other number -> ("number", its text), since the reader keeps no value for
  *   them. A refused text raises ValueError("at byte N: message"); MemoryError when memory
  *   runs out. tests/test_json_differential.py compares this with Python's json. */
-#ifdef CX_TEST_BUILD
-#define PY_SSIZE_T_CLEAN /* for the y# / s# formats */
-#include "binding.h"
+#define PY_SSIZE_T_CLEAN
+#define PY_ARRAY_UNIQUE_SYMBOL codext_testing_ARRAY_API /* module.c's table */
+#define NO_IMPORT_ARRAY
+#include "../python/binding.h"
 #include "../io/json.h"
 
 #include <string.h>
@@ -90,9 +91,8 @@ static PyObject *py_json_parse(PyObject *self, PyObject *args) {
     return result;
 }
 
-PyMethodDef cx_py_io_testing_methods[] = {
+PyMethodDef cx_test_io_methods[] = {
     {"_json_parse", py_json_parse, METH_VARARGS,
      "_json_parse(data: bytes, max_values=0) -> object (test build only; see io_testing.c)"},
     {NULL, NULL, 0, NULL},
 };
-#endif

@@ -1,14 +1,15 @@
-/* Test-only bindings (compiled only with CODEXT_TEST_BUILD=1, which defines
- * CX_TEST_BUILD): the allocator's fault-injection hook of core/memory.c.
+/* codext._testing: the allocator's fault-injection hook of core/memory.c (compiled into
+ * _C only in the test build, CX_TEST_BUILD).
  *
- *   _C.test_alloc_fail_at(n)  the n-th engine allocation from now fails (0: none)
- *   _C.test_alloc_count()     engine allocations since the last test_alloc_fail_at
- *   _C.test_alloc_live()      engine blocks not yet freed (scratch excluded)
- *   _C.test_scratch_release() frees the calling thread's scratch buffers, so that the
+ *   _testing.test_alloc_fail_at(n)  the n-th engine allocation from now fails (0: none)
+ *   _testing.test_alloc_count()     engine allocations since the last test_alloc_fail_at
+ *   _testing.test_alloc_live()      engine blocks not yet freed (scratch excluded)
+ *   _testing.test_scratch_release() frees the calling thread's scratch buffers, so that the
  *                             next run allocates (and can fail to allocate) them again */
-#include "binding.h"
-
-#ifdef CX_TEST_BUILD
+#define PY_SSIZE_T_CLEAN
+#define PY_ARRAY_UNIQUE_SYMBOL codext_testing_ARRAY_API /* module.c's table */
+#define NO_IMPORT_ARRAY
+#include "../python/binding.h"
 
 static PyObject *py_test_alloc_fail_at(PyObject *self, PyObject *arg) {
     long long n = PyLong_AsLongLong(arg);
@@ -35,7 +36,7 @@ static PyObject *py_test_scratch_release(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-PyMethodDef cx_py_test_methods[] = {
+PyMethodDef cx_test_alloc_methods[] = {
     {"test_alloc_fail_at", py_test_alloc_fail_at, METH_O,
      "test_alloc_fail_at(n): the n-th engine allocation from now fails (0: none). Test builds only."},
     {"test_alloc_count", py_test_alloc_count, METH_NOARGS,
@@ -46,5 +47,3 @@ PyMethodDef cx_py_test_methods[] = {
      "Frees the calling thread's scratch buffers. Test builds only."},
     {NULL, NULL, 0, NULL},
 };
-
-#endif

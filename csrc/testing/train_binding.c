@@ -1,12 +1,15 @@
-/* CPython binding of the training arithmetic (csrc/train) for the tests: AdamW, schedules,
- * clipping, EMA and the training-state file on NumPy buffers. No compute here.
+/* codext._testing: the training arithmetic (csrc/train) on NumPy buffers for the tests:
+ * AdamW, schedules, clipping, EMA and the training-state file. No compute here; only
+ * tests call these (the trainer runs the same C functions in codext._C).
  *
  * A parameter layout is passed as `params`: a list of (name, offset, shape, group, decay)
  * tuples (offset in floats into the flat buffers, group 0 = backbone / 1 = head, decay
  * 0/1). Buffers are 1-D; those updated in place must be writable C-contiguous arrays of
  * the exact dtype (float32, or int64 for step counts). */
 #define PY_SSIZE_T_CLEAN
-#include "model_binding.h"
+#define PY_ARRAY_UNIQUE_SYMBOL codext_testing_ARRAY_API /* module.c's table */
+#define NO_IMPORT_ARRAY
+#include "../python/binding.h"
 #include "../train/optim.h"
 #include "../train/train_state.h"
 
@@ -564,7 +567,7 @@ done:
     return result;
 }
 
-PyMethodDef cx_py_train_methods[] = {
+PyMethodDef cx_test_train_methods[] = {
     {"adamw_step", (PyCFunction)(void (*)(void))py_adamw_step, METH_VARARGS | METH_KEYWORDS,
      "adamw_step(values, grads, exp_avg, exp_avg_sq, steps, params, lrs=(backbone, head), "
      "weight_decay=1e-4, betas=(0.9, 0.999), eps=1e-8, mask=None): one torch AdamW step in place."},
