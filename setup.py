@@ -231,7 +231,7 @@ ext = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("_GNU_SOURCE", None)],
     extra_compile_args=["-std=c11", "-O3", "-fPIC", "-pthread", "-fno-strict-aliasing",
                         "-Wall", "-Wno-unused-function", "-Wno-unused-parameter", "-fvisibility=hidden"],
-    extra_link_args=["-pthread", "-ldl", "-lm"],
+    extra_link_args=["-pthread", "-ldl", "-lm", "-lrt"],
 )
 
 setup(ext_modules=[ext], cmdclass={"build_ext": BuildWithCuda})

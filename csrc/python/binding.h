@@ -41,5 +41,8 @@ cx_cod_model *cx_py_cod_model(PyObject *obj);
 extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
 extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
 extern PyMethodDef cx_py_train_methods[];   /* train_binding.c */
+extern PyMethodDef cx_py_dist_methods[];    /* dist_binding.c */
+/* _C.ShmComm and _C.Store (dist_binding.c, store_binding.c); -1 with an exception set. */
+int cx_py_add_dist_types(PyObject *module);
 
 #endif
