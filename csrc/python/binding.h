@@ -42,7 +42,10 @@ extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
 extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
 extern PyMethodDef cx_py_train_methods[];   /* train_binding.c */
 extern PyMethodDef cx_py_dist_methods[];    /* dist_binding.c */
-/* _C.ShmComm and _C.Store (dist_binding.c, store_binding.c); -1 with an exception set. */
+extern PyMethodDef cx_py_store_methods[];   /* store_binding.c */
+/* _C.ShmComm (dist_binding.c), _C.StoreServer/StoreClient (store_binding.c); -1 with an
+ * exception set. */
 int cx_py_add_dist_types(PyObject *module);
+int cx_py_add_store_types(PyObject *module);
 
 #endif

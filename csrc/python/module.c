@@ -505,8 +505,9 @@ PyMODINIT_FUNC PyInit__C(void) {
     if (PyModule_AddFunctions(module, cx_py_metrics_methods) < 0 ||
         PyModule_AddFunctions(module, cx_py_data_methods) < 0 ||
         PyModule_AddFunctions(module, cx_py_train_methods) < 0 ||
-        PyModule_AddFunctions(module, cx_py_dist_methods) < 0 || cx_py_add_types(module) < 0 ||
-        cx_py_add_dist_types(module) < 0) {
+        PyModule_AddFunctions(module, cx_py_dist_methods) < 0 ||
+        PyModule_AddFunctions(module, cx_py_store_methods) < 0 || cx_py_add_types(module) < 0 ||
+        cx_py_add_dist_types(module) < 0 || cx_py_add_store_types(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }
