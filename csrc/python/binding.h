@@ -10,6 +10,7 @@
 #include <numpy/arrayobject.h>
 
 #include "../core/cx.h"
+#include "../dist/comm.h"
 #include "../model/cod.h"
 
 /* Sets the Python exception for a failed status (message from cx_last_error()) and
@@ -47,5 +48,7 @@ extern PyMethodDef cx_py_store_methods[];   /* store_binding.c */
  * exception set. */
 int cx_py_add_dist_types(PyObject *module);
 int cx_py_add_store_types(PyObject *module);
+/* The communicator behind a _C.ShmComm, or NULL with TypeError/RuntimeError set. */
+cx_comm *cx_py_comm(PyObject *obj);
 
 #endif

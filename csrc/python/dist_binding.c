@@ -189,6 +189,17 @@ static PyTypeObject CommType = {
     .tp_getset = comm_getset,
 };
 
+cx_comm *cx_py_comm(PyObject *obj) {
+    if (!PyObject_TypeCheck(obj, &CommType)) {
+        PyErr_Format(PyExc_TypeError, "expected a codext._C.ShmComm, got %s", Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    CommObject *self = (CommObject *)obj;
+    if (!self->comm)
+        PyErr_SetString(PyExc_RuntimeError, "the communicator is closed");
+    return self->comm;
+}
+
 static PyObject *py_shm_segment_bytes(PyObject *mod, PyObject *args) {
     int world;
     Py_ssize_t capacity = 0;
