@@ -231,10 +231,11 @@ def _worker_env(rank, world, port, secret, threads, job_fd, event_fd, extra):
 
 
 def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print,
-                show_all_ranks=False, env=None):
+                show_all_ranks=False, env=None, master_port=None):
     """Starts `nprocs` workers on `job` (a JSON-ready dict with "kind"), supervises them
     and returns rank 0's result. The machinery under launch(); job "selftest" ({"n",
-    "steps"}) checks the collectives alone. env: extra variables for the workers."""
+    "steps"}) checks the collectives alone. env: extra variables for the workers.
+    master_port: the store's port (None: one the system picks)."""
     if os.environ.get(_dist.ENV_WORKER):
         raise RuntimeError("codext.launch() was called inside a codext worker (a worker cannot "
                            "start workers of its own)")
@@ -254,8 +255,13 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
     if data is not None:
         job["data"] = data.share()
 
+    if master_port is not None and not (isinstance(master_port, int) and 1 <= master_port <= 65535):
+        raise ValueError(f"master_port must be a port number in 1..65535, got {master_port!r}")
     secret = secrets.token_bytes(32)
-    server = _C.StoreServer("127.0.0.1", 0, secret)
+    try:
+        server = _C.StoreServer("127.0.0.1", master_port or 0, secret)
+    except RuntimeError as e:
+        raise OSError(f"master port {master_port}: {e}") from None
     shm_name = _dist.new_shm_name()
     workers, job_fd = [], None
     try:
@@ -314,7 +320,7 @@ def _supervise(workers):
 
 
 def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
-           show_all_ranks=False, **overrides):
+           show_all_ranks=False, master_port=None, **overrides):
     """Trains with `nprocs` data-parallel workers; returns the same TrainResult as
     codext.train.
 
@@ -324,7 +330,9 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     engine's threads are split between them. timeout: seconds a collective may wait for
     the other ranks (default: NCCL_TIMEOUT from the environment, else 600). Each worker
     trains batch_size images per micro-batch: the global batch is batch_size x nprocs x
-    accumulation_steps. Rank 0 alone writes checkpoints and history.
+    accumulation_steps. Rank 0 alone writes checkpoints and history. master_port: the
+    rendezvous store's port on 127.0.0.1 (None: a free one; a taken port is an OSError
+    naming it).
 
     Raises WorkerError (a RuntimeError) when a worker fails, KeyboardInterrupt on Ctrl-C
     (the last epoch's checkpoint stays as it was); ValueError for bad arguments.
@@ -348,5 +356,27 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     threads = config.num_threads or max(1, _cores() // (nprocs if isinstance(nprocs, int) else 1))
     job = {"kind": "train", "config": config.to_json()}
     result = run_workers(job, nprocs, data=data, timeout=timeout, threads=threads, log=log,
-                         show_all_ranks=show_all_ranks)
+                         show_all_ranks=show_all_ranks, master_port=master_port)
     return result_from_worker(result, config)
+
+
+def train_as_rank(config, data, place, *, resume=None, timeout=None, log=print):
+    """Trains as one rank of a run that torchrun or srun started (place: from
+    codext._dist.place_from_env()); returns the TrainResult (rank 0 alone writes files and
+    log lines). CODEXT_FAULT applies as in launch()."""
+    from ._worker import parse_faults
+    from .train import _train
+    if config.drop_path_rate:
+        raise ValueError(f"Config.drop_path_rate must be 0: the C model has no drop path yet, "
+                         f"got {config.drop_path_rate}")
+    faults = parse_faults(os.environ.get("CODEXT_FAULT"))
+    conn = _dist.connect(place, timeout=_timeout_from(timeout))
+    try:
+        if config.num_threads is not None:
+            _C.set_num_threads(config.num_threads)
+        return _train(config, data, resume, log is not None, log, dist=(conn, faults))
+    except BaseException as e:
+        conn.comm.abort(f"rank {place.rank} failed: {type(e).__name__}: {e}")
+        raise
+    finally:
+        conn.close()
