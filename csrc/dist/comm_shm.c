@@ -41,7 +41,7 @@
 
 #define SHM_MAGIC 0x636f646578747368ull /* "codextsh" */
 #define SHM_VERSION 1u
-#define DEFAULT_CAPACITY ((size_t)1 << 18) /* floats per slot: 1 MiB */
+#define DEFAULT_CAPACITY ((size_t)1 << 20) /* floats per slot: 4 MiB */
 #define SEGMENT_LIMIT ((size_t)32 << 20)
 #define REASON_CAP 512
 #define SPINS 2000
