@@ -3,7 +3,7 @@ with fork + exec of a fresh interpreter; never by hand).
 
 From the launcher it inherits: its place (CODEXT_RANK, CODEXT_WORLD_SIZE, the store's
 address and secret; see codext/_dist.py), CODEXT_JOB_FD (a memfd holding the job as
-JSON: {"kind": "train" | "selftest", ...}), CODEXT_EVENT_FD (a pipe for JSON-line events
+JSON: {"kind": "train" | "selftest" | "datacheck", ...}), CODEXT_EVENT_FD (a pipe for JSON-line events
 to the launcher: "result" from rank 0, "error" with the traceback from any rank) and the
 dataset's memfds (mapped read-only). Its stdout and stderr are a pipe the launcher reads.
 
@@ -98,6 +98,30 @@ def selftest(job, conn, faults):
     return {"steps": int(job["steps"]), "value": float(buf[0]) if buf.size else expected}
 
 
+def _private_kib():
+    """This process's private memory (Private_Clean + Private_Dirty), KiB; None off Linux."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f if line.startswith("Private_"))
+    except OSError:
+        return None
+
+
+def datacheck(job, conn, faults):
+    """Maps the job's dataset, reads every byte, and reports how much private memory that
+    cost this worker: the launcher's health check that data is shared, not copied."""
+    import numpy as np
+    from .data import Dataset
+    before = _private_kib()
+    data = Dataset.from_shared(job["data"])
+    checksum = int(data.train.images.sum(dtype=np.uint64)) + int(data.train.masks.sum(dtype=np.uint64))
+    after = _private_kib()
+    conn.comm.barrier()
+    return {"bytes": int(data.train.images.nbytes + data.train.masks.nbytes), "checksum": checksum,
+            "private_kib": None if before is None else after - before,
+            "writeable": bool(data.train.images.flags.writeable or data.train.masks.flags.writeable)}
+
+
 def main():
     die_with_parent()
     event_fd = os.environ.get("CODEXT_EVENT_FD")
@@ -115,6 +139,8 @@ def main():
         conn = _dist.connect(place, timeout=float(job.get("timeout", _dist.DEFAULT_TIMEOUT)))
         if job["kind"] == "selftest":
             result = selftest(job, conn, faults)
+        elif job["kind"] == "datacheck":
+            result = datacheck(job, conn, faults)
         elif job["kind"] == "train":
             from .train import train_worker
             result = train_worker(job, conn, faults)

@@ -224,3 +224,19 @@ def test_fault_setting_is_checked():
         parse_faults("1:x:kill")
     with pytest.raises(ValueError, match="kind one of kill, raise, hang, oom"):
         parse_faults("1:2:explode")
+
+
+def test_workers_map_the_dataset_read_only_without_a_copy(mark):
+    import numpy as np
+    import codext
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (400, 128, 128, 3), dtype=np.uint8)   # 19 MiB
+    masks = (rng.random((400, 128, 128)) > 0.5).astype(np.uint8) * 255
+    data = codext.data.from_arrays(images, masks)
+    result = run_workers({"kind": "datacheck"}, 2, data=data, timeout=20, log=None,
+                         env={"CODEXT_TEST_MARK": mark})
+    assert result["bytes"] == images.nbytes + masks.nbytes
+    assert result["checksum"] == int(images.sum(dtype=np.uint64)) + int(masks.sum(dtype=np.uint64))
+    assert result["writeable"] is False
+    if result["private_kib"] is not None:  # Linux: a copy would cost ~25 MiB
+        assert result["private_kib"] * 1024 < 0.1 * result["bytes"], result
