@@ -217,6 +217,38 @@ def new_shm_name():
     return f"/codext-{os.getpid()}-{secrets.token_hex(8)}"
 
 
+def segment_name(world, log=None, shm_dir="/dev/shm"):
+    """A fresh name for the run's collectives segment: in /dev/shm when it has room,
+    else a file-backed segment ("file:<tmpdir>/codext-...") with a note through `log`
+    (Docker gives /dev/shm 64 MB unless told otherwise)."""
+    need = _C.shm_segment_bytes(world)
+    try:
+        st = os.statvfs(shm_dir)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    name = new_shm_name()
+    if free is not None and free >= need:
+        return name
+    import tempfile
+    path = os.path.join(tempfile.gettempdir(), name.lstrip("/"))
+    if log is not None:
+        shown = "missing" if free is None else f"{free / 2**20:.1f} MiB free"
+        log(f"codext: {shm_dir} is too small for the collectives of {world} workers ({shown}, "
+            f"{need / 2**20:.1f} MiB needed): using a file-backed segment in {os.path.dirname(path)}")
+    return "file:" + path
+
+
+def remove_segment(name):
+    """Removes a segment left by ranks that died before attaching (normally rank 0 has
+    already unlinked it)."""
+    path = name[len("file:"):] if name.startswith("file:") else "/dev/shm" + name
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def connect(place, timeout=DEFAULT_TIMEOUT):
     """Joins the run: the store (hosted here when this is rank 0 of torchrun/Slurm), then
     the shared-memory communicator. Returns a Connection (close() it)."""
@@ -243,7 +275,7 @@ def connect(place, timeout=DEFAULT_TIMEOUT):
     store = _connect_store(place, host, secret, timeout)
     try:
         if place.source != "codext.launch" and place.rank == 0:
-            store.set(SHM_KEY, new_shm_name().encode())
+            store.set(SHM_KEY, segment_name(place.world, log=print).encode())
         name = store.get(SHM_KEY, timeout).decode()
         comm = _C.ShmComm(name, place.rank, place.world, timeout=timeout)
     except BaseException:

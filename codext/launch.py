@@ -24,6 +24,8 @@ How the workers start and end:
   the system picks (the socket stays open: no "address already in use"), with a fresh
   32-byte secret passed to the workers in their environment, and puts the shared-memory
   segment's name in it.
+- The collectives' segment lives in /dev/shm when it has room, else in a file-backed
+  mapping in the temporary directory (and the launcher says so).
 - Every worker dies with the launcher (PR_SET_PDEATHSIG).
 
 Supervision: a worker that exits with an error code, dies from a signal or reports an
@@ -94,19 +96,6 @@ def _timeout_from(timeout):
     if not value > 0:
         raise ValueError(f"{what} must be > 0 seconds, got {value}")
     return value
-
-
-def _check_shm_space(world):
-    need = _C.shm_segment_bytes(world)
-    try:
-        st = os.statvfs("/dev/shm")
-    except OSError:
-        return
-    free = st.f_bavail * st.f_frsize
-    if free < need:
-        raise RuntimeError(f"/dev/shm has {free / 2**20:.1f} MiB free but {world} workers need "
-                           f"{need / 2**20:.1f} MiB for their collectives (in Docker: "
-                           f"--shm-size=256m)")
 
 
 class _Worker:
@@ -249,7 +238,6 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
         raise ValueError(f"nprocs={nprocs}: the shared-memory backend takes at most 64 workers")
     timeout = _timeout_from(timeout)
     threads = threads or max(1, cores // nprocs)
-    _check_shm_space(nprocs)
     job = dict(job, timeout=timeout)
     data_fds = data.fds() if data is not None else []
     if data is not None:
@@ -262,7 +250,7 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
         server = _C.StoreServer("127.0.0.1", master_port or 0, secret)
     except RuntimeError as e:
         raise OSError(f"master port {master_port}: {e}") from None
-    shm_name = _dist.new_shm_name()
+    shm_name = _dist.segment_name(nprocs, log=log)
     workers, job_fd = [], None
     try:
         store = _C.StoreClient("127.0.0.1", server.port, secret, 10.0)
@@ -291,10 +279,7 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
         server.close()
         if job_fd is not None:
             os.close(job_fd)
-        try:  # only left when a rank died before all of them attached
-            os.unlink("/dev/shm" + shm_name)
-        except OSError:
-            pass
+        _dist.remove_segment(shm_name)  # only left when a rank died before all attached
 
 
 def _supervise(workers):

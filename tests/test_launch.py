@@ -240,3 +240,19 @@ def test_workers_map_the_dataset_read_only_without_a_copy(mark):
     assert result["writeable"] is False
     if result["private_kib"] is not None:  # Linux: a copy would cost ~25 MiB
         assert result["private_kib"] * 1024 < 0.1 * result["bytes"], result
+
+
+def test_a_small_dev_shm_falls_back_to_a_file_backed_segment(mark, monkeypatch, tmp_path):
+    import codext._dist as dist
+    real = dist.segment_name
+    monkeypatch.setattr(dist, "segment_name",
+                        lambda world, log=None: real(world, log, shm_dir=str(tmp_path / "none")))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    lines = []
+    result = run_workers({"kind": "selftest", "n": 3000, "steps": 5}, 2, timeout=20,
+                         log=lines.append, env={"CODEXT_TEST_MARK": mark})
+    assert result["value"] == 3.0
+    assert any("using a file-backed segment in " + str(tmp_path) in l for l in lines), lines
+    assert os.listdir(tmp_path) == [], "the file-backed segment was left behind"

@@ -53,7 +53,8 @@ void cx_comm_abort(cx_comm *comm, const char *reason);
 void cx_comm_destroy(cx_comm *comm);
 
 /* Shared-memory backend. `name` is a POSIX shared-memory name ("/codext-..."), unique to
- * the run (the launcher makes it and passes it through the store). Rank 0 creates the
+ * the run (the launcher makes it and passes it through the store), or "file:/dir/name" for a
+ * segment in a regular file (when /dev/shm is too small, as Docker's default 64 MB). Rank 0 creates the
  * segment (O_EXCL: an existing name is an error), the others open it, waiting up to
  * timeout_s for it to appear; once all ranks are attached, rank 0 unlinks the name, so
  * nothing is left in /dev/shm after the run, even after a crash. `capacity_floats`: the

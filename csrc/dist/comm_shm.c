@@ -326,11 +326,32 @@ static const cx_comm_ops shm_ops = {
 /* Rank 0 creates the segment with `*bytes`; the others open it once rank 0 has sized it
  * and get its size in *bytes (a rank that expects another world size still maps it and
  * then names the disagreement). */
+/* "file:/some/dir/name" is a file-backed segment (for hosts whose /dev/shm is too small);
+ * anything else a POSIX shared-memory name. */
+#define FILE_PREFIX "file:"
+
+static int is_file_backed(const char *name) {
+    return strncmp(name, FILE_PREFIX, strlen(FILE_PREFIX)) == 0;
+}
+
+static int segment_open(const char *name, int flags) {
+    if (is_file_backed(name))
+        return open(name + strlen(FILE_PREFIX), flags | O_CLOEXEC, 0600);
+    return shm_open(name, flags, 0600);
+}
+
+static void segment_unlink(const char *name) {
+    if (is_file_backed(name))
+        unlink(name + strlen(FILE_PREFIX));
+    else
+        shm_unlink(name);
+}
+
 static cx_status open_segment(const char *name, int rank, size_t *bytes_io, double timeout_s,
                               int *fd) {
     size_t bytes = *bytes_io;
     if (rank == 0) {
-        *fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        *fd = segment_open(name, O_RDWR | O_CREAT | O_EXCL);
         if (*fd < 0)
             return cx_fail(CX_ERUNTIME, "cannot create the shared-memory segment %s: %s%s", name,
                            strerror(errno), errno == EEXIST ? " (a run with the same name is "
@@ -343,7 +364,7 @@ static cx_status open_segment(const char *name, int rank, size_t *bytes_io, doub
 #endif
         if (err) {
             close(*fd);
-            shm_unlink(name);
+            segment_unlink(name);
             return cx_fail(CX_ERUNTIME, "cannot reserve %.1f MiB of shared memory in /dev/shm "
                            "for %s: %s", (double)bytes / 1048576.0, name, strerror(err));
         }
@@ -351,7 +372,7 @@ static cx_status open_segment(const char *name, int rank, size_t *bytes_io, doub
     }
     double start = now_s();
     for (;;) {
-        *fd = shm_open(name, O_RDWR, 0600);
+        *fd = segment_open(name, O_RDWR);
         if (*fd >= 0) {
             struct stat st;
             if (fstat(*fd, &st) == 0 && (size_t)st.st_size >= header_bytes()) {
@@ -380,9 +401,12 @@ cx_status cx_comm_shm_create(const char *name, int rank, int world, double timeo
                        world, CX_COMM_MAX_RANKS);
     if (rank < 0 || rank >= world)
         return cx_fail(CX_EINVAL, "rank %d is not in a world of %d", rank, world);
-    if (!name || name[0] != '/' || strlen(name) >= 120 || strchr(name + 1, '/'))
-        return cx_fail(CX_EINVAL, "shared-memory name %s must start with '/', hold no other '/' "
-                       "and be shorter than 120 characters", name ? name : "(null)");
+    if (!name || strlen(name) >= 120 ||
+        (is_file_backed(name) ? name[strlen(FILE_PREFIX)] != '/'
+                              : name[0] != '/' || strchr(name + 1, '/') != NULL))
+        return cx_fail(CX_EINVAL, "shared-memory name %s must start with '/' and hold no other "
+                       "'/' (or be file:/absolute/path for a file-backed segment), shorter "
+                       "than 120 characters", name ? name : "(null)");
     size_t cap = capacity_for(world, capacity_floats);
     size_t bytes = cx_comm_shm_segment_bytes(world, cap);
     shm_comm *c = calloc(1, sizeof *c);
@@ -404,7 +428,7 @@ cx_status cx_comm_shm_create(const char *name, int rank, int world, double timeo
     close(fd);
     if (map == MAP_FAILED) {
         if (rank == 0)
-            shm_unlink(name);
+            segment_unlink(name);
         free(c);
         return cx_fail(CX_ERUNTIME, "cannot map the shared-memory segment %s (%zu bytes): %s",
                        name, bytes, strerror(map_err));
@@ -442,7 +466,7 @@ cx_status cx_comm_shm_create(const char *name, int rank, int world, double timeo
     atomic_fetch_add(&h->attached, 1);
     st = barrier(c);
     if (rank == 0)
-        shm_unlink(name); /* every rank has it mapped (or the run failed): drop the name */
+        segment_unlink(name); /* every rank has it mapped (or the run failed): drop the name */
     if (st != CX_OK) {
         cx_fail_context(st, "while the ranks attached to %s: ", name);
         shm_destroy(&c->base);
