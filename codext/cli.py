@@ -74,6 +74,8 @@ FIELD_HELP = {
     "eval_every": "evaluate every N epochs",
     "log_every": "log every N steps",
     "num_threads": "CPU engine threads (default: all this process may use)",
+    "timeout": "data-parallel: seconds a collective waits for the other workers "
+               "(default: NCCL_TIMEOUT, else 600)",
 }
 _CHOICES = {"backbone": BACKBONES, "scheduler": SCHEDULERS, "select_metric": sorted(SELECT_METRICS)}
 _PATH_METAVAR = {"dataset_path": "PATH", "checkpoint_dir": "DIR", "pretrained": "PATH_OR_TAG"}

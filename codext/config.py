@@ -21,6 +21,7 @@ import difflib
 import functools
 import inspect
 import json
+import math
 import numbers
 import os
 from dataclasses import dataclass, fields
@@ -68,7 +69,10 @@ class Config:
         deterministic (GPU: deterministic kernels; the CPU always is), select_metric (picks
         the best checkpoint: smeasure, wfmeasure, emeasure, fmeasure, mae, iou, dice or a
         key of codext.metrics.evaluate), eval_every (epochs), log_every (steps),
-        num_threads (CPU engine threads; None: all the CPUs this process may use).
+        num_threads (CPU engine threads; None: all the CPUs this process may use),
+        timeout (data-parallel runs: seconds a collective may wait for the other workers
+        before the run fails naming the stalled one; None: NCCL_TIMEOUT from the
+        environment, else 600).
     """
 
     # data
@@ -113,6 +117,7 @@ class Config:
     eval_every: int = 1
     log_every: int = 50
     num_threads: Optional[int] = None
+    timeout: Optional[float] = None
 
     def __post_init__(self):
         self._coerce()
@@ -295,6 +300,8 @@ class Config:
         at_least("log_every", 1)
         if self.num_threads is not None and not 1 <= self.num_threads <= 256:
             bad("num_threads", "must be None or in 1..256")
+        if self.timeout is not None and not (0 < self.timeout < math.inf):
+            bad("timeout", "must be None or a finite number of seconds > 0")
         if self.dataset_path is not None and not self.dataset_path:
             bad("dataset_path", "must be None or a non-empty path")
 

@@ -313,7 +313,8 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     (launch(cfg, epochs=3)). data: a codext.data Dataset (None: the synthetic set of
     the config). nprocs: CPU workers (default 1; this build has no GPU backend); the
     engine's threads are split between them. timeout: seconds a collective may wait for
-    the other ranks (default: NCCL_TIMEOUT from the environment, else 600). Each worker
+    the other ranks (default: config.timeout, else NCCL_TIMEOUT from the environment, else
+    600). Each worker
     trains batch_size images per micro-batch: the global batch is batch_size x nprocs x
     accumulation_steps. Rank 0 alone writes checkpoints and history. master_port: the
     rendezvous store's port on 127.0.0.1 (None: a free one; a taken port is an OSError
@@ -339,6 +340,8 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
         data = _data.synthetic(config.synthetic_train, config.synthetic_test, config.img_size,
                                config.seed)
     threads = config.num_threads or max(1, _cores() // (nprocs if isinstance(nprocs, int) else 1))
+    if timeout is None:
+        timeout = config.timeout
     job = {"kind": "train", "config": config.to_json()}
     result = run_workers(job, nprocs, data=data, timeout=timeout, threads=threads, log=log,
                          show_all_ranks=show_all_ranks, master_port=master_port)
@@ -355,7 +358,7 @@ def train_as_rank(config, data, place, *, resume=None, timeout=None, log=print):
         raise ValueError(f"Config.drop_path_rate must be 0: the C model has no drop path yet, "
                          f"got {config.drop_path_rate}")
     faults = parse_faults(os.environ.get("CODEXT_FAULT"))
-    conn = _dist.connect(place, timeout=_timeout_from(timeout))
+    conn = _dist.connect(place, timeout=_timeout_from(config.timeout if timeout is None else timeout))
     try:
         if config.num_threads is not None:
             _C.set_num_threads(config.num_threads)

@@ -64,7 +64,7 @@ HISTORY = "history.json"
 # Config fields that may differ between a checkpoint and the run resuming it: they do not
 # change the weights a run produces.
 RESUME_FREE_FIELDS = ("checkpoint_dir", "num_threads", "log_every", "num_workers", "eval_every",
-                      "dataset_path", "pretrained")
+                      "dataset_path", "pretrained", "timeout")
 _STEP_KEY = "codext_train_step"
 _METRIC_CHUNK = 64  # test images scored per call of codext.metrics.evaluate
 

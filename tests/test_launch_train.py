@@ -48,3 +48,13 @@ def test_a_fault_at_a_training_step_names_the_rank(tmp_path, monkeypatch):
     # the checkpoint of the finished first epoch (4 steps) is intact
     assert os.path.exists(tmp_path / "last.safetensors")
     codext.load(str(tmp_path / "last.safetensors"))
+
+
+def test_config_timeout_bounds_a_hang(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEXT_FAULT", "1:1:hang")
+    monkeypatch.setenv("NCCL_TIMEOUT", "600")  # the Config field wins over the environment
+    cfg = codext.Config(batch_size=2, checkpoint_dir=str(tmp_path), timeout=3.0, **TINY)
+    with pytest.raises(WorkerError, match=r"timed out after 3.0 s .*rank 1 did not arrive \(stalled\)"):
+        codext.launch(cfg, nprocs=2, log=None)
+    with pytest.raises(ValueError, match="timeout"):
+        codext.Config(timeout=0)
