@@ -292,7 +292,7 @@ def c_flags():
     compile_args = ["-std=c11", "-O3", "-fPIC", "-pthread", "-fno-strict-aliasing",
                     "-Wall", "-Wextra", "-Wno-unused-function", "-Wno-unused-parameter"]
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("_GNU_SOURCE", None)]
-    link_args = ["-pthread", "-ldl", "-lm"]
+    link_args = ["-pthread", "-ldl", "-lm", "-lrt"]
     if env_flag("CODEXT_WERROR"):
         compile_args.append("-Werror")
     if TEST_BUILD:

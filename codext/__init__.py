@@ -35,3 +35,4 @@ from . import metrics  # noqa: E402,F401
 from .config import Config  # noqa: E402,F401
 from .model import Model, ModelConfig, load  # noqa: E402,F401
 from .train import TrainResult, evaluate, train  # noqa: E402,F401
+from .launch import WorkerError, launch  # noqa: E402,F401

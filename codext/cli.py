@@ -12,8 +12,11 @@ FIELD_HELP below is the one table: a field's type, range checks and default come
 Config itself. With no --dataset-path it trains on the built-in synthetic set; with no
 dataset and no GPU for the trainer the defaults shrink to Config.demo() (a few minutes on
 2 CPU cores) and the output says so; any flag given still wins (``--no-demo`` keeps the
-full defaults). ``--use-ddp``, ``--use-cod-specialized`` and ``--master-port`` (the seed's
-multi-process flags) are accepted and ignored with a note.
+full defaults). ``--use-ddp`` trains data-parallel: as one rank when torchrun or srun
+started this process (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT or SLURM_*; rank 0 hosts the
+rendezvous store on MASTER_PORT), otherwise through codext.launch() with ``--nprocs``
+workers (default 1) and ``--master-port`` for its store (default: a free port).
+``--use-cod-specialized`` (a seed flag) is accepted and ignored with a note.
 
 Exit status: 0 done, 2 a usage error (unknown flag, invalid value, impossible combination,
 a path given that does not exist), 1 a failure while working (unreadable dataset or
@@ -71,18 +74,15 @@ FIELD_HELP = {
     "eval_every": "evaluate every N epochs",
     "log_every": "log every N steps",
     "num_threads": "CPU engine threads (default: all this process may use)",
+    "timeout": "data-parallel: seconds a collective waits for the other workers "
+               "(default: NCCL_TIMEOUT, else 600)",
 }
 _CHOICES = {"backbone": BACKBONES, "scheduler": SCHEDULERS, "select_metric": sorted(SELECT_METRICS)}
 _PATH_METAVAR = {"dataset_path": "PATH", "checkpoint_dir": "DIR", "pretrained": "PATH_OR_TAG"}
 # The seed's multi-process flags: flag -> (argparse keywords, why it is ignored here).
 IGNORED_FLAGS = {
-    "--use-ddp": (dict(action="store_true"),
-                  "this command trains in one process; for several GPUs use codext.launch(), "
-                  "launch_ddp.py or torchrun"),
     "--use-cod-specialized": (dict(action="store_true"),
                               "the COD mixture-of-experts neck is always on"),
-    "--master-port": (dict(type=int, metavar="PORT"),
-                      "only multi-process launchers use a rendezvous port"),
 }
 DEMO_FIELDS = ("backbone", "img_size", "batch_size", "epochs", "stage1_epochs", "decoder_dim", "lr")
 
@@ -178,6 +178,15 @@ def build_parser():
     for flag, (kw, _) in IGNORED_FLAGS.items():
         t.add_argument(flag, dest="ignored_" + flag[2:].replace("-", "_"), default=None,
                        help="accepted and ignored (single-process run)", **kw)
+    d = train.add_argument_group("data-parallel")
+    d.add_argument("--use-ddp", action="store_true",
+                   help="data-parallel training: a rank of torchrun/srun when their environment "
+                        "is set, else codext.launch() with --nprocs workers")
+    d.add_argument("--nprocs", type=int, metavar="N", default=None,
+                   help="workers codext.launch() starts with --use-ddp (default 1 on the CPU)")
+    d.add_argument("--master-port", type=int, metavar="PORT", default=None,
+                   help="rendezvous port of codext.launch() (default: a free one; under "
+                        "torchrun/srun MASTER_PORT is used)")
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint on a test set",
                         description="Predict every test image at its own size and print the metrics.")
@@ -224,9 +233,14 @@ def train_config(args):
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
     if "betas" in given:
         given["betas"] = tuple(given["betas"])
-    check_range("--master-port", getattr(args, "ignored_master_port", None), 1, 65535)
+    check_range("--master-port", getattr(args, "master_port", None), 1, 65535)
+    check_range("--nprocs", getattr(args, "nprocs", None), 1, 64)
     notes = [f"note: {flag} is ignored: {why}" for flag, (_, why) in IGNORED_FLAGS.items()
              if getattr(args, "ignored_" + flag[2:].replace("-", "_"), None) not in (None, False)]
+    if not getattr(args, "use_ddp", False):
+        notes += [f"note: {flag} is ignored without --use-ddp" for flag, value in
+                  (("--nprocs", getattr(args, "nprocs", None)),
+                   ("--master-port", getattr(args, "master_port", None))) if value is not None]
     if given.get("gradient_checkpointing") and not gpu_for_training():
         notes.append("note: --gradient-checkpointing has no effect on the CPU (a GPU memory setting)")
     resume = getattr(args, "resume", None)
@@ -300,6 +314,11 @@ def cmd_train(args):
     for note in notes:
         print(note, file=sys.stderr)
     given = {k[4:] for k in vars(args) if k.startswith("cfg_")}
+    if args.use_ddp:
+        from ._dist import place_from_env
+        place = place_from_env()
+        if place is not None and place.rank != 0:
+            demo = False  # rank 0 alone talks
     if demo:
         print(demo_banner(cfg, given), flush=True)
     import codext
@@ -310,7 +329,12 @@ def cmd_train(args):
         print(f"data: {data}", flush=True)
     log = _print_flush
     t0 = time.perf_counter()
-    result = train(cfg, data, resume=args.resume, progress=not args.quiet, log=log)
+    if args.use_ddp:
+        result = _train_ddp(cfg, data, args, log)
+        if result is None:  # a rank other than 0: rank 0 reports
+            return 0
+    else:
+        result = train(cfg, data, resume=args.resume, progress=not args.quiet, log=log)
     seconds = time.perf_counter() - t0
     took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
     print(f"done in {took}. best epoch by {cfg.select_metric}: {format_metrics(result.metrics)}", flush=True)
@@ -319,6 +343,25 @@ def cmd_train(args):
     print(f"  evaluate: python -m codext eval --checkpoint {result.best_checkpoint}"
           + (f" --dataset-path {cfg.dataset_path}" if cfg.dataset_path else ""), flush=True)
     return 0
+
+
+def _train_ddp(cfg, data, args, log):
+    """--use-ddp: a rank of torchrun/srun, or codext.launch(); None on ranks other than 0."""
+    from . import _dist
+    from .launch import launch, train_as_rank
+    place = _dist.place_from_env()
+    if place is not None:
+        if args.nprocs is not None or args.master_port is not None:
+            print(f"note: --nprocs and --master-port are ignored under {place.source} (its "
+                  f"WORLD_SIZE and MASTER_PORT rule)", file=sys.stderr)
+        result = train_as_rank(cfg, data, place, resume=args.resume,
+                               log=log if not args.quiet else None)
+        return result if place.rank == 0 else None
+    if args.resume is not None:
+        raise UsageError("--resume with --use-ddp needs torchrun/srun for now; resume the run "
+                         "without --use-ddp")
+    return launch(cfg, data, nprocs=args.nprocs, master_port=args.master_port,
+                  log=log if not args.quiet else None)
 
 
 def _print_flush(*args, **kw):

@@ -71,7 +71,10 @@ class Config:
         deterministic (GPU: deterministic kernels; the CPU always is), select_metric (picks
         the best checkpoint: smeasure, wfmeasure, emeasure, fmeasure, mae, iou, dice or a
         key of codext.metrics.evaluate), eval_every (epochs), log_every (steps),
-        num_threads (CPU engine threads; None: all the CPUs this process may use).
+        num_threads (CPU engine threads; None: all the CPUs this process may use),
+        timeout (data-parallel runs: seconds a collective may wait for the other workers
+        before the run fails naming the stalled one; None: NCCL_TIMEOUT from the
+        environment, else 600).
     """
 
     # data
@@ -116,6 +119,7 @@ class Config:
     eval_every: int = 1
     log_every: int = 50
     num_threads: Optional[int] = None
+    timeout: Optional[float] = None
 
     def __post_init__(self):
         self._coerce()
@@ -284,6 +288,7 @@ MAX_IMG_SIZE = 4096
 MAX_BATCH = 4096              # = CX_TRAINER_MAX_BATCH
 MAX_ACCUMULATION = 1024       # = CX_TRAINER_MAX_ACCUMULATION
 MAX_EXPERTS = 32              # = CX_COD_MAX_EXPERTS
+MAX_TIMEOUT = 7 * 24 * 3600.0  # seconds a collective of a data-parallel run may wait
 MAX_SYNTHETIC = 10_000_000    # images; the memory they need is checked when they are made
 INT_RANGES = {
     "img_size": (32, MAX_IMG_SIZE),
@@ -318,6 +323,7 @@ FLOAT_RANGES = {
     "warmup_epochs": (0.0, False, float(MAX_EPOCHS), False),
     "min_lr": (0.0, False, math.inf, True),
     "grad_clip": (0.0, False, math.inf, True),
+    "timeout": (0.0, True, MAX_TIMEOUT, False),
     "ema_decay": (0.0, False, 1.0, True),
 }
 

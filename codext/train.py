@@ -66,7 +66,7 @@ LAST, LAST_STATE, BEST, HISTORY = _rundir.LAST, _rundir.LAST_STATE, _rundir.BEST
 # Config fields that may differ between a checkpoint and the run resuming it: they do not
 # change the weights a run produces.
 RESUME_FREE_FIELDS = ("checkpoint_dir", "num_threads", "log_every", "num_workers", "eval_every",
-                      "dataset_path", "pretrained")
+                      "dataset_path", "pretrained", "timeout")
 _METRIC_CHUNK = 64  # test images scored per call of codext.metrics.evaluate
 
 
@@ -329,8 +329,15 @@ def train(config, data=None, *, resume=None, progress=True, log=print):
         _C.set_num_threads(threads_before)
 
 
-def _train(config, data, resume, progress, log):
-    say = log if (progress and log is not None) else (lambda *a, **k: None)
+def _train(config, data, resume, progress, log, dist=None):
+    """dist: None, or (Connection, faults) for a rank of codext.launch (codext/_dist.py,
+    codext/_worker.py): the C trainer joins the other ranks, rank 0 alone evaluates and
+    writes checkpoints, history and log lines, and every rank waits at the end of each
+    epoch until rank 0 has written them."""
+    conn, faults = dist if dist is not None else (None, {})
+    rank, world = (conn.place.rank, conn.place.world) if conn is not None else (0, 1)
+    writer = rank == 0
+    say = log if (progress and log is not None and writer) else (lambda *a, **k: None)
     ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir)
     if data is None:
         from ._shared import check_memory  # MemoryError naming the fields, before committing
@@ -365,17 +372,20 @@ def _train(config, data, resume, progress, log):
         backbone_lr_mult=config.backbone_lr_mult, warmup_epochs=config.warmup_epochs,
         min_lr=config.min_lr, weight_decay=config.weight_decay, betas=config.betas,
         eps=config.eps, grad_clip=config.grad_clip or 0.0, ema_decay=config.ema_decay,
-        seed=config.seed, augment=True)
+        seed=config.seed, augment=True, world_size=world, rank=rank)
     hist = {"step_loss": [], "step_lr": [], "step_epoch": [], "epoch": [], "epoch_loss": [],
             "epoch_seconds": [], "epoch_images_per_s": []}
     best = {"epoch": None, "value": None, "metrics": {}}
     if saved is not None:
         trainer.load_state(run.state_path)  # checks the position against this run's plan
         hist, best = saved.history, saved.best
+    if conn is not None:
+        trainer.set_comm(conn.comm)
 
     spe = trainer.state()["steps_per_epoch"]
-    images_per_step = config.batch_size * config.accumulation_steps
-    eval_model = _new_model(config) if test_split is not None else None
+    images_per_step = config.batch_size * config.accumulation_steps * world
+    eval_model = _new_model(config) if test_split is not None and writer else None
+    my_faults = sorted(step for (r, step) in faults if r == rank)
     key, higher = config.selection
     paths = {name: os.path.join(ckpt_dir, name) for name in (LAST, LAST_STATE, BEST, HISTORY)}
     loss_buf, lr_buf = np.zeros(spe), np.zeros(spe)
@@ -389,7 +399,16 @@ def _train(config, data, resume, progress, log):
     for epoch in range(start_epoch, config.epochs):
         stage = 1 if epoch < config.stage1_epochs else 2
         t0 = time.perf_counter()
-        done = trainer.run_epoch(train_split.images, train_split.masks, loss_buf, lr_buf)
+        done = 0
+        first = trainer.state()["step"]
+        fault = next((f for f in my_faults if first <= f < first + spe), None)
+        if fault is not None:  # CODEXT_FAULT: run up to that step, then fail there
+            from ._worker import inject
+            if fault > first:
+                done = trainer.run_epoch(train_split.images, train_split.masks, loss_buf, lr_buf,
+                                         max_steps=fault - first)
+            inject(faults[(rank, fault)], rank, fault)
+        done += trainer.run_epoch(train_split.images, train_split.masks, loss_buf, lr_buf)
         seconds = time.perf_counter() - t0
         if done != spe:
             raise RuntimeError(f"epoch {epoch} ran {done} of {spe} steps")
@@ -426,6 +445,9 @@ def _train(config, data, resume, progress, log):
         elif eval_model is None:  # nothing to select with: the latest EMA weights are "best"
             best = {"epoch": epoch, "value": None, "metrics": {}}
             improved = True
+        if not writer:
+            conn.comm.barrier()  # rank 0 evaluates and writes the checkpoints meanwhile
+            continue
         if improved:
             ema_model = eval_model if eval_model is not None else _new_model(config)
             ema_model._params[:] = trainer.ema()
@@ -445,6 +467,37 @@ def _train(config, data, resume, progress, log):
             if improved:
                 line += " *"
         say(line)
+        if conn is not None:
+            conn.comm.barrier()
 
     return TrainResult(history=_history_arrays(hist), best_checkpoint=paths[BEST],
                        last_checkpoint=paths[LAST], metrics=dict(best["metrics"]), config=config)
+
+
+# ---- a rank of codext.launch -----------------------------------------------------------------
+
+def train_worker(job, conn, faults):
+    """The "train" job of codext._worker: trains as rank conn.place.rank of the run and
+    returns what rank 0 sends back to codext.launch (JSON-ready)."""
+    config = Config.from_json(job["config"])
+    if config.drop_path_rate:
+        raise ValueError(f"Config.drop_path_rate must be 0: the C model has no drop path yet, "
+                         f"got {config.drop_path_rate}")
+    data = _data.Dataset.from_shared(job["data"]) if job.get("data") else None
+    if config.num_threads is not None:
+        _C.set_num_threads(config.num_threads)
+    result = _train(config, data, None, True, lambda line: print(line, flush=True),
+                    dist=(conn, faults))
+    return {"history": {k: _to_json_list(v.tolist()) for k, v in result.history.items()},
+            "best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint,
+            "metrics": result.metrics}
+
+
+def result_from_worker(payload, config):
+    """TrainResult from rank 0's train_worker payload."""
+    history = {k: [float("nan") if v is None else v for v in values]
+               for k, values in payload["history"].items()}
+    return TrainResult(history=_history_arrays(history),
+                       best_checkpoint=payload["best_checkpoint"],
+                       last_checkpoint=payload["last_checkpoint"],
+                       metrics=dict(payload["metrics"]), config=config)

@@ -186,9 +186,16 @@ def test_c_model_forward_side_edge(small_model):
     assert time.perf_counter() - t0 < 30
 
 
-def test_master_port_edges():
+def test_master_port_and_nprocs_edges():
     for ok in ("1", "65535"):
-        assert any("--master-port is ignored" in n for n in _train_args("--master-port", ok)[2])
+        assert any("--master-port is ignored without --use-ddp" in n
+                   for n in _train_args("--master-port", ok)[2])
+        assert not any("--master-port" in n for n in _train_args("--use-ddp", "--master-port", ok)[2])
     for bad in ("0", "65536"):
         with pytest.raises(cli.UsageError, match=f"^--master-port must be in 1..65535, got {bad}$"):
-            _train_args("--master-port", bad)
+            _train_args("--use-ddp", "--master-port", bad)
+    for ok in ("1", "64"):
+        assert not any("--nprocs" in n for n in _train_args("--use-ddp", "--nprocs", ok)[2])
+    for bad in ("0", "65"):
+        with pytest.raises(cli.UsageError, match=f"^--nprocs must be in 1..64, got {bad}$"):
+            _train_args("--use-ddp", "--nprocs", bad)

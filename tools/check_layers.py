@@ -11,12 +11,14 @@ The layers, lowest first (a folder of csrc/, or kernels/ at the top of the repos
     model                     backbone, neck, decoder, parameters, arena: sits on ops
     data, metrics, io         images, masks and augmentation; COD metrics; JSON and
                               safetensors: each sits on core alone
+    dist                      collectives (shared memory, NCCL) and the rendezvous store:
+                              sits on core alone
     train                     optimiser, state, the trainer loop: sits on model, data,
-                              metrics and io
+                              metrics, io and dist
     python                    the CPython bindings of codext._C: may include any layer
                               above except testing; the bindings that need no model
                               (binding.c, binding.h, metrics_binding.c, data_binding.c)
-                              stay on core, data, metrics and io
+                              stay on core, data, metrics, io and dist
     testing                   codext._testing (test builds only): the op-test runner and
                               the test-only bindings; the top, it may include anything
 
@@ -41,13 +43,14 @@ ALLOWED = {
     "data": {"core"},
     "metrics": {"core"},
     "io": {"core"},
-    "train": {"core", "ops", "model", "data", "metrics", "io"},
-    "python": {"core", "ops", "cpu", "model", "data", "metrics", "io", "train"},
-    "testing": {"core", "ops", "cpu", "model", "data", "metrics", "io", "train", "python"},
+    "dist": {"core"},
+    "train": {"core", "ops", "model", "data", "metrics", "io", "dist"},
+    "python": {"core", "ops", "cpu", "model", "data", "metrics", "io", "dist", "train"},
+    "testing": {"core", "ops", "cpu", "model", "data", "metrics", "io", "dist", "train", "python"},
 }
 # Binding files that must compile without the model (their own sub-layer of python).
 MODEL_FREE_BINDINGS = {"binding.c", "binding.h", "metrics_binding.c", "data_binding.c"}
-MODEL_FREE_ALLOWED = {"core", "data", "metrics", "io"}
+MODEL_FREE_ALLOWED = {"core", "data", "metrics", "io", "dist"}
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 SOURCE_EXT = (".c", ".h", ".cu", ".cuh")

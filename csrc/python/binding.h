@@ -12,6 +12,7 @@
 #include <numpy/arrayobject.h>
 
 #include "../core/cx.h"
+#include "../dist/comm.h"
 
 /* Sets the Python exception for a failed status (message from cx_last_error()) and
  * returns NULL. */
@@ -31,5 +32,13 @@ int cx_py_string_dict(PyObject *dict, const char *what, Py_ssize_t *n, const cha
  * entry); module.c adds them to codext._C. */
 extern PyMethodDef cx_py_metrics_methods[]; /* metrics_binding.c */
 extern PyMethodDef cx_py_data_methods[];    /* data_binding.c */
+extern PyMethodDef cx_py_dist_methods[];    /* dist_binding.c */
+extern PyMethodDef cx_py_store_methods[];   /* store_binding.c */
+/* _C.ShmComm (dist_binding.c), _C.StoreServer/StoreClient (store_binding.c); -1 with an
+ * exception set. */
+int cx_py_add_dist_types(PyObject *module);
+int cx_py_add_store_types(PyObject *module);
+/* The communicator behind a _C.ShmComm, or NULL with TypeError/RuntimeError set. */
+cx_comm *cx_py_comm(PyObject *obj);
 
 #endif

@@ -260,8 +260,11 @@ PyMODINIT_FUNC PyInit__C(void) {
         return NULL;
     if (PyModule_AddFunctions(module, cx_py_metrics_methods) < 0 ||
         PyModule_AddFunctions(module, cx_py_data_methods) < 0 ||
+        PyModule_AddFunctions(module, cx_py_dist_methods) < 0 ||
+        PyModule_AddFunctions(module, cx_py_store_methods) < 0 ||
         cx_py_add_backbone_type(module) < 0 || cx_py_add_cod_type(module) < 0 ||
-        cx_py_add_trainer_type(module) < 0) {
+        cx_py_add_trainer_type(module) < 0 || cx_py_add_dist_types(module) < 0 ||
+        cx_py_add_store_types(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -10,6 +10,7 @@ typedef struct {
     PyObject_HEAD
     cx_trainer *trainer;
     PyObject *model_obj; /* keeps the model alive */
+    PyObject *comm_obj;  /* keeps the communicator alive (data parallelism) */
     int busy;            /* a run_epoch / step is in progress (GIL released) */
 } TrainerObject;
 
@@ -18,22 +19,23 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
                                "accumulation_steps", "epochs", "stage1_epochs", "scheduler",
                                "lr", "stage2_lr", "backbone_lr_mult", "warmup_epochs", "min_lr",
                                "weight_decay", "betas", "eps", "grad_clip", "ema_decay", "seed",
-                               "augment", NULL};
+                               "augment", "world_size", "rank", NULL};
     PyObject *model_obj;
     long long n_train, epochs = 1, stage1_epochs = 0;
-    int height, width, batch_size = 1, accumulation = 1, augment = 1;
+    int height, width, batch_size = 1, accumulation = 1, augment = 1, world_size = 1, rank = 0;
     const char *scheduler = "onecycle";
     unsigned long long seed = 0;
     cx_trainer_config cfg = {.lr = 2.5e-4, .stage2_lr = -1.0, .backbone_lr_mult = 0.1,
                              .warmup_epochs = 0.0, .min_lr = 1e-6, .weight_decay = 1e-4,
                              .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .grad_clip = 0.5,
                              .ema_decay = 0.999};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKp", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpii", keywords,
                                      &model_obj, &n_train, &height, &width, &batch_size,
                                      &accumulation, &epochs, &stage1_epochs, &scheduler, &cfg.lr,
                                      &cfg.stage2_lr, &cfg.backbone_lr_mult, &cfg.warmup_epochs,
                                      &cfg.min_lr, &cfg.weight_decay, &cfg.beta1, &cfg.beta2,
-                                     &cfg.eps, &cfg.grad_clip, &cfg.ema_decay, &seed, &augment))
+                                     &cfg.eps, &cfg.grad_clip, &cfg.ema_decay, &seed, &augment,
+                                     &world_size, &rank))
         return -1;
     cx_cod_model *model = cx_py_cod_model(model_obj);
     if (!model)
@@ -59,6 +61,8 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
         cfg.stage2_lr = cfg.lr;
     cfg.seed = seed;
     cfg.augment = augment;
+    cfg.world_size = world_size;
+    cfg.rank = rank;
     cfg.augment_config = cx_augment_defaults();
     if (!model) {
         PyErr_SetString(PyExc_ValueError, "model is not initialised");
@@ -83,6 +87,7 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
 static void trainer_dealloc(TrainerObject *self) {
     cx_trainer_free(self->trainer);
     Py_XDECREF(self->model_obj);
+    Py_XDECREF(self->comm_obj);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -366,6 +371,30 @@ done:
 }
 
 /* Trainer.permutation(seed, epoch, n) -> int64 [n]: the epoch's row order */
+/* set_comm(comm): joins the data-parallel run (broadcasts rank 0's weights) */
+static PyObject *trainer_set_comm(TrainerObject *self, PyObject *comm_obj) {
+    if (!ready(self))
+        return NULL;
+    cx_comm *comm = cx_py_comm(comm_obj);
+    if (!comm)
+        return NULL;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the trainer is running");
+        return NULL;
+    }
+    cx_status st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_trainer_set_comm(self->trainer, comm);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (st != CX_OK)
+        return cx_py_error(st);
+    Py_INCREF(comm_obj);
+    Py_XSETREF(self->comm_obj, comm_obj);
+    Py_RETURN_NONE;
+}
+
 static PyObject *trainer_permutation(PyObject *unused, PyObject *args) {
     unsigned long long seed, epoch;
     long long n;
@@ -402,6 +431,9 @@ static PyMethodDef trainer_methods[] = {
      "save_state(path, extra=None): the training state, atomically (extra: str metadata)."},
     {"load_state", (PyCFunction)trainer_load_state, METH_O,
      "load_state(path) -> metadata dict: continue a run from a saved state."},
+    {"set_comm", (PyCFunction)trainer_set_comm, METH_O,
+     "set_comm(comm: ShmComm): join a data-parallel run of world_size ranks (broadcasts rank "
+     "0's weights; call before the first step)."},
     {"permutation", (PyCFunction)trainer_permutation, METH_VARARGS | METH_STATIC,
      "permutation(seed, epoch, n) -> int64 [n]: the row order of an epoch."},
     {NULL, NULL, 0, NULL},
@@ -414,8 +446,8 @@ static PyTypeObject TrainerType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Trainer(model, n_train, height, width, *, batch_size, accumulation_steps, epochs, "
               "stage1_epochs, scheduler, lr, stage2_lr, backbone_lr_mult, warmup_epochs, "
-              "min_lr, weight_decay, betas, eps, grad_clip, ema_decay, seed, augment): the C "
-              "training loop over a _C.CODModel.",
+              "min_lr, weight_decay, betas, eps, grad_clip, ema_decay, seed, augment, world_size=1, "
+              "rank=0): the C training loop over a _C.CODModel.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)trainer_init,
     .tp_dealloc = (destructor)trainer_dealloc,

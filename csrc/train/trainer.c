@@ -49,6 +49,11 @@ static cx_status check_config(const cx_trainer_config *c) {
                        c->grad_clip);
     if (!(c->ema_decay >= 0 && c->ema_decay < 1))
         return cx_fail(CX_EINVAL, "ema_decay must lie in [0, 1), got %g", c->ema_decay);
+    if (c->world_size < 0 || c->world_size > CX_COMM_MAX_RANKS ||
+        c->rank < 0 || c->rank >= (c->world_size > 1 ? c->world_size : 1))
+        return cx_fail(CX_EINVAL, "rank %d of world_size %d: the world size must lie in 1..%d "
+                       "and the rank in 0..world_size-1", c->rank, c->world_size,
+                       CX_COMM_MAX_RANKS);
     return CX_OK;
 }
 
@@ -76,19 +81,22 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     if (n_train < 0 || n_train > CX_TRAINER_MAX_ROWS)
         return cx_fail(CX_EINVAL, "n_train must be in 0..%lld, got %lld",
                        (long long)CX_TRAINER_MAX_ROWS, (long long)n_train);
-    /* with the bounds above none of these products overflows: B A <= 2^22, steps_per_epoch
-     * x epochs <= 2^40 x 10^5 < 2^57, B x 3 x H x W <= 2^12 x 3 x 2^26 floats */
-    int64_t global = (int64_t)cfg->batch_size * cfg->accumulation_steps;
+    /* with the bounds above none of these products overflows: B A W <= 2^22 x
+     * CX_COMM_MAX_RANKS, steps_per_epoch x epochs <= 2^40 x 10^5 < 2^57, B x 3 x H x W <=
+     * 2^12 x 3 x 2^26 floats */
+    int world = cfg->world_size > 1 ? cfg->world_size : 1;
+    int64_t global = (int64_t)cfg->batch_size * cfg->accumulation_steps * world;
     if (n_train < global)
         return cx_fail(CX_EINVAL, "%lld training images make no full global batch of "
-                       "batch_size %d x accumulation_steps %d = %lld (the last incomplete "
-                       "batch of each epoch is dropped)", (long long)n_train, cfg->batch_size,
-                       cfg->accumulation_steps, (long long)global);
+                       "batch_size %d x accumulation_steps %d x %d ranks = %lld (the last "
+                       "incomplete batch of each epoch is dropped)", (long long)n_train,
+                       cfg->batch_size, cfg->accumulation_steps, world, (long long)global);
     cx_trainer *t = calloc(1, sizeof *t);
     if (!t)
         return cx_fail(CX_ENOMEM, "out of memory creating the trainer");
     t->model = model;
     t->cfg = *cfg;
+    t->cfg.world_size = world;
     t->n_train = n_train;
     t->height = height;
     t->width = width;
@@ -308,7 +316,85 @@ static void note_routing(cx_trainer *t) {
                 t->used[i][e] = 1;
 }
 
+/* ---- data parallelism ------------------------------------------------------------------ */
+
+#define DDP_BUCKET_FLOATS ((size_t)1 << 20)
+
+/* FNV-1a over the bytes of the weights: equal weights on every rank, checked cheaply. */
+static uint64_t weights_hash(const float *values, size_t n) {
+    const unsigned char *p = (const unsigned char *)values;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n * sizeof(float); i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
+    if (!comm)
+        return cx_fail(CX_EINVAL, "set_comm needs a communicator");
+    if (comm->world != t->cfg.world_size || comm->rank != t->cfg.rank)
+        return cx_fail(CX_EINVAL, "the communicator is rank %d of %d but the trainer was made "
+                       "for rank %d of world_size %d", comm->rank, comm->world, t->cfg.rank,
+                       t->cfg.world_size);
+    cx_cod_model *m = t->model;
+    size_t total = m->table.total;
+    CX_TRY(cx_comm_broadcast(comm, m->params, total * sizeof(float), 0));
+    uint64_t mine = weights_hash(m->params, total), root = mine;
+    CX_TRY(cx_comm_broadcast(comm, &root, sizeof root, 0));
+    if (mine != root) {
+        cx_fail(CX_ERUNTIME, "rank %d: the weights differ from rank 0's after the broadcast",
+                comm->rank);
+        cx_comm_abort(comm, cx_last_error());
+        return CX_ERUNTIME;
+    }
+    if (t->state.step == 0)
+        cx_ema_init(&m->table, m->params, t->state.ema);
+    t->comm = comm;
+    return CX_OK;
+}
+
+/* Averages the step's gradients (and loss) over the ranks; in sparse mode unites the
+ * experts routed to first, so every rank applies the same optimizer mask. */
+static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum) {
+    cx_comm *comm = t->comm;
+    const cx_param_table *table = &t->model->table;
+    if (sparse) {
+        float used[4 * CX_COD_MAX_EXPERTS];
+        for (int i = 0; i < 4 * CX_COD_MAX_EXPERTS; i++)
+            used[i] = t->used[i / CX_COD_MAX_EXPERTS][i % CX_COD_MAX_EXPERTS];
+        CX_TRY(cx_comm_all_reduce_sum(comm, used, 4 * CX_COD_MAX_EXPERTS));
+        for (int i = 0; i < 4 * CX_COD_MAX_EXPERTS; i++)
+            t->used[i / CX_COD_MAX_EXPERTS][i % CX_COD_MAX_EXPERTS] = used[i] > 0.0f;
+    }
+    /* the trained parameters' span: the same on every rank (the stage mask) */
+    size_t begin = table->total, end = 0;
+    for (int i = 0; i < table->count; i++)
+        if (t->mask[i]) {
+            const cx_param *p = &table->items[i];
+            begin = p->offset < begin ? p->offset : begin;
+            end = p->offset + p->numel > end ? p->offset + p->numel : end;
+        }
+    for (size_t hi = end; hi > begin;) { /* buckets from the end: backward's order */
+        size_t lo = hi - begin > DDP_BUCKET_FLOATS ? hi - DDP_BUCKET_FLOATS : begin;
+        CX_TRY(cx_comm_all_reduce_mean(comm, t->model->grads + lo, hi - lo));
+        hi = lo;
+    }
+    float loss = (float)*loss_sum;
+    CX_TRY(cx_comm_all_reduce_mean(comm, &loss, 1));
+    *loss_sum = loss;
+    return CX_OK;
+}
+
+static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx);
+
 static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
+    cx_status st = step_body(t, next_batch, ctx);
+    if (st != CX_OK && t->comm) /* the other ranks must not wait for this one */
+        cx_comm_abort(t->comm, cx_last_error());
+    return st;
+}
+
+static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
     cx_cod_model *m = t->model;
     const cx_param_table *table = &m->table;
     cx_train_state *s = &t->state;
@@ -337,6 +423,8 @@ static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
         CX_TRY(cx_cod_backward(m, (float)(1.0 / A), train_backbone));
         loss_sum += m->parts.total;
     }
+    if (t->comm)
+        CX_TRY(ddp_reduce(t, sparse, &loss_sum));
     if (sparse)
         for (int i = 0; i < table->count; i++) {
             int key = t->expert_of[i];
@@ -396,7 +484,8 @@ static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x
                             const float **y) {
     const epoch_batches *e = ctx;
     int A = t->cfg.accumulation_steps, B = t->cfg.batch_size;
-    const int64_t *rows = t->perm + (e->epoch_step * A + micro) * B;
+    int64_t W = t->cfg.world_size, r = t->cfg.rank;
+    const int64_t *rows = t->perm + ((e->epoch_step * W + r) * A + micro) * B;
     CX_TRY(cx_augment_batch(e->images, e->masks, t->n_train, t->height, t->width, rows, B,
                             t->cfg.seed, (uint64_t)t->state.epoch, t->cfg.augment,
                             &t->cfg.augment_config, t->x, t->y));

@@ -24,6 +24,18 @@
  * step sees the same images whatever the split between B and A. Sample i of epoch e is
  * augmented with the key (seed, e, i).
  *
+ * Data parallelism (docs/distributed.md): with world_size W ranks, one global step
+ * takes W A B permutation entries; rank r, micro-batch m reads entries
+ * [s W A B + (r A + m) B, ... + B): each rank a disjoint contiguous shard of the step's block,
+ * so W ranks with batch B equal one rank with batch W B (or B and W A accumulation steps).
+ * steps_per_epoch = floor(n_train / (W A B)): the entries past the last full block of each
+ * epoch's permutation are not visited that epoch (the permutation changes every epoch).
+ * After the micro-batches, the gradients are averaged over the ranks (cx_comm all-reduce
+ * in buckets over contiguous slices of the gradient buffer, the last parameters first as
+ * backward produces them), so every rank clips, steps and checks overflow on the same
+ * numbers; in sparse-MoE mode the experts routed to are also united over the ranks.
+ * Any error on a rank aborts the communicator, so the other ranks fail at once.
+ *
  * Determinism: every piece (ops, augmentation, optimizer) gives results independent of the
  * thread count, and the whole run position lives in cx_train_state (plus the weights), so
  * a run saved after an epoch and resumed is bit-identical to an uninterrupted one.
@@ -36,6 +48,7 @@
 #define CX_TRAIN_TRAINER_H
 
 #include "../data/data.h"
+#include "../dist/comm.h"
 #include "../model/cod.h"
 #include "optim.h"
 #include "train_state.h"
@@ -64,6 +77,7 @@ typedef struct {
     uint64_t seed;          /* shuffling and augmentation */
     int augment;            /* 1: cx_augment_batch with `augment_config`; 0: normalise only */
     cx_augment_config augment_config;
+    int world_size, rank;   /* data parallelism: W ranks (0 or 1: one process), this rank */
 } cx_trainer_config;
 
 /* What the last optimizer step did. */
@@ -95,6 +109,7 @@ typedef struct {
      * next run_epoch continues from it. The Python binding checks for Ctrl-C here. */
     int (*interrupted)(void *ctx);
     void *interrupt_ctx;
+    cx_comm *comm;          /* not owned; NULL: one process (world_size 1) */
 } cx_trainer;
 
 /* Validates cfg against the model and data size, computes the plan (steps_per_epoch =
@@ -112,6 +127,13 @@ void cx_trainer_free(cx_trainer *t);
  * rest stage_step; stage 2: every parameter stage_step; sparse MoE: an expert's count may
  * be lower, never higher). CX_EINVAL naming `path` and the first disagreement. */
 cx_status cx_trainer_check_state(const cx_trainer *t, const cx_train_state *s, const char *path);
+
+/* Joins the ranks of a data-parallel run (cfg.world_size > 1; comm->world and comm->rank
+ * must equal cfg.world_size and cfg.rank): broadcasts rank 0's weights to every rank and
+ * checks that they arrived equal; at step 0 the EMA restarts from them. Call it before the
+ * first step (after loading a state to resume). comm stays owned by the caller and must
+ * outlive the trainer's use of it. */
+cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm);
 
 /* Runs the rest of the current epoch (state.epoch, from state.epoch_step) on the training
  * arrays, or at most max_steps steps of it (max_steps < 0: no limit).

@@ -1,0 +1,307 @@
+"""Rendezvous of a data-parallel run's ranks: who am I, where is the store, how do we find
+the shared-memory segment (docs/distributed.md).
+
+Three ways a worker learns its place, checked against each other:
+
+- codext.launch() sets CODEXT_RANK, CODEXT_WORLD_SIZE, CODEXT_STORE_ADDR,
+  CODEXT_STORE_PORT and CODEXT_STORE_SECRET (hex) for each worker it starts; the launcher
+  hosts the store on 127.0.0.1 and has already put the segment's name in it.
+- torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT:
+  rank 0 hosts the store on MASTER_PORT (bound to 127.0.0.1 unless the run spans several
+  hosts) and publishes the segment's name.
+- srun sets SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NODELIST (the first host
+  is the master; MASTER_PORT, or 29500).
+
+Where two of them are set they must agree (RANK == SLURM_PROCID, ...): a mismatch is a
+ValueError naming both variables and values.
+
+The store's secret: CODEXT_STORE_SECRET (hex, at least 16 bytes) when set, which a
+multi-host run must set on every host (the same value). On one host without it, rank 0
+writes a fresh random secret to a file only this user can read (in $XDG_RUNTIME_DIR or
+/tmp/codext-<uid>, mode 0700/0600) keyed by the master port, and the other ranks read it.
+"""
+import dataclasses
+import os
+import secrets
+import socket
+import stat
+import time
+
+from . import _C
+
+DEFAULT_TIMEOUT = 600.0
+ENV_RANK, ENV_WORLD = "CODEXT_RANK", "CODEXT_WORLD_SIZE"
+ENV_ADDR, ENV_PORT, ENV_SECRET = "CODEXT_STORE_ADDR", "CODEXT_STORE_PORT", "CODEXT_STORE_SECRET"
+ENV_WORKER = "CODEXT_WORKER"  # set in every worker: launch() refuses to run inside one
+SHM_KEY = "shm_name"
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+@dataclasses.dataclass
+class Place:
+    """Where this process sits in the run."""
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+    master_addr: str
+    master_port: int
+    source: str                  # "codext.launch", "torchrun", "slurm"
+    secret: bytes = None         # None: make or read the per-user secret file
+
+    @property
+    def single_host(self):
+        return self.local_world == self.world
+
+
+def _int(env, name):
+    value = env.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
+def _agree(pairs):
+    """pairs: [(name, value, name, value)]; both set and different -> ValueError."""
+    for a, va, b, vb in pairs:
+        if va is not None and vb is not None and va != vb:
+            raise ValueError(f"the launch environment disagrees with itself: {a}={va} but "
+                             f"{b}={vb} (set by different launchers? unset one of them)")
+
+
+def _first_slurm_host(nodelist):
+    """'node[01-04,07],gpu5' -> 'node01' (the first host of a Slurm node list)."""
+    head = nodelist.split(",")[0] if "[" not in nodelist.split(",")[0] else nodelist
+    if "[" in head:
+        prefix, rest = head.split("[", 1)
+        first = rest.split(",")[0].split("-")[0].rstrip("]")
+        return prefix + first
+    return head
+
+
+def _secret_from_env(env):
+    text = env.get(ENV_SECRET)
+    if text is None:
+        return None
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{ENV_SECRET} must be hex (e.g. from `openssl rand -hex 32`)") from None
+    if len(value) < 16:
+        raise ValueError(f"{ENV_SECRET} must hold at least 16 bytes (32 hex digits), got {len(value)}")
+    return value
+
+
+def place_from_env(env=None):
+    """The Place this process was given by codext.launch, torchrun or Slurm, or None when
+    none of them set anything. ValueError for incomplete or disagreeing variables."""
+    env = os.environ if env is None else env
+    ours = _int(env, ENV_RANK), _int(env, ENV_WORLD)
+    torch = _int(env, "RANK"), _int(env, "WORLD_SIZE")
+    slurm = _int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS")
+    pairs = [(ENV_RANK, ours[0], "RANK", torch[0]), (ENV_WORLD, ours[1], "WORLD_SIZE", torch[1])]
+    if "TORCHELASTIC_RUN_ID" not in env:
+        # under `srun torchrun ...` Slurm's variables count torchrun agents, not ranks
+        pairs += [("RANK", torch[0], "SLURM_PROCID", slurm[0]),
+                  ("WORLD_SIZE", torch[1], "SLURM_NTASKS", slurm[1]),
+                  ("LOCAL_RANK", _int(env, "LOCAL_RANK"), "SLURM_LOCALID", _int(env, "SLURM_LOCALID"))]
+    _agree(pairs)
+    if ours[0] is not None or ours[1] is not None:
+        source, (rank, world), rank_name, world_name = "codext.launch", ours, ENV_RANK, ENV_WORLD
+    elif torch[0] is not None or torch[1] is not None:
+        source, (rank, world), rank_name, world_name = "torchrun", torch, "RANK", "WORLD_SIZE"
+    elif slurm[0] is not None and slurm[1] is not None and slurm[1] > 1:
+        source, (rank, world), rank_name, world_name = "slurm", slurm, "SLURM_PROCID", "SLURM_NTASKS"
+    else:
+        return None
+    if rank is None or world is None:
+        raise ValueError(f"{rank_name} and {world_name} must be set together "
+                         f"(got {rank_name}={rank}, {world_name}={world})")
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"{rank_name}={rank} is not a rank of {world_name}={world}")
+    local_rank = _int(env, "LOCAL_RANK")
+    if local_rank is None:
+        local_rank = _int(env, "SLURM_LOCALID")
+    local_world = _int(env, "LOCAL_WORLD_SIZE")
+    if local_world is None and source == "slurm":
+        nodes = _int(env, "SLURM_NNODES") or _int(env, "SLURM_JOB_NUM_NODES") or 1
+        local_world = world if nodes == 1 else None
+    if source == "codext.launch":
+        addr, port = env.get(ENV_ADDR, "127.0.0.1"), _int(env, ENV_PORT)
+        if port is None:
+            raise ValueError(f"{ENV_PORT} is missing: codext workers are started by codext.launch()")
+        local_rank, local_world = rank, world
+    else:
+        addr = env.get("MASTER_ADDR")
+        if addr is None and source == "slurm" and env.get("SLURM_JOB_NODELIST"):
+            addr = _first_slurm_host(env["SLURM_JOB_NODELIST"])
+        if addr is None:
+            raise ValueError(f"MASTER_ADDR is not set ({source} run with {world_name}={world})")
+        port = _int(env, "MASTER_PORT")
+        if port is None:
+            port = 29500 if source == "slurm" else None
+        if port is None:
+            raise ValueError("MASTER_PORT is not set")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"the master port {port} is outside 1..65535")
+    if local_rank is None:
+        local_rank = rank if addr in LOOPBACK else 0
+    if local_world is None:
+        local_world = world if addr in LOOPBACK else 1
+    return Place(rank=rank, world=world, local_rank=local_rank, local_world=local_world,
+                 master_addr=addr, master_port=port, source=source, secret=_secret_from_env(env))
+
+
+# ---- the per-user secret file (one host, no CODEXT_STORE_SECRET) ------------------------------
+
+def _secret_dir():
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base or not os.path.isdir(base):
+        base = os.path.join("/tmp", f"codext-{os.getuid()}")
+        os.makedirs(base, mode=0o700, exist_ok=True)
+    info = os.lstat(base)
+    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077 or not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{base} must be a directory of this user with mode 0700 "
+                              f"(it holds the run's store secret); fix it or set {ENV_SECRET}")
+    return base
+
+
+def _secret_path(port):
+    return os.path.join(_secret_dir(), f"codext-store-{port}.secret")
+
+
+def write_secret_file(port):
+    path = _secret_path(port)
+    value = secrets.token_bytes(32)
+    tmp = f"{path}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(value)
+    os.replace(tmp, path)
+    return value, path
+
+
+def read_secret_file(port):
+    try:
+        with open(_secret_path(port), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+# ---- connecting ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Connection:
+    place: Place
+    comm: object                 # _C.ShmComm
+    store: object                # _C.StoreClient
+    server: object = None        # _C.StoreServer when this rank hosts the store
+    secret_file: str = None
+
+    def close(self):
+        for obj in (self.comm, self.store, self.server):
+            if obj is not None:
+                obj.close()
+        if self.secret_file:
+            try:
+                os.unlink(self.secret_file)
+            except FileNotFoundError:
+                pass
+
+
+def new_shm_name():
+    return f"/codext-{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def segment_name(world, log=None, shm_dir="/dev/shm"):
+    """A fresh name for the run's collectives segment: in /dev/shm when it has room,
+    else a file-backed segment ("file:<tmpdir>/codext-...") with a note through `log`
+    (Docker gives /dev/shm 64 MB unless told otherwise)."""
+    need = _C.shm_segment_bytes(world)
+    try:
+        st = os.statvfs(shm_dir)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    name = new_shm_name()
+    if free is not None and free >= need:
+        return name
+    import tempfile
+    path = os.path.join(tempfile.gettempdir(), name.lstrip("/"))
+    if log is not None:
+        shown = "missing" if free is None else f"{free / 2**20:.1f} MiB free"
+        log(f"codext: {shm_dir} is too small for the collectives of {world} workers ({shown}, "
+            f"{need / 2**20:.1f} MiB needed): using a file-backed segment in {os.path.dirname(path)}")
+    return "file:" + path
+
+
+def remove_segment(name):
+    """Removes a segment left by ranks that died before attaching (normally rank 0 has
+    already unlinked it)."""
+    path = name[len("file:"):] if name.startswith("file:") else "/dev/shm" + name
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def connect(place, timeout=DEFAULT_TIMEOUT):
+    """Joins the run: the store (hosted here when this is rank 0 of torchrun/Slurm), then
+    the shared-memory communicator. Returns a Connection (close() it)."""
+    if not place.single_host:
+        raise RuntimeError(
+            f"this run spans several hosts ({place.world} ranks, {place.local_world} on this "
+            f"host): CPU workers communicate through shared memory on one host only, and the "
+            f"NCCL backend for GPUs is not implemented yet")
+    server, secret_file, secret = None, None, place.secret
+    host = place.master_addr
+    if place.source != "codext.launch" and place.rank == 0:
+        bind = "127.0.0.1" if host in LOOPBACK else "0.0.0.0"
+        if secret is None:
+            secret, secret_file = write_secret_file(place.master_port)
+        try:
+            server = _C.StoreServer(bind, place.master_port, secret)
+        except RuntimeError as e:
+            raise RuntimeError(f"rank 0 cannot host the rendezvous store on port "
+                               f"{place.master_port} ({place.source}'s MASTER_PORT): {e}") from None
+    if host in ("localhost", "0.0.0.0", "::1"):
+        host = "127.0.0.1"
+    else:
+        host = socket.gethostbyname(host)
+    store = _connect_store(place, host, secret, timeout)
+    try:
+        if place.source != "codext.launch" and place.rank == 0:
+            store.set(SHM_KEY, segment_name(place.world, log=print).encode())
+        name = store.get(SHM_KEY, timeout).decode()
+        comm = _C.ShmComm(name, place.rank, place.world, timeout=timeout)
+    except BaseException:
+        store.close()
+        if server is not None:
+            server.close()
+        raise
+    return Connection(place, comm, store, server, secret_file)
+
+
+def _connect_store(place, host, secret, timeout):
+    if secret is not None:
+        return _C.StoreClient(host, place.master_port, secret, timeout)
+    # one host without CODEXT_STORE_SECRET: rank 0 writes the secret file; a file left by
+    # an earlier run on the same port fails the proof, so read it again until rank 0's
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read_secret_file(place.master_port)
+        if value is not None:
+            try:
+                return _C.StoreClient(host, place.master_port, value, min(5.0, timeout))
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+        elif time.monotonic() > deadline:
+            raise RuntimeError(f"rank {place.rank}: rank 0 did not publish the store secret "
+                               f"within {timeout:.0f} s (set {ENV_SECRET} on every rank, or "
+                               f"check that rank 0 started)")
+        time.sleep(0.05)

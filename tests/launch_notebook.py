@@ -1,0 +1,18 @@
+"""Plays a notebook for tests/test_launch.py: runs codext.launch's workers on a job given
+as JSON in argv[1] and prints what happened (KeyboardInterrupt, an error or the result)."""
+import json
+import sys
+
+from codext.launch import run_workers
+
+if __name__ == "__main__":
+    args = json.loads(sys.argv[1])
+    try:
+        result = run_workers(args["job"], args["nprocs"], timeout=args.get("timeout"),
+                                    log=lambda line: print(line, flush=True),
+                                    env=args.get("env"))
+        print("RESULT", json.dumps(result), flush=True)
+    except KeyboardInterrupt:
+        print("KEYBOARD-INTERRUPT", flush=True)
+    except Exception as e:
+        print("ERROR", type(e).__name__, e, flush=True)

@@ -1,0 +1,103 @@
+"""Data parallelism in the C trainer (csrc/train/trainer.c with csrc/dist): W ranks of
+batch B hold the same weights as one rank of batch W B and as one rank of batch B with W
+accumulation steps, across the stage switch; every rank ends bit-identical."""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+import codext
+from codext import _C
+from codext.model import Model
+from opcheck import relative_error
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+N_TRAIN = 21  # 5 steps of 4 images per epoch; one image left over each epoch (dropped)
+
+
+def run_ranks(world, args, tmp_path):
+    name = f"/codext-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               CODEXT_NUM_THREADS="1")
+    outs = [str(tmp_path / f"rank{r}.npz") for r in range(world)]
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "ddp_worker.py"), name, str(r),
+                               str(world), outs[r], json.dumps(args)], env=env) for r in range(world)]
+    try:
+        for p in procs:
+            p.wait(timeout=50)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    errors = [open(o + ".err").read() for o in outs if os.path.exists(o + ".err")]
+    assert not errors, errors
+    assert not os.path.exists("/dev/shm" + name)
+    return [dict(np.load(o)) for o in outs]
+
+
+def single(batch, accum, top_k=0):
+    data = codext.data.synthetic(N_TRAIN, 0, 32, seed=2)
+    model = Model(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3, moe_top_k=top_k,
+                  img_size=32, seed=100)
+    trainer = _C.Trainer(model._native, N_TRAIN, 32, 32, batch_size=batch,
+                         accumulation_steps=accum, epochs=2, stage1_epochs=1, lr=1e-3,
+                         grad_clip=0.5, seed=11)
+    losses = []
+    for _ in range(2):
+        loss = np.zeros(trainer.state()["steps_per_epoch"])
+        trainer.run_epoch(data.train.images, data.train.masks, loss)
+        losses += loss.tolist()
+    return {"params": model._params.copy(), "ema": trainer.ema().copy(), "loss": np.array(losses),
+            "steps": trainer.state()["step"]}
+
+
+def test_two_ranks_equal_one_rank_with_twice_the_batch_or_accumulation(tmp_path):
+    threads = _C.get_num_threads()
+    _C.set_num_threads(1)
+    try:
+        big, accum = single(4, 1), single(2, 2)
+    finally:
+        _C.set_num_threads(threads)
+    r0, r1 = run_ranks(2, {"n": N_TRAIN, "batch": 2}, tmp_path)
+    assert int(r0["steps"]) == big["steps"] == accum["steps"] == 10  # 5 per epoch, 2 stages
+    # every rank holds the same bits (rank 1 started from other weights: the broadcast)
+    for key in ("params", "ema", "loss"):
+        np.testing.assert_array_equal(r0[key], r1[key])
+    for ref in (big, accum):
+        assert relative_error(r0["params"], ref["params"]) < 1e-6
+        assert relative_error(r0["ema"], ref["ema"]) < 1e-6
+        np.testing.assert_allclose(r0["loss"], ref["loss"], rtol=1e-5)
+    # the comparison can fail: the weights moved by far more than the tolerance
+    start = Model(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3, img_size=32,
+                  seed=100)._params
+    assert relative_error(r0["params"], start) > 1e-3
+
+
+def test_sparse_experts_stay_identical_across_ranks(tmp_path):
+    """Top-1 routing: each rank's balance loss uses its own micro-batch statistics, so the
+    run differs from one rank with the doubled batch (documented); what must hold is that
+    the ranks agree bit for bit (the experts routed to are united before the optimizer)."""
+    r0, r1 = run_ranks(2, {"n": N_TRAIN, "batch": 2, "top_k": 1}, tmp_path)
+    for key in ("params", "ema", "loss"):
+        np.testing.assert_array_equal(r0[key], r1[key])
+    accum = single(2, 2, top_k=1)
+    assert relative_error(r0["params"], accum["params"]) < 1e-6
+
+
+def test_world_size_checks():
+    model = Model(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3, img_size=32, seed=1)
+    with pytest.raises(ValueError, match="rank 2 of world_size 2"):
+        _C.Trainer(model._native, 16, 32, 32, batch_size=2, world_size=2, rank=2)
+    with pytest.raises(ValueError, match=r"batch_size 4 x accumulation_steps 1 x 4 ranks = 16"):
+        _C.Trainer(model._native, 15, 32, 32, batch_size=4, world_size=4, rank=0)
+    t = _C.Trainer(model._native, 16, 32, 32, batch_size=2, world_size=2, rank=0)
+    assert t.state()["steps_per_epoch"] == 4
+    comm = _C.ShmComm(f"/codext-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", 0, 1)
+    with pytest.raises(ValueError, match="rank 0 of 1 but the trainer was made for rank 0 of world_size 2"):
+        t.set_comm(comm)

@@ -1,0 +1,258 @@
+"""codext.launch's supervision (codext/launch.py, codext/_worker.py) with the collectives
+self-test job: failures of every kind end the run quickly, name the rank, and leave no
+process and no shared-memory segment behind."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from codext import _dist
+from codext.launch import WorkerError, run_workers
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def marked(mark):
+    """Pids of live (non-zombie) processes whose environment holds CODEXT_TEST_MARK=mark."""
+    found = []
+    needle = f"CODEXT_TEST_MARK={mark}".encode()
+    for d in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(d + "/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            with open(d + "/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    continue
+        except OSError:
+            continue
+        found.append(int(d.split("/")[-1]))
+    return found
+
+
+def our_segments(pid=None):
+    return glob.glob(f"/dev/shm/codext-{pid or os.getpid()}-*")
+
+
+@pytest.fixture
+def mark():
+    value = uuid.uuid4().hex
+    yield value
+    assert marked(value) == [], "workers were left running"
+
+
+def selftest(nprocs, mark, fault=None, steps=20, n=1000, timeout=20):
+    env = {"CODEXT_TEST_MARK": mark}
+    if fault:
+        env["CODEXT_FAULT"] = fault
+    return run_workers({"kind": "selftest", "n": n, "steps": steps}, nprocs,
+                              timeout=timeout, log=None, env=env)
+
+
+def test_selftest_runs_on_two_workers(mark):
+    result = selftest(2, mark)
+    assert result == {"steps": 20, "value": 3.0}
+    assert our_segments() == []
+
+
+def test_killed_worker_ends_the_run_naming_rank_and_signal(mark):
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError) as info:
+        selftest(2, mark, fault="1:3:kill")
+    assert time.monotonic() - t0 < 10
+    err = info.value
+    assert err.rank == 1 and err.signal == "SIGKILL"
+    assert "rank 1" in str(err) and "SIGKILL" in str(err)
+    assert "[rank 1] selftest: 2 ranks" in str(err)  # its last lines
+    assert marked(mark) == [] and our_segments() == []
+
+
+def test_raised_error_arrives_with_message_and_traceback(mark):
+    with pytest.raises(WorkerError) as info:
+        selftest(2, mark, fault="0:2:raise")
+    err = info.value
+    assert err.rank == 0 and err.remote_type == "RuntimeError"
+    assert "injected fault: rank 0 before step 2" in str(err)
+    assert "Traceback (most recent call last)" in err.remote_traceback
+    assert "in inject" in err.remote_traceback
+    assert our_segments() == []
+
+
+def test_oom_fault_is_reported(mark):
+    with pytest.raises(WorkerError, match="MemoryError: injected out-of-memory: rank 1"):
+        selftest(2, mark, fault="1:1:oom")
+
+
+def test_hang_times_out_naming_the_stalled_rank(mark):
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError) as info:
+        selftest(2, mark, fault="1:2:hang", timeout=3)
+    elapsed = time.monotonic() - t0
+    assert 3 <= elapsed < 15, elapsed
+    assert info.value.rank == 0
+    assert "timed out after 3.0 s" in str(info.value) and "rank 1 did not arrive (stalled)" in str(info.value)
+    assert our_segments() == []
+
+
+def _notebook(mark, args):
+    env = dict(os.environ, CODEXT_TEST_MARK=mark,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "launch_notebook.py"),
+                             json.dumps(args)], stdout=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def _wait_for_line(proc, prefix, timeout=20):
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError(f"no line starting with {prefix!r}: {lines}")
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_sigint_stops_the_workers_and_raises_keyboardinterrupt(mark, group):
+    nb = _notebook(mark, {"job": {"kind": "selftest", "n": 10, "steps": 5}, "nprocs": 2,
+                          "timeout": 60, "env": {"CODEXT_FAULT": "1:1:hang"}})
+    try:
+        _wait_for_line(nb, "[rank 0] selftest")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        if group:  # as Jupyter's interrupt may: the whole process group
+            os.killpg(nb.pid, signal.SIGINT)
+        else:
+            nb.send_signal(signal.SIGINT)
+        out = nb.communicate(timeout=15)[0]
+        assert time.monotonic() - t0 < 5
+        assert "KEYBOARD-INTERRUPT" in out, out
+    finally:
+        if nb.poll() is None:
+            nb.kill()
+            nb.wait()
+    assert marked(mark) == [] and our_segments(nb.pid) == []
+
+
+def test_workers_die_with_a_killed_notebook(mark):
+    nb = _notebook(mark, {"job": {"kind": "selftest", "n": 10, "steps": 5}, "nprocs": 2,
+                          "timeout": 60, "env": {"CODEXT_FAULT": "1:1:hang"}})
+    _wait_for_line(nb, "[rank 0] selftest")
+    nb.kill()
+    nb.wait()
+    deadline = time.monotonic() + 5
+    while marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marked(mark) == [], "workers outlived the notebook (PR_SET_PDEATHSIG)"
+    assert our_segments(nb.pid) == []
+
+
+def test_preflight_errors(monkeypatch):
+    with pytest.raises(ValueError, match="more than the .* CPU cores"):
+        run_workers({"kind": "selftest", "n": 1, "steps": 1}, 1000)
+    with pytest.raises(ValueError, match="nprocs must be a positive integer"):
+        run_workers({"kind": "selftest", "n": 1, "steps": 1}, 0)
+    with pytest.raises(ValueError, match="NCCL_TIMEOUT must be a number"):
+        monkeypatch.setenv("NCCL_TIMEOUT", "soon")
+        run_workers({"kind": "selftest", "n": 1, "steps": 1}, 1)
+    monkeypatch.delenv("NCCL_TIMEOUT")
+    monkeypatch.setenv("CODEXT_WORKER", "1")
+    with pytest.raises(RuntimeError, match="inside a codext worker"):
+        run_workers({"kind": "selftest", "n": 1, "steps": 1}, 1)
+
+
+# ---- the environment of torchrun and Slurm ---------------------------------------------------
+
+def test_place_from_torchrun_and_slurm_variables():
+    assert _dist.place_from_env({}) is None
+    p = _dist.place_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1",
+                              "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                              "MASTER_PORT": "29512"})
+    assert (p.rank, p.world, p.local_rank, p.master_port, p.source) == (1, 2, 1, 29512, "torchrun")
+    assert p.single_host
+    p = _dist.place_from_env({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "3",
+                              "SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "gpu[07-08,11]"})
+    assert (p.rank, p.world, p.master_addr, p.master_port, p.source) == (3, 4, "gpu07", 29500, "slurm")
+    assert p.single_host
+    multi = _dist.place_from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_NNODES": "2",
+                                  "SLURM_JOB_NODELIST": "a,b", "MASTER_PORT": "1234"})
+    assert multi.master_addr == "a" and not multi.single_host
+    with pytest.raises(RuntimeError, match="spans several hosts"):
+        _dist.connect(multi, timeout=1)
+    # torchrun under srun: Slurm counts the agents, not the ranks
+    p = _dist.place_from_env({"RANK": "5", "WORLD_SIZE": "8", "MASTER_ADDR": "127.0.0.1",
+                              "MASTER_PORT": "1", "SLURM_PROCID": "1", "SLURM_NTASKS": "2",
+                              "TORCHELASTIC_RUN_ID": "x", "LOCAL_WORLD_SIZE": "4"})
+    assert p.rank == 5 and not p.single_host
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"RANK": "1", "WORLD_SIZE": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "2",
+      "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK=1 but SLURM_PROCID=0"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "3",
+      "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "WORLD_SIZE=2 but SLURM_NTASKS=3"),
+    ({"RANK": "1"}, "RANK and WORLD_SIZE must be set together"),
+    ({"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK=2 is not a rank"),
+    ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not an integer"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "1"}, "MASTER_ADDR is not set"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "70000"}, "outside 1..65535"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1",
+      "CODEXT_STORE_SECRET": "abcd"}, "at least 16 bytes"),
+    ({"CODEXT_RANK": "0", "CODEXT_WORLD_SIZE": "2", "RANK": "1", "WORLD_SIZE": "2"},
+     "CODEXT_RANK=0 but RANK=1"),
+])
+def test_disagreeing_or_incomplete_variables_are_clear_errors(env, message):
+    with pytest.raises(ValueError, match=message):
+        _dist.place_from_env(env)
+
+
+def test_fault_setting_is_checked():
+    from codext._worker import parse_faults
+    assert parse_faults("1:3:kill, 0:5:raise") == {(1, 3): "kill", (0, 5): "raise"}
+    assert parse_faults("") == {}
+    with pytest.raises(ValueError, match="CODEXT_FAULT item '1:x:kill'"):
+        parse_faults("1:x:kill")
+    with pytest.raises(ValueError, match="kind one of kill, raise, hang, oom"):
+        parse_faults("1:2:explode")
+
+
+def test_workers_map_the_dataset_read_only_without_a_copy(mark):
+    import numpy as np
+    import codext
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (400, 128, 128, 3), dtype=np.uint8)   # 19 MiB
+    masks = (rng.random((400, 128, 128)) > 0.5).astype(np.uint8) * 255
+    data = codext.data.from_arrays(images, masks)
+    result = run_workers({"kind": "datacheck"}, 2, data=data, timeout=20, log=None,
+                         env={"CODEXT_TEST_MARK": mark})
+    assert result["bytes"] == images.nbytes + masks.nbytes
+    assert result["checksum"] == int(images.sum(dtype=np.uint64)) + int(masks.sum(dtype=np.uint64))
+    assert result["writeable"] is False
+    if result["private_kib"] is not None:  # Linux: a copy would cost ~25 MiB
+        assert result["private_kib"] * 1024 < 0.1 * result["bytes"], result
+
+
+def test_a_small_dev_shm_falls_back_to_a_file_backed_segment(mark, monkeypatch, tmp_path):
+    import codext._dist as dist
+    real = dist.segment_name
+    monkeypatch.setattr(dist, "segment_name",
+                        lambda world, log=None: real(world, log, shm_dir=str(tmp_path / "none")))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    lines = []
+    result = run_workers({"kind": "selftest", "n": 3000, "steps": 5}, 2, timeout=20,
+                         log=lines.append, env={"CODEXT_TEST_MARK": mark})
+    assert result["value"] == 3.0
+    assert any("using a file-backed segment in " + str(tmp_path) in l for l in lines), lines
+    assert os.listdir(tmp_path) == [], "the file-backed segment was left behind"

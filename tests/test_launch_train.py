@@ -1,0 +1,60 @@
+"""codext.launch() end to end: two CPU workers train the tiny model through the launcher
+(store, shared-memory collectives, dataset by memfd) and end where one process with the
+doubled batch ends; a fault injected at a training step names its rank."""
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+import codext
+from codext import _C
+from codext.launch import WorkerError
+from opcheck import relative_error
+from test_launch import marked, our_segments
+
+TINY = dict(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3, img_size=32,
+            epochs=2, stage1_epochs=1, lr=1e-3, synthetic_train=17, synthetic_test=4, seed=3,
+            amp=False, num_threads=1)
+
+
+def test_two_workers_train_like_one_process_with_the_doubled_batch(tmp_path, monkeypatch):
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("CODEXT_TEST_MARK", mark)
+    lines = []
+    cfg = codext.Config(batch_size=2, checkpoint_dir=str(tmp_path / "ddp"), **TINY)
+    result = codext.launch(cfg, nprocs=2, timeout=30, log=lines.append)
+    assert result.history["step_loss"].shape == (8,)  # 17 // 4 = 4 steps per epoch
+    assert result.history["val_sm"].shape == (2,) and np.isfinite(result.history["val_sm"]).all()
+    assert any(l.startswith("[rank 0] epoch 2/2") for l in lines), lines
+    assert not any(l.startswith("[rank 1]") for l in lines)
+    assert marked(mark) == [] and our_segments() == []
+
+    single = codext.train(cfg.replace(batch_size=4, checkpoint_dir=str(tmp_path / "one")),
+                          progress=False)
+    ddp_weights = codext.load(result.last_checkpoint)._params
+    one_weights = codext.load(single.last_checkpoint)._params
+    assert relative_error(ddp_weights, one_weights) < 1e-6
+    np.testing.assert_allclose(result.history["step_loss"], single.history["step_loss"], rtol=1e-5)
+    assert os.path.exists(result.best_checkpoint)
+
+
+def test_a_fault_at_a_training_step_names_the_rank(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEXT_FAULT", "1:5:raise")
+    cfg = codext.Config(batch_size=2, checkpoint_dir=str(tmp_path), **TINY)
+    with pytest.raises(WorkerError) as info:
+        codext.launch(cfg, nprocs=2, timeout=30, log=None)
+    assert info.value.rank == 1 and "injected fault: rank 1 before step 5" in str(info.value)
+    # the checkpoint of the finished first epoch (4 steps) is intact
+    assert os.path.exists(tmp_path / "last.safetensors")
+    codext.load(str(tmp_path / "last.safetensors"))
+
+
+def test_config_timeout_bounds_a_hang(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEXT_FAULT", "1:1:hang")
+    monkeypatch.setenv("NCCL_TIMEOUT", "600")  # the Config field wins over the environment
+    cfg = codext.Config(batch_size=2, checkpoint_dir=str(tmp_path), timeout=3.0, **TINY)
+    with pytest.raises(WorkerError, match=r"timed out after 3.0 s .*rank 1 did not arrive \(stalled\)"):
+        codext.launch(cfg, nprocs=2, log=None)
+    with pytest.raises(ValueError, match="timeout"):
+        codext.Config(timeout=0)
