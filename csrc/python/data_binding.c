@@ -321,29 +321,6 @@ done:
     return result;
 }
 
-/* augment_params(seed, epoch, index, h, w, **ranges) -> dict: one sample's transform (tests) */
-static PyObject *py_augment_params(PyObject *self, PyObject *args, PyObject *kwargs) {
-    (void)self;
-    static char *keywords[] = {"seed", "epoch", "index", "h", "w", "flip_prob", "scale_min",
-                               "scale_max", "rotate_deg", "brightness", "contrast", "saturation",
-                               NULL};
-    unsigned long long seed, epoch, index;
-    int h, w;
-    cx_augment_config cfg = cx_augment_defaults();
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KKKii|$fffffff", keywords, &seed, &epoch,
-                                     &index, &h, &w, &cfg.flip_prob, &cfg.scale_min,
-                                     &cfg.scale_max, &cfg.rotate_deg, &cfg.brightness,
-                                     &cfg.contrast, &cfg.saturation))
-        return NULL;
-    cx_augment_sample t;
-    cx_augment_draw(&cfg, seed, epoch, index, h, w, &t);
-    return Py_BuildValue("{s:O,s:d,s:d,s:d,s:d,s:d,s:d,s:d}", "flip", t.flip ? Py_True : Py_False,
-                         "scale", (double)t.scale, "angle", (double)t.angle, "offset_x",
-                         (double)t.offset_x, "offset_y", (double)t.offset_y, "brightness",
-                         (double)t.brightness, "contrast", (double)t.contrast, "saturation",
-                         (double)t.saturation);
-}
-
 /* synthetic(n, size, seed, stream=0, first_index=0, images=None, masks=None)
  *   -> (images u8 [n,size,size,3], masks u8 [n,size,size]) */
 static PyObject *py_synthetic(PyObject *self, PyObject *args, PyObject *kwargs) {
@@ -394,8 +371,6 @@ PyMethodDef cx_py_data_methods[] = {
      "resize_float(src f32 [..., H, W], out_h, out_w): bilinear, align_corners=False."},
     {"augment_batch", (PyCFunction)(void (*)(void))py_augment_batch, METH_VARARGS | METH_KEYWORDS,
      "augment_batch(images, masks, indices, seed=0, epoch=0, train=True, **ranges) -> (x, y)."},
-    {"augment_params", (PyCFunction)(void (*)(void))py_augment_params, METH_VARARGS | METH_KEYWORDS,
-     "augment_params(seed, epoch, index, h, w, **ranges) -> dict: the transform of one sample."},
     {"synthetic", (PyCFunction)(void (*)(void))py_synthetic, METH_VARARGS | METH_KEYWORDS,
      "synthetic(n, size, seed, stream=0, first_index=0, images=None, masks=None) -> (images, masks)."},
     {NULL, NULL, 0, NULL},

@@ -4,7 +4,6 @@
  *   preds: list of 2-D C-contiguous arrays, uint8 / float32 / float64
  *   gts:   list of 2-D C-contiguous uint8 arrays of the same shapes
  * metrics_aggregate(per_image) -> dict of the dataset results
- * metrics_edt(mask) -> (dist float64 [H, W], nearest int32 [2, H, W])
  *
  * codext/metrics.py validates and converts user input; the checks here only keep the C
  * side safe. The arrays are referenced for the whole call, and the GIL is released
@@ -281,43 +280,11 @@ done:
     return out;
 }
 
-static PyObject *py_metrics_edt(PyObject *self, PyObject *arg) {
-    (void)self;
-    if (check_image_array(arg, "mask", 0, 0) < 0)
-        return NULL;
-    PyArrayObject *mask = (PyArrayObject *)arg;
-    npy_intp h = PyArray_DIM(mask, 0), w = PyArray_DIM(mask, 1);
-    npy_intp dims3[3] = {2, h, w};
-    PyObject *dist = PyArray_SimpleNew(2, PyArray_DIMS(mask), NPY_FLOAT64);
-    PyObject *nearest = PyArray_SimpleNew(3, dims3, NPY_INT32);
-    if (!dist || !nearest) {
-        Py_XDECREF(dist);
-        Py_XDECREF(nearest);
-        return NULL;
-    }
-    int32_t *rows = PyArray_DATA((PyArrayObject *)nearest);
-    cx_status st;
-    Py_INCREF(arg);
-    Py_BEGIN_ALLOW_THREADS
-    st = cx_metrics_edt(PyArray_DATA(mask), h, w, rows, rows + h * w, PyArray_DATA((PyArrayObject *)dist));
-    Py_END_ALLOW_THREADS
-    Py_DECREF(arg);
-    if (st != CX_OK) {
-        Py_DECREF(dist);
-        Py_DECREF(nearest);
-        return cx_py_error(st);
-    }
-    return Py_BuildValue("NN", dist, nearest);
-}
-
 PyMethodDef cx_py_metrics_methods[] = {
     {"metrics_evaluate", py_metrics_evaluate, METH_VARARGS,
      "metrics_evaluate(preds, gts, per_image=False, profile=False) -> dict (see codext.metrics.evaluate)."},
     {"metrics_aggregate", py_metrics_aggregate, METH_O,
      "metrics_aggregate(per_image dict) -> dict: the dataset results of per-image results, as "
      "metrics_evaluate sums them (per_image arrays may be concatenated over several calls)."},
-    {"metrics_edt", py_metrics_edt, METH_O,
-     "metrics_edt(mask uint8 [H, W]) -> (dist float64 [H, W], nearest int32 [2, H, W]): for each pixel "
-     "the nearest nonzero pixel, as scipy.ndimage.distance_transform_edt(mask == 0, return_indices=True)."},
     {NULL, NULL, 0, NULL},
 };

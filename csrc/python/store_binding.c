@@ -1,5 +1,5 @@
 /* _C.StoreServer and _C.StoreClient: the rendezvous store (csrc/dist/store.h) for the
- * launcher and its workers; _C.hmac_sha256 for tests of our own SHA-256. */
+ * launcher and its workers; _C.sha256 (our own SHA-256). */
 #define PY_SSIZE_T_CLEAN
 #include "binding.h"
 #include "../dist/sha256.h"
@@ -225,17 +225,6 @@ static PyTypeObject ClientType = {
 
 /* ---- module ----------------------------------------------------------------------------------- */
 
-static PyObject *py_hmac_sha256(PyObject *mod, PyObject *args) {
-    Py_buffer key, data;
-    if (!PyArg_ParseTuple(args, "y*y*", &key, &data))
-        return NULL;
-    unsigned char out[CX_SHA256_BYTES];
-    cx_hmac_sha256(key.buf, (size_t)key.len, data.buf, (size_t)data.len, NULL, 0, out);
-    PyBuffer_Release(&key);
-    PyBuffer_Release(&data);
-    return PyBytes_FromStringAndSize((const char *)out, CX_SHA256_BYTES);
-}
-
 static PyObject *py_sha256(PyObject *mod, PyObject *arg) {
     Py_buffer data;
     if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) < 0)
@@ -248,7 +237,6 @@ static PyObject *py_sha256(PyObject *mod, PyObject *arg) {
 
 PyMethodDef cx_py_store_methods[] = {
     {"sha256", py_sha256, METH_O, "sha256(bytes) -> digest (codext's own implementation)."},
-    {"hmac_sha256", py_hmac_sha256, METH_VARARGS, "hmac_sha256(key, data) -> digest."},
     {NULL, NULL, 0, NULL},
 };
 

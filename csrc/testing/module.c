@@ -14,7 +14,8 @@
  *       ops refused, or the CUDA one) and frees it: raises what the binding raises
  *   and the training arithmetic of train_binding.c (adamw_step, schedule_lr, ...), the
  *   allocator's fault-injection hook (alloc_hooks.c: test_alloc_fail_at, ...) and the
- *   JSON reader on bytes (io_testing.c: _json_parse). */
+ *   JSON reader on bytes (io_testing.c: _json_parse), and leaf functions checked against
+ *   other implementations (leaf_testing.c: augment_params, metrics_edt, hmac_sha256). */
 #define PY_SSIZE_T_CLEAN
 /* This module's own table of NumPy's C API (NumPy keeps each module's table private). */
 #define PY_ARRAY_UNIQUE_SYMBOL codext_testing_ARRAY_API
@@ -29,6 +30,7 @@
 extern PyMethodDef cx_test_train_methods[]; /* train_binding.c */
 extern PyMethodDef cx_test_alloc_methods[]; /* alloc_hooks.c */
 extern PyMethodDef cx_test_io_methods[];    /* io_testing.c */
+extern PyMethodDef cx_test_leaf_methods[];  /* leaf_testing.c */
 
 /* "cpu" or "cuda" -> a backend; NULL with an exception set. */
 static cx_backend *backend_named(const char *name) {
@@ -393,7 +395,8 @@ PyMODINIT_FUNC PyInit__testing(void) {
         return NULL;
     if (PyModule_AddFunctions(module, cx_test_train_methods) < 0 ||
         PyModule_AddFunctions(module, cx_test_alloc_methods) < 0 ||
-        PyModule_AddFunctions(module, cx_test_io_methods) < 0) {
+        PyModule_AddFunctions(module, cx_test_io_methods) < 0 ||
+        PyModule_AddFunctions(module, cx_test_leaf_methods) < 0) {
         Py_DECREF(module);
         return NULL;
     }
