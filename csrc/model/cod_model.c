@@ -114,7 +114,10 @@ static cx_status host_buffers(cx_cod_model *m, int B) {
     size_t per_neck = (size_t)B * (E * sizeof(int) + k * sizeof(int) + 2 * E * sizeof(float) +
                                    2 * E * sizeof(double));
     size_t n_parts = (size_t)8 * B + (size_t)4 * B; /* wbce, wiou [4][B]; d loss staging */
-    void *routing = cx_aligned_alloc(4 * per_neck + 64);
+    /* each neck's block starts 16-byte aligned (its doubles first): k ints may leave the
+     * end of the previous block at any multiple of 4 */
+    per_neck = (per_neck + 15) & ~(size_t)15;
+    void *routing = cx_aligned_alloc(4 * per_neck);
     double *parts = cx_aligned_alloc(n_parts * sizeof(double));
     if (!routing || !parts) {
         cx_aligned_free(routing);
@@ -126,8 +129,8 @@ static cx_status host_buffers(cx_cod_model *m, int B) {
     m->routing_memory = routing;
     m->parts_memory = parts;
     m->routing_capacity = B;
-    char *p = routing;
     for (int i = 0; i < 4; i++) {
+        char *p = (char *)routing + (size_t)i * per_neck;
         cx_cod_neck *neck = &m->neck[i];
         neck->weights_host = (double *)p;
         p += (size_t)B * E * sizeof(double);
