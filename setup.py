@@ -137,7 +137,11 @@ class BuildWithCuda(build_ext):
         previous = open(stamp).read() if os.path.exists(stamp) else None
         if previous != variant:
             self.force = True
-        super().build_extensions()
+        # One extension after the other, _C first: _testing links against the built _C, so
+        # build_ext's --parallel (which builds extensions side by side) must not apply here.
+        self.check_extensions_list(self.extensions)
+        for extension in self.extensions:
+            self.build_extension(extension)
         with open(stamp, "w") as f:
             f.write(variant)
 
