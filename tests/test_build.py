@@ -204,11 +204,13 @@ def test_op_runner_rejects_bad_names():
 
 # ---- no test code in the shipped _C ------------------------------------------------------
 
+# 'testing': every codext._testing in the probed package's folder(s). (find_spec alone would
+# also see an editable install's finder, which maps codext._testing to another tree.)
 SHIPPED_PROBE = (
-    "import importlib.util, json, codext\n"
+    "import glob, json, os, codext\n"
     "from codext import _C\n"
-    "print(json.dumps({'file': _C.__file__, 'names': sorted(dir(_C)),\n"
-    "                  'testing': importlib.util.find_spec('codext._testing') is not None}))\n")
+    "found = [f for d in codext.__path__ for f in glob.glob(os.path.join(d, '_testing*'))]\n"
+    "print(json.dumps({'file': _C.__file__, 'names': sorted(dir(_C)), 'testing': found}))\n")
 
 
 def probe_package(parent):
@@ -247,6 +249,6 @@ def test_shipped_build_has_no_test_code():
     seen = probe_package(parent)
     assert seen["file"].startswith(parent), f"the probe imported {seen['file']}, not the build in {parent}"
     assert_no_test_code(seen["names"], seen["file"])
-    assert not seen["testing"], f"a shipped build has codext._testing ({parent})"
+    assert not seen["testing"], f"a shipped build has codext._testing: {seen['testing']}"
     _, _, exported = elf_dynamic(seen["file"])
     assert exported == ["PyInit__C"], f"the shipped _C exports {exported[:20]}"
