@@ -79,7 +79,7 @@ def test_the_detector_finds_each_kind_of_reference():
         "cd /" + "home/alice/src": 1,
         "the spec (" + "DESIGN" + ".md section 4)": 1,
         "CUDA_HOME=/usr/local/cuda; data in /kaggle/input/cod10k": 0,
-        "x = a/work/b; docs/model.md; ./root/ is relative": 0,
+        "x = a/" + "work/b; docs/model.md; ./root/ is relative": 0,
     }
     for text, expected in samples.items():
         assert len(outside_references(text)) == expected, (text, outside_references(text))

@@ -36,7 +36,7 @@ for reader in ${FUZZ_READERS:-json safetensors}; do
   seeds="$ROOT/tests/fuzz/corpus/$reader"
   regressions="$ROOT/tests/fuzz/regressions/$reader"
   artifacts="$FUZZ_BUILD/artifacts/$reader/"
-  work="$FUZZ_BUILD/work/$reader"
+  work="$FUZZ_BUILD/corpus/$reader"
   mkdir -p "$artifacts" "$work"
   t0=$(date +%s)
   # 1. Every committed input once (seeds and regression cases), as plain runs.
