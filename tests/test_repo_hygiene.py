@@ -120,3 +120,16 @@ def test_markdown_links_inside_the_repository_resolve():
             if not os.path.exists(path):
                 broken.append(f"{rel}: ({target})")
     assert not broken, "links to missing files:\n" + "\n".join(broken)
+
+
+# Committed fixtures stay small: a clone should not carry megabytes of reference data per file
+# (tests/data/backbone/README.md says how its larger fixtures sample gradients instead).
+MAX_FILE_BYTES = 4 << 20
+
+
+def test_no_repository_file_exceeds_the_size_limit():
+    sizes = {p: os.path.getsize(os.path.join(ROOT, p)) for p in repository_files()
+             if os.path.isfile(os.path.join(ROOT, p))}
+    assert sizes, "no repository files found"
+    too_big = {p: s for p, s in sizes.items() if s > MAX_FILE_BYTES}
+    assert not too_big, f"files over {MAX_FILE_BYTES >> 20} MiB: {too_big}"

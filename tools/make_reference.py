@@ -10,6 +10,9 @@ head's norm is not applied; timm's norm_pre is Identity for these configs). A ra
 loss L = sum_i <c_i, f_i> with c_i = make_cotangents(feature shapes, seed=1) gives dL/dx and
 dL/dparam by autograd. Everything is computed in float64 from float32 data and stored as
 float32. The same network in float32 gives the fp32 yardstick (relative errors vs float64).
+The larger configs keep whole parameter gradients only for the stem, stages 0-1 and small
+tensors, and a fixed sample plus the sum of squares for the rest (keeps_full_gradient and
+gradient_sample_positions in reference_weights.py).
 See tests/data/backbone/README.md for the file format.
 """
 import argparse
@@ -24,8 +27,9 @@ import timm
 from timm.models.edgenext import EdgeNeXt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_weights import (CONFIGS, count_params, make_cotangents, make_input,  # noqa: E402
-                               make_weights, param_names_and_shapes)
+from reference_weights import (CONFIGS, count_params, gradient_sample_positions,  # noqa: E402
+                               keeps_full_gradient, make_cotangents, make_input, make_weights,
+                               param_names_and_shapes)
 
 WEIGHT_SEED = 0
 COT_SEED = 1
@@ -214,8 +218,13 @@ def make_case(name, shape, in_seed, out_dir, checks):
         arrays[f"feat{i}"] = f64[i].astype(np.float32)
         arrays[f"cot{i}"] = cots[i]
     arrays["dx"] = dx64.astype(np.float32)
-    for n in names:
-        arrays["grad:" + n] = g64[n].astype(np.float32)
+    for n, param_shape in plist:
+        if keeps_full_gradient(name, n, param_shape):
+            arrays["grad:" + n] = g64[n].astype(np.float32)
+        else:
+            flat = g64[n].ravel()
+            arrays["gradsample:" + n] = flat[gradient_sample_positions(n, flat.size)].astype(np.float32)
+            arrays["gradsumsq:" + n] = np.float64(np.dot(flat, flat))
     arrays["names"] = np.array(names)
     arrays["shapes"] = np.array(json.dumps([list(s) for _, s in plist]))
     arrays["config"] = np.array(json.dumps({"name": name, **cfg}))

@@ -153,3 +153,29 @@ def make_cotangents(shapes, seed):
     """[float32 N(0, 1) arrays]; the i-th comes from default_rng([seed, i])."""
     return [np.random.default_rng([int(seed), i]).standard_normal(tuple(s)).astype(np.float32)
             for i, s in enumerate(shapes)]
+
+
+# Gradient fixtures of the larger configs keep a full gradient only where it is cheap: every
+# parameter of the stem and of stages 0 and 1 (which hold one block of each kind: conv
+# encoders, an SDTA block with positional encoding, a downsampling layer) and every tensor of
+# at most FULL_GRADIENT_MAX_ELEMENTS elements (norms, biases, gammas, temperatures). For the
+# other tensors (the large weights of stages 2 and 3) a fixture stores GRADIENT_SAMPLE_SIZE
+# values at fixed positions and the sum of squares of the whole gradient (float64).
+FULL_GRADIENT_MAX_ELEMENTS = 2048
+GRADIENT_SAMPLE_SIZE = 256
+FULL_GRADIENT_PREFIXES = ("stem.", "stages.0.", "stages.1.")
+
+
+def keeps_full_gradient(config, name, shape):
+    """True when the fixture of `config` stores the whole gradient of parameter `name`."""
+    if config == "edgenext_tiny_test":
+        return True
+    size = int(np.prod(shape))
+    return size <= FULL_GRADIENT_MAX_ELEMENTS or name.startswith(FULL_GRADIENT_PREFIXES)
+
+
+def gradient_sample_positions(name, size):
+    """Sorted flat positions (int64) of a parameter's sampled gradient values; depends only on
+    (name, size)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode("utf-8")))
+    return np.sort(rng.choice(int(size), min(int(size), GRADIENT_SAMPLE_SIZE), replace=False)).astype(np.int64)
