@@ -36,3 +36,4 @@ from .config import Config  # noqa: E402,F401
 from .model import Model, ModelConfig, load  # noqa: E402,F401
 from .train import TrainResult, evaluate, train  # noqa: E402,F401
 from .launch import WorkerError, launch  # noqa: E402,F401
+from .plots import show_predictions  # noqa: E402,F401

@@ -85,6 +85,12 @@ class TrainResult:
     metrics: dict
     config: Config
 
+    def plot(self, title=None):
+        """Loss, learning-rate and validation curves as a matplotlib Figure
+        (codext.plots.plot_history)."""
+        from .plots import plot_history
+        return plot_history(self.history, title=title)
+
 
 # ---- evaluation ------------------------------------------------------------------------
 
