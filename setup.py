@@ -4,6 +4,9 @@ Environment:
   CODEXT_CUDA=0|1|auto   0: CPU only; 1: CUDA required (fail if no toolkit); auto (default): CUDA if found
   CODEXT_CUDA_ARCHS      e.g. "75" or "75;80;86;89;90" (default); PTX is emitted for the highest
   CUDA_HOME, CUDNN_HOME, NCCL_HOME   where to look for the toolkit and libraries
+  CODEXT_CUDA_RESOURCE_REPORT=FILE   also run ptxas with --resource-usage (registers, spills,
+                         shared memory of every kernel) and write its report to FILE, one
+                         section per .cu file; tools/ptxas_usage.py FILE prints and checks it
   CODEXT_TEST_BUILD=1    the test install: defines CX_TEST_BUILD for all C and also builds
                          codext._testing (csrc/testing/: the op-test runner and the other
                          test-only bindings), linked against codext._C, whose symbols such
@@ -163,6 +166,8 @@ class BuildWithCuda(build_ext):
 
     def configure_cuda(self, required):
         cuda_home = find_cuda_home()
+        # kernels/*.cu are the translation units; kernels/device/*.cuh, the device code
+        # they include, is compiled through them (and checked alone by tools/nvrtc_check.py).
         kernels = sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))
 
         def missing(what):
@@ -212,6 +217,9 @@ class BuildWithCuda(build_ext):
         # Only cx_cuda_get_api is exported (kernels/backend_cuda.cu marks it).
         flags = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC,-fvisibility=hidden",
                  "--expt-relaxed-constexpr", "-lineinfo"]
+        report_path = os.environ.get("CODEXT_CUDA_RESOURCE_REPORT", "").strip()
+        if report_path:
+            flags.append("--resource-usage")  # ptxas -v: one report per kernel and arch
         jobs = []
         for src in cuda["kernels"]:
             obj = os.path.join(build_dir, os.path.basename(src) + ".o")
@@ -221,11 +229,20 @@ class BuildWithCuda(build_ext):
         log(f"compiling {len(jobs)} CUDA files for {cuda['archs_text']} with {workers} job(s)")
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda cmd: (cmd, subprocess.run(cmd, capture_output=True, text=True)), jobs))
+        report = []
         for cmd, res in results:
-            if res.stdout.strip() or res.stderr.strip():
-                log(f"{os.path.basename(cmd[2])}:\n{res.stdout}{res.stderr}")
+            # ptxas's resource lines go to the report; anything else (warnings) is logged
+            output, usage = split_resource_usage(res.stdout + res.stderr)
+            if output.strip():
+                log(f"{os.path.basename(cmd[2])}:\n{output}")
+            if usage:
+                report.append(f"# {os.path.relpath(cmd[2], ROOT)}\n{usage}")
             if res.returncode != 0:
                 raise SystemExit(f"nvcc failed on {cmd[2]}:\n{' '.join(cmd)}")
+        if report_path:
+            with open(report_path, "w") as f:
+                f.write("".join(report))
+            log(f"ptxas resource report of {len(report)} file(s) written to {report_path}")
         objects = [cmd[4] for cmd, _ in results]
         # The library holds no copy of csrc/core: the loader hands it _C's cx_fail, so errors
         # reach Python, and --no-undefined turns a stray call into _C into a build error.
@@ -247,6 +264,17 @@ class BuildWithCuda(build_ext):
         # Keep an in-place copy for `pip install -e .` / build_ext --inplace.
         if getattr(self, "into_source", False):
             shutil.copy(lib, os.path.join(ROOT, "codext", "libcodext_cuda.so"))
+
+
+def split_resource_usage(text):
+    """(other output, ptxas resource lines) of one nvcc run with --resource-usage."""
+    other, usage = [], []
+    for line in text.splitlines(keepends=True):
+        # "ptxas info : ..." and the stack/spill line under "Function properties for ..."
+        # ("ptxas . 0 bytes stack frame, ..." or indented, depending on the version)
+        is_usage = line.startswith("ptxas info") or re.match(r"(ptxas)?\s+\.?\s*\d+ bytes stack frame", line)
+        (usage if is_usage else other).append(line)
+    return "".join(other), "".join(usage)
 
 
 def c_sources():
