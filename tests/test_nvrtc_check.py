@@ -186,6 +186,16 @@ def test_the_repository_device_sources_keep_the_rules():
         assert problems == [], problems
 
 
+def test_kernels_live_only_in_kernels_device(tmp_path):
+    """A kernel defined in a host .cu file would escape the NVRTC check."""
+    assert nvrtc_check.kernels_outside(os.path.join(ROOT, "kernels")) == []
+    write(tmp_path, "norm.cu", '#include "common.cuh"\n\n' + GOOD)
+    write(tmp_path, "launch.cuh", "/* under nvcc the macro is kernel<<<grid, block>>>; a\n"
+          " * __global__ function is launched with it */\n")
+    (problem,) = nvrtc_check.kernels_outside(str(tmp_path))
+    assert "norm.cu:4: defines kernel scale_kernel in host code" in problem
+
+
 def test_missing_nvrtc_is_exit_2_with_the_install_command(tmp_path):
     res = run(os.path.join(DEVICE, "pointwise.cuh"), "--wheels", str(tmp_path))
     assert res.returncode == 2

@@ -8,7 +8,8 @@ would (docs/cuda-build.md). For each file:
   1. the rules that keep it NVRTC-clean, read from the text: it includes only files of
      its own folder and CUDA's device headers (ALLOWED_SYSTEM_HEADERS); every template
      kernel is instantiated by a `// nvrtc-check: instantiate NAME<ARGS>` line; every
-     name on a `// nvrtc-check: hot` line is a kernel of the file;
+     name on a `// nvrtc-check: hot` line is a kernel of the file; and (when run on
+     kernels/device) no kernel is defined in the host files of kernels/;
   2. NVRTC compiles it alone to a cubin for each architecture, with ptxas's resource
      report (--ptxas-options=-v); an error or a warning fails the check;
   3. the report's limits (tools/ptxas_usage.py): no spills in hot kernels, static shared
@@ -99,6 +100,22 @@ def static_problems(path, text):
     for hot in sorted(found["hot"] - kernels):
         problems.append(f"{name}: 'nvrtc-check: hot {hot}' names no kernel of the file")
     return problems, found
+
+
+def kernels_outside(host_dir):
+    """Problems for each kernel defined in the host files (the .cu and .cuh files directly
+    in host_dir, e.g. kernels/): kernels belong in the device folder, where this check
+    compiles them."""
+    problems = []
+    for path in sorted(glob.glob(os.path.join(host_dir, "*.cu")) +
+                       glob.glob(os.path.join(host_dir, "*.cuh"))):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for m in KERNEL.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            problems.append(f"{display(path)}:{line}: defines kernel {m.group(1)} in host code: "
+                            "kernels go in kernels/device/ (device-only, checked by NVRTC)")
+    return problems
 
 
 # ---- 2. NVRTC ------------------------------------------------------------------------
@@ -221,6 +238,8 @@ def main(argv=None):
         print(f"nvrtc_check: no device source (*.cuh, *.cu) in {', '.join(args.sources)}")
         return 1
     texts, problems, hot = {}, [], set()
+    if args.sources == [DEFAULT_SOURCES]:  # the repository's own layout
+        problems += kernels_outside(os.path.dirname(DEFAULT_SOURCES))
     for path in files:
         try:
             with open(path, encoding="utf-8") as f:
