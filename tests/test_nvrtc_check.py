@@ -100,6 +100,16 @@ def test_parse_reads_nvrtc_and_nvcc_reports():
     assert (n.source, n.base) == ("kernels/norm.cu", "layernorm_forward_kernel")
 
 
+def test_without_cxxfilt_names_stay_mangled_and_bases_are_read(monkeypatch):
+    monkeypatch.setattr(ptxas_usage.shutil, "which", lambda name: None)
+    two = NVRTC_LOG + NVRTC_LOG.replace("ILb1EE", "ILb0EE")
+    records = ptxas_usage.parse(two)
+    assert [r.base for r in records] == ["column_partials_kernel"] * 2
+    assert records[0].name != records[1].name  # one table row per template instance
+    assert len(ptxas_usage.check(records, {"column_partials_kernel"})) == 2
+    assert "column_partials_kernel" in ptxas_usage.table(records, {"column_partials_kernel"})
+
+
 def test_a_hot_kernel_that_spills_fails_and_a_cold_one_passes():
     records = ptxas_usage.parse(NVRTC_LOG)
     problems = ptxas_usage.check(records, {"column_partials_kernel"})

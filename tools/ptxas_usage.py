@@ -110,10 +110,11 @@ def _name(records):
         m = re.match(r"^(?:void\s+)?([\w:]+(?:<[^(]*>)?)\(", text)
         if m:
             r.name = m.group(1)
-        else:  # still mangled: _Z<length><name>...
+            r.base = r.name.split("<", 1)[0]
+        else:  # still mangled (no c++filt): the base name is _Z<length><name>...
             m = re.match(r"^_Z(\d+)(\w+)", text)
-            r.name = m.group(2)[:int(m.group(1))] if m else text
-        r.base = r.name.split("<", 1)[0]
+            r.name = text  # distinct per template instance
+            r.base = m.group(2)[:int(m.group(1))] if m else text
 
 
 def directives(text, path):
@@ -182,7 +183,8 @@ def table(records, hot=()):
         if key[0] != source:
             source = key[0]
             lines.append(f"{source or '(no source)'}")
-        label = ("  " + key[1] + (" *" if key[1].split("<")[0] in hot else ""))
+        base = next(iter(rows[key].values())).base
+        label = "  " + key[1] + (" *" if base in hot else "")
         cells = []
         for a in archs:
             r = rows[key].get(a)
