@@ -2,8 +2,12 @@
 
 Environment:
   CODEXT_CUDA=0|1|auto   0: CPU only; 1: CUDA required (fail if no toolkit); auto (default): CUDA if found
-  CODEXT_CUDA_ARCHS      e.g. "75" or "75;80;86;89;90" (default); PTX is emitted for the highest
+  CODEXT_CUDA_ARCHS      e.g. "75" or "60;75;80;86;89;90;120" (default: those of it that the
+                         nvcc found can build); PTX is emitted for the highest
   CUDA_HOME, CUDNN_HOME, NCCL_HOME   where to look for the toolkit and libraries
+  CODEXT_CUDA_RESOURCE_REPORT=FILE   also run ptxas with --resource-usage (registers, spills,
+                         shared memory of every kernel) and write its report to FILE, one
+                         section per .cu file; tools/ptxas_usage.py FILE prints and checks it
   CODEXT_TEST_BUILD=1    the test install: defines CX_TEST_BUILD for all C and also builds
                          codext._testing (csrc/testing/: the op-test runner and the other
                          test-only bindings), linked against codext._C, whose symbols such
@@ -29,7 +33,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "75;80;86;89;90"
+# Kaggle's P100 (60), T4 (75), L4 (89) and RTX Pro 6000 (120), and the A100/A10/H100 of
+# most clouds. Without CODEXT_CUDA_ARCHS the ones this nvcc cannot build are left out
+# (CUDA 13 dropped sm_60; sm_120 needs CUDA 12.8): see docs/cuda-build.md.
+DEFAULT_ARCHS = "60;75;80;86;89;90;120"
 
 
 def log(msg):
@@ -163,6 +170,8 @@ class BuildWithCuda(build_ext):
 
     def configure_cuda(self, required):
         cuda_home = find_cuda_home()
+        # kernels/*.cu are the translation units; kernels/device/*.cuh, the device code
+        # they include, is compiled through them (and checked alone by tools/nvrtc_check.py).
         kernels = sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))
 
         def missing(what):
@@ -187,10 +196,12 @@ class BuildWithCuda(build_ext):
         out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
         m = re.search(r"release (\d+\.\d+)", out)
         cuda_version = m.group(1) if m else "unknown"
-        archs = [a.strip().replace("sm_", "") for a in re.split(r"[;, ]+", os.environ.get("CODEXT_CUDA_ARCHS", DEFAULT_ARCHS)) if a.strip()]
-        for a in archs:
-            if not a.isdigit():
-                raise SystemExit(f"CODEXT_CUDA_ARCHS: {a!r} is not an architecture number like 75")
+        requested = os.environ.get("CODEXT_CUDA_ARCHS", "").strip()
+        archs, dropped = choose_archs(requested or DEFAULT_ARCHS, bool(requested),
+                                      nvcc_cubin_archs(nvcc), cuda_version)
+        if dropped:
+            log(f"nvcc {cuda_version} cannot build {', '.join('sm_' + a for a in dropped)}: left out "
+                "of the default architectures (set CODEXT_CUDA_ARCHS to choose them)")
         cudnn_version = header_version(os.path.join(cudnn[0], "cudnn_version.h"), "CUDNN")
         nccl_version = header_version(os.path.join(nccl[0], "nccl.h"), "NCCL", ("MAJOR", "MINOR", "PATCH"))
         log(f"CUDA {cuda_version} at {cuda_home}, cuDNN {cudnn_version}, NCCL {nccl_version}, archs {archs}")
@@ -212,6 +223,13 @@ class BuildWithCuda(build_ext):
         # Only cx_cuda_get_api is exported (kernels/backend_cuda.cu marks it).
         flags = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC,-fvisibility=hidden",
                  "--expt-relaxed-constexpr", "-lineinfo"]
+        if any(int(a) < 75 for a in cuda["archs"]):
+            # CUDA 12 builds sm_60 but warns that it is deprecated: we build it on purpose
+            # (Kaggle's P100), so the warning would only hide real ones
+            flags.append("-Wno-deprecated-gpu-targets")
+        report_path = os.environ.get("CODEXT_CUDA_RESOURCE_REPORT", "").strip()
+        if report_path:
+            flags.append("--resource-usage")  # ptxas -v: one report per kernel and arch
         jobs = []
         for src in cuda["kernels"]:
             obj = os.path.join(build_dir, os.path.basename(src) + ".o")
@@ -221,11 +239,20 @@ class BuildWithCuda(build_ext):
         log(f"compiling {len(jobs)} CUDA files for {cuda['archs_text']} with {workers} job(s)")
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda cmd: (cmd, subprocess.run(cmd, capture_output=True, text=True)), jobs))
+        report = []
         for cmd, res in results:
-            if res.stdout.strip() or res.stderr.strip():
-                log(f"{os.path.basename(cmd[2])}:\n{res.stdout}{res.stderr}")
+            # ptxas's resource lines go to the report; anything else (warnings) is logged
+            output, usage = split_resource_usage(res.stdout + res.stderr)
+            if output.strip():
+                log(f"{os.path.basename(cmd[2])}:\n{output}")
+            if usage:
+                report.append(f"# {os.path.relpath(cmd[2], ROOT)}\n{usage}")
             if res.returncode != 0:
                 raise SystemExit(f"nvcc failed on {cmd[2]}:\n{' '.join(cmd)}")
+        if report_path:
+            with open(report_path, "w") as f:
+                f.write("".join(report))
+            log(f"ptxas resource report of {len(report)} file(s) written to {report_path}")
         objects = [cmd[4] for cmd, _ in results]
         # The library holds no copy of csrc/core: the loader hands it _C's cx_fail, so errors
         # reach Python, and --no-undefined turns a stray call into _C into a build error.
@@ -238,6 +265,7 @@ class BuildWithCuda(build_ext):
         # Versioned sonames by name: pip's nvidia wheels ship only libcudnn.so.9 / libnccl.so.2.
         # Never -lcuda: the driver library is opened by the CUDA runtime when first used.
         link = [cuda["nvcc"], "-shared", "-cudart", "shared", "-o", lib] + objects + gencode
+        link += [f for f in flags if f == "-Wno-deprecated-gpu-targets"]
         link += [f"-L{d}" for d in libdirs]
         link += ["-lcublas", "-lcublasLt", f"-l:{cuda['cudnn'][2]}", f"-l:{cuda['nccl'][2]}"]
         rpath = ["$ORIGIN"] + libdirs
@@ -247,6 +275,48 @@ class BuildWithCuda(build_ext):
         # Keep an in-place copy for `pip install -e .` / build_ext --inplace.
         if getattr(self, "into_source", False):
             shutil.copy(lib, os.path.join(ROOT, "codext", "libcodext_cuda.so"))
+
+
+def nvcc_cubin_archs(nvcc):
+    """The sm numbers this nvcc builds cubins for (nvcc --list-gpu-code), or None when it
+    cannot say (an nvcc older than CUDA 11)."""
+    res = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True)
+    found = set(re.findall(r"\bsm_(\d+)\b", res.stdout)) if res.returncode == 0 else set()
+    return found or None
+
+
+def choose_archs(text, explicit, supported, cuda_version):
+    """(archs to build, archs left out) from a list like "60;75" or "sm_75,80". An explicit
+    list (CODEXT_CUDA_ARCHS) must be buildable by this nvcc; the default list loses what
+    it cannot build. supported: nvcc's sm numbers, or None when unknown (nothing is left
+    out then: nvcc itself refuses what it cannot build)."""
+    archs = [a.strip().replace("sm_", "") for a in re.split(r"[;, ]+", text) if a.strip()]
+    for a in archs:
+        if not a.isdigit():
+            raise SystemExit(f"CODEXT_CUDA_ARCHS: {a!r} is not an architecture number like 75")
+    if supported is None:
+        return archs, []
+    missing = [a for a in archs if a not in supported]
+    if explicit and missing:
+        raise SystemExit(f"CODEXT_CUDA_ARCHS asks for {', '.join('sm_' + a for a in missing)}, which "
+                         f"nvcc {cuda_version} cannot build (it builds "
+                         f"{', '.join('sm_' + a for a in sorted(supported, key=int))}); CUDA 13 "
+                         "dropped sm_60 and sm_70: build with a CUDA 12 toolkit for those")
+    kept = [a for a in archs if a in supported]
+    if not kept:
+        raise SystemExit(f"nvcc {cuda_version} can build none of the architectures {text!r}")
+    return kept, missing
+
+
+def split_resource_usage(text):
+    """(other output, ptxas resource lines) of one nvcc run with --resource-usage."""
+    other, usage = [], []
+    for line in text.splitlines(keepends=True):
+        # "ptxas info : ..." and the stack/spill line under "Function properties for ..."
+        # ("ptxas . 0 bytes stack frame, ..." or indented, depending on the version)
+        is_usage = line.startswith("ptxas info") or re.match(r"(ptxas)?\s+\.?\s*\d+ bytes stack frame", line)
+        (usage if is_usage else other).append(line)
+    return "".join(other), "".join(usage)
 
 
 def c_sources():

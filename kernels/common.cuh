@@ -1,5 +1,7 @@
 /* Shared by the CUDA backend's files: the backend state, error recording, device scratch
- * memory, launch helpers and the prototypes of each op family's functions.
+ * memory, launch helpers and the prototypes of each op family's functions. Host code
+ * only: the kernels themselves are in device/<family>.cuh, which include nothing of this
+ * (they must compile alone under NVRTC; docs/cuda-build.md).
  *
  * Errors: ops return nothing (ops.h). The first CUDA, cuBLAS or cuDNN error since the
  * last sync() is recorded in the state with its text and the op that hit it; sync()

@@ -10,8 +10,10 @@
  *   - a workspace of at most CU_CONV_WORKSPACE_LIMIT.
  * The choice is cached per (shape, direction). Backward passes beta = 1 so dx and dw
  * accumulate; the bias gradient is a fixed-order channel sum (reduce.cu).
- * Depthwise convolutions go through cuDNN too for now (correct, not fast). */
+ * Depthwise convolutions go through cuDNN too for now (correct, not fast).
+ * Host side; the bias kernel is in device/conv.cuh. */
 #include "common.cuh"
+#include "device/conv.cuh"
 
 #include <string.h>
 
@@ -194,14 +196,6 @@ static const cu_conv_choice *prepare(cu_state *st, const cx_conv_shape *s, int d
     if (choice->workspace_bytes && !*workspace)
         return NULL;
     return choice;
-}
-
-/* y [batch, channels, hw] += bias[channels] */
-__global__ void add_channel_bias_kernel(size_t n, int channels, int hw, const float *bias,
-                                        float *y) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (size_t)blockDim.x * gridDim.x)
-        y[i] += bias[(i / (size_t)hw) % (size_t)channels];
 }
 
 static int conv_is_empty(const cx_conv_shape *s) {

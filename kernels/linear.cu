@@ -9,15 +9,10 @@
  *   dw        dW = X dY^T         sgemm(N, T, m=in,  n=out,  k=rows), beta 1
  * (dW = dw^T [in, out] is dw [out, in] row-major.) beta = 1 makes the backward
  * accumulate. The handle's math mode is full fp32 unless TF32 was allowed at creation;
- * dbias is a fixed-order column sum of dy (reduce.cu). */
+ * dbias is a fixed-order column sum of dy (reduce.cu). Host side; the bias kernel is in
+ * device/linear.cuh. */
 #include "common.cuh"
-
-/* y [rows, out] += bias[out] broadcast over rows */
-__global__ void add_row_bias_kernel(size_t n, int out_features, const float *bias, float *y) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (size_t)blockDim.x * gridDim.x)
-        y[i] += bias[i % (size_t)out_features];
-}
+#include "device/linear.cuh"
 
 void cu_linear_forward(cx_backend *be, int rows, int in_features, int out_features,
                        const float *x, const float *w, const float *bias, float *y) {

@@ -39,6 +39,9 @@ def small_tree(root):
     write(root, "csrc/python/metrics_binding.c", '#include "binding.h"\n')
     write(root, "csrc/python/cod_types.c", '#include "binding.h"\n#include "../model/cod.h"\n')
     write(root, "kernels/common.cuh", '#include "ops/ops.h"\n')
+    write(root, "kernels/device/helpers.cuh", "#define CX_HELPERS 1\n")
+    write(root, "kernels/device/norm.cuh", '#include "helpers.cuh"\n')
+    write(root, "kernels/norm.cu", '#include "common.cuh"\n#include "device/norm.cuh"\n')
 
 
 def test_a_clean_tree_passes(tmp_path):
@@ -71,6 +74,19 @@ def test_kernels_reaching_test_code_fails(tmp_path):
     assert res.returncode == 1
     assert "kernels/common.cuh (kernels) reaches testing" in res.stdout
     assert "csrc/ops/ops.h (ops) reaches testing" in res.stdout
+
+
+def test_device_code_reaching_a_host_header_fails(tmp_path):
+    """kernels/device/ must stay compilable alone by NVRTC: no host header of ours."""
+    small_tree(str(tmp_path))
+    write(str(tmp_path), "kernels/device/norm.cuh", '#include "helpers.cuh"\n#include "../common.cuh"\n')
+    res = run_check(str(tmp_path))
+    assert res.returncode == 1
+    assert "kernels/device/norm.cuh (kernels/device) reaches kernels" in res.stdout
+    write(str(tmp_path), "kernels/device/norm.cuh", '#include "ops/ops.h"\n')
+    res = run_check(str(tmp_path))
+    assert res.returncode == 1
+    assert "kernels/device/norm.cuh (kernels/device) reaches ops" in res.stdout
 
 
 def test_model_free_binding_reaching_the_model_fails(tmp_path):

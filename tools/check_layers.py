@@ -6,8 +6,11 @@ The layers, lowest first (a folder of csrc/, or kernels/ at the top of the repos
     core                      errors, threads, memory, RNG: includes nothing of ours
     ops                       the op interface (cx_backend), the planning backend, the
                               CUDA backend factory and its ABI: sits on core
+    kernels/device            the CUDA device code (kernels and their helpers): includes
+                              nothing of ours outside kernels/device, so NVRTC can compile
+                              each file alone (docs/cuda-build.md, tools/nvrtc_check.py)
     cpu, kernels              the backends (CPU ops; CUDA ops in libcodext_cuda.so):
-                              sit on ops
+                              sit on ops; kernels (the host side) also on kernels/device
     model                     backbone, neck, decoder, parameters, arena: sits on ops
     data, metrics, io         images, masks and augmentation; COD metrics; JSON and
                               safetensors: each sits on core alone
@@ -38,7 +41,8 @@ ALLOWED = {
     "core": set(),
     "ops": {"core"},
     "cpu": {"core", "ops"},
-    "kernels": {"core", "ops"},
+    "kernels/device": set(),
+    "kernels": {"core", "ops", "kernels/device"},
     "model": {"core", "ops"},
     "data": {"core"},
     "metrics": {"core"},
@@ -60,7 +64,7 @@ def layer_of(path, root):
     rel = os.path.relpath(path, root).replace(os.sep, "/")
     parts = rel.split("/")
     if parts[0] == "kernels":
-        return "kernels"
+        return "kernels/device" if len(parts) > 2 and parts[1] == "device" else "kernels"
     if parts[0] == "csrc" and len(parts) > 2:
         return parts[1]
     return None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with an NVIDIA GPU: builds codext with CUDA for the GPU's
-# architecture, runs the GPU tests, then the backbone benchmark if there is one.
+# architecture (printing ptxas's resource report of the kernels), runs the GPU tests, then
+# the backbone benchmark if there is one.
 # Runs from any directory; the whole script stays under 8 minutes (each step has its
 # own timeout). Exit status: the first failing step's.
 #
@@ -44,13 +45,20 @@ section "build (CODEXT_TEST_BUILD=1 CODEXT_CUDA=1 CODEXT_CUDA_ARCHS=$archs)"
 start=$(date +%s)
 rm -rf build codext/_C*.so codext/_testing*.so codext/libcodext_cuda.so && mkdir -p build
 # the test build: tests/gpu runs the op-test runner of codext._testing
-if CODEXT_TEST_BUILD=1 CODEXT_CUDA=1 CODEXT_CUDA_ARCHS="$archs" timeout 300 "$PY" setup.py build_ext --inplace > build/device_check_build.log 2>&1; then
+if CODEXT_TEST_BUILD=1 CODEXT_CUDA=1 CODEXT_CUDA_ARCHS="$archs" \
+    CODEXT_CUDA_RESOURCE_REPORT=build/ptxas_resources.txt \
+    timeout 300 "$PY" setup.py build_ext --inplace > build/device_check_build.log 2>&1; then
     grep "codext build" build/device_check_build.log
     echo "built in $(( $(date +%s) - start )) s"
 else
     tail -40 build/device_check_build.log
     echo "FAILED: the build (log: build/device_check_build.log)"; exit 1
 fi
+
+section "kernel resources (ptxas, $archs)"
+# registers, spills, stack and static shared memory of every kernel for this GPU; no
+# spills in hot kernels, shared memory within T4's 48 KiB (docs/cuda-build.md)
+"$PY" tools/ptxas_usage.py build/ptxas_resources.txt || fail "kernel resources"
 
 section "build info and loader"
 "$PY" - <<'EOF' || fail "build info"
