@@ -13,8 +13,10 @@ Environment:
                          test-only bindings), linked against codext._C, whose symbols such
                          a build leaves visible. Never set for a wheel that ships.
   CODEXT_SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (gcc, CPU only);
-                         defines CX_SANITIZE. Run it with the ASan runtime preloaded:
-                         LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
+                         defines CX_SANITIZE. Run it with the ASan runtime (and libstdc++,
+                         for C++ extensions such as matplotlib's) preloaded:
+                         LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
+                         ASAN_OPTIONS=detect_leaks=0
   CODEXT_WERROR=1        warnings are errors (CI builds with gcc and clang this way)
 
 The CUDA part is a separate shared library that _C opens with dlopen() only when a GPU
