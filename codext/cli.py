@@ -170,7 +170,11 @@ def build_parser():
                            description="Train on a COD dataset folder or the built-in synthetic set.")
     _add_config_flags(train)
     t = train.add_argument_group("train")
-    t.add_argument("--resume", metavar="PATH", help="continue a run: its checkpoint dir or last.safetensors")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its checkpoint dir) from its "
+                                                  "newest complete checkpoint, writing into DIR")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start a new run even if --checkpoint-dir holds one (its run files are removed "
+                        "first); without it that is refused")
     t.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
                    help="the small CPU demo defaults (Config.demo()); default: on when there is no "
                         "--dataset-path and no GPU for the trainer")
@@ -244,9 +248,9 @@ def train_config(args):
     if given.get("gradient_checkpointing") and not gpu_for_training():
         notes.append("note: --gradient-checkpointing has no effect on the CPU (a GPU memory setting)")
     resume = getattr(args, "resume", None)
-    if resume is not None and not os.path.exists(resume):
-        raise UsageError(f"--resume {resume}: no such file or folder")
-    saved = saved_run_config(resume) if resume is not None else None
+    saved = None
+    if resume is not None:
+        saved = _resume_config(resume, given, getattr(args, "overwrite", False))
     demo = args.demo
     if saved is not None:
         demo = False
@@ -262,6 +266,49 @@ def train_config(args):
     if cfg.dataset_path is not None and not os.path.exists(cfg.dataset_path):
         raise UsageError(f"--dataset-path {cfg.dataset_path}: no such folder")
     return cfg, demo, notes
+
+
+def _resume_config(resume, given, overwrite):
+    """The Config fields of the run --resume continues; given["checkpoint_dir"] becomes its
+    folder (a resumed run writes there, never where the run recorded it was)."""
+    from ._rundir import RunDir
+    if not os.path.exists(resume):
+        raise UsageError(f"--resume {resume}: no such file or folder")
+    if overwrite:
+        raise UsageError(f"--resume and --overwrite exclude each other: --resume continues the run "
+                         f"in {resume}, --overwrite starts a new one")
+    run = RunDir.for_resume(resume)  # FileNotFoundError with a way to recover: exit 1
+    typed = given.get("checkpoint_dir")
+    if typed is not None and os.path.abspath(os.path.expanduser(typed)) != run.folder:
+        raise UsageError(f"--resume {resume} continues the run in {run.folder} and writes there, "
+                         f"but --checkpoint-dir is {typed}: to continue it elsewhere, copy the "
+                         f"folder there and resume the copy")
+    saved = run.saved_config()
+    given["checkpoint_dir"] = run.folder
+    state = run.state()
+    epochs = given.get("epochs", saved["epochs"])
+    if state.epoch >= saved["epochs"] and epochs != saved["epochs"]:
+        raise UsageError(f"--resume {resume}: the run is finished ({state.epoch} of {saved['epochs']} "
+                         f"epochs) and a finished run is not extended (its learning-rate schedule "
+                         f"ended with epoch {saved['epochs']}). To train {epochs} epochs, start a new "
+                         f"run: --epochs {epochs} with another --checkpoint-dir, or with "
+                         f"--checkpoint-dir {run.folder} --overwrite to replace this one")
+    return saved
+
+
+def refuse_existing_run(cfg, given):
+    """UsageError when a new run would write into a folder that holds a run."""
+    from ._rundir import RunDir
+    folder = os.path.abspath(os.path.expanduser(cfg.checkpoint_dir))
+    held = RunDir(folder).summary()
+    if held is None:
+        return
+    where = (f"--checkpoint-dir {cfg.checkpoint_dir}" if "checkpoint_dir" in given else
+             f"{cfg.checkpoint_dir} (the default --checkpoint-dir)")
+    raise UsageError(f"{where} already holds {held}. Continue it: python -m codext train --resume "
+                     f"{cfg.checkpoint_dir}; evaluate it: python -m codext eval --checkpoint "
+                     f"{cfg.checkpoint_dir}; or start a new run there with --overwrite (its run "
+                     f"files are removed), or in another --checkpoint-dir")
 
 
 def saved_run_config(path):
@@ -314,11 +361,15 @@ def cmd_train(args):
     for note in notes:
         print(note, file=sys.stderr)
     given = {k[4:] for k in vars(args) if k.startswith("cfg_")}
+    rank0 = True
     if args.use_ddp:
         from ._dist import place_from_env
         place = place_from_env()
         if place is not None and place.rank != 0:
-            demo = False  # rank 0 alone talks
+            demo = rank0 = False  # rank 0 alone talks
+    overwrite = getattr(args, "overwrite", False)
+    if args.resume is None and not overwrite and rank0:
+        refuse_existing_run(cfg, given)
     if demo:
         print(demo_banner(cfg, given), flush=True)
     import codext
@@ -334,7 +385,8 @@ def cmd_train(args):
         if result is None:  # a rank other than 0: rank 0 reports
             return 0
     else:
-        result = train(cfg, data, resume=args.resume, progress=not args.quiet, log=log)
+        result = train(cfg, data, resume=args.resume, overwrite=overwrite, progress=not args.quiet,
+                       log=log)
     seconds = time.perf_counter() - t0
     took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
     print(f"done in {took}. best epoch by {cfg.select_metric}: {format_metrics(result.metrics)}", flush=True)
@@ -354,14 +406,11 @@ def _train_ddp(cfg, data, args, log):
         if args.nprocs is not None or args.master_port is not None:
             print(f"note: --nprocs and --master-port are ignored under {place.source} (its "
                   f"WORLD_SIZE and MASTER_PORT rule)", file=sys.stderr)
-        result = train_as_rank(cfg, data, place, resume=args.resume,
+        result = train_as_rank(cfg, data, place, resume=args.resume, overwrite=args.overwrite,
                                log=log if not args.quiet else None)
         return result if place.rank == 0 else None
-    if args.resume is not None:
-        raise UsageError("--resume with --use-ddp needs torchrun/srun for now; resume the run "
-                         "without --use-ddp")
-    return launch(cfg, data, nprocs=args.nprocs, master_port=args.master_port,
-                  log=log if not args.quiet else None)
+    return launch(cfg, data, nprocs=args.nprocs, master_port=args.master_port, resume=args.resume,
+                  overwrite=args.overwrite, log=log if not args.quiet else None)
 
 
 def _print_flush(*args, **kw):
