@@ -250,7 +250,8 @@ def train_config(args):
     resume = getattr(args, "resume", None)
     saved = None
     if resume is not None:
-        saved = _resume_config(resume, given, getattr(args, "overwrite", False))
+        from ._cli_runs import resume_config
+        saved = resume_config(resume, given, getattr(args, "overwrite", False))
     demo = args.demo
     if saved is not None:
         demo = False
@@ -266,49 +267,6 @@ def train_config(args):
     if cfg.dataset_path is not None and not os.path.exists(cfg.dataset_path):
         raise UsageError(f"--dataset-path {cfg.dataset_path}: no such folder")
     return cfg, demo, notes
-
-
-def _resume_config(resume, given, overwrite):
-    """The Config fields of the run --resume continues; given["checkpoint_dir"] becomes its
-    folder (a resumed run writes there, never where the run recorded it was)."""
-    from ._rundir import RunDir
-    if not os.path.exists(resume):
-        raise UsageError(f"--resume {resume}: no such file or folder")
-    if overwrite:
-        raise UsageError(f"--resume and --overwrite exclude each other: --resume continues the run "
-                         f"in {resume}, --overwrite starts a new one")
-    run = RunDir.for_resume(resume)  # FileNotFoundError with a way to recover: exit 1
-    typed = given.get("checkpoint_dir")
-    if typed is not None and os.path.abspath(os.path.expanduser(typed)) != run.folder:
-        raise UsageError(f"--resume {resume} continues the run in {run.folder} and writes there, "
-                         f"but --checkpoint-dir is {typed}: to continue it elsewhere, copy the "
-                         f"folder there and resume the copy")
-    saved = run.saved_config()
-    given["checkpoint_dir"] = run.folder
-    state = run.state()
-    epochs = given.get("epochs", saved["epochs"])
-    if state.epoch >= saved["epochs"] and epochs != saved["epochs"]:
-        raise UsageError(f"--resume {resume}: the run is finished ({state.epoch} of {saved['epochs']} "
-                         f"epochs) and a finished run is not extended (its learning-rate schedule "
-                         f"ended with epoch {saved['epochs']}). To train {epochs} epochs, start a new "
-                         f"run: --epochs {epochs} with another --checkpoint-dir, or with "
-                         f"--checkpoint-dir {run.folder} --overwrite to replace this one")
-    return saved
-
-
-def refuse_existing_run(cfg, given):
-    """UsageError when a new run would write into a folder that holds a run."""
-    from ._rundir import RunDir
-    folder = os.path.abspath(os.path.expanduser(cfg.checkpoint_dir))
-    held = RunDir(folder).summary()
-    if held is None:
-        return
-    where = (f"--checkpoint-dir {cfg.checkpoint_dir}" if "checkpoint_dir" in given else
-             f"{cfg.checkpoint_dir} (the default --checkpoint-dir)")
-    raise UsageError(f"{where} already holds {held}. Continue it: python -m codext train --resume "
-                     f"{cfg.checkpoint_dir}; evaluate it: python -m codext eval --checkpoint "
-                     f"{cfg.checkpoint_dir}; or start a new run there with --overwrite (its run "
-                     f"files are removed), or in another --checkpoint-dir")
 
 
 def saved_run_config(path):
@@ -369,6 +327,7 @@ def cmd_train(args):
             demo = rank0 = False  # rank 0 alone talks
     overwrite = getattr(args, "overwrite", False)
     if args.resume is None and not overwrite and rank0:
+        from ._cli_runs import refuse_existing_run
         refuse_existing_run(cfg, given)
     if demo:
         print(demo_banner(cfg, given), flush=True)

@@ -197,7 +197,7 @@ def resolve_pretrained(spec):
 
 # ---- checkpoints ---------------------------------------------------------------------------
 
-def _prepare_checkpoint_dir(path):
+def _prepare_checkpoint_dir(path, resuming=False):
     """Creates the folder and proves it writable (before any training): OSError naming it."""
     path = os.path.abspath(os.path.expanduser(path))
     try:
@@ -207,6 +207,11 @@ def _prepare_checkpoint_dir(path):
             f.write(b"ok")
         os.remove(probe)
     except OSError as e:
+        if resuming:  # e.g. a run attached read-only: resume writes into the run's folder
+            raise OSError(e.errno, f"cannot resume the run in {path}: the folder is not writable "
+                                   f"({e.strerror or e}), and a resumed run writes into its own "
+                                   f"folder; copy the folder somewhere writable and resume the "
+                                   f"copy") from None
         raise OSError(e.errno, f"checkpoint_dir {path!r} is not writable ({e.strerror or e}); "
                                f"set Config.checkpoint_dir to a writable folder") from None
     return path
@@ -331,7 +336,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
                              "the run in its folder, overwrite starts a new one")
         run = _rundir.RunDir.for_resume(resume)
         config = config.replace(checkpoint_dir=run.folder)
-    ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir)
+    ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir, resuming=run is not None)
     if run is None and writer:
         _checkpoint.claim_folder(ckpt_dir, overwrite, say)
     if data is None:
