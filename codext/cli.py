@@ -270,8 +270,8 @@ def train_config(args):
 
 
 def saved_run_config(path):
-    """The Config fields a run saved in its training state (last.state.safetensors beside
-    PATH, or in the folder PATH), or None when there is none. A state file whose metadata
+    """The Config fields a run saved in its training state (the state of the checkpoint set
+    beside PATH, or in the folder PATH), or None when there is none. A state file whose metadata
     is damaged is an error naming the file and the field (codext/_rundir.py)."""
     from ._rundir import RunDir
     return RunDir.beside(path).saved_config()

@@ -270,3 +270,11 @@ def test_a_read_only_run_folder_says_to_resume_a_copy(stopped, tmp_path):
                                       rf"writable .*copy the folder somewhere writable and "
                                       rf"resume the copy"):
         train(codext.Config(**TINY), resume=run, progress=False)
+
+
+def test_cli_resumes_a_run_through_the_launcher(stopped, finished, tmp_path, capsys):
+    run = copy_of(stopped, tmp_path)
+    assert cli.main(["train", "--resume", run, "--use-ddp", "--nprocs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"[rank 0] resuming from epoch 1, step 2, in {run}" in out
+    assert bits_differ(os.path.join(finished, LAST), os.path.join(run, LAST)) == []
