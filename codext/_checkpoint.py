@@ -112,6 +112,22 @@ def save_set(folder, *, model, trainer, step, run_id, state_metadata, history, b
     remove_files(folder, run.stale_files(state_file))
 
 
+def tidy(run, history):
+    """On resuming `run` (a checked RunDir): what a kill after its last set was committed
+    left undone: history.json rewritten from the state's history when it differs, files no
+    set needs removed. A finished run that was already tidy is left byte for byte alone."""
+    text = json.dumps(history, indent=1)
+    path = run.paths[_rundir.HISTORY]
+    try:
+        with open(path) as f:
+            same = f.read() == text
+    except OSError:
+        same = False
+    if not same:
+        atomic_write_text(path, text)
+    remove_files(run.folder, run.stale_files(os.path.basename(run.state_path)))
+
+
 def remove_files(folder, names):
     for name in names:
         try:

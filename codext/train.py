@@ -378,6 +378,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         trainer.load_state(run.state_path)  # checks the position against this run's plan
         run.check_state_size()
         hist, best = saved.history, saved.best
+        if writer:  # what a kill after the last committed set left undone
+            _checkpoint.tidy(run, _history_json(hist))
         where = (f"in {ckpt_dir} (checkpoint set {LAST} + "
                  f"{os.path.basename(run.state_path)})")
         say(f"the run is finished: all {saved.epoch} epochs done (step {saved.step}), nothing "

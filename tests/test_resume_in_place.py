@@ -278,3 +278,25 @@ def test_cli_resumes_a_run_through_the_launcher(stopped, finished, tmp_path, cap
     out = capsys.readouterr().out
     assert f"[rank 0] resuming from epoch 1, step 2, in {run}" in out
     assert bits_differ(os.path.join(finished, LAST), os.path.join(run, LAST)) == []
+
+
+def test_resuming_finishes_what_a_kill_after_the_last_set_left_undone(finished, tmp_path):
+    """Killed after last.safetensors of the final save (CODEXT_KILL_IN_SAVE=weights): the run
+    is finished, but history.json is an epoch behind and the previous state is still there."""
+    run = copy_of(finished, tmp_path)
+    before = snapshot(run)
+    with open(os.path.join(run, HISTORY)) as f:
+        history = json.load(f)
+    with open(os.path.join(run, HISTORY), "w") as f:
+        json.dump({k: v[:-1] for k, v in history.items()}, f)
+    shutil.copyfile(os.path.join(run, "last.state.step6.safetensors"),
+                    os.path.join(run, "last.state.step4.safetensors"))
+    for name in ("last.safetensors.tmp.123", "history.json.tmp-9", "best.safetensors.tmp.77"):
+        with open(os.path.join(run, name), "wb") as f:
+            f.write(b"half")
+    with open(os.path.join(run, "notes.tmp.5"), "w") as f:  # not a run file: stays
+        f.write("mine")
+    lines = []
+    train(codext.Config(**TINY), resume=run, log=lines.append)
+    assert lines[0].startswith("the run is finished: all 3 epochs done (step 6)")
+    assert snapshot(run) == dict(before, **{"notes.tmp.5": b"mine"})
