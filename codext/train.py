@@ -339,6 +339,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir, resuming=run is not None)
     if run is None and writer:
         _checkpoint.claim_folder(ckpt_dir, overwrite, say)
+    _checkpoint.kill_plan()  # a bad CODEXT_KILL_IN_SAVE fails here, before training
     if data is None:
         from ._shared import check_memory  # MemoryError naming the fields, before committing
         check_memory(_data.synthetic_bytes(config.synthetic_train, config.synthetic_test,

@@ -239,6 +239,12 @@ def test_a_bad_kill_switch_is_refused_naming_the_variable(text):
     assert _checkpoint.kill_plan("history:3") == ("history", 3) and _checkpoint.kill_plan("") is None
 
 
+def test_a_bad_kill_switch_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEXT_KILL_IN_SAVE", "later")
+    with pytest.raises(ValueError, match="CODEXT_KILL_IN_SAVE='later'"):
+        train(codext.Config(**TINY, checkpoint_dir=str(tmp_path)), log=stop_at("epoch "))
+
+
 # ---- codext.launch(): rank 0 writes with the same writer ----------------------------------------------
 
 def test_a_launched_run_killed_inside_its_save_resumes_to_the_same_bits(tmp_path, monkeypatch):
