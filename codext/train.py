@@ -31,15 +31,16 @@ writes the checkpoint files (each atomic, the set crash-consistent: codext/_chec
     history.json             the history (NaN written as null)
 
 A new run refuses a checkpoint_dir that holds a run unless overwrite=True. resume=
-continues a run from its newest complete checkpoint set, in its own folder, so that the final weights are
-bit-identical to an uninterrupted run on the CPU, with any thread count. The config must
-equal the checkpoint's except for the fields in RESUME_FREE_FIELDS (the error names the
-fields that differ). Before anything trains the set is read and cross-checked, and an
-inconsistent or damaged one is refused with a ValueError naming the file and the field:
-codext/_rundir.py checks the metadata of both files (types, ranges), that the weights are
-this run's last weights (run id, "last" not "best", step, CRC-32 of the parameters) and
-that the history fits the run position; Trainer.load_state checks the position, the stage,
-the EMA update count and every parameter's AdamW step count against this run's plan.
+continues a run from its newest complete checkpoint set, writing into its own folder, so
+that the final weights are bit-identical to an uninterrupted run on the CPU, with any
+thread count. The config must equal the checkpoint's except for the fields in
+RESUME_FREE_FIELDS (the error names the fields that differ). Before anything trains the
+set is read and cross-checked, and an inconsistent or damaged one is refused with a
+ValueError naming the file and the field: codext/_rundir.py checks the metadata of both
+files (types, ranges), that the weights are this run's last weights (run id, "last" not
+"best", step, CRC-32 of the parameters) and that the history fits the run position;
+Trainer.load_state checks the position, the stage, the EMA update count and every
+parameter's AdamW step count against this run's plan.
 
 Data: training images must already have the size config.img_size (codext.data.load(path,
 img_size=...) makes them so); another size is a ValueError rather than a silent resize,
