@@ -1,11 +1,20 @@
 """The one place that reads and checks a run directory (a training checkpoint folder).
 
-A run folder, as codext.train writes it:
+A run folder, as codext.train writes it (codext/_checkpoint.py writes it):
 
-    last.safetensors         model weights after the latest epoch
-    last.state.safetensors   the training state (csrc/train/train_state.h) and run metadata
-    best.safetensors         the EMA weights of the best epoch
-    history.json             the history for people (never read back)
+    last.safetensors               model weights after the latest epoch; written last of
+                                   a checkpoint set, it names the state file of its set
+    last.state.step<N>.safetensors the training state (csrc/train/train_state.h) and run
+                                   metadata at optimizer step N
+    best.safetensors               the EMA weights of the best epoch
+    history.json                   the history for people (never read back)
+
+Crash consistency: a checkpoint set is (last.safetensors, the state it names). Every file
+is written atomically (temporary name, fsync, rename, fsync of the folder), the state under
+a name of its own first, last.safetensors last: so last.safetensors always names a state
+that is complete, and a set appears at once. Older states and stale temporary files are
+removed once a newer last.safetensors is durable. A folder written before this layout (a
+last.safetensors without codext_state_file beside last.state.safetensors) resumes as before.
 
 Metadata (safetensors metadata is str -> str; JSON values are JSON text):
 
@@ -14,6 +23,9 @@ Metadata (safetensors metadata is str -> str; JSON values are JSON text):
                          codext_run_id        16 hex digits drawn when the run started
                          codext_weights       "last" (the trained weights) or "best" (EMA)
                          codext_weights_crc32 CRC-32 of the float32 parameter buffer (8 hex)
+    last.safetensors     codext_state_file    the name of its set's state file (in the same
+                                              folder: a moved folder stays whole)
+                         codext_state_size    that file's size in bytes
     the state file       step, epoch, epoch_step, stage, stage_step, ema_updates, seed,
                          param_steps ...      the C trainer's (checked by Trainer.load_state
                                               against the plan of the resuming run)
@@ -28,10 +40,9 @@ Metadata (safetensors metadata is str -> str; JSON values are JSON text):
 
 Every reader here checks types and ranges and raises RunMetadataError (a ValueError) naming
 the file and the field. RunDir gathers the cross-checks of a set (the state and the weights
-it belongs to: run id, step, which weights, their digest; the history against the run
-position) so that a resume refuses an inconsistent set before training anything. A
-crash-consistent layout of checkpoint sets (issue 11) plugs in at RunDir.paths /
-RunDir.for_resume: the checks stay the same.
+it belongs to: run id, step, which weights, their digest, the state's size; the history
+against the run position) so that a resume refuses an inconsistent set before training
+anything, and says how to recover when no complete set is left.
 """
 import dataclasses
 import json
@@ -46,7 +57,7 @@ import numpy as np
 from .config import FIELD_NAMES, Config
 
 LAST = "last.safetensors"
-LAST_STATE = "last.state.safetensors"
+LAST_STATE = "last.state.safetensors"  # the state of a folder written before issue 11
 BEST = "best.safetensors"
 HISTORY = "history.json"
 
@@ -56,10 +67,21 @@ RUN_ID_KEY = "codext_run_id"
 WEIGHTS_KEY = "codext_weights"
 WEIGHTS_CRC_KEY = "codext_weights_crc32"
 LAST_CRC_KEY = "codext_last_crc32"
+STATE_FILE_KEY = "codext_state_file"
+STATE_SIZE_KEY = "codext_state_size"
 STEP_COLUMNS = ("step_loss", "step_lr", "step_epoch")
 EPOCH_COLUMNS = ("epoch", "epoch_loss", "epoch_seconds", "epoch_images_per_s")
 _RUN_ID = re.compile(r"[0-9a-f]{16}\Z")
 _CRC = re.compile(r"[0-9a-f]{8}\Z")
+_STATE_NAME = re.compile(r"last\.state\.step[0-9]{1,19}\.safetensors\Z")
+# temporary files of the run files (the C writer's ".tmp.<pid>", history's ".tmp-<pid>")
+_TEMPORARY = re.compile(r"(?:last\.safetensors|best\.safetensors|history\.json|last\.state\.safetensors|"
+                        r"last\.state\.step[0-9]+\.safetensors)\.tmp[.-][0-9]+\Z")
+
+
+def state_name(step):
+    """The file name of the training state at optimizer step `step`."""
+    return f"last.state.step{int(step)}.safetensors"
 
 
 class RunMetadataError(ValueError):
@@ -277,6 +299,8 @@ class WeightsInfo:
     run_id: str
     kind: str
     crc32: str
+    state_file: str = None  # last.safetensors of this layout: the name of its state file
+    state_size: int = None
 
 
 def read_weights_info(path):
@@ -287,25 +311,50 @@ def read_weights_info(path):
     kind = _text(meta, path, WEIGHTS_KEY)
     if kind not in ("last", "best"):
         raise RunMetadataError(path, WEIGHTS_KEY, f"must be 'last' or 'best', got {kind[:40]!r}")
-    return WeightsInfo(path=path, step=_int(meta, path, STEP_KEY),
+    info = WeightsInfo(path=path, step=_int(meta, path, STEP_KEY),
                        run_id=_pattern(meta, path, RUN_ID_KEY, _RUN_ID, "16 hex digits"),
                        kind=kind, crc32=_pattern(meta, path, WEIGHTS_CRC_KEY, _CRC, "8 hex digits"))
+    if STATE_FILE_KEY in meta or STATE_SIZE_KEY in meta:
+        info.state_file = _state_file_name(meta, path)
+        info.state_size = _int(meta, path, STATE_SIZE_KEY, 1)
+    return info
 
 
-def weights_metadata(run_id, step, kind, digest):
-    """The run metadata a weights file carries (see the module docstring)."""
-    return {STEP_KEY: str(step), RUN_ID_KEY: run_id, WEIGHTS_KEY: kind, WEIGHTS_CRC_KEY: digest}
+def _state_file_name(meta, path):
+    """codext_state_file: a bare file name (never a path: the set lives in one folder)."""
+    return _pattern(meta, path, STATE_FILE_KEY, _STATE_NAME, "a file name last.state.step<N>.safetensors")
+
+
+def weights_metadata(run_id, step, kind, digest, state_file=None, state_size=None):
+    """The run metadata a weights file carries (see the module docstring); last.safetensors
+    also names its set's state file and that file's size."""
+    meta = {STEP_KEY: str(step), RUN_ID_KEY: run_id, WEIGHTS_KEY: kind, WEIGHTS_CRC_KEY: digest}
+    if state_file is not None:
+        meta.update({STATE_FILE_KEY: state_file, STATE_SIZE_KEY: str(int(state_size))})
+    return meta
 
 
 # ---- a run folder --------------------------------------------------------------------------------
+
+RECOVERY = ("To recover: best.safetensors, where present, still holds usable weights "
+            "(codext.load); to train the run again in this folder, start it with overwrite=True "
+            "(python -m codext train --overwrite).")
+
+
+def is_run_file(name):
+    """True for the names codext.train writes into a run folder (and their temporaries)."""
+    return (name in (LAST, LAST_STATE, BEST, HISTORY) or bool(_STATE_NAME.match(name))
+            or bool(_TEMPORARY.match(name)))
+
 
 class RunDir:
     """A checkpoint folder: its files' paths and every check across them."""
 
     def __init__(self, folder):
         self.folder = os.fspath(folder)
-        self.paths = {name: os.path.join(self.folder, name) for name in (LAST, LAST_STATE, BEST, HISTORY)}
+        self.paths = {name: os.path.join(self.folder, name) for name in (LAST, BEST, HISTORY)}
         self._state = None
+        self._state_path = None
 
     @property
     def weights_path(self):
@@ -313,7 +362,46 @@ class RunDir:
 
     @property
     def state_path(self):
-        return self.paths[LAST_STATE]
+        """The state file of the newest set: the one last.safetensors names (a folder
+        written before issue 11, or without last.safetensors: last.state.safetensors)."""
+        if self._state_path is None:
+            name = LAST_STATE
+            if os.path.isfile(self.weights_path):
+                meta = read_metadata(self.weights_path)
+                if STATE_FILE_KEY in meta or STATE_SIZE_KEY in meta:
+                    name = _state_file_name(meta, self.weights_path)
+            self._state_path = os.path.join(self.folder, name)
+        return self._state_path
+
+    def run_files(self):
+        """The names of the run files in the folder (sorted; [] when it holds no run)."""
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return []
+        return sorted(n for n in names if is_run_file(n) and os.path.isfile(os.path.join(self.folder, n)))
+
+    def stale_files(self, keep_state):
+        """Run files no set needs once the set of state file `keep_state` is durable: older
+        states, the state of the old layout and temporary files of interrupted writes."""
+        return [n for n in self.run_files() if n != keep_state and
+                (n == LAST_STATE or _STATE_NAME.match(n) or _TEMPORARY.match(n))]
+
+    def summary(self):
+        """What the folder holds, in a few words for messages; None when no run files."""
+        if not any(n in (LAST, LAST_STATE, BEST, HISTORY) or _STATE_NAME.match(n)
+                   for n in self.run_files()):
+            return None
+        try:
+            if not (os.path.isfile(self.weights_path) and os.path.isfile(self.state_path)):
+                return "a run without a complete checkpoint"
+            state = self.state()
+            epochs = state.config["epochs"]
+            if state.epoch >= epochs:
+                return f"a finished run: {state.epoch} of {epochs} epochs, step {state.step}"
+            return f"a run stopped after epoch {state.epoch} of {epochs}, step {state.step}"
+        except (OSError, ValueError) as e:
+            return f"a run whose checkpoint cannot be read ({e})"
 
     @classmethod
     def beside(cls, path):
@@ -323,23 +411,36 @@ class RunDir:
 
     @classmethod
     def for_resume(cls, resume):
-        """The run to continue from `resume` (its folder, last.safetensors or
-        last.state.safetensors); FileNotFoundError when a file of the set is missing."""
+        """The run to continue from `resume` (its folder, or a file of its checkpoint set);
+        FileNotFoundError, with a way to recover, when the folder holds no complete set."""
         resume = os.path.expanduser(os.fspath(resume))
         if os.path.isdir(resume):
             folder = resume
-        elif os.path.basename(resume) in (LAST, LAST_STATE):
+        elif os.path.basename(resume) in (LAST, LAST_STATE) or _STATE_NAME.match(os.path.basename(resume)):
             folder = os.path.dirname(resume) or "."
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f"cannot resume from {resume!r}: no such folder {folder!r}")
         elif not os.path.exists(resume):
             raise FileNotFoundError(f"cannot resume from {resume!r}: no such folder or file (a "
-                                    f"checkpoint folder holds {LAST} and {LAST_STATE})")
+                                    f"checkpoint folder holds {LAST} and the state file it names)")
         else:
-            raise ValueError(f"resume must be a checkpoint folder or a path to {LAST} / "
-                             f"{LAST_STATE}, got {resume!r}")
-        run = cls(folder)
-        for p in (run.weights_path, run.state_path):
-            if not os.path.isfile(p):
-                raise FileNotFoundError(f"cannot resume: {p} does not exist")
+            raise ValueError(f"resume must be a checkpoint folder or a path to its {LAST}, got "
+                             f"{resume!r}")
+        run = cls(os.path.abspath(folder))
+        if not os.path.isfile(run.weights_path):
+            what = ("the run was stopped before its first checkpoint was complete"
+                    if run.run_files() else "it holds no run files")
+            raise FileNotFoundError(f"cannot resume from {run.folder}: no complete checkpoint "
+                                    f"({run.weights_path} does not exist: {what}). {RECOVERY}")
+        weights = read_weights_info(run.weights_path)
+        if weights.kind != "last":
+            raise ValueError(f"cannot resume: {weights.path} holds the {weights.kind} (EMA) "
+                             f"weights, not the run's last weights (was {BEST} copied over it?)")
+        if not os.path.isfile(run.state_path):
+            raise FileNotFoundError(f"cannot resume from {run.folder}: the checkpoint set is "
+                                    f"incomplete: {run.weights_path} belongs with "
+                                    f"{os.path.basename(run.state_path)}, which does not exist. "
+                                    f"{RECOVERY}")
         return run
 
     def state(self):
@@ -361,6 +462,14 @@ class RunDir:
         the run position."""
         from .train import RESUME_FREE_FIELDS
         state = self.state()
+        epochs = state.config["epochs"]
+        if state.epoch >= epochs and config.epochs != epochs:
+            raise ValueError(f"cannot resume from {self.folder}: the run is finished ({state.epoch} "
+                             f"of {epochs} epochs) and a finished run is not extended (its "
+                             f"learning-rate schedule ended with epoch {epochs}). To train "
+                             f"{config.epochs} epochs, start a new run: in another checkpoint_dir, "
+                             f"or in this one with overwrite=True (python -m codext train "
+                             f"--epochs {config.epochs} --overwrite)")
         differ = _config_differences(state.config, config, RESUME_FREE_FIELDS)
         if differ:
             raise ValueError(f"cannot resume from {state.path}: it was written with another "
@@ -387,12 +496,27 @@ class RunDir:
                              f"{state.path} (run {state.run_id}) belong to different runs")
         if weights.step != state.step:
             raise ValueError(f"cannot resume: {weights.path} (step {weights.step}) and "
-                             f"{state.path} (step {state.step}) belong to different epochs")
+                             f"{state.path} (step {state.step}) belong to different epochs"
+                             + ("" if weights.state_file else " (a checkpoint of the layout "
+                                "before issue 11, interrupted while it was written)")
+                             + f". {RECOVERY}")
+
         if weights.crc32 != state.last_crc32:
             raise ValueError(f"cannot resume: {weights.path} (weights digest {weights.crc32}) is "
                              f"not the file {state.path} was saved with (digest "
                              f"{state.last_crc32})")
         return state
+
+    def check_state_size(self):
+        """The state file has the size last.safetensors recorded for it (run after the
+        state's own checks, which name what is wrong inside it)."""
+        weights = read_weights_info(self.weights_path)
+        if weights.state_file is not None:
+            size = os.path.getsize(self.state_path)
+            if size != weights.state_size:
+                raise RunMetadataError(self.state_path, "size", f"{size} bytes, but {LAST} was "
+                                       f"written with a state of {weights.state_size} bytes (the "
+                                       f"set is damaged). {RECOVERY}")
 
     def check_weights(self, params):
         """The weights loaded from last.safetensors are those the state was saved with."""

@@ -170,7 +170,11 @@ def build_parser():
                            description="Train on a COD dataset folder or the built-in synthetic set.")
     _add_config_flags(train)
     t = train.add_argument_group("train")
-    t.add_argument("--resume", metavar="PATH", help="continue a run: its checkpoint dir or last.safetensors")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its checkpoint dir) from its "
+                                                  "newest complete checkpoint, writing into DIR")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start a new run even if --checkpoint-dir holds one (its run files are removed "
+                        "first); without it that is refused")
     t.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
                    help="the small CPU demo defaults (Config.demo()); default: on when there is no "
                         "--dataset-path and no GPU for the trainer")
@@ -244,9 +248,10 @@ def train_config(args):
     if given.get("gradient_checkpointing") and not gpu_for_training():
         notes.append("note: --gradient-checkpointing has no effect on the CPU (a GPU memory setting)")
     resume = getattr(args, "resume", None)
-    if resume is not None and not os.path.exists(resume):
-        raise UsageError(f"--resume {resume}: no such file or folder")
-    saved = saved_run_config(resume) if resume is not None else None
+    saved = None
+    if resume is not None:
+        from ._cli_runs import resume_config
+        saved = resume_config(resume, given, getattr(args, "overwrite", False))
     demo = args.demo
     if saved is not None:
         demo = False
@@ -265,8 +270,8 @@ def train_config(args):
 
 
 def saved_run_config(path):
-    """The Config fields a run saved in its training state (last.state.safetensors beside
-    PATH, or in the folder PATH), or None when there is none. A state file whose metadata
+    """The Config fields a run saved in its training state (the state of the checkpoint set
+    beside PATH, or in the folder PATH), or None when there is none. A state file whose metadata
     is damaged is an error naming the file and the field (codext/_rundir.py)."""
     from ._rundir import RunDir
     return RunDir.beside(path).saved_config()
@@ -314,11 +319,16 @@ def cmd_train(args):
     for note in notes:
         print(note, file=sys.stderr)
     given = {k[4:] for k in vars(args) if k.startswith("cfg_")}
+    rank0 = True
     if args.use_ddp:
         from ._dist import place_from_env
         place = place_from_env()
         if place is not None and place.rank != 0:
-            demo = False  # rank 0 alone talks
+            demo = rank0 = False  # rank 0 alone talks
+    overwrite = getattr(args, "overwrite", False)
+    if args.resume is None and not overwrite and rank0:
+        from ._cli_runs import refuse_existing_run
+        refuse_existing_run(cfg, given)
     if demo:
         print(demo_banner(cfg, given), flush=True)
     import codext
@@ -334,7 +344,8 @@ def cmd_train(args):
         if result is None:  # a rank other than 0: rank 0 reports
             return 0
     else:
-        result = train(cfg, data, resume=args.resume, progress=not args.quiet, log=log)
+        result = train(cfg, data, resume=args.resume, overwrite=overwrite, progress=not args.quiet,
+                       log=log)
     seconds = time.perf_counter() - t0
     took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
     print(f"done in {took}. best epoch by {cfg.select_metric}: {format_metrics(result.metrics)}", flush=True)
@@ -354,14 +365,11 @@ def _train_ddp(cfg, data, args, log):
         if args.nprocs is not None or args.master_port is not None:
             print(f"note: --nprocs and --master-port are ignored under {place.source} (its "
                   f"WORLD_SIZE and MASTER_PORT rule)", file=sys.stderr)
-        result = train_as_rank(cfg, data, place, resume=args.resume,
+        result = train_as_rank(cfg, data, place, resume=args.resume, overwrite=args.overwrite,
                                log=log if not args.quiet else None)
         return result if place.rank == 0 else None
-    if args.resume is not None:
-        raise UsageError("--resume with --use-ddp needs torchrun/srun for now; resume the run "
-                         "without --use-ddp")
-    return launch(cfg, data, nprocs=args.nprocs, master_port=args.master_port,
-                  log=log if not args.quiet else None)
+    return launch(cfg, data, nprocs=args.nprocs, master_port=args.master_port, resume=args.resume,
+                  overwrite=args.overwrite, log=log if not args.quiet else None)
 
 
 def _print_flush(*args, **kw):

@@ -305,7 +305,7 @@ def _supervise(workers):
 
 
 def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
-           show_all_ranks=False, master_port=None, **overrides):
+           show_all_ranks=False, master_port=None, resume=None, overwrite=False, **overrides):
     """Trains with `nprocs` data-parallel workers; returns the same TrainResult as
     codext.train.
 
@@ -318,7 +318,8 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     trains batch_size images per micro-batch: the global batch is batch_size x nprocs x
     accumulation_steps. Rank 0 alone writes checkpoints and history. master_port: the
     rendezvous store's port on 127.0.0.1 (None: a free one; a taken port is an OSError
-    naming it).
+    naming it). resume / overwrite: as in codext.train (resume continues the run in its
+    own folder; a new run refuses a checkpoint_dir holding one unless overwrite=True).
 
     Raises WorkerError (a RuntimeError) when a worker fails, KeyboardInterrupt on Ctrl-C
     (the last epoch's checkpoint stays as it was); ValueError for bad arguments.
@@ -333,22 +334,29 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     if overrides:
         config = config.replace(**overrides)
     nprocs = 1 if nprocs is None else nprocs
+    from . import _checkpoint, _rundir
+    if resume is not None:  # the run's checks, here first so that errors reach the caller
+        if overwrite:
+            raise ValueError("resume and overwrite=True exclude each other")
+        config = config.replace(checkpoint_dir=_rundir.RunDir.for_resume(resume).folder)
     os.makedirs(config.checkpoint_dir, exist_ok=True)
     if not os.access(config.checkpoint_dir, os.W_OK):
         raise OSError(f"checkpoint_dir {config.checkpoint_dir!r} is not writable")
+    if resume is None:
+        _checkpoint.claim_folder(os.path.abspath(config.checkpoint_dir), overwrite, log)
     if data is None:
         data = _data.synthetic(config.synthetic_train, config.synthetic_test, config.img_size,
                                config.seed)
     threads = config.num_threads or max(1, _cores() // (nprocs if isinstance(nprocs, int) else 1))
     if timeout is None:
         timeout = config.timeout
-    job = {"kind": "train", "config": config.to_json()}
+    job = {"kind": "train", "config": config.to_json(), "resume": resume and os.path.abspath(resume)}
     result = run_workers(job, nprocs, data=data, timeout=timeout, threads=threads, log=log,
                          show_all_ranks=show_all_ranks, master_port=master_port)
     return result_from_worker(result, config)
 
 
-def train_as_rank(config, data, place, *, resume=None, timeout=None, log=print):
+def train_as_rank(config, data, place, *, resume=None, overwrite=False, timeout=None, log=print):
     """Trains as one rank of a run that torchrun or srun started (place: from
     codext._dist.place_from_env()); returns the TrainResult (rank 0 alone writes files and
     log lines). CODEXT_FAULT applies as in launch()."""
@@ -362,7 +370,8 @@ def train_as_rank(config, data, place, *, resume=None, timeout=None, log=print):
     try:
         if config.num_threads is not None:
             _C.set_num_threads(config.num_threads)
-        return _train(config, data, resume, log is not None, log, dist=(conn, faults))
+        return _train(config, data, resume, log is not None, log, dist=(conn, faults),
+                      overwrite=overwrite)
     except BaseException as e:
         conn.comm.abort(f"rank {place.rank} failed: {type(e).__name__}: {e}")
         raise

@@ -20,24 +20,27 @@ train(config, data) builds the model (optionally from pretrained backbone weight
 for each epoch calls the C trainer (csrc/train/trainer.c: shuffling, augmentation,
 forward, loss, backward, overflow checks, clipping, AdamW with the per-stage schedule,
 EMA; no Python in the step loop), evaluates the EMA weights on the test split, and
-writes the checkpoint files (all atomic):
+writes the checkpoint files (each atomic, the set crash-consistent: codext/_checkpoint.py):
 
-    last.safetensors         the model weights after the latest epoch (codext.load)
-    last.state.safetensors   the training state: AdamW moments and step counts, EMA,
-                             run position; its metadata carries the config, the history,
-                             the best epoch and a fingerprint of the training data
+    last.safetensors         the model weights after the latest epoch (codext.load); it
+                             names the state file of its checkpoint set
+    last.state.step<N>.safetensors  the training state at step N: AdamW moments and step
+                             counts, EMA, run position; its metadata carries the config,
+                             the history, the best epoch and a fingerprint of the data
     best.safetensors         the EMA weights of the best epoch by config.select_metric
     history.json             the history (NaN written as null)
 
-resume= continues a run from last.state.safetensors so that the final weights are
-bit-identical to an uninterrupted run on the CPU, with any thread count. The config must
-equal the checkpoint's except for the fields in RESUME_FREE_FIELDS (the error names the
-fields that differ). Before anything trains the set is read and cross-checked, and an
-inconsistent or damaged one is refused with a ValueError naming the file and the field:
-codext/_rundir.py checks the metadata of both files (types, ranges), that the weights are
-this run's last weights (run id, "last" not "best", step, CRC-32 of the parameters) and
-that the history fits the run position; Trainer.load_state checks the position, the stage,
-the EMA update count and every parameter's AdamW step count against this run's plan.
+A new run refuses a checkpoint_dir that holds a run unless overwrite=True. resume=
+continues a run from its newest complete checkpoint set, writing into its own folder, so
+that the final weights are bit-identical to an uninterrupted run on the CPU, with any
+thread count. The config must equal the checkpoint's except for the fields in
+RESUME_FREE_FIELDS (the error names the fields that differ). Before anything trains the
+set is read and cross-checked, and an inconsistent or damaged one is refused with a
+ValueError naming the file and the field: codext/_rundir.py checks the metadata of both
+files (types, ranges), that the weights are this run's last weights (run id, "last" not
+"best", step, CRC-32 of the parameters) and that the history fits the run position;
+Trainer.load_state checks the position, the stage, the EMA update count and every
+parameter's AdamW step count against this run's plan.
 
 Data: training images must already have the size config.img_size (codext.data.load(path,
 img_size=...) makes them so); another size is a ValueError rather than a silent resize,
@@ -54,11 +57,12 @@ import zlib
 import numpy as np
 
 from . import _C
+from . import _checkpoint
 from . import _rundir
 from . import data as _data
 from . import metrics as _metrics
 from .config import Config
-from .model import METADATA_KEY, Model
+from .model import Model
 
 __all__ = ["train", "evaluate", "TrainResult", "resolve_pretrained", "RESUME_FREE_FIELDS"]
 
@@ -200,7 +204,7 @@ def resolve_pretrained(spec):
 
 # ---- checkpoints ---------------------------------------------------------------------------
 
-def _prepare_checkpoint_dir(path):
+def _prepare_checkpoint_dir(path, resuming=False):
     """Creates the folder and proves it writable (before any training): OSError naming it."""
     path = os.path.abspath(os.path.expanduser(path))
     try:
@@ -210,29 +214,14 @@ def _prepare_checkpoint_dir(path):
             f.write(b"ok")
         os.remove(probe)
     except OSError as e:
+        if resuming:  # e.g. a run attached read-only: resume writes into the run's folder
+            raise OSError(e.errno, f"cannot resume the run in {path}: the folder is not writable "
+                                   f"({e.strerror or e}), and a resumed run writes into its own "
+                                   f"folder; copy the folder somewhere writable and resume the "
+                                   f"copy") from None
         raise OSError(e.errno, f"checkpoint_dir {path!r} is not writable ({e.strerror or e}); "
                                f"set Config.checkpoint_dir to a writable folder") from None
     return path
-
-
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _save_weights(path, model, step, run_id, kind):
-    """Writes model's weights with the run metadata (codext/_rundir.py); returns their digest."""
-    names = model.parameter_names()
-    state = model.state_dict()
-    digest = _rundir.weights_digest(model._params)
-    _C.safetensors_save(path, names, [state[n] for n in names],
-                        {"format": "pt", METADATA_KEY: model.config.to_json(),
-                         **_rundir.weights_metadata(run_id, step, kind, digest)})
-    return digest
 
 
 def _fingerprint(split):
@@ -302,13 +291,16 @@ def _new_model(config):
 
 # ---- train -----------------------------------------------------------------------------------
 
-def train(config, data=None, *, resume=None, progress=True, log=print):
+def train(config, data=None, *, resume=None, overwrite=False, progress=True, log=print):
     """Trains a COD model in this process; returns a TrainResult (see the module docstring).
 
     config: codext.Config. data: a codext.data Dataset, or None for the synthetic set
     (config.synthetic_train / synthetic_test images at config.img_size, seeded by
-    config.seed). resume: a checkpoint folder or its last.safetensors /
-    last.state.safetensors. progress: print one line per epoch through `log`.
+    config.seed). resume: a checkpoint folder (or its last.safetensors): the run continues
+    from its newest complete checkpoint set and writes into that folder, whatever
+    config.checkpoint_dir says. overwrite: a new run may start in a checkpoint_dir that
+    holds a run (whose files are removed first); without it that is a FileExistsError.
+    progress: print one line per epoch through `log`.
 
     Raises ValueError for data or config problems (image size, too few images, resuming
     another configuration: the fields that differ are named), OSError for an unwritable
@@ -330,12 +322,12 @@ def train(config, data=None, *, resume=None, progress=True, log=print):
     if config.num_threads is not None:
         _C.set_num_threads(config.num_threads)
     try:
-        return _train(config, data, resume, progress, log)
+        return _train(config, data, resume, progress, log, overwrite=overwrite)
     finally:
         _C.set_num_threads(threads_before)
 
 
-def _train(config, data, resume, progress, log, dist=None):
+def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     """dist: None, or (Connection, faults) for a rank of codext.launch (codext/_dist.py,
     codext/_worker.py): the C trainer joins the other ranks, rank 0 alone evaluates and
     writes checkpoints, history and log lines, and every rank waits at the end of each
@@ -344,7 +336,17 @@ def _train(config, data, resume, progress, log, dist=None):
     rank, world = (conn.place.rank, conn.place.world) if conn is not None else (0, 1)
     writer = rank == 0
     say = log if (progress and log is not None and writer) else (lambda *a, **k: None)
-    ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir)
+    run = saved = None
+    if resume is not None:  # the run writes into its own folder, never the one it recorded
+        if overwrite:
+            raise ValueError("resume and overwrite=True exclude each other: resume continues "
+                             "the run in its folder, overwrite starts a new one")
+        run = _rundir.RunDir.for_resume(resume)
+        config = config.replace(checkpoint_dir=run.folder)
+    ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir, resuming=run is not None)
+    if run is None and writer:
+        _checkpoint.claim_folder(ckpt_dir, overwrite, say)
+    _checkpoint.kill_plan()  # a bad CODEXT_KILL_IN_SAVE fails here, before training
     if data is None:
         from ._shared import check_memory  # MemoryError naming the fields, before committing
         check_memory(_data.synthetic_bytes(config.synthetic_train, config.synthetic_test,
@@ -357,11 +359,9 @@ def _train(config, data, resume, progress, log, dist=None):
     fingerprint = _fingerprint(train_split)
 
     model = _new_model(config)
-    run = saved = None
     run_id = _rundir.new_run_id()
-    if resume is not None:
+    if run is not None:
         # every file of the set is read and cross-checked before anything trains
-        run = _rundir.RunDir.for_resume(resume)
         saved = run.check_resume(config, fingerprint)
         model.load(run.weights_path)
         run.check_weights(model._params)
@@ -384,7 +384,15 @@ def _train(config, data, resume, progress, log, dist=None):
     best = {"epoch": None, "value": None, "metrics": {}}
     if saved is not None:
         trainer.load_state(run.state_path)  # checks the position against this run's plan
+        run.check_state_size()
         hist, best = saved.history, saved.best
+        if writer:  # what a kill after the last committed set left undone
+            _checkpoint.tidy(run, _history_json(hist))
+        where = (f"in {ckpt_dir} (checkpoint set {LAST} + "
+                 f"{os.path.basename(run.state_path)})")
+        say(f"the run is finished: all {saved.epoch} epochs done (step {saved.step}), nothing "
+            f"to train; its results {where}" if saved.epoch >= config.epochs else
+            f"resuming from epoch {saved.epoch}, step {saved.step}, {where}; writing there")
     if conn is not None:
         trainer.set_comm(conn.comm)
 
@@ -393,7 +401,7 @@ def _train(config, data, resume, progress, log, dist=None):
     eval_model = _new_model(config) if test_split is not None and writer else None
     my_faults = sorted(step for (r, step) in faults if r == rank)
     key, higher = config.selection
-    paths = {name: os.path.join(ckpt_dir, name) for name in (LAST, LAST_STATE, BEST, HISTORY)}
+    paths = {name: os.path.join(ckpt_dir, name) for name in (LAST, BEST, HISTORY)}
     loss_buf, lr_buf = np.zeros(spe), np.zeros(spe)
     start_epoch = trainer.state()["epoch"]
     if start_epoch == 0 and progress:
@@ -454,16 +462,15 @@ def _train(config, data, resume, progress, log, dist=None):
         if not writer:
             conn.comm.barrier()  # rank 0 evaluates and writes the checkpoints meanwhile
             continue
+        ema_model = None
         if improved:
             ema_model = eval_model if eval_model is not None else _new_model(config)
             ema_model._params[:] = trainer.ema()
-            _save_weights(paths[BEST], ema_model, step, run_id, "best")
-        last_digest = _save_weights(paths[LAST], model, step, run_id, "last")
-        trainer.save_state(paths[LAST_STATE], {
+        _checkpoint.save_set(ckpt_dir, model=model, trainer=trainer, step=step, run_id=run_id,
+                             best_model=ema_model, history=_history_json(hist), state_metadata={
             "codext_config": config.to_json(), "codext_history": json.dumps(_history_json(hist)),
             "codext_best": json.dumps(best), "codext_data": json.dumps(fingerprint),
-            _rundir.RUN_ID_KEY: run_id, _rundir.LAST_CRC_KEY: last_digest})
-        _atomic_write_text(paths[HISTORY], json.dumps(_history_json(hist), indent=1))
+            _rundir.RUN_ID_KEY: run_id})
 
         line = (f"epoch {epoch + 1}/{config.epochs} stage {stage} loss {epoch_loss:.4f} "
                 f"lr {lr_buf[-1]:.3e} {hist['epoch_images_per_s'][-1]:.1f} img/s {seconds:.1f}s")
@@ -492,8 +499,9 @@ def train_worker(job, conn, faults):
     data = _data.Dataset.from_shared(job["data"]) if job.get("data") else None
     if config.num_threads is not None:
         _C.set_num_threads(config.num_threads)
-    result = _train(config, data, None, True, lambda line: print(line, flush=True),
-                    dist=(conn, faults))
+    # the launcher removed the files of a run it was asked to overwrite
+    result = _train(config, data, job.get("resume"), True, lambda line: print(line, flush=True),
+                    dist=(conn, faults), overwrite=not job.get("resume"))
     return {"history": {k: _to_json_list(v.tolist()) for k, v in result.history.items()},
             "best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint,
             "metrics": result.metrics}

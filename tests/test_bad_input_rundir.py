@@ -72,6 +72,11 @@ def set_meta(path, **values):
     rewrite_header(path, change)
 
 
+def state_file(folder):
+    """The state file of the folder's checkpoint set (last.safetensors names it)."""
+    return RunDir(folder).state_path
+
+
 def resume(cfg):
     return train(cfg, resume=cfg.checkpoint_dir, progress=False)
 
@@ -100,7 +105,7 @@ def test_the_untouched_run_resumes(run):
 ])
 def test_state_metadata_of_the_wrong_type_names_file_and_field(run, key, value, field, problem):
     cfg, folder = run
-    state = os.path.join(folder, LAST_STATE)
+    state = state_file(folder)
     if value == "<the run's config with seed 1e400>":
         value = json.dumps(dict(cfg.to_dict(), seed=1e400))
     set_meta(state, **{key: value})
@@ -116,8 +121,7 @@ def test_state_metadata_of_the_wrong_type_names_file_and_field(run, key, value, 
 ])
 def test_a_header_of_the_wrong_shape_names_file_and_field(run, change, field, problem):
     cfg, folder = run
-    for name in (LAST_STATE, LAST):
-        path = os.path.join(folder, name)
+    for path in (state_file(folder), os.path.join(folder, LAST)):
         saved = open(path, "rb").read()
         rewrite_header(path, change)
         with pytest.raises(RunMetadataError, match=rf"^{path}: {field}: {problem}"):
@@ -127,7 +131,7 @@ def test_a_header_of_the_wrong_shape_names_file_and_field(run, change, field, pr
 
 def test_cli_resume_and_eval_report_damaged_metadata_in_one_line(run, capsys):
     cfg, folder = run
-    state = os.path.join(folder, LAST_STATE)
+    state = state_file(folder)
     set_meta(state, codext_config="[]")
     assert cli.main(["train", "--resume", folder, "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
@@ -165,7 +169,7 @@ def test_weights_not_those_the_state_was_saved_with_are_refused(run):
     # reads as a valid weights file, and only the run's digest tells it is not the saved one.
     set_meta(last, codext_crc32c=None)
     with pytest.raises(ValueError, match=r"weights in .*last\.safetensors \(digest [0-9a-f]{8}\) are not "
-                                         r"those .*last\.state\.safetensors was saved with"):
+                                         r"those .*last\.state\.step2\.safetensors was saved with"):
         resume(cfg)
     # and a weights file whose recorded digest was edited
     set_meta(last, codext_weights_crc32="00000000")
@@ -207,7 +211,7 @@ def _trainer_for(cfg):
 ])
 def test_trainer_load_state_refuses_an_impossible_position(run, edit, message):
     cfg, folder = run
-    state = os.path.join(folder, LAST_STATE)
+    state = state_file(folder)
     _, trainer = _trainer_for(cfg)
     before = trainer.state()
     set_meta(state, **edit)
@@ -219,7 +223,7 @@ def test_trainer_load_state_refuses_an_impossible_position(run, edit, message):
 
 def test_param_step_counts_are_checked_per_parameter(run):
     cfg, folder = run
-    state = os.path.join(folder, LAST_STATE)
+    state = state_file(folder)
     steps = json.loads(read_metadata(state)["param_steps"])
     first_head = next(i for i, s in enumerate(steps) if s)
     steps[first_head] = 1
@@ -235,7 +239,7 @@ def test_sparse_experts_may_have_fewer_steps_never_more(tmp_path):
     cfg = codext.Config(**dict(TINY, moe_top_k=1), checkpoint_dir=str(tmp_path))
     with pytest.raises(Stop):
         train(cfg, log=_stop_after_one)
-    state = os.path.join(tmp_path, LAST_STATE)
+    state = state_file(tmp_path)
     model, trainer = _trainer_for(cfg)
     names = model.parameter_names()
     steps = json.loads(read_metadata(state)["param_steps"])
@@ -256,7 +260,7 @@ def test_rundir_reads_a_folder_without_state_as_no_saved_config(tmp_path):
 def test_eval_refuses_a_run_config_asking_for_more_memory_than_there_is(run, monkeypatch, capsys):
     from codext import _shared
     cfg, folder = run
-    set_meta(os.path.join(folder, LAST_STATE),
+    set_meta(state_file(folder),
              codext_config=json.dumps(dict(cfg.to_dict(), synthetic_test=10_000_000)))
     monkeypatch.setattr(_shared, "available_memory", lambda: (2 ** 30, "MemAvailable"))
     assert cli.main(["eval", "--checkpoint", folder]) == 2
@@ -270,7 +274,7 @@ def test_an_epoch_whose_product_wraps_to_the_step_is_refused(run):
     # (undefined behaviour; in practice the run looked done or fresh); the epoch is now
     # bounded before it is multiplied
     cfg, folder = run
-    state = os.path.join(folder, LAST_STATE)
+    state = state_file(folder)
     set_meta(state, epoch=str(2 ** 62), step="0", ema_updates="0")
     model = codext.Model(cfg)
     trainer = _C.Trainer(model._native, 16, cfg.img_size, cfg.img_size, batch_size=cfg.batch_size,
@@ -307,7 +311,7 @@ def test_a_checkpoint_model_config_out_of_range_names_file_and_field(run, field,
 
 def test_eval_with_both_flags_does_not_need_the_run_settings(run, capsys):
     cfg, folder = run
-    set_meta(os.path.join(folder, LAST_STATE), codext_config="[]")
+    set_meta(state_file(folder), codext_config="[]")
     assert cli.main(["eval", "--checkpoint", folder, "--seed", "1", "--synthetic-test", "2"]) == 0
     assert "synthetic (2 images" in capsys.readouterr().out
 
@@ -317,14 +321,14 @@ STATE_KEYS = ("format", "format_version", "step", "epoch", "epoch_step", "stage"
               "codext_config", "codext_history", "codext_best", "codext_data", "codext_run_id",
               "codext_last_crc32")
 WEIGHTS_KEYS = ("codext_model", "codext_train_step", "codext_run_id", "codext_weights",
-                "codext_weights_crc32")
+                "codext_weights_crc32", "codext_state_file", "codext_state_size")
 
 
 @pytest.mark.parametrize("name, key", [(LAST_STATE, k) for k in STATE_KEYS] +
                          [(LAST, k) for k in WEIGHTS_KEYS])
 def test_any_metadata_value_of_the_wrong_kind_is_one_line_naming_the_file(run, name, key, capsys):
     cfg, folder = run
-    path = os.path.join(folder, name)
+    path = state_file(folder) if name == LAST_STATE else os.path.join(folder, name)
     original = open(path, "rb").read()
     for value in ("[]", "{}", "1e400", "-1", None):
         set_meta(path, **{key: value})

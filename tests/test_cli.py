@@ -239,7 +239,7 @@ def test_train_runs_and_writes_its_files(trained):
     run_dir, r = trained
     assert r.returncode == 0, r.stdout + r.stderr
     ck = run_dir / "ck"
-    for name in ("best.safetensors", "last.safetensors", "last.state.safetensors", "history.json"):
+    for name in ("best.safetensors", "last.safetensors", "last.state.step4.safetensors", "history.json"):
         assert (ck / name).is_file(), name
     assert "DEMO" in r.stdout                      # no dataset, no GPU: the demo banner, flags winning
     assert "[rank 0] epoch 2/2" in r.stdout       # --use-ddp: one codext.launch() worker

@@ -12,6 +12,7 @@ import pytest
 import codext
 from codext import _C
 from codext.model import Model, load
+from codext._rundir import RunDir
 from codext.train import (LAST, LAST_STATE, BEST, HISTORY, RESUME_FREE_FIELDS, TrainResult,
                           evaluate, resolve_pretrained, train)
 from opcheck import relative_error
@@ -237,7 +238,9 @@ def test_train_writes_checkpoints_and_history(tmp_path):
     # files
     folder = cfg.checkpoint_dir
     assert result.last_checkpoint == os.path.join(os.path.abspath(folder), LAST)
-    assert sorted(os.listdir(folder)) == sorted([LAST, LAST_STATE, BEST, HISTORY])
+    # the set: last.safetensors names the state of its step; nothing else stays behind
+    assert sorted(os.listdir(folder)) == sorted([LAST, "last.state.step12.safetensors", BEST, HISTORY])
+    assert RunDir(folder).state_path == os.path.join(folder, "last.state.step12.safetensors")
     with open(os.path.join(folder, HISTORY)) as f:
         saved = json.load(f)
     assert saved["step_loss"] == h["step_loss"].tolist() and saved["val_sm"][0] is None
@@ -272,7 +275,7 @@ def test_resume_is_bit_identical(tmp_path, stop, threads):
     lines = []
     resumed = train(cfg.replace(num_threads=threads), resume=cfg.checkpoint_dir, log=lines.append)
     assert len([ln for ln in lines if ln.startswith("epoch ")]) == 3 - stop
-    for name in (LAST, LAST_STATE, BEST):
+    for name in (LAST, "last.state.step12.safetensors", BEST):
         assert same_file_tensors(os.path.join(base.checkpoint_dir, name),
                                  os.path.join(cfg.checkpoint_dir, name)) == [], name
     for key in full.history:
@@ -302,7 +305,7 @@ def test_resume_with_another_config_names_the_fields(tmp_path):
         train(cfg.replace(num_experts=4), resume=cfg.checkpoint_dir, progress=False)
     with pytest.raises(ValueError, match="training data differs.*crc32"):
         train(cfg, codext.data.synthetic(16, 6, 32, seed=4), resume=cfg.checkpoint_dir, progress=False)
-    with pytest.raises(FileNotFoundError, match="last.state.safetensors"):
+    with pytest.raises(FileNotFoundError, match="nowhere.*no such folder or file"):
         train(cfg, resume=str(tmp_path / "nowhere"), progress=False)
     assert "checkpoint_dir" in RESUME_FREE_FIELDS
 
@@ -313,7 +316,14 @@ def test_resume_with_mismatched_files_fails(tmp_path):
         train(cfg, log=stop_after(1))
     other = tiny_config(tmp_path / "b", epochs=2, stage1_epochs=1)
     train(other, progress=False)
+    own_state = RunDir(cfg.checkpoint_dir).state_path
     os.replace(os.path.join(other.checkpoint_dir, LAST), os.path.join(cfg.checkpoint_dir, LAST))
+    # the other run's last.safetensors names a state this folder lacks: no complete set
+    with pytest.raises(FileNotFoundError, match=r"set is incomplete: .*last\.safetensors belongs "
+                                                r"with last\.state\.step8\.safetensors, which does not "
+                                                r"exist\. To recover: best\.safetensors"):
+        train(cfg, resume=cfg.checkpoint_dir, progress=False)
+    os.replace(own_state, RunDir(cfg.checkpoint_dir).state_path)  # this run's state, renamed
     with pytest.raises(ValueError, match="belong to different runs"):
         train(cfg, resume=cfg.checkpoint_dir, progress=False)
 
