@@ -196,7 +196,8 @@ def build_parser():
                          "of the run (its seed and size)")
     ev.add_argument("--synthetic-test", type=int, metavar="N", help="synthetic test images (default: the run's)")
     ev.add_argument("--seed", type=int, metavar="N", help="synthetic set seed (default: the run's)")
-    ev.add_argument("--json", metavar="FILE", help="also write the metrics as JSON ('-': stdout)")
+    ev.add_argument("--json", metavar="FILE", help="also write the metrics as JSON ('-': stdout, which "
+                                                   "then holds the JSON alone; the other lines go to stderr)")
 
     pr = sub.add_parser("predict", help="write PNG masks for images",
                         description="Write one PNG per image: uint8 probabilities 0..255 at the image's size.")
@@ -431,7 +432,8 @@ def cmd_eval(args):
                                                  f" (the run's synthetic_test, saved beside {path})")
         check_synthetic_memory(0, n_test, size, where)
         sets = {"synthetic": codext.data.synthetic(0, n_test, size, seed).test}
-    print(f"model: {path} ({model.config.backbone}, {size}x{size})", flush=True)
+    human = sys.stderr if args.json == "-" else sys.stdout  # `--json -`: stdout is JSON only
+    print(f"model: {path} ({model.config.backbone}, {size}x{size})", file=human, flush=True)
     results = {}
     for name, split in sets.items():
         t0 = time.perf_counter()
@@ -439,7 +441,7 @@ def cmd_eval(args):
         scalars = {k: float(v) for k, v in metrics.items() if _is_scalar(v)}
         results[name] = scalars
         print(f"{name} ({len(split)} images, {time.perf_counter() - t0:.1f} s): " + format_metrics(scalars),
-              flush=True)
+              file=human, flush=True)
     if args.json:
         text = json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2)
         if args.json == "-":

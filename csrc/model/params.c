@@ -57,6 +57,19 @@ int cx_params_find(const cx_param_table *table, const char *name) {
     return -1;
 }
 
+int cx_params_first_nonfinite(const cx_param_table *table, const float *values, float *bad) {
+    for (int i = 0; i < table->count; i++) {
+        const float *v = values + table->items[i].offset;
+        for (size_t j = 0; j < table->items[i].numel; j++)
+            if (!isfinite(v[j])) {
+                if (bad)
+                    *bad = v[j];
+                return i;
+            }
+    }
+    return -1;
+}
+
 void cx_params_init(const cx_param_table *table, float *values, uint64_t seed) {
     memset(values, 0, table->total * sizeof(float));
     for (int i = 0; i < table->count; i++) {
