@@ -27,8 +27,8 @@ def fit_unset_defaults(given, defaults, demo):
     if "stage1_epochs" not in given and defaults.stage1_epochs > epochs:
         given["stage1_epochs"] = epochs // 2
         notes.append(f"note: --stage1-epochs {epochs // 2}: {whose} {defaults.stage1_epochs} "
-                     f"epochs with the backbone frozen do not fit into --epochs {epochs}, so half "
-                     f"the run is (rounded down); give --stage1-epochs N to choose")
+                     f"frozen-backbone epochs do not fit into --epochs {epochs}; stage 1 takes "
+                     f"half the run, rounded down (give --stage1-epochs N to choose)")
     lr = given.get("lr", defaults.lr)
     stage2_lr = given.get("stage2_lr", defaults.stage2_lr)
     lowest = min(lr, lr if stage2_lr is None else stage2_lr)
@@ -36,8 +36,8 @@ def fit_unset_defaults(given, defaults, demo):
             and defaults.min_lr > lowest:
         given["min_lr"] = lowest
         notes.append(f"note: --min-lr {lowest:g}: {whose} {defaults.min_lr:g} is above --lr / "
-                     f"--stage2-lr, so the cosine schedule ends at the lowest of them; give "
-                     f"--min-lr X to choose")
+                     f"--stage2-lr; the cosine schedule ends at the lower of them (give "
+                     f"--min-lr X to choose)")
     return notes
 
 

@@ -458,8 +458,8 @@ def _train(config, data, resume, progress, log, dist=None):
         say(f"codext.train: {model.config}, {model.num_parameters():,} parameters; {n_train} "
             f"training images of {config.img_size}x{config.img_size} ({_data_source(data)}); "
             f"{steps['total_steps']} optimizer steps of {images_per_step} images: {config.epochs} "
-            f"epochs of {spe} ({steps['stage1_steps']} in stage 1, {steps['stage2_steps']} in "
-            f"stage 2); checkpoints in {ckpt_dir}")
+            f"epoch{'s' if config.epochs != 1 else ''} of {spe} ({steps['stage1_steps']} in "
+            f"stage 1, {steps['stage2_steps']} in stage 2); checkpoints in {ckpt_dir}")
     for epoch in range(start_epoch, config.epochs):
         stage = 1 if epoch < config.stage1_epochs else 2
         t0 = time.perf_counter()

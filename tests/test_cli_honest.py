@@ -191,7 +191,7 @@ def test_epochs_alone_fits_the_demos_frozen_epochs(monkeypatch):
     assert len(notes) == 1 and notes[0].startswith("note: --stage1-epochs 0:")
     assert "--epochs 1" in notes[0] and "give --stage1-epochs N" in notes[0]
     cfg, _, notes = parse_train(["--epochs", "5", "--no-demo"])      # the full defaults too
-    assert cfg.stage1_epochs == 2 and "the default 30 epochs" in notes[0]
+    assert cfg.stage1_epochs == 2 and "the default 30 frozen-backbone epochs" in notes[0]
     cfg, _, notes = parse_train(["--epochs", str(demo.stage1_epochs)])  # fits: untouched
     assert cfg.stage1_epochs == demo.stage1_epochs and notes == []
     # a value the user typed is never changed: their contradiction is their error

@@ -161,3 +161,22 @@ def test_log_every_sets_the_progress_lines_of_the_cli(tmp_path):
         [f"{s}/20" for s in (4, 8, 12, 16)]
     first = runs["3"][0]
     assert "loss " in first and "lr " in first and "img/s" in first and "ETA epoch" in first
+
+
+def test_the_start_says_what_the_run_will_do():
+    cfg = tiny(log_every=100)
+    lines = []
+    train(cfg, progress=True, log=lines.append)
+    start = lines[0]
+    params = codext.Model(cfg).num_parameters()
+    assert start.startswith("codext.train: COD model (edgenext_tiny_test")
+    assert f"{params:,} parameters" in start
+    assert "24 training images of 32x32 (the built-in synthetic set)" in start
+    assert "12 optimizer steps of 4 images: 2 epochs of 6 (6 in stage 1, 6 in stage 2)" in start
+    assert start.endswith(f"checkpoints in {os.path.abspath(cfg.checkpoint_dir)}")
+    assert lines[1].startswith("estimate: about ") and "for the 9 steps left" in lines[1]
+    assert lines[2].startswith("epoch 1/2 stage 1") and lines[3].startswith("epoch 2/2 stage 2")
+    assert len(lines) == 4                                   # log_every 100: no step lines
+    quiet = []
+    train(tiny(), progress=False, log=quiet.append)
+    assert quiet == []
