@@ -24,6 +24,7 @@ The trainer runs chunk() steps in C between two reports, so Python is called abo
 second on a terminal and once per `log_every` steps otherwise, never once per step
 (bench/progress.py measures the cost).
 """
+import shutil
 import sys
 import time
 
@@ -57,6 +58,10 @@ def _is_terminal(stream):
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def _columns():
+    return shutil.get_terminal_size((120, 24)).columns
 
 
 def _tqdm_class():
@@ -131,11 +136,12 @@ class Progress:
             self._estimated = True
             if self._step < self.total_steps:
                 self.message(self.estimate_text())
-        text = self.status_text(epoch, epoch_step, loss, lr)
         if self.mode == "lines":
-            if step % self.log_every == 0 and epoch_step < self.steps_per_epoch:
-                self.log(text)
+            if step % self.log_every == 0 and epoch_step < self.steps_per_epoch and self.log:
+                self.log(self.status_text(epoch, epoch_step, loss, lr))
         elif self.mode == "line":
+            # one screen line: a wrapped line could not be rewritten in place
+            text = self.status_text(epoch, epoch_step, loss, lr)[:_columns() - 1]
             pad = max(0, self._width - len(text))
             self._width = len(text)
             self.stream.write("\r" + text + " " * pad)

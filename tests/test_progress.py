@@ -75,6 +75,7 @@ def test_run_eta_counts_the_evaluations_left():
 
 def test_an_updating_line_on_a_terminal_without_tqdm(monkeypatch):
     monkeypatch.setattr(_progress, "_tqdm_class", lambda: None)
+    monkeypatch.setenv("COLUMNS", "200")
     clock, lines, term = Clock(), [], Terminal()
     live = Progress(40, 20, 2, 8, log=lines.append, log_every=5, stream=term, clock=clock)
     assert live.mode == "line"
@@ -85,6 +86,10 @@ def test_an_updating_line_on_a_terminal_without_tqdm(monkeypatch):
     assert "epoch 2/2 step 20/20 (run 40/40)" in text and "ETA epoch" in text
     assert text.endswith("\r")                            # cleared before the last message
     assert lines[-1] == "epoch 2 done" and not any(" step " in l for l in lines)
+    monkeypatch.setenv("COLUMNS", "40")                   # never wider than the terminal
+    narrow = Terminal()
+    drive(Progress(40, 20, 2, 8, log=None, stream=narrow, clock=clock), clock, 20, 2)
+    assert max(len(part) for part in narrow.getvalue().split("\r")) == 39
 
 
 def test_tqdm_on_a_terminal_when_importable(monkeypatch):
