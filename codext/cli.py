@@ -542,5 +542,7 @@ def main(argv=None):
     except (OSError, ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as e:
         if os.environ.get("CODEXT_DEBUG"):
             raise
-        print(f"codext: error: {_flagify(str(e))}", file=sys.stderr)
+        from ._rundir import RunMetadataError  # a file's fields keep the file's words
+        print(f"codext: error: {e if isinstance(e, RunMetadataError) else _flagify(str(e))}",
+              file=sys.stderr)
         return 1
