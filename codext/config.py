@@ -70,7 +70,8 @@ class Config:
         seed, checkpoint_dir, amp (GPU mixed precision), gradient_checkpointing,
         deterministic (GPU: deterministic kernels; the CPU always is), select_metric (picks
         the best checkpoint: smeasure, wfmeasure, emeasure, fmeasure, mae, iou, dice or a
-        key of codext.metrics.evaluate), eval_every (epochs), log_every (steps),
+        key of codext.metrics.evaluate), eval_every (epochs), log_every (optimizer steps
+        between two progress lines when stdout is not a terminal; codext/_progress.py),
         num_threads (CPU engine threads; None: all the CPUs this process may use),
         timeout (data-parallel runs: seconds a collective may wait for the other workers
         before the run fails naming the stalled one; None: NCCL_TIMEOUT from the

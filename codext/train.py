@@ -342,13 +342,18 @@ def _run_steps(trainer, split, loss_buf, lr_buf, live, epoch):
         return trainer.run_epoch(split.images, split.masks, loss_buf, lr_buf)
     state = trainer.state()
     epoch_step, step, ran = state["epoch_step"], state["step"], 0
-    while epoch_step < len(loss_buf):
-        n = trainer.run_epoch(split.images, split.masks, loss_buf, lr_buf, max_steps=live.chunk())
-        if n == 0:
-            break
-        ran, epoch_step, step = ran + n, epoch_step + n, step + n
-        live.steps(step, epoch, epoch_step, float(loss_buf[epoch_step - 1]),
-                   float(lr_buf[epoch_step - 1]))
+    try:
+        while epoch_step < len(loss_buf):
+            n = trainer.run_epoch(split.images, split.masks, loss_buf, lr_buf,
+                                  max_steps=live.chunk())
+            if n == 0:
+                break
+            ran, epoch_step, step = ran + n, epoch_step + n, step + n
+            live.steps(step, epoch, epoch_step, float(loss_buf[epoch_step - 1]),
+                       float(lr_buf[epoch_step - 1]))
+    except BaseException:  # a failed step or Ctrl-C: the error is not printed over the line
+        live.close()
+        raise
     return ran
 
 

@@ -6,6 +6,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 
 import codext
 from codext import _progress
@@ -185,3 +186,13 @@ def test_the_start_says_what_the_run_will_do():
     quiet = []
     train(tiny(), progress=False, log=quiet.append)
     assert quiet == []
+
+
+def test_a_failed_step_clears_the_live_line_before_the_error(monkeypatch):
+    monkeypatch.setattr(_progress, "_tqdm_class", lambda: None)
+    term = Terminal()
+    live = Progress(12, 6, 2, 4, log=None, stream=term)
+    with pytest.raises(RuntimeError, match="not finite"):
+        train(tiny(lr=1e30, stage1_epochs=0, grad_clip=0.0), progress=live)
+    text = term.getvalue()
+    assert "epoch 1/2 step 1/6" in text and text.endswith("\r") and "\n" not in text
