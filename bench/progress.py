@@ -23,11 +23,27 @@ per-turn ratios against the adjacent "off" block. Two models: the demo's
 within 1 %. --whole-runs adds complete train() runs per mode, images/s from the history
 (epoch_seconds), which on a busy machine vary by more than the effect measured.
 
-Measured on the 2-core development machine while other jobs ran (load average about 10),
---blocks 24, --block-steps 24:
+Measured on the 2-core development machine while other jobs ran (load average 7-11), so
+the end-to-end ratios are noise of +-5 % (their quartiles spread by +-10 %); the cost of a
+report timed on its own is what shows the effect:
 
-    model  progress   images/s (median)   vs off (median ratio)
-    (see the report of the commit that added this file)
+    tiny: --blocks 20 --block-steps 48        demo: --blocks 10 --block-steps 12
+    model  progress  images/s  vs off (median, quartiles)
+    tiny   off         437.1
+    tiny   lines/10    445.9   +1.04 %  (-12.5 %, +6.0 %)
+    tiny   lines/1     423.6   -4.81 %  (-14.0 %, +5.1 %)
+    tiny   line        453.7   +1.40 %  (-9.3 %, +18.1 %)
+    demo   off          45.9
+    demo   lines/10     47.5   +3.91 %  (-1.4 %, +11.0 %)
+    demo   lines/1      45.8   +0.42 %  (-12.6 %, +9.3 %)
+    demo   line         46.5   -5.20 %  (-11.1 %, +5.6 %)
+
+    model  step ms  progress  us/report  steps/report  share of their time
+    tiny       9.2  lines/10        5.1            10  0.006 %
+    tiny       9.2  lines/1         4.9             1  0.054 %
+    tiny       9.2  line           10.4            54  0.002 %
+    demo     348.5  lines/10        3.0            10  0.000 %
+    demo     348.5  line           15.0             1  0.004 %
 """
 import argparse
 import io
