@@ -28,7 +28,7 @@ import numpy as np
 from . import _C
 from ._shared import SharedBuffer, file_desc, map_array
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a mask of one level <= 128 everywhere (no 0) reads as it is (codext/_masks.py)
 
 
 def default_cache_dir():

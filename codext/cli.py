@@ -29,6 +29,7 @@ import os
 import sys
 import time
 
+from ._hints import fit_unset_defaults, flag_of, flag_warnings as _flag_warnings, flagify as _flagify
 from .config import BACKBONES, FIELD_NAMES, INT_RANGES, SCHEDULERS, SELECT_METRICS, Config, _FIELD_KINDS
 
 # ---- the flag table --------------------------------------------------------------------------
@@ -72,7 +73,8 @@ FIELD_HELP = {
     "deterministic": "deterministic GPU kernels (the CPU always is)",
     "select_metric": "metric that picks the best checkpoint",
     "eval_every": "evaluate every N epochs",
-    "log_every": "log every N steps",
+    "log_every": "progress: a line every N optimizer steps when stdout is not a terminal "
+                 "(a terminal's line updates about twice a second)",
     "num_threads": "CPU engine threads (default: all this process may use)",
     "timeout": "data-parallel: seconds a collective waits for the other workers "
                "(default: NCCL_TIMEOUT, else 600)",
@@ -85,10 +87,8 @@ IGNORED_FLAGS = {
                               "the COD mixture-of-experts neck is always on"),
 }
 DEMO_FIELDS = ("backbone", "img_size", "batch_size", "epochs", "stage1_epochs", "decoder_dim", "lr")
-
-
-def flag_of(field):
-    return "--" + field.replace("_", "-")
+STRICT_HELP = ("--dataset-path: images without masks (and the reverse) or unreadable files are an "
+               "error (default: they are skipped with a warning)")
 
 
 def config_flags():
@@ -178,7 +178,8 @@ def build_parser():
     t.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
                    help="the small CPU demo defaults (Config.demo()); default: on when there is no "
                         "--dataset-path and no GPU for the trainer")
-    t.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    t.add_argument("--quiet", action="store_true", help="no progress and no per-epoch lines")
+    t.add_argument("--strict", action="store_true", help=STRICT_HELP)
     for flag, (kw, _) in IGNORED_FLAGS.items():
         t.add_argument(flag, dest="ignored_" + flag[2:].replace("-", "_"), default=None,
                        help="accepted and ignored (single-process run)", **kw)
@@ -198,9 +199,11 @@ def build_parser():
     ev.add_argument("--dataset-path", metavar="PATH",
                     help="COD dataset folder (every test set found); default: the synthetic test set "
                          "of the run (its seed and size)")
+    ev.add_argument("--strict", action="store_true", help=STRICT_HELP)
     ev.add_argument("--synthetic-test", type=int, metavar="N", help="synthetic test images (default: the run's)")
     ev.add_argument("--seed", type=int, metavar="N", help="synthetic set seed (default: the run's)")
-    ev.add_argument("--json", metavar="FILE", help="also write the metrics as JSON ('-': stdout)")
+    ev.add_argument("--json", metavar="FILE", help="also write the metrics as JSON ('-': stdout, which "
+                                                   "then holds the JSON alone; the other lines go to stderr)")
 
     pr = sub.add_parser("predict", help="write PNG masks for images",
                         description="Write one PNG per image: uint8 probabilities 0..255 at the image's size.")
@@ -257,6 +260,8 @@ def train_config(args):
         demo = False
     elif demo is None:
         demo = given.get("dataset_path") is None and not gpu_for_training()
+    if saved is None:
+        notes += fit_unset_defaults(given, Config.demo() if demo else Config(), demo)
     try:
         if saved is not None:
             cfg = Config.from_dict({**saved, **given})
@@ -277,19 +282,15 @@ def saved_run_config(path):
     return RunDir.beside(path).saved_config()
 
 
-def _flagify(message):
-    """Config's messages name fields (Config.img_size); the CLI user typed flags (--img-size)."""
-    for name in sorted(FIELD_NAMES, key=len, reverse=True):
-        message = message.replace(f"Config.{name}", flag_of(name))
-    return message
-
-
-def demo_banner(cfg, given_fields):
+def demo_banner(cfg, given_fields, asked=False):
+    """asked: --demo was given (else the demo was chosen for lack of a dataset and a GPU)."""
     shown = ", ".join(f"{flag_of(f)} {getattr(cfg, f)}" for f in DEMO_FIELDS)
     full = Config()
+    why = "--demo" if asked else "no --dataset-path and no GPU"
+    where = (f"on {cfg.dataset_path}" if cfg.dataset_path is not None else
+             "on the synthetic set, a few minutes on 2 CPU cores")
     lines = [
-        "codext: DEMO run (no --dataset-path and no GPU): the defaults are Config.demo()'s "
-        f"[{shown}] on the synthetic set, a few minutes on 2 CPU cores."
+        f"codext: DEMO run ({why}): the defaults are Config.demo()'s [{shown}] {where}."
         + (f" Your flags win: {', '.join(flag_of(f) for f in sorted(given_fields))}." if given_fields else ""),
         "  The real job: python -m codext train --dataset-path /path/to/COD10K-v3 "
         f"--pretrained {full.backbone}.in21k_ft_in1k   (defaults: {full.backbone}, {full.img_size}x"
@@ -330,12 +331,14 @@ def cmd_train(args):
         from ._cli_runs import refuse_existing_run
         refuse_existing_run(cfg, given)
     if demo:
-        print(demo_banner(cfg, given), flush=True)
+        print(demo_banner(cfg, given, asked=args.demo is True), flush=True)
     import codext
     from .train import train
     data = None
     if cfg.dataset_path is not None:
-        data = codext.data.load(cfg.dataset_path, img_size=cfg.img_size, workers=max(1, cfg.num_workers))
+        with _flag_warnings():
+            data = codext.data.load(cfg.dataset_path, img_size=cfg.img_size,
+                                    workers=max(1, cfg.num_workers), strict=args.strict)
         print(f"data: {data}", flush=True)
     log = _print_flush
     t0 = time.perf_counter()
@@ -422,7 +425,8 @@ def cmd_eval(args):
     path, model = _load_model(args)
     size = model.config.img_size
     if args.dataset_path is not None:
-        data = codext.data.load(args.dataset_path, img_size=size)
+        with _flag_warnings():
+            data = codext.data.load(args.dataset_path, img_size=size, strict=args.strict)
         sets = data.tests
         if not sets:
             raise ValueError(f"{args.dataset_path} holds no test set")
@@ -439,7 +443,8 @@ def cmd_eval(args):
                                                  f" (the run's synthetic_test, saved beside {path})")
         check_synthetic_memory(0, n_test, size, where)
         sets = {"synthetic": codext.data.synthetic(0, n_test, size, seed).test}
-    print(f"model: {path} ({model.config.backbone}, {size}x{size})", flush=True)
+    human = sys.stderr if args.json == "-" else sys.stdout  # `--json -`: stdout is JSON only
+    print(f"model: {path} ({model.config.backbone}, {size}x{size})", file=human, flush=True)
     results = {}
     for name, split in sets.items():
         t0 = time.perf_counter()
@@ -447,7 +452,7 @@ def cmd_eval(args):
         scalars = {k: float(v) for k, v in metrics.items() if _is_scalar(v)}
         results[name] = scalars
         print(f"{name} ({len(split)} images, {time.perf_counter() - t0:.1f} s): " + format_metrics(scalars),
-              flush=True)
+              file=human, flush=True)
     if args.json:
         text = json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2)
         if args.json == "-":
@@ -545,5 +550,7 @@ def main(argv=None):
     except (OSError, ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as e:
         if os.environ.get("CODEXT_DEBUG"):
             raise
-        print(f"codext: error: {e}", file=sys.stderr)
+        from ._rundir import RunMetadataError  # a file's fields keep the file's words
+        print(f"codext: error: {e if isinstance(e, RunMetadataError) else _flagify(str(e))}",
+              file=sys.stderr)
         return 1

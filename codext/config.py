@@ -70,7 +70,8 @@ class Config:
         seed, checkpoint_dir, amp (GPU mixed precision), gradient_checkpointing,
         deterministic (GPU: deterministic kernels; the CPU always is), select_metric (picks
         the best checkpoint: smeasure, wfmeasure, emeasure, fmeasure, mae, iou, dice or a
-        key of codext.metrics.evaluate), eval_every (epochs), log_every (steps),
+        key of codext.metrics.evaluate), eval_every (epochs), log_every (optimizer steps
+        between two progress lines when stdout is not a terminal; codext/_progress.py),
         num_threads (CPU engine threads; None: all the CPUs this process may use),
         timeout (data-parallel runs: seconds a collective may wait for the other workers
         before the run fails naming the stalled one; None: NCCL_TIMEOUT from the
@@ -259,7 +260,7 @@ class Config:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             bad("backbone", f"must be one of {', '.join(BACKBONES)}{hint}")
         if self.moe_top_k > self.num_experts:
-            raise ValueError(f"Config.moe_top_k must be 0 (dense) or 1..num_experts "
+            raise ValueError(f"Config.moe_top_k must be 0 (dense) or 1..Config.num_experts "
                              f"({self.num_experts}), got {self.moe_top_k}")
         if self.stage1_epochs > self.epochs:
             raise ValueError(f"Config.stage1_epochs ({self.stage1_epochs}) must not exceed "
@@ -267,8 +268,9 @@ class Config:
         if self.scheduler not in SCHEDULERS:
             bad("scheduler", f"must be one of {', '.join(map(repr, SCHEDULERS))}")
         if self.scheduler == "cosine" and self.min_lr > min(self.lr, self.effective_stage2_lr):
-            raise ValueError(f"Config.min_lr ({self.min_lr}) must not exceed lr and stage2_lr "
-                             f"({self.lr}, {self.effective_stage2_lr}) with the cosine scheduler")
+            raise ValueError(f"Config.min_lr ({self.min_lr}) must not exceed Config.lr and "
+                             f"Config.stage2_lr ({self.lr}, {self.effective_stage2_lr}) with the "
+                             f"cosine scheduler")
         if not self.checkpoint_dir:
             bad("checkpoint_dir", "must be a non-empty path")
         if self.select_metric not in SELECT_METRICS:

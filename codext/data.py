@@ -43,7 +43,8 @@ when strict=True; so are unreadable or truncated files (OSError when strict). A 
 another size than its image is accepted with a warning: image and mask are each resized
 to img_size, and masks_full keeps the mask's own size. Grayscale, palette and RGBA
 images are converted to RGB (alpha dropped); masks stored as 0/1 or palette indices are
-read as 0/255.
+read as 0/255 (the one mask rule of codext/_masks.py, also that of from_arrays and
+codext.metrics.evaluate).
 """
 import os
 import warnings
@@ -51,7 +52,7 @@ import warnings
 import numpy as np
 
 from . import _C
-from . import _datacache, _layouts, _shared
+from . import _datacache, _layouts, _masks, _shared
 from ._layouts import DatasetLayoutError  # noqa: F401  (part of the API)
 
 __all__ = ["Dataset", "Split", "DatasetLayoutError", "load", "from_arrays", "synthetic",
@@ -250,21 +251,21 @@ def _check_images(images, what):
 def _check_masks(masks, what, images, images_what):
     if not isinstance(masks, np.ndarray):
         raise TypeError(f"{what} must be a numpy array of shape [N, H, W], got {type(masks).__name__}")
-    if masks.dtype == np.bool_:
-        masks = masks.astype(np.uint8) * np.uint8(255)
-    elif masks.dtype != np.uint8:
-        raise TypeError(f"{what} must be uint8 holding 0/255 or bool, got {masks.dtype}; "
-                        f"for a 0/1 array use ({what} > 0)")
+    if masks.dtype != np.bool_ and masks.dtype != np.uint8:
+        raise TypeError(f"{what} must be uint8 holding 0/255 (or 0/1) or bool, got {masks.dtype}; "
+                        f"for another 0/1 array use ({what} > 0)")
     if masks.ndim != 3:
         raise ValueError(f"{what} must have shape [N, H, W], got {masks.shape}")
+    masks = _masks.as_levels(masks)  # 0/1 (0 and one level <= 128) per mask -> 0/255
     if masks.shape != images.shape[:3]:
         raise ValueError(f"{what} shape {masks.shape} does not match {images_what} shape "
                          f"{images.shape} (need [N, H, W] equal)")
     if masks.size and np.any((masks != 0) & (masks != 255)):
         found = np.unique(masks)
-        raise ValueError(f"{what} must hold only 0 and 255 (or be bool), found values "
-                         f"{found[:8].tolist()}{' ...' if found.size > 8 else ''}; "
-                         f"binarise with ({what} > 128)")
+        cut = 0 if found.max() <= 128 else 128  # low levels only: > 128 would empty them
+        raise ValueError(f"{what} must hold only 0 and 255, or 0 and one level <= 128 such as "
+                         f"0/1 (or be bool), found values {found[:8].tolist()}"
+                         f"{' ...' if found.size > 8 else ''}; binarise with ({what} > {cut})")
     return np.ascontiguousarray(masks)
 
 
@@ -272,7 +273,8 @@ def from_arrays(images, masks, test_images=None, test_masks=None):
     """Wraps your arrays into a Dataset.
 
     images uint8 [N, H, W, 3]; masks uint8 [N, H, W] holding 0/255, or bool (converted to
-    0/255); test arrays likewise (optional, same H and W). The arrays are used as they
+    0/255); a mask holding only 0 and one level <= 128 (0/1) is binary and becomes 0/255
+    (codext/_masks.py: the rule mask files and codext.metrics follow too); test arrays likewise (optional, same H and W). The arrays are used as they
     are (no copy) until the dataset is shared with worker processes, when they are copied
     once into shared memory.
     """

@@ -28,7 +28,10 @@ per_image  (only with ``per_image=True``) dict of arrays: sm, wfm, mae, adp_em, 
 
 Conventions (docs/metrics.md):
 
-- GT: uint8, foreground where > 128 (bool masks are accepted: True is foreground).
+- GT: uint8, foreground where > 128 (bool masks are accepted: True is foreground). A GT
+  holding only 0 and one level v <= 128 (a 0/1 mask) is binary with v as foreground, as
+  codext.data reads mask files and arrays (codext/_masks.py); PySODMetrics would score
+  it as empty.
 - Predictions: uint8 is divided by 255; float32/float64 (and float16) are probabilities in
   [0, 1], used as they are. Either is then min-max normalised when it is not constant,
   as PySODMetrics (MATLAB's mapminmax(im2double(...))) does. IoU and Dice use the raw
@@ -61,7 +64,7 @@ import numbers
 
 import numpy as np
 
-from . import _C
+from . import _C, _masks
 
 __all__ = ["evaluate", "aggregate"]
 
@@ -98,13 +101,11 @@ def _check_pred(i, pred):
 def _check_gt(i, gt):
     if not isinstance(gt, np.ndarray):
         raise TypeError(f"gts[{i}] must be a numpy array, got {type(gt).__name__}")
-    if gt.dtype == bool:
-        gt = gt.astype(np.uint8) * np.uint8(255)
-    elif gt.dtype != np.uint8:
+    if gt.dtype != bool and gt.dtype != np.uint8:
         raise TypeError(f"gts[{i}] has dtype {gt.dtype}; expected uint8 (foreground > 128) or bool")
     if gt.ndim != 2:
         raise ValueError(f"gts[{i}] must be 2-D [H, W], got shape {gt.shape}")
-    return np.ascontiguousarray(gt)
+    return np.ascontiguousarray(_masks.as_levels(gt))  # bool, 0/1 -> 0/255
 
 
 def evaluate(preds, gts, *, per_image=False):

@@ -145,6 +145,7 @@ class Model(ParameterBuffer):
         self._native = _C.CODModel(backbone, self.config.decoder_dim, self.config.num_experts,
                                    self.config.moe_top_k, self.config.seed, self.config.ds_weight,
                                    self.config.balance_weight)
+        self._source = None  # the file the weights came from (load / Model.load), for errors
         self._table = self._native.param_table()
         self._params = self._native.params()
         self._grads = self._native.grads()
@@ -174,9 +175,11 @@ class Model(ParameterBuffer):
         if prefix:
             tensors = {n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)}
         try:
-            return self.load_state_dict(tensors, strict=strict)
+            result = self.load_state_dict(tensors, strict=strict)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+        self._source = str(path)
+        return result
 
     def load_backbone(self, path):
         """Loads the backbone from a safetensors file with timm names (timm's
@@ -235,7 +238,10 @@ class Model(ParameterBuffer):
         any sizes. Each image is resized to img_size (codext.data's bilinear resize),
         normalised as the evaluation data path does, run in batches of batch_size, and
         sigmoid(p1) is resized back to the image's size. Returns float32 [H, W] (one
-        image), [N, H, W] (a batch array) or a list of [H_i, W_i]."""
+        image), [N, H, W] (a batch array) or a list of [H_i, W_i].
+
+        Weights or an output that are not finite raise RuntimeError naming the model's
+        file (or "the model" when it came from no file), never a map of zeros."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         items, kind = _as_image_list(images)
@@ -257,7 +263,11 @@ class Model(ParameterBuffer):
         for start in range(0, len(items), batch_size):
             chunk = [np.ascontiguousarray(img) for img in items[start:start + batch_size]]
             sizes = [(int(h), int(w)) for h, w in out_sizes[start:start + batch_size]]
-            results.extend(self._native.predict_batch(chunk, size, sizes))
+            try:
+                results.extend(self._native.predict_batch(chunk, size, sizes))
+            except RuntimeError as e:  # weights or output not finite (csrc/train/predict.c)
+                where = self._source if self._source is not None else "the model"
+                raise RuntimeError(f"{where}: cannot predict: {e}") from None
         return results
 
     def activation_bytes(self):
@@ -280,4 +290,5 @@ def load(path):
         model.load_state_dict(tensors, strict=True)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    model._source = str(path)
     return model

@@ -58,6 +58,7 @@ import numpy as np
 
 from . import _C
 from . import _checkpoint
+from . import _progress
 from . import _rundir
 from . import data as _data
 from . import metrics as _metrics
@@ -219,7 +220,7 @@ def _prepare_checkpoint_dir(path, resuming=False):
                                    f"({e.strerror or e}), and a resumed run writes into its own "
                                    f"folder; copy the folder somewhere writable and resume the "
                                    f"copy") from None
-        raise OSError(e.errno, f"checkpoint_dir {path!r} is not writable ({e.strerror or e}); "
+        raise OSError(e.errno, f"Config.checkpoint_dir {path!r} is not writable ({e.strerror or e}); "
                                f"set Config.checkpoint_dir to a writable folder") from None
     return path
 
@@ -270,14 +271,17 @@ def _check_data(data, config):
                          f"{getattr(masks, 'shape', None)}")
     size = tuple(images.shape[1:3])
     if size != (config.img_size, config.img_size):
+        # suggest Config.img_size = the data's size only where Config accepts it
+        fits = size[0] == size[1] and _valid_img_size(size[0])
         raise ValueError(f"the training images are {size[0]}x{size[1]} but Config.img_size is "
                          f"{config.img_size}: load the data at that size "
-                         f"(codext.data.load(path, img_size={config.img_size})) or set "
-                         f"img_size={size[0]}" + ("" if size[0] == size[1] else " (square images only)"))
+                         f"(codext.data.load(path, img_size={config.img_size}))"
+                         + (f" or set Config.img_size {size[0]}" if fits else
+                            " (Config.img_size must be a multiple of 32 and the images square)"))
     need = config.batch_size * config.accumulation_steps
     if len(images) < need:
         raise ValueError(f"{len(images)} training images make no full global batch of "
-                         f"batch_size {config.batch_size} x accumulation_steps "
+                         f"Config.batch_size {config.batch_size} x Config.accumulation_steps "
                          f"{config.accumulation_steps} = {need}")
     test = getattr(data, "test", None)
     if test is not None and len(test.images) == 0:
@@ -285,8 +289,66 @@ def _check_data(data, config):
     return train_split, test
 
 
+def _valid_img_size(size):
+    try:
+        Config(img_size=size)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _new_model(config):
     return Model(config)
+
+
+def _data_source(data):
+    source = getattr(data, "source", None)
+    if source == "synthetic":
+        return "the built-in synthetic set"
+    if source == "arrays":
+        return "your arrays"
+    return str(source) if source else "your data"
+
+
+# ---- live progress ---------------------------------------------------------------------------
+
+def _live_progress(progress, writer, log, config, trainer, images_per_step):
+    """The Progress that receives this run's step events, or None (no progress wanted, or a
+    rank other than 0)."""
+    if not writer or progress is False or progress is None:
+        return None
+    state = trainer.state()
+    if isinstance(progress, _progress.Progress):
+        live = progress
+    elif log is None:
+        return None
+    else:
+        live = _progress.Progress(state["total_steps"], state["steps_per_epoch"], config.epochs,
+                                  images_per_step, log=log, log_every=config.log_every)
+    live.begin(state["step"])
+    return live
+
+
+def _run_steps(trainer, split, loss_buf, lr_buf, live, epoch):
+    """The rest of the epoch: in one C call without live progress, else in chunks of
+    live.chunk() steps with a report after each. Returns the steps run."""
+    if live is None:
+        return trainer.run_epoch(split.images, split.masks, loss_buf, lr_buf)
+    state = trainer.state()
+    epoch_step, step, ran = state["epoch_step"], state["step"], 0
+    try:
+        while epoch_step < len(loss_buf):
+            n = trainer.run_epoch(split.images, split.masks, loss_buf, lr_buf,
+                                  max_steps=live.chunk())
+            if n == 0:
+                break
+            ran, epoch_step, step = ran + n, epoch_step + n, step + n
+            live.steps(step, epoch, epoch_step, float(loss_buf[epoch_step - 1]),
+                       float(lr_buf[epoch_step - 1]))
+    except BaseException:  # a failed step or Ctrl-C: the error is not printed over the line
+        live.close()
+        raise
+    return ran
 
 
 # ---- train -----------------------------------------------------------------------------------
@@ -300,7 +362,10 @@ def train(config, data=None, *, resume=None, overwrite=False, progress=True, log
     from its newest complete checkpoint set and writes into that folder, whatever
     config.checkpoint_dir says. overwrite: a new run may start in a checkpoint_dir that
     holds a run (whose files are removed first); without it that is a FileExistsError.
-    progress: print one line per epoch through `log`.
+    progress: True prints what the run will do, a live progress line within each epoch
+    (codext/_progress.py: tqdm or an updating line on a terminal, a plain line every
+    config.log_every steps otherwise) and one line per epoch through `log`; False prints
+    nothing; a codext._progress.Progress receives the events.
 
     Raises ValueError for data or config problems (image size, too few images, resuming
     another configuration: the fields that differ are named), OSError for an unwritable
@@ -310,8 +375,9 @@ def train(config, data=None, *, resume=None, overwrite=False, progress=True, log
     Ctrl-C stops the C loop between optimizer steps (KeyboardInterrupt); the checkpoint of
     the last finished epoch stays as it was.
 
-    On the CPU, amp and gradient_checkpointing have no effect (GPU settings), and
-    log_every is unused: the C loop runs whole epochs without calling back into Python.
+    On the CPU, amp and gradient_checkpointing have no effect (GPU settings). With progress
+    the C loop runs chunks of steps between two reports (about twice a second on a
+    terminal, log_every steps otherwise), never one Python call per step.
     """
     if not isinstance(config, Config):
         raise TypeError(f"config must be a codext.Config, got {type(config).__name__}")
@@ -404,12 +470,14 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     paths = {name: os.path.join(ckpt_dir, name) for name in (LAST, BEST, HISTORY)}
     loss_buf, lr_buf = np.zeros(spe), np.zeros(spe)
     start_epoch = trainer.state()["epoch"]
+    live = _live_progress(progress, writer, log, config, trainer, images_per_step)
     if start_epoch == 0 and progress:
         steps = trainer.state()
         say(f"codext.train: {model.config}, {model.num_parameters():,} parameters; {n_train} "
-            f"training images of {config.img_size}x{config.img_size}, {spe} steps per epoch "
-            f"({steps['stage1_steps']} in stage 1, {steps['stage2_steps']} in stage 2); "
-            f"checkpoints in {ckpt_dir}")
+            f"training images of {config.img_size}x{config.img_size} ({_data_source(data)}); "
+            f"{steps['total_steps']} optimizer steps of {images_per_step} images: {config.epochs} "
+            f"epoch{'s' if config.epochs != 1 else ''} of {spe} ({steps['stage1_steps']} in "
+            f"stage 1, {steps['stage2_steps']} in stage 2); checkpoints in {ckpt_dir}")
     for epoch in range(start_epoch, config.epochs):
         stage = 1 if epoch < config.stage1_epochs else 2
         t0 = time.perf_counter()
@@ -422,7 +490,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
                 done = trainer.run_epoch(train_split.images, train_split.masks, loss_buf, lr_buf,
                                          max_steps=fault - first)
             inject(faults[(rank, fault)], rank, fault)
-        done += trainer.run_epoch(train_split.images, train_split.masks, loss_buf, lr_buf)
+        done += _run_steps(trainer, train_split, loss_buf, lr_buf, live, epoch)
         seconds = time.perf_counter() - t0
         if done != spe:
             raise RuntimeError(f"epoch {epoch} ran {done} of {spe} steps")
@@ -439,8 +507,11 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         last_epoch = epoch == config.epochs - 1
         evaluated = eval_model is not None and ((epoch + 1) % config.eval_every == 0 or last_epoch)
         if evaluated:
+            t_eval = time.perf_counter()
             eval_model._params[:] = trainer.ema()
             scores = _scalar_metrics(evaluate(eval_model, test_split))
+            if live is not None:
+                live.evaluated(time.perf_counter() - t_eval)
         n_epochs_before = len(hist["epoch"]) - 1
         for k, v in scores.items():
             column = hist.setdefault(f"val_{k}", [float("nan")] * n_epochs_before)
@@ -479,9 +550,11 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
                                       ("sm", "iou", "wfm", "mean_em", "mae") if k in scores)
             if improved:
                 line += " *"
-        say(line)
+        (live.message if live is not None else say)(line)
         if conn is not None:
             conn.comm.barrier()
+    if live is not None:
+        live.close()
 
     return TrainResult(history=_history_arrays(hist), best_checkpoint=paths[BEST],
                        last_checkpoint=paths[LAST], metrics=dict(best["metrics"]), config=config)

@@ -48,11 +48,17 @@ cx_status cx_resize_mask_u8_batch(const uint8_t *src, int64_t n, int in_h, int i
  *     foreground (255) where the level is above half the maximum, else 0;
  *   - otherwise the levels clipped to 0..255 (fractions dropped; a NaN anywhere makes
  *     this the rule, and reads as 0);
- *   - then a mask holding only 0 and one other level v <= 128 (saved as 0/1, or as
- *     palette indices) becomes 0/255.
+ *   - then a mask holding 0 and one other level v <= 128, and nothing else (saved as
+ *     0/1, or as palette indices), becomes 0/255 (cx_mask_binary_level; a mask of one
+ *     level everywhere is left as it is).
  * Foreground is then cx_mask_foreground (core/mask.h: level > 128) everywhere. */
 typedef enum { CX_LEVEL_U8 = 0, CX_LEVEL_I64 = 1, CX_LEVEL_F64 = 2 } cx_level_dtype;
 cx_status cx_mask_from_levels(const void *src, cx_level_dtype dtype, int64_t n, uint8_t *dst);
+/* The last rule above on its own, for uint8 masks given as arrays (codext.data.from_arrays,
+ * the metrics' ground truths, through codext/_masks.py): the level v <= 128 that a mask
+ * [n] holding 0 and v (v > 0, both present) and nothing else uses for its foreground,
+ * else 0 (the mask is read as it is). */
+uint8_t cx_mask_binary_level(const uint8_t *mask, int64_t n);
 
 /* ---- augmentation (augment.c) ------------------------------------------------------ */
 

@@ -45,19 +45,28 @@ cx_status cx_mask_from_levels(const void *src, cx_level_dtype dtype, int64_t n, 
         }
     }
     /* 0 and one other value v <= 128 (masks saved as 0/1 or as palette indices): 0/255 */
-    uint8_t other = 0;
-    int one_value = 1;
-    for (int64_t i = 0; i < n && one_value; i++) {
-        uint8_t v = dst[i];
-        if (v == 0)
-            continue;
-        if (other == 0)
-            other = v;
-        else if (v != other)
-            one_value = 0;
-    }
-    if (one_value && other > 0 && !cx_mask_foreground(other))
+    if (cx_mask_binary_level(dst, n))
         for (int64_t i = 0; i < n; i++)
             dst[i] = dst[i] ? 255 : 0;
     return CX_OK;
+}
+
+uint8_t cx_mask_binary_level(const uint8_t *mask, int64_t n) {
+    uint8_t other = 0;
+    int zero = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t v = mask[i];
+        if (v == 0) {
+            zero = 1;
+            continue;
+        }
+        if (v == other)
+            continue;
+        if (other != 0 || cx_mask_foreground(v))
+            return 0; /* a second level, or a level that already reads as foreground */
+        other = v;
+    }
+    /* one level everywhere (no 0) is read as it is: an all-128 GT stays empty, as in
+     * PySODMetrics */
+    return zero ? other : 0;
 }

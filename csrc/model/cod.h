@@ -184,7 +184,9 @@ cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *p
  * May be called again after the same loss (gradients add up). */
 cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone);
 void cx_cod_zero_grads(cx_cod_model *m);
-/* After a forward: probabilities sigmoid(out_0) [B, 1, H, W] into probs_host. */
+/* After a forward: probabilities sigmoid(out_0) [B, 1, H, W] into probs_host. A logit
+ * that is not finite fails (CX_ERUNTIME, counting them): sigmoid would turn it into a
+ * plausible 0 or 1 (or NaN). */
 cx_status cx_cod_probabilities(cx_cod_model *m, float *probs_host);
 size_t cx_cod_arena_bytes(const cx_cod_model *m);
 

@@ -387,9 +387,16 @@ cx_status cx_cod_probabilities(cx_cod_model *m, float *probs_host) {
     size_t n = (size_t)m->batch * m->height * m->width;
     m->be->download(m->be, probs_host, m->outputs[0], n);
     CX_TRY(m->be->sync(m->be));
+    size_t bad = 0, first = 0;
     for (size_t i = 0; i < n; i++) {
         double x = probs_host[i];
+        if (!isfinite(x) && bad++ == 0)
+            first = i;
         probs_host[i] = (float)(x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)));
     }
+    if (bad) /* sigmoid would hide an infinite logit as 0 or 1 and NaN would read as 0 */
+        return cx_fail(CX_ERUNTIME, "the model's output is not finite (%zu of %zu prediction "
+                       "values, first in image %zu): the forward overflowed float32 (weights "
+                       "far too large?)", bad, n, first / ((size_t)m->height * m->width));
     return CX_OK;
 }

@@ -57,6 +57,33 @@ int cx_params_find(const cx_param_table *table, const char *name) {
     return -1;
 }
 
+/* Whether any of v[0..n) is inf or NaN: an all-ones exponent, tested on the bits with an
+ * OR reduction the compiler vectorises (a predict checks every weight before each batch). */
+static int any_nonfinite(const float *v, size_t n) {
+    uint32_t found = 0;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t bits;
+        memcpy(&bits, &v[j], sizeof bits);
+        found |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return found != 0;
+}
+
+int cx_params_first_nonfinite(const cx_param_table *table, const float *values, float *bad) {
+    for (int i = 0; i < table->count; i++) {
+        const float *v = values + table->items[i].offset;
+        if (!any_nonfinite(v, table->items[i].numel))
+            continue;
+        for (size_t j = 0; j < table->items[i].numel; j++)
+            if (!isfinite(v[j])) {
+                if (bad)
+                    *bad = v[j];
+                return i;
+            }
+    }
+    return -1;
+}
+
 void cx_params_init(const cx_param_table *table, float *values, uint64_t seed) {
     memset(values, 0, table->total * sizeof(float));
     for (int i = 0; i < table->count; i++) {

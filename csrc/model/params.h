@@ -49,6 +49,9 @@ cx_status cx_params_add(cx_param_table *table, const char *prefix, const char *n
 void cx_params_free(cx_param_table *table);
 /* Index of a parameter by full name, or -1. */
 int cx_params_find(const cx_param_table *table, const char *name);
+/* Index of the first parameter (table order) holding a value that is not finite in the
+ * host buffer values [table->total], or -1; *bad (may be NULL) gets that value. */
+int cx_params_first_nonfinite(const cx_param_table *table, const float *values, float *bad);
 /* Fills values according to each parameter's init rule, from a seed (counter-based
  * RNG keyed by (seed, parameter index, element), so the result does not depend on the
  * thread count or on other parameters). Padding between parameters is zeroed. */

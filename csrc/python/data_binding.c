@@ -157,6 +157,38 @@ static PyObject *py_resize_mask(PyObject *self, PyObject *args, PyObject *kwargs
     return (PyObject *)out;
 }
 
+/* mask_binary_levels(masks) -> int64 [N]: cx_mask_binary_level of each mask of a uint8
+ * [N, H, W] stack (or [1] for one [H, W] mask): its foreground level v <= 128 when it
+ * holds only 0 and v, else 0. One pass, no copy. */
+static PyObject *py_mask_binary_levels(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyArrayObject *src = (PyArrayObject *)arg;
+    if (!PyArray_Check(arg) || PyArray_TYPE(src) != NPY_UINT8 ||
+        (PyArray_NDIM(src) != 2 && PyArray_NDIM(src) != 3)) {
+        PyErr_SetString(PyExc_TypeError, "masks must be a uint8 numpy array [N, H, W] or [H, W]");
+        return NULL;
+    }
+    src = (PyArrayObject *)PyArray_FromAny(arg, PyArray_DescrFromType(NPY_UINT8), 0, 0,
+                                           NPY_ARRAY_CARRAY_RO, NULL);
+    if (!src)
+        return NULL;
+    npy_intp n = PyArray_NDIM(src) == 3 ? PyArray_DIM(src, 0) : 1;
+    PyArrayObject *out = (PyArrayObject *)PyArray_EMPTY(1, &n, NPY_INT64, 0);
+    if (!out) {
+        Py_DECREF(src);
+        return NULL;
+    }
+    const uint8_t *data = PyArray_DATA(src);
+    int64_t *levels = PyArray_DATA(out);
+    int64_t plane = n ? (int64_t)(PyArray_SIZE(src) / n) : 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (npy_intp i = 0; i < n; i++)
+        levels[i] = cx_mask_binary_level(data + i * plane, plane);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(src);
+    return (PyObject *)out;
+}
+
 /* mask_from_levels(levels) -> u8 of the same shape: a mask file's levels (any integer or
  * float dtype, as Pillow decodes them) by codext's mask rules (data.h). */
 static PyObject *py_mask_from_levels(PyObject *self, PyObject *arg) {
@@ -362,6 +394,9 @@ static PyObject *py_synthetic(PyObject *self, PyObject *args, PyObject *kwargs) 
 PyMethodDef cx_py_data_methods[] = {
     {"resize_image", (PyCFunction)(void (*)(void))py_resize_image, METH_VARARGS | METH_KEYWORDS,
      "resize_image(src u8 [H,W,C] | [N,H,W,C], out_h, out_w, out=None): bilinear, align_corners=False."},
+    {"mask_binary_levels", py_mask_binary_levels, METH_O,
+     "mask_binary_levels(masks) -> int64 [N]: per uint8 mask, the level v <= 128 it holds "
+     "besides 0 (a 0/1 mask: 1), else 0."},
     {"mask_from_levels", py_mask_from_levels, METH_O,
      "mask_from_levels(levels) -> u8: a mask file's levels by codext's rules (16-bit and "
      "integer levels above 255: > max/2; else clipped; 0 and one value <= 128: 0/255)."},

@@ -1,6 +1,7 @@
 /* Batch prediction (see predict.h). */
 #include "predict.h"
 
+#include <math.h>
 #include <string.h>
 
 cx_status cx_cod_predict_batch(cx_cod_model *m, int64_t n, const uint8_t *const *images,
@@ -15,6 +16,13 @@ cx_status cx_cod_predict_batch(cx_cod_model *m, int64_t n, const uint8_t *const 
         if (heights[b] < 1 || widths[b] < 1 || out_heights[b] < 1 || out_widths[b] < 1)
             return cx_fail(CX_EINVAL, "predict: image %lld is %dx%d, output %dx%d", (long long)b,
                            heights[b], widths[b], out_heights[b], out_widths[b]);
+    if (m->be == cx_backend_cpu()) { /* weights elsewhere: the output check below */
+        float bad = 0.0f;
+        int i = cx_params_first_nonfinite(&m->table, m->params, &bad);
+        if (i >= 0)
+            return cx_fail(CX_ERUNTIME, "the model's weights are not finite (first: %s = %g)",
+                           m->table.items[i].name, isnan(bad) ? fabs((double)bad) : (double)bad);
+    }
     size_t plane = (size_t)size * size;
     uint8_t *resized = cx_aligned_alloc((size_t)n * plane * 3);
     float *x = cx_aligned_alloc((size_t)n * 3 * plane * sizeof(float));

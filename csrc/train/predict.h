@@ -6,7 +6,11 @@
  * [size, size] (the data path's bilinear, cx_resize_bilinear_u8) and normalised as the
  * evaluation data path does (cx_augment_batch without augmentation); the batch runs
  * through the model in predict mode; sigmoid(p1) [size, size] is resized (bilinear,
- * cx_resize_bilinear_f32) to [out_heights[b], out_widths[b]] into probs[b]. */
+ * cx_resize_bilinear_f32) to [out_heights[b], out_widths[b]] into probs[b].
+ *
+ * Never a plausible-looking map from a broken model: weights that are not finite (CPU
+ * backend: checked before the forward, the first such parameter named) or a prediction
+ * map that is not finite (cx_cod_probabilities) fail with CX_ERUNTIME. */
 #ifndef CX_PREDICT_H
 #define CX_PREDICT_H
 
