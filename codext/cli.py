@@ -342,7 +342,22 @@ def cmd_train(args):
           f"  history:      {os.path.join(os.path.dirname(result.last_checkpoint), 'history.json')}", flush=True)
     print(f"  evaluate: python -m codext eval --checkpoint {result.best_checkpoint}"
           + (f" --dataset-path {cfg.dataset_path}" if cfg.dataset_path else ""), flush=True)
+    report_against_baselines(result, cfg, data)
     return 0
+
+
+def report_against_baselines(result, cfg, data):
+    """Prints the run's test scores beside the trivial baselines' (codext/baselines.py) and
+    writes predictions.png into the checkpoint folder; nothing without a test split."""
+    if not result.metrics:
+        return
+    import codext
+    from .baselines import end_of_run_report
+    if data is None:  # the run's own synthetic test set (made again: it is deterministic)
+        data = codext.data.synthetic(0, cfg.synthetic_test, cfg.img_size, cfg.seed)
+    lines, _ = end_of_run_report(codext.load(result.best_checkpoint), data.test, result.metrics,
+                                 os.path.dirname(result.best_checkpoint))
+    print("\n".join(lines), flush=True)
 
 
 def _train_ddp(cfg, data, args, log):
