@@ -285,7 +285,7 @@ def demo_banner(cfg, given_fields):
     full = Config()
     lines = [
         "codext: DEMO run (no --dataset-path and no GPU): the defaults are Config.demo()'s "
-        f"[{shown}] on the synthetic set, 2-3 minutes on 2 CPU cores."
+        f"[{shown}] on the synthetic set, a few minutes on 2 CPU cores."
         + (f" Your flags win: {', '.join(flag_of(f) for f in sorted(given_fields))}." if given_fields else ""),
         "  The real job: python -m codext train --dataset-path /path/to/COD10K-v3 "
         f"--pretrained {full.backbone}.in21k_ft_in1k   (defaults: {full.backbone}, {full.img_size}x"
