@@ -24,7 +24,8 @@ run, evaluation included), test S-measure and IoU, the untrained model's scores,
 speed ratio. Goals (issue 4): codext's IoU within 0.02 of the twin's, codext at least as
 fast. Both use --threads CPU threads. Timings on a shared machine are noisy.
 
-The recipe is Config.demo()'s with what a short from-scratch run needs: lr 2e-3,
+The recipe is Config.demo() at 64x64 as it was before the demo moved to 32x32 (bench/demo.py
+measures today's demo), with what a short from-scratch run needs: lr 2e-3,
 backbone_lr_mult 1 (the backbone starts random, so stage 2 trains it at full rate) and EMA
 0.99 (0.999 averages over more steps than the run has). Measured on the 2-core development
 machine (shared with other jobs; torch 1.13 with 2 threads for the twin):

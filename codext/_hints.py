@@ -10,7 +10,7 @@ import re
 import sys
 import warnings
 
-from .config import FIELD_NAMES
+from .config import FIELD_NAMES, fitted_stage1_epochs
 
 
 def flag_of(field):
@@ -24,11 +24,13 @@ def fit_unset_defaults(given, defaults, demo):
     whose = "the demo's" if demo else "the default"
     notes = []
     epochs = given.get("epochs", defaults.epochs)
-    if "stage1_epochs" not in given and defaults.stage1_epochs > epochs:
-        given["stage1_epochs"] = epochs // 2
-        notes.append(f"note: --stage1-epochs {epochs // 2}: {whose} {defaults.stage1_epochs} "
-                     f"frozen-backbone epochs do not fit into --epochs {epochs}; stage 1 takes "
-                     f"half the run, rounded down (give --stage1-epochs N to choose)")
+    fitted = fitted_stage1_epochs(epochs, defaults.stage1_epochs)
+    if "stage1_epochs" not in given and fitted is not None:
+        given["stage1_epochs"] = fitted
+        notes.append(f"note: --stage1-epochs {fitted}: {whose} {defaults.stage1_epochs} "
+                     f"frozen-backbone epochs leave no stage-2 epoch in --epochs {epochs}; "
+                     f"stage 1 takes half the run, rounded down (give --stage1-epochs N to "
+                     f"choose)")
     lr = given.get("lr", defaults.lr)
     stage2_lr = given.get("stage2_lr", defaults.stage2_lr)
     lowest = min(lr, lr if stage2_lr is None else stage2_lr)

@@ -86,7 +86,8 @@ IGNORED_FLAGS = {
     "--use-cod-specialized": (dict(action="store_true"),
                               "the COD mixture-of-experts neck is always on"),
 }
-DEMO_FIELDS = ("backbone", "img_size", "batch_size", "epochs", "stage1_epochs", "decoder_dim", "lr")
+DEMO_FIELDS = ("backbone", "img_size", "batch_size", "epochs", "stage1_epochs", "num_experts",
+               "decoder_dim", "lr", "synthetic_train")
 STRICT_HELP = ("--dataset-path: images without masks (and the reverse) or unreadable files are an "
                "error (default: they are skipped with a warning)")
 
@@ -284,7 +285,9 @@ def saved_run_config(path):
 
 def demo_banner(cfg, given_fields, asked=False):
     """asked: --demo was given (else the demo was chosen for lack of a dataset and a GPU)."""
-    shown = ", ".join(f"{flag_of(f)} {getattr(cfg, f)}" for f in DEMO_FIELDS)
+    fields = [f for f in DEMO_FIELDS  # the synthetic set's size means nothing on a dataset
+              if not (f == "synthetic_train" and cfg.dataset_path is not None)]
+    shown = ", ".join(f"{flag_of(f)} {getattr(cfg, f)}" for f in fields)
     full = Config()
     why = "--demo" if asked else "no --dataset-path and no GPU"
     where = (f"on {cfg.dataset_path}" if cfg.dataset_path is not None else
@@ -356,7 +359,22 @@ def cmd_train(args):
           f"  history:      {os.path.join(os.path.dirname(result.last_checkpoint), 'history.json')}", flush=True)
     print(f"  evaluate: python -m codext eval --checkpoint {result.best_checkpoint}"
           + (f" --dataset-path {cfg.dataset_path}" if cfg.dataset_path else ""), flush=True)
+    report_against_baselines(result, cfg, data)
     return 0
+
+
+def report_against_baselines(result, cfg, data):
+    """Prints the run's test scores beside the trivial baselines' (codext/baselines.py) and
+    writes predictions.png into the checkpoint folder; nothing without a test split."""
+    if not result.metrics:
+        return
+    import codext
+    from .baselines import end_of_run_report
+    if data is None:  # the run's own synthetic test set (made again: it is deterministic)
+        data = codext.data.synthetic(0, cfg.synthetic_test, cfg.img_size, cfg.seed)
+    lines, _ = end_of_run_report(codext.load(result.best_checkpoint), data.test, result.metrics,
+                                 os.path.dirname(result.best_checkpoint))
+    print("\n".join(lines), flush=True)
 
 
 def _train_ddp(cfg, data, args, log):

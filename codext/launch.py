@@ -327,11 +327,11 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     from .config import Config
     from . import data as _data
     from .train import result_from_worker
-    if config is None:
-        config = Config.demo()
-    if not isinstance(config, Config):
+    if config is None:  # the demo's defaults: epochs alone also fit its frozen epochs
+        config = Config.demo().with_epochs_fitted(**overrides)
+    elif not isinstance(config, Config):
         raise TypeError(f"config must be a codext.Config, got {type(config).__name__}")
-    if overrides:
+    elif overrides:
         config = config.replace(**overrides)
     nprocs = 1 if nprocs is None else nprocs
     from . import _checkpoint, _rundir

@@ -192,7 +192,9 @@ def test_epochs_alone_fits_the_demos_frozen_epochs(monkeypatch):
     assert "--epochs 1" in notes[0] and "give --stage1-epochs N" in notes[0]
     cfg, _, notes = parse_train(["--epochs", "5", "--no-demo"])      # the full defaults too
     assert cfg.stage1_epochs == 2 and "the default 30 frozen-backbone epochs" in notes[0]
-    cfg, _, notes = parse_train(["--epochs", str(demo.stage1_epochs)])  # fits: untouched
+    cfg, _, notes = parse_train(["--epochs", str(demo.stage1_epochs)])  # no stage-2 epoch left
+    assert cfg.stage1_epochs == demo.stage1_epochs // 2 and "leave no stage-2 epoch" in notes[0]
+    cfg, _, notes = parse_train(["--epochs", str(demo.stage1_epochs + 1)])  # fits: untouched
     assert cfg.stage1_epochs == demo.stage1_epochs and notes == []
     # a value the user typed is never changed: their contradiction is their error
     with pytest.raises(cli.UsageError, match=r"--stage1-epochs \(2\) must not exceed --epochs \(1\)"):

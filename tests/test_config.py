@@ -125,11 +125,17 @@ def test_dict_and_json_round_trip():
 
 def test_demo_config():
     d = Config.demo()
-    assert d.backbone == "edgenext_xx_small" and d.img_size == 64 and d.epochs <= 16
+    assert d.backbone == "edgenext_xx_small" and d.img_size == 32 and d.synthetic_train == 4096
     assert 0 < d.stage1_epochs < d.epochs and not d.amp
     assert Config.demo(epochs=2, stage1_epochs=1).epochs == 2
+    # a shorter demo keeps a stage-2 epoch unless stage1_epochs is given: a default that leaves
+    # none becomes half the run (codext.config.fitted_stage1_epochs, shared with the CLI)
+    assert [Config.demo(epochs=e).stage1_epochs for e in (1, 2, 3, 4, 5, 30)] == [0, 1, 1, 2, 4, 4]
+    assert Config.demo().with_epochs_fitted(epochs=3).stage1_epochs == 1
+    assert Config.demo().with_epochs_fitted(epochs=3, stage1_epochs=2).stage1_epochs == 2
+    assert Config.demo().with_epochs_fitted(lr=1e-3) == Config.demo(lr=1e-3)
     with pytest.raises(ValueError, match="stage1_epochs"):
-        Config.demo(epochs=1)
+        Config.demo(epochs=1, stage1_epochs=2)
 
 
 def test_stage_and_warmup_steps():

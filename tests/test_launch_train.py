@@ -58,3 +58,19 @@ def test_config_timeout_bounds_a_hang(tmp_path, monkeypatch):
         codext.launch(cfg, nprocs=2, log=None)
     with pytest.raises(ValueError, match="timeout"):
         codext.Config(timeout=0)
+
+
+def test_launch_without_a_config_fits_the_demos_frozen_epochs_to_epochs_given(tmp_path, monkeypatch):
+    # launch(None, epochs=1) is the demo with one epoch: its 4 frozen epochs must not make that
+    # an error (the rule of codext.config.fitted_stage1_epochs, shared with the CLI)
+    monkeypatch.setenv("CODEXT_TEST_MARK", uuid.uuid4().hex)
+    small = dict(TINY, synthetic_train=8, synthetic_test=4, batch_size=4)
+    small.pop("epochs"), small.pop("stage1_epochs")
+    result = codext.launch(None, nprocs=1, timeout=60, log=None, epochs=1,
+                           checkpoint_dir=str(tmp_path / "demo"), **small)
+    assert (result.config.epochs, result.config.stage1_epochs) == (1, 0)
+    assert result.config.img_size == TINY["img_size"] and result.config.lr == TINY["lr"]
+    assert result.history["step_loss"].shape == (2,)
+    # a config the user built keeps what they set: the contradiction is theirs to fix
+    with pytest.raises(ValueError, match="stage1_epochs"):
+        codext.launch(codext.Config.demo(), nprocs=1, epochs=2, checkpoint_dir=str(tmp_path / "x"))
