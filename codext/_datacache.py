@@ -29,6 +29,7 @@ from . import _C
 from ._shared import SharedBuffer, file_desc, map_array
 
 CACHE_VERSION = 1
+MAX_MASK_SIDE = 65535  # pixels a side of a mask file (csrc/python/data_binding.c's resize limit)
 
 
 def default_cache_dir():
@@ -73,7 +74,7 @@ def decode_mask(path):
     """uint8 [H, W] grey levels, by the mask rules of _C.mask_from_levels (csrc/data/mask.c):
     16-bit and integer levels above 255 are foreground above half their maximum; a mask
     holding only 0 and one other value v <= 128 (saved as 0/1 or as palette indices) is
-    read as 0/255."""
+    read as 0/255. A side longer than MAX_MASK_SIDE is refused (ValueError)."""
     Image = _pil()
     with Image.open(path) as im:
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -85,6 +86,9 @@ def decode_mask(path):
                 raise ValueError(f"the mask ({im.mode}) holds negative values (min {levels.min()})")
         else:
             levels = np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
+    if max(levels.shape) > MAX_MASK_SIDE:  # masks_full keeps the mask's size: the C resize's limit
+        raise ValueError(f"the mask is {levels.shape[0]}x{levels.shape[1]} pixels; codext reads masks "
+                         f"up to {MAX_MASK_SIDE} pixels a side")
     return _C.mask_from_levels(levels)
 
 
@@ -376,6 +380,18 @@ def check_arrays(g, images, masks, flat, img_size, where):
         end = off + h * w
 
 
+def _load_npy(path, where):
+    """np.load(path, mmap_mode="r"); DamagedEntry naming the file when it is not a readable
+    .npy array (a damaged header raises ValueError, SyntaxError or tokenize's TokenError)."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise DamagedEntry(f"{where}: {os.path.basename(path)}: not a readable .npy array "
+                           f"({type(e).__name__}: {e})") from None
+
+
 def open_entry(folder):
     """(meta, {group: (descriptors, masks_full flat or None)}) of a complete entry; DamagedEntry
     (a ValueError) naming the entry and the field when meta.json and the arrays disagree."""
@@ -389,12 +405,12 @@ def open_entry(folder):
         loaded = {}
         for kind in ("images", "masks"):
             path = os.path.join(folder, g[kind] + ".npy")
-            arr = loaded[kind] = np.load(path, mmap_mode="r")
+            arr = loaded[kind] = _load_npy(path, where)
             descs[kind] = file_desc(arr, path) if isinstance(arr, np.memmap) else None
         full = None
         if g["masks_full"]:
             path = os.path.join(folder, g["masks_full"]["file"] + ".npy")
-            flat = np.load(path, mmap_mode="r")
+            flat = _load_npy(path, where)
             descs["masks_full"] = file_desc(flat, path) if isinstance(flat, np.memmap) else None
             full = flat
         check_arrays(g, loaded["images"], loaded["masks"], full, meta["img_size"], where)
