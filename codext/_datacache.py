@@ -331,6 +331,13 @@ def check_meta(meta, where):
                       ("unreadable", list), ("mismatched", list)):
         if not isinstance(meta.get(key), kind):
             bad(key, f"missing or not {kind.__name__}")
+    for i, item in enumerate(meta["unreadable"]):  # [path, reason]
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)):
+            bad(f"unreadable[{i}]", f"must be [path, reason], got {item!r}"[:200])
+    for i, item in enumerate(meta["mismatched"]):  # [name, image [h, w], mask [h, w]]
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and all(
+                isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size) for size in item[1:])):
+            bad(f"mismatched[{i}]", f"must be [name, [h, w], [h, w]], got {item!r}"[:200])
     for j, g in enumerate(meta["groups"]):
         at = f"groups[{j}]"
         if not isinstance(g, dict):

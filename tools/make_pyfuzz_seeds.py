@@ -18,6 +18,7 @@ the committed file can be remade).
 Run from the repository root with the extension built: python3 tools/make_pyfuzz_seeds.py
 """
 import io
+import json
 import os
 import shutil
 import struct
@@ -149,7 +150,10 @@ def datacache_seeds(tmp):
     files["meta.json"] = files["meta.json"].replace(root.encode() + b"/", b"").replace(root.encode(), b".")
     assert b"\n@@file " not in b"".join(files.values())
     seeds = {"entry.cache": pack(files)}
-    small = {k: v for k, v in files.items() if k == "meta.json" or k.startswith("train-")}
+    small = {k: v for k, v in files.items() if k.startswith("train-")}
+    meta = json.loads(files["meta.json"])
+    small["meta.json"] = edit_meta(files["meta.json"], groups=[g for g in meta["groups"] if g["split"] == "train"],
+                                   mismatched=[m for m in meta["mismatched"] if m[0].startswith("s")][:1])
     seeds["entry_train_only.cache"] = pack(small)
     npy = files["train-images-kept.npy"]
     header_end = npy.index(b"\n") + 1
@@ -160,8 +164,19 @@ def datacache_seeds(tmp):
             header_end - 11) + b"\n" + npy[header_end:]})),
         "npy_truncated.cache": pack(dict(small, **{"train-images-kept.npy": npy[:header_end + 5]})),
         "npy_missing.cache": pack({k: v for k, v in small.items() if k != "train-masks-kept.npy"}),
+        # found by fuzz_datacache: entries of "unreadable" / "mismatched" of another shape
+        # passed check_meta, then broke load()'s report of skipped files (unpacking)
+        "mismatched_pair.cache": pack(dict(small, **{"meta.json": edit_meta(small["meta.json"], mismatched=[["a", [1, 2]]])})),
+        "unreadable_string.cache": pack(dict(small, **{"meta.json": edit_meta(small["meta.json"], unreadable=["abc"])})),
     }
     return seeds, regressions
+
+
+def edit_meta(text, **changes):
+    import json
+    meta = json.loads(text)
+    meta.update(changes)
+    return json.dumps(meta).encode()
 
 
 def rundir_seeds(tmp):
