@@ -338,6 +338,7 @@ def check_meta(meta, where):
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and all(
                 isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size) for size in item[1:])):
             bad(f"mismatched[{i}]", f"must be [name, [h, w], [h, w]], got {item!r}"[:200])
+    seen = set()
     for j, g in enumerate(meta["groups"]):
         at = f"groups[{j}]"
         if not isinstance(g, dict):
@@ -347,6 +348,12 @@ def check_meta(meta, where):
                 bad(f"{at}.{key}", "missing or not a string")
         if g["split"] not in ("train", "test"):
             bad(f"{at}.split", f"must be 'train' or 'test', got {g['split']!r}")
+        # one array set per group and one Split per train/test name: a repeat would drop one
+        split_key = "train" if g["split"] == "train" else "test:" + g["name"]
+        if g["group"] in seen or split_key in seen:
+            bad(f"{at}", f"a second group {g['group']!r}" if g["group"] in seen else
+                "a second training group" if g["split"] == "train" else f"a second test set {g['name']!r}")
+        seen |= {g["group"], split_key}
         if not isinstance(g.get("names"), list) or not all(isinstance(n, str) for n in g["names"]):
             bad(f"{at}.names", "missing or not a list of strings")
         full = g.get("masks_full", "absent")

@@ -168,6 +168,12 @@ def datacache_seeds(tmp):
         # passed check_meta, then broke load()'s report of skipped files (unpacking)
         "mismatched_pair.cache": pack(dict(small, **{"meta.json": edit_meta(small["meta.json"], mismatched=[["a", [1, 2]]])})),
         "unreadable_string.cache": pack(dict(small, **{"meta.json": edit_meta(small["meta.json"], unreadable=["abc"])})),
+        # found probing fuzz_datacache's check: two groups for one Split (two training
+        # groups, two test sets of one name) loaded with one of them silently dropped
+        "two_train_groups.cache": pack(dict(files, **{"meta.json": edit_meta(files["meta.json"], groups=[
+            meta["groups"][0], dict(meta["groups"][1], split="train")] + meta["groups"][2:])})),
+        "two_test_sets_one_name.cache": pack(dict(files, **{"meta.json": edit_meta(files["meta.json"], groups=[
+            meta["groups"][0], meta["groups"][1], dict(meta["groups"][2], name=meta["groups"][1]["name"])])})),
     }
     return seeds, regressions
 
