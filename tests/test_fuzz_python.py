@@ -3,9 +3,7 @@
 Each reader's seeds (files the project writes) and regression cases (what fuzzing found,
 fixed since) go through the harness's one_input, which raises on a broken promise: an
 input that is neither loaded (and checked) nor refused with a documented exception type
-and a message. Fuzzing itself is tools/fuzz.sh (CI runs its short budget). Also here: the
-JSON reader's arena poisoning under the sanitizer build (a planted one-past-the-end write
-into a string's allocation must be reported by ASan).
+and a message. Fuzzing itself is tools/fuzz.sh (CI runs its short budget).
 """
 import json
 import os

@@ -40,7 +40,7 @@ PY_READERS=" images datacache rundir cli "
 case "$MODE" in
   ci) SECONDS_EACH=60; PY_SECONDS=${FUZZ_PY_SECONDS:-12}; RUNS=200000 ;;
   long) SECONDS_EACH=${2:-3600}; PY_SECONDS=$SECONDS_EACH; RUNS=${3:-10000000} ;;
-  replay) ;;
+  replay) SECONDS_EACH=0; PY_SECONDS=0; RUNS=0 ;;
   *) echo "usage: tools/fuzz.sh ci | long [SECONDS] [RUNS] | replay" >&2; exit 2 ;;
 esac
 
@@ -81,7 +81,7 @@ for reader in $READERS; do
     status=1
     continue
   fi
-  echo "fuzz: $reader: replayed ${#inputs[@]} committed inputs"
+  echo "fuzz: $reader: replayed ${#inputs[@]} inputs (committed$([ "$MODE" = replay ] && echo " and kept"))"
   [ "$MODE" = replay ] && continue
   # 2. Fuzzing: new inputs go to the working corpus, never into tests/.
   log="$FUZZ_BUILD/fuzz_$reader.$MODE.log"
