@@ -29,6 +29,7 @@ from . import _C
 from ._shared import SharedBuffer, file_desc, map_array
 
 CACHE_VERSION = 2  # 2: a mask of one level <= 128 everywhere (no 0) reads as it is (codext/_masks.py)
+MAX_MASK_SIDE = 65535  # pixels a side of a mask file (csrc/python/data_binding.c's resize limit)
 
 
 def default_cache_dir():
@@ -73,7 +74,7 @@ def decode_mask(path):
     """uint8 [H, W] grey levels, by the mask rules of _C.mask_from_levels (csrc/data/mask.c):
     16-bit and integer levels above 255 are foreground above half their maximum; a mask
     holding only 0 and one other value v <= 128 (saved as 0/1 or as palette indices) is
-    read as 0/255."""
+    read as 0/255. A side longer than MAX_MASK_SIDE is refused (ValueError)."""
     Image = _pil()
     with Image.open(path) as im:
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -85,6 +86,9 @@ def decode_mask(path):
                 raise ValueError(f"the mask ({im.mode}) holds negative values (min {levels.min()})")
         else:
             levels = np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
+    if max(levels.shape) > MAX_MASK_SIDE:  # masks_full keeps the mask's size: the C resize's limit
+        raise ValueError(f"the mask is {levels.shape[0]}x{levels.shape[1]} pixels; codext reads masks "
+                         f"up to {MAX_MASK_SIDE} pixels a side")
     return _C.mask_from_levels(levels)
 
 
@@ -327,6 +331,14 @@ def check_meta(meta, where):
                       ("unreadable", list), ("mismatched", list)):
         if not isinstance(meta.get(key), kind):
             bad(key, f"missing or not {kind.__name__}")
+    for i, item in enumerate(meta["unreadable"]):  # [path, reason]
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)):
+            bad(f"unreadable[{i}]", f"must be [path, reason], got {item!r}"[:200])
+    for i, item in enumerate(meta["mismatched"]):  # [name, image [h, w], mask [h, w]]
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and all(
+                isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size) for size in item[1:])):
+            bad(f"mismatched[{i}]", f"must be [name, [h, w], [h, w]], got {item!r}"[:200])
+    seen = set()
     for j, g in enumerate(meta["groups"]):
         at = f"groups[{j}]"
         if not isinstance(g, dict):
@@ -336,6 +348,12 @@ def check_meta(meta, where):
                 bad(f"{at}.{key}", "missing or not a string")
         if g["split"] not in ("train", "test"):
             bad(f"{at}.split", f"must be 'train' or 'test', got {g['split']!r}")
+        # one array set per group and one Split per train/test name: a repeat would drop one
+        split_key = "train" if g["split"] == "train" else "test:" + g["name"]
+        if g["group"] in seen or split_key in seen:
+            bad(f"{at}", f"a second group {g['group']!r}" if g["group"] in seen else
+                "a second training group" if g["split"] == "train" else f"a second test set {g['name']!r}")
+        seen |= {g["group"], split_key}
         if not isinstance(g.get("names"), list) or not all(isinstance(n, str) for n in g["names"]):
             bad(f"{at}.names", "missing or not a list of strings")
         full = g.get("masks_full", "absent")
@@ -376,6 +394,18 @@ def check_arrays(g, images, masks, flat, img_size, where):
         end = off + h * w
 
 
+def _load_npy(path, where):
+    """np.load(path, mmap_mode="r"); DamagedEntry naming the file when it is not a readable
+    .npy array (a damaged header raises ValueError, SyntaxError or tokenize's TokenError)."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise DamagedEntry(f"{where}: {os.path.basename(path)}: not a readable .npy array "
+                           f"({type(e).__name__}: {e})") from None
+
+
 def open_entry(folder):
     """(meta, {group: (descriptors, masks_full flat or None)}) of a complete entry; DamagedEntry
     (a ValueError) naming the entry and the field when meta.json and the arrays disagree."""
@@ -389,12 +419,12 @@ def open_entry(folder):
         loaded = {}
         for kind in ("images", "masks"):
             path = os.path.join(folder, g[kind] + ".npy")
-            arr = loaded[kind] = np.load(path, mmap_mode="r")
+            arr = loaded[kind] = _load_npy(path, where)
             descs[kind] = file_desc(arr, path) if isinstance(arr, np.memmap) else None
         full = None
         if g["masks_full"]:
             path = os.path.join(folder, g["masks_full"]["file"] + ".npy")
-            flat = np.load(path, mmap_mode="r")
+            flat = _load_npy(path, where)
             descs["masks_full"] = file_desc(flat, path) if isinstance(flat, np.memmap) else None
             full = flat
         check_arrays(g, loaded["images"], loaded["masks"], full, meta["img_size"], where)

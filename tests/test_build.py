@@ -24,7 +24,7 @@ TEST_ONLY_NAMES = [
     "adamw_step", "optim_classify", "schedule_lr", "lr_plan", "clip_grad_norm", "grads_scale",
     "ema_update", "ema_decay_at", "train_state_save", "train_state_load",
     "test_alloc_fail_at", "test_alloc_count", "test_alloc_live", "test_scratch_release", "_json_parse",
-    "augment_params", "metrics_edt", "hmac_sha256",
+    "augment_params", "metrics_edt", "hmac_sha256", "_json_string_poke", "_sanitized",
 ]
 CUDA_LIBRARY = os.path.join(PACKAGE_DIR, "libcodext_cuda.so")
 # Basenames of CUDA libraries that must never be in the notebook process or linked by _C.
