@@ -53,6 +53,27 @@ def _pil():
     return Image
 
 
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, MemoryError)  # Pillow's documented ones
+
+
+@contextlib.contextmanager
+def _pillow_decoding(path):
+    """Pillow's documented decode errors (OSError, ValueError, SyntaxError, its
+    DecompressionBombError) pass as they are; anything else it raises on a malformed file
+    (a TIFF tag of the wrong type gives a TypeError, found by fuzzing) becomes an OSError
+    naming the file, so callers that report unreadable files see it as one."""
+    try:
+        yield
+    except _DECODE_ERRORS:
+        raise
+    except Exception as e:
+        if type(e).__name__ == "DecompressionBombError":
+            raise
+        name = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", None)
+        label = os.fspath(name) if isinstance(name, (str, os.PathLike)) else "<bytes>"
+        raise OSError(f"{label}: Pillow cannot decode it ({type(e).__name__}: {e})") from e
+
+
 def decode_image(path):
     """uint8 [H, W, 3]: the one decoder for images (the data path and `codext predict`).
     Grayscale, palette, CMYK and 16-bit images are converted to RGB; 16-bit, integer and
@@ -61,7 +82,7 @@ def decode_image(path):
     orientation is ignored (masks are drawn on the stored pixel grid)."""
     from .data import to_uint8_levels
     Image = _pil()
-    with Image.open(path) as im:
+    with _pillow_decoding(path), Image.open(path) as im:
         if im.mode.startswith("I") or im.mode == "F":  # Pillow would clip these at 255
             grey = to_uint8_levels(np.asarray(im), sixteen_bit=im.mode.startswith("I;16"))
             return np.repeat(grey[:, :, None], 3, axis=2)
@@ -76,7 +97,7 @@ def decode_mask(path):
     holding only 0 and one other value v <= 128 (saved as 0/1 or as palette indices) is
     read as 0/255. A side longer than MAX_MASK_SIDE is refused (ValueError)."""
     Image = _pil()
-    with Image.open(path) as im:
+    with _pillow_decoding(path), Image.open(path) as im:
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             levels = np.asarray(im)  # Pillow would clip these at 255
             # refused rather than read as an empty mask (NaN and negatives would clip to 0)
@@ -94,7 +115,7 @@ def decode_mask(path):
 
 def mask_size(path):
     Image = _pil()
-    with Image.open(path) as im:
+    with _pillow_decoding(path), Image.open(path) as im:
         w, h = im.size
     return h, w
 
