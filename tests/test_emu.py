@@ -1,0 +1,243 @@
+"""The CUDA emulator (csrc/emu, docs/emulator.md): kernels written for nvcc, compiled as C++
+with AddressSanitizer and UBSan, run on emulated threads.
+
+tests/emu/*.cu hold kernels and host checks; each case prints key=value lines. The binary
+is built once per session and per compiler found (clang++ and g++; CX_EMU_CXX names one),
+in a temporary folder. Without any C++ compiler the module skips.
+"""
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMU = os.path.join(ROOT, "csrc", "emu")
+CASES = os.path.join(ROOT, "tests", "emu")
+ORDERS = ["forward", "reverse", "random:1", "random:7"]
+FLAGS = ["-x", "c++", "-std=c++17", "-DCX_EMU", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
+         "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-I", os.path.join(ROOT, "csrc"), "-I", os.path.join(ROOT, "kernels")]
+
+pytestmark = pytest.mark.timeout(300)  # the first test of each compiler pays for its build
+
+
+def compilers():
+    chosen = os.environ.get("CX_EMU_CXX")
+    names = [chosen] if chosen else ["clang++", "g++"]
+    return [name for name in names if shutil.which(name)]
+
+
+def emulator_sources():
+    return sorted(os.path.join(EMU, n) for n in os.listdir(EMU) if n.endswith(".cc"))
+
+
+def build(compiler, out_dir, sources, name):
+    """Compiles the emulator with `sources` into out_dir/name (objects in parallel)."""
+    def compile_one(src):
+        obj = os.path.join(out_dir, os.path.basename(src) + ".o")
+        res = subprocess.run(["nice", compiler] + FLAGS + ["-c", src, "-o", obj],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, f"{compiler} {src}:\n{res.stderr}"
+        return obj
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        objects = list(pool.map(compile_one, emulator_sources() + sources))
+    binary = os.path.join(out_dir, name)
+    res = subprocess.run([compiler, "-fsanitize=address,undefined", "-o", binary] + objects,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return binary
+
+
+@pytest.fixture(scope="session", params=compilers() or [None])
+def emu(request, tmp_path_factory):
+    compiler = request.param
+    if compiler is None:
+        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+    out_dir = str(tmp_path_factory.mktemp("emu-" + compiler.replace("+", "x")))
+    sources = [os.path.join(CASES, "emu_cases.cu"), os.path.join(CASES, "emu_runtime_cases.cu")]
+    binary = build(compiler, out_dir, sources, "emu_cases")
+
+    class Emu:
+        name = compiler
+        clang = "clang" in os.path.basename(compiler)
+
+        @staticmethod
+        def run(case, order="forward", expect_clean=True, **env):
+            full_env = dict(os.environ, CX_EMU_ORDER=order, ASAN_OPTIONS="detect_leaks=1")
+            full_env.update(env)
+            res = subprocess.run([binary, case], capture_output=True, text=True, env=full_env,
+                                 timeout=120)
+            if expect_clean:
+                assert res.returncode == 0, f"{case} ({order}): exit {res.returncode}\n{res.stderr}"
+                assert "runtime error" not in res.stderr and "Sanitizer" not in res.stderr.replace(
+                    "ASan doesn't fully support makecontext/swapcontext", ""), res.stderr
+                return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+            return res
+
+    return Emu
+
+
+# ---- barriers and shared memory ----
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("case", ["reduce_static", "reduce_dynamic"])
+def test_reduction_is_right_under_every_order(emu, case, order):
+    out = emu.run(case, order)
+    assert out["launch"] == "cudaSuccess"
+    assert float(out["sum"]) == float(out["expected"])
+
+
+def test_a_dropped_barrier_is_caught(emu):
+    """The reduction without __syncthreads: some order reads a partial sum not yet written
+    (a NaN from the shared-memory fill) and the result is wrong."""
+    sums = {order: emu.run("reduce_no_barrier", order) for order in ORDERS}
+    expected = float(sums["forward"]["expected"])
+    wrong = [order for order, out in sums.items() if float(out["sum"]) != expected]
+    assert wrong, sums
+    assert "forward" in wrong  # thread 0 runs first and reads the unwritten upper half
+
+
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+def test_barrier_in_a_branch_is_divergence(emu, order):
+    out = emu.run("barrier_in_branch", order)
+    assert out["launch"] == "cudaErrorLaunchFailure"
+    message = out["launch_message"]
+    assert "barrier divergence in kernel 'barrier_in_branch'" in message
+    assert "16 thread(s) waits at __syncthreads (" in message and "emu_cases.cu:" in message
+    assert "16 thread(s) has exited" in message
+    assert out["next_launch"] == "cudaSuccess"  # the emulator keeps working
+
+
+def test_barriers_at_two_call_sites_are_divergence(emu):
+    out = emu.run("barrier_at_two_sites")
+    assert out["launch"] == "cudaErrorLaunchFailure"
+    message = out["launch_message"]
+    assert "barrier divergence in kernel 'barrier_at_two_sites'" in message
+    assert message.count("waits at __syncthreads") == 2
+
+
+def test_unwritten_shared_memory_reads_nan(emu):
+    """Block 0 writes one element of each shared array; block 1 reads it without writing:
+    the dynamic buffer is refilled with NaN before each block; static __shared__ arrays too
+    when built with clang++ (g++ keeps them as plain statics: docs/emulator.md)."""
+    out = emu.run("unwritten_shared")
+    assert out["launch"] == "cudaSuccess"
+    assert float(out["static_block0"]) == 1.0 and float(out["dynamic_block0"]) == 1.0
+    assert out["dynamic_block1"].lstrip("-") == "nan"
+    if emu.clang:
+        assert out["static_block1"].lstrip("-") == "nan"
+    else:
+        assert float(out["static_block1"]) == 1.0
+
+
+# ---- warps, atomics, order ----
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_warp_shuffles_and_votes(emu, order):
+    out = emu.run("warp_ops", order)
+    assert out["launch"] == "cudaSuccess"
+    assert out["wrong"] == "0", out
+
+
+def test_warp_operation_missing_a_lane_is_divergence(emu):
+    out = emu.run("warp_divergent")
+    assert out["launch"] == "cudaErrorLaunchFailure"
+    message = out["launch_message"]
+    assert "warp divergence in kernel 'warp_divergent'" in message
+    assert "lanes 0x0000ffff wait at __shfl_xor_sync" in message
+    assert "lane 16 (thread (16,0,0)) has exited" in message
+
+
+@pytest.mark.parametrize("order", ["forward", "random:3"])
+def test_atomics(emu, order):
+    out = emu.run("atomics", order)
+    assert out["launch"] == "cudaSuccess"
+    assert int(out["counter"]) == 512
+    assert float(out["fsum"]) == 256.0
+    assert out["maximum"] == out["expected_maximum"]
+    assert int(out["wrap"]) == 512 % 10
+    assert int(out["cas_sum"]) == sum(range(512))
+
+
+def test_thread_order_is_selectable(emu):
+    def order(name):
+        out = emu.run("order", name)
+        assert out["launch"] == "cudaSuccess"
+        return [int(v) for v in out["order"].split(",")]
+
+    assert order("forward") == list(range(64))
+    assert order("reverse") == list(range(63, -1, -1))
+    first, again, other = order("random:1"), order("random:1"), order("random:2")
+    assert sorted(first) == list(range(64)) and first not in (list(range(64)), list(range(63, -1, -1)))
+    assert first == again and first != other
+
+
+def test_a_bad_order_is_a_launch_error(emu):
+    out = emu.run("order", "sideways")
+    assert out["launch"] == "cudaErrorInvalidValue"
+    assert "CX_EMU_ORDER='sideways'" in out["launch_message"]
+
+
+# ---- memory faults ----
+
+def test_host_dereference_of_device_memory_crashes(emu):
+    res = emu.run("host_reads_device", expect_clean=False, ASAN_OPTIONS="handle_segv=0")
+    assert "host reads device memory" in res.stdout
+    assert res.returncode == -signal.SIGSEGV, (res.returncode, res.stderr)
+
+
+def test_kernel_write_past_an_allocation_is_caught(emu):
+    res = emu.run("kernel_writes_past", expect_clean=False)
+    assert res.returncode != 0
+    assert "ERROR: AddressSanitizer" in res.stderr and "write_past" in res.stderr, res.stderr
+    assert "launch=" not in res.stdout  # it stopped at the write
+
+
+# ---- the runtime ----
+
+def test_launch_configuration_checks(emu):
+    out = emu.run("launch_checks")
+    assert out["block_2048"] == out["grid_y_70000"] == out["grid_0"] == "cudaErrorInvalidConfiguration"
+    assert "kernel 'fill': block (2048,1,1)" in out["block_2048_message"]
+    assert out["shared_48k"] == "cudaSuccess"
+    assert out["shared_48k_plus_1"] == "cudaErrorInvalidValue"
+    assert "49153 bytes of dynamic shared memory" in out["shared_48k_plus_1_message"]
+    assert out["optin_64k"] == out["shared_64k_opted_in"] == "cudaSuccess"
+    assert out["optin_64k_plus_1"] == "cudaErrorInvalidValue"
+    assert out["bad_stream"] == "cudaErrorInvalidResourceHandle"
+
+
+def test_copy_and_memset_checks(emu):
+    out = emu.run("copy_checks")
+    assert out["h2d"] == out["d2d"] == out["default"] == "cudaSuccess"
+    assert out["h2d_past_end"] == "cudaErrorInvalidValue"
+    assert "runs 4 bytes past the end of its 256-byte allocation" in out["h2d_past_end_message"]
+    assert out["d2h_as_h2d"] == "cudaErrorInvalidValue"
+    assert "cudaMemcpyHostToDevice, but the destination is host memory" in out["d2h_as_h2d_message"]
+    assert out["memset_past_end"] == out["memset_host"] == "cudaErrorInvalidValue"
+    assert out["free_inside"] == out["free_twice"] == "cudaErrorInvalidDevicePointer"
+    assert out["filled"] == "3,3,0"
+    assert int(out["in_use"]) == 512
+    assert out["free"] == "cudaSuccess"
+
+
+def test_streams_and_events(emu):
+    out = emu.run("stream_checks")
+    for key in ("stream_create", "event_create", "record", "launch_on_stream", "async_copy",
+                "wait_event", "sync", "elapsed", "stream_destroy"):
+        assert out[key] == "cudaSuccess", key
+    assert out["elapsed_nonnegative"] == "1" and float(out["value"]) == 5.0
+    for key in ("stream_destroy_twice", "sync_dead_stream", "record_dead_event"):
+        assert out[key] == "cudaErrorInvalidResourceHandle", key
+
+
+def test_the_device_is_a_t4(emu):
+    out = emu.run("device_checks")
+    assert out["count"] == "1" and out["cc"] == "7.5" and out["sms"] == "40"
+    assert out["warp"] == "32" and out["shared_per_block"] == "49152" and out["optin"] == "65536"
+    assert "T4" in out["name"]
+    assert out["set_device_1"] == "cudaErrorInvalidDevice"
