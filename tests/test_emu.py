@@ -5,51 +5,17 @@ tests/emu/*.cu hold kernels and host checks; each case prints key=value lines. T
 is built once per session and per compiler found (clang++ and g++; CX_EMU_CXX names one),
 in a temporary folder. Without any C++ compiler the module skips.
 """
-import concurrent.futures
 import os
-import shutil
 import signal
 import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMU = os.path.join(ROOT, "csrc", "emu")
-CASES = os.path.join(ROOT, "tests", "emu")
+from emu_build import CASES, build, compilers, sanitizer_findings
+
 ORDERS = ["forward", "reverse", "random:1", "random:7"]
-FLAGS = ["-x", "c++", "-std=c++17", "-DCX_EMU", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
-         "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "-I", os.path.join(ROOT, "csrc"), "-I", os.path.join(ROOT, "kernels")]
 
 pytestmark = pytest.mark.timeout(300)  # the first test of each compiler pays for its build
-
-
-def compilers():
-    chosen = os.environ.get("CX_EMU_CXX")
-    names = [chosen] if chosen else ["clang++", "g++"]
-    return [name for name in names if shutil.which(name)]
-
-
-def emulator_sources():
-    return sorted(os.path.join(EMU, n) for n in os.listdir(EMU) if n.endswith(".cc"))
-
-
-def build(compiler, out_dir, sources, name):
-    """Compiles the emulator with `sources` into out_dir/name (objects in parallel)."""
-    def compile_one(src):
-        obj = os.path.join(out_dir, os.path.basename(src) + ".o")
-        res = subprocess.run(["nice", compiler] + FLAGS + ["-c", src, "-o", obj],
-                             capture_output=True, text=True)
-        assert res.returncode == 0, f"{compiler} {src}:\n{res.stderr}"
-        return obj
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        objects = list(pool.map(compile_one, emulator_sources() + sources))
-    binary = os.path.join(out_dir, name)
-    res = subprocess.run([compiler, "-fsanitize=address,undefined", "-o", binary] + objects,
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    return binary
 
 
 @pytest.fixture(scope="session", params=compilers() or [None])
@@ -73,8 +39,7 @@ def emu(request, tmp_path_factory):
                                  timeout=120)
             if expect_clean:
                 assert res.returncode == 0, f"{case} ({order}): exit {res.returncode}\n{res.stderr}"
-                assert "runtime error" not in res.stderr and "Sanitizer" not in res.stderr.replace(
-                    "ASan doesn't fully support makecontext/swapcontext", ""), res.stderr
+                assert not sanitizer_findings(res.stderr), res.stderr
                 return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
             return res
 

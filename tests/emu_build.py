@@ -1,0 +1,52 @@
+"""Builds test programs against the CUDA emulator (csrc/emu, docs/emulator.md) with
+AddressSanitizer and UBSan: shared by tests/test_emu.py and tests/test_emu_kernels.py."""
+import concurrent.futures
+import os
+import shutil
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMU = os.path.join(ROOT, "csrc", "emu")
+CASES = os.path.join(ROOT, "tests", "emu")
+FLAGS = ["-x", "c++", "-std=c++17", "-DCX_EMU", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
+         "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-I", os.path.join(ROOT, "csrc"), "-I", os.path.join(ROOT, "kernels")]
+# What ASan prints once per process about ucontext: expected, not a finding.
+UCONTEXT_NOTE = "ASan doesn't fully support makecontext/swapcontext"
+
+
+def compilers():
+    """The C++ compilers to build with: CX_EMU_CXX alone when set, else clang++ and g++
+    (those installed)."""
+    chosen = os.environ.get("CX_EMU_CXX")
+    names = [chosen] if chosen else ["clang++", "g++"]
+    return [name for name in names if shutil.which(name)]
+
+
+def emulator_sources():
+    return sorted(os.path.join(EMU, n) for n in os.listdir(EMU) if n.endswith(".cc"))
+
+
+def build(compiler, out_dir, sources, name, extra_flags=()):
+    """Compiles the emulator and `sources` (two at a time) and links out_dir/name."""
+    def compile_one(src):
+        obj = os.path.join(out_dir, os.path.basename(src) + ".o")
+        flags = FLAGS if src in emulator_sources() else FLAGS + list(extra_flags)
+        res = subprocess.run(["nice", compiler] + flags + ["-c", src, "-o", obj],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, f"{compiler} {src}:\n{res.stderr}"
+        return obj
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        objects = list(pool.map(compile_one, emulator_sources() + list(sources)))
+    binary = os.path.join(out_dir, name)
+    res = subprocess.run([compiler, "-fsanitize=address,undefined", "-o", binary] + objects,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return binary
+
+
+def sanitizer_findings(stderr):
+    """stderr without ASan's ucontext note: empty when the sanitizers found nothing."""
+    text = stderr.replace(UCONTEXT_NOTE, "")
+    return text if ("runtime error" in text or "Sanitizer" in text) else ""
