@@ -60,17 +60,29 @@ def test_rewrite_launches():
                                       "  CX_LAUNCH(k<true>, grid, 128)(1, NULL);")
 
 
-@pytest.fixture(scope="session", params=compilers() or [None])
-def kernels(request, tmp_path_factory):
-    compiler = request.param
-    if compiler is None:
-        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+# Deliberate bugs for the tests that prove the net holds: (file, text, replacement).
+MUTATIONS = [
+    # block_sum's barrier between tree steps dropped (reduce.cu)
+    ("reduce.cu", "            shared[threadIdx.x] += shared[threadIdx.x + half];\n        __syncthreads();\n",
+     "            shared[threadIdx.x] += shared[threadIdx.x + half];\n"),
+    # an off-by-one in every grid-stride loop of pointwise.cu
+    ("pointwise.cu", "i < (n);", "i <= (n);"),
+]
+
+
+def build_kernels(compiler, tmp_path_factory, mutations=()):
+    """The kernel harness built by `compiler`; returns run_op(op, arrays, ints, eps, order,
+    check=True) -> read(name, shape), or the CompletedProcess when check is False."""
     out_dir = str(tmp_path_factory.mktemp("emu-kernels-" + compiler.replace("+", "x")))
     sources = []
     for name in KERNEL_FILES:
         with open(os.path.join(ROOT, "kernels", name)) as f:
             text = rewrite_launches(f.read())
         assert "<<<" not in text
+        for file_name, old, new in mutations:
+            if file_name == name:
+                assert old in text, f"{name} no longer holds the text a mutation replaces"
+                text = text.replace(old, new)
         path = os.path.join(out_dir, name)
         with open(path, "w") as f:
             f.write(text)
@@ -81,13 +93,15 @@ def kernels(request, tmp_path_factory):
              "-Wno-sign-compare"]  # threadIdx.x < int: nvcc does not warn on device code
     binary = build(compiler, out_dir, sources, "emu_kernels", extra)
 
-    def run_op(op, arrays, ints, eps=None, order="forward"):
+    def run_op(op, arrays, ints, eps=None, order="forward", check=True):
         work = tmp_path_factory.mktemp("case")
         for name, array in arrays.items():
             np.ascontiguousarray(array, dtype=np.float32).tofile(os.path.join(work, name + ".f32"))
         args = [binary, op, str(work)] + [str(i) for i in ints] + ([repr(eps)] if eps is not None else [])
         res = subprocess.run(args, capture_output=True, text=True, timeout=120,
                              env=dict(os.environ, CX_EMU_ORDER=order, ASAN_OPTIONS="detect_leaks=1"))
+        if not check:
+            return res
         assert res.returncode == 0 and not sanitizer_findings(res.stderr), res.stderr
         assert "error=none" in res.stdout, res.stdout
 
@@ -96,6 +110,21 @@ def kernels(request, tmp_path_factory):
         return read
 
     return run_op
+
+
+@pytest.fixture(scope="session", params=compilers() or [None])
+def kernels(request, tmp_path_factory):
+    if request.param is None:
+        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+    return build_kernels(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def broken_kernels(tmp_path_factory):
+    """The same kernels with MUTATIONS applied (one compiler: the first found)."""
+    if not compilers():
+        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+    return build_kernels(compilers()[0], tmp_path_factory, MUTATIONS)
 
 
 def close(ours, ref, rtol=1e-5):
@@ -148,15 +177,21 @@ def test_layernorm_matches_cpu(kernels):
         close(ours, ref)
 
 
-def test_layernorm2d_matches_cpu(kernels):
-    """One thread per pixel over 3 blocks; backward through the channel sums (a
-    block-wide tree reduction in static shared memory with __syncthreads)."""
+def layernorm2d_case():
     rng = np.random.default_rng(3)
     batch, channels, hw, eps = 2, 5, 300, 1e-6
     x = rng.standard_normal((batch, channels, hw)).astype(np.float32)
-    w, b = rng.standard_normal(channels).astype(np.float32), rng.standard_normal(channels).astype(np.float32)
-    dy = rng.standard_normal((batch, channels, hw)).astype(np.float32)
-    arrays = {"x": x, "w": w, "b": b, "dy": dy}
+    arrays = {"x": x, "w": rng.standard_normal(channels).astype(np.float32),
+              "b": rng.standard_normal(channels).astype(np.float32),
+              "dy": rng.standard_normal(x.shape).astype(np.float32)}
+    return arrays, [batch, channels, hw], eps
+
+
+def test_layernorm2d_matches_cpu(kernels):
+    """One thread per pixel over 3 blocks; backward through the channel sums (a
+    block-wide tree reduction in static shared memory with __syncthreads)."""
+    arrays, (batch, channels, hw), eps = layernorm2d_case()
+    x, w, b, dy = arrays["x"], arrays["w"], arrays["b"], arrays["dy"]
     y, saved = across_orders(kernels, "layernorm2d_forward", arrays, [batch, channels, hw], eps,
                              [("y", x.shape), ("saved", (2, batch * hw))])
     ref_y, ref_saved = run("layernorm2d", [x, w, b], fargs=[eps], saved=True)
@@ -166,3 +201,28 @@ def test_layernorm2d_matches_cpu(kernels):
                           [("dx", x.shape), ("dw", (channels,)), ("db", (channels,))])
     for ours, ref in zip(grads, run_backward("layernorm2d", [x, w, b], [dy], fargs=[eps])):
         close(ours, ref)
+
+
+# ---- the net holds: deliberately broken kernels are caught ----
+
+def test_a_dropped_barrier_in_reduce_cu_is_caught(broken_kernels):
+    """Without block_sum's barrier the channel sums race: the emulator's thread orders
+    give different (and wrong) dbias."""
+    arrays, ints, eps = layernorm2d_case()
+    ref_db = run_backward("layernorm2d", [arrays["x"], arrays["w"], arrays["b"]], [arrays["dy"]],
+                          fargs=[eps])[2]
+    sums = [broken_kernels("layernorm2d_backward", arrays, ints, eps, order)("db", (ints[1],))
+            for order in ORDERS]
+    differs = any(not np.array_equal(sums[0], other) for other in sums[1:])
+    wrong = any(not np.allclose(db, ref_db, rtol=1e-5, atol=1e-5) for db in sums)
+    assert differs and wrong, sums
+
+
+def test_an_off_by_one_in_pointwise_cu_is_caught(broken_kernels):
+    """i <= n in the grid-stride loop: thread n reads and writes one float past the
+    allocations, which AddressSanitizer reports."""
+    n = 1000
+    x = np.linspace(-3, 3, n).astype(np.float32)
+    res = broken_kernels("gelu_forward", {"x": x}, [n], check=False)
+    assert res.returncode != 0
+    assert "ERROR: AddressSanitizer" in res.stderr and "gelu_forward_kernel" in res.stderr, res.stderr
