@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 
+import numpy as np
 import pytest
 
 from emu_build import CASES, build, compilers, sanitizer_findings
@@ -24,7 +25,7 @@ def emu(request, tmp_path_factory):
     if compiler is None:
         pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
     out_dir = str(tmp_path_factory.mktemp("emu-" + compiler.replace("+", "x")))
-    sources = [os.path.join(CASES, "emu_cases.cu"), os.path.join(CASES, "emu_runtime_cases.cu")]
+    sources = [os.path.join(CASES, name) for name in ("emu_cases.cu", "emu_runtime_cases.cu", "emu_fp16_cases.cu")]
     binary = build(compiler, out_dir, sources, "emu_cases")
 
     class Emu:
@@ -206,3 +207,40 @@ def test_the_device_is_a_t4(emu):
     assert out["warp"] == "32" and out["shared_per_block"] == "49152" and out["optin"] == "65536"
     assert "T4" in out["name"]
     assert out["set_device_1"] == "cudaErrorInvalidDevice"
+
+
+# ---- half precision ----
+
+def test_half_and_bfloat16_round_to_nearest_even(emu):
+    """__half against NumPy's float16 (IEEE binary16, round to nearest even): conversion
+    both ways and +, *, / of neighbouring values (NumPy computes in float32 and rounds
+    once, which is correctly rounded for these operations); __nv_bfloat16 against the
+    bits of float rounded to its top 16 (nearest even) worked out here in integers."""
+    out = emu.run("fp16")
+    assert out["launch"] == "cudaSuccess"
+
+    def hex_array(key, dtype):
+        return np.array([int(v, 16) for v in out[key].split(",")], dtype=np.uint64).astype(dtype)
+
+    bits = hex_array("inputs", np.uint32)
+    x = bits.view(np.float32)
+    with np.errstate(all="ignore"):
+        h = x.astype(np.float16)
+        nxt = np.roll(h, -1)
+        expected = {"half": h, "sum": h + nxt, "product": h * nxt, "quotient": h / nxt}
+    for key, ref in expected.items():
+        ours = hex_array(key, np.uint16)
+        ref_bits = ref.view(np.uint16)
+        nan = np.isnan(ref)
+        assert np.array_equal(np.isnan(ours.view(np.float16)), nan), key
+        mismatch = np.flatnonzero((ours != ref_bits) & ~nan)
+        assert mismatch.size == 0, (key, [(hex(bits[i]), hex(ours[i]), hex(ref_bits[i])) for i in mismatch[:5]])
+    back = hex_array("back", np.uint32).view(np.float32)
+    assert np.array_equal(back, h.astype(np.float32), equal_nan=True)
+    ours_bf = hex_array("bfloat16", np.uint32)
+    b = bits.astype(np.uint64)
+    ref_bf = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
+    finite = (bits & 0x7FFFFFFF) <= 0x7F800000
+    assert np.array_equal(ours_bf[finite], ref_bf[finite])
+    assert np.all((ours_bf[~finite] & 0x7FFF) > 0x7F80)  # NaN stays NaN
+    assert ours_bf[2] == 0x3F80  # 1.0

@@ -6,6 +6,7 @@
  *   emu_runtime.h  the runtime API (memory, copies, streams, events, errors, the device)
  *   emu_device.h   what kernels use (indices, barriers, warp operations, atomics, math)
  *                  and the launch behind CX_LAUNCH (kernels/launch.cuh)
+ *   emu_fp16.h     __half and __nv_bfloat16 (cuda_fp16.h, cuda_bf16.h)
  *
  * Test infrastructure: no shipped library contains it. */
 #ifndef CX_EMU_CUDA_H
@@ -23,6 +24,7 @@
 #endif
 
 #include "emu_device.h"
+#include "emu_fp16.h"
 #include "emu_runtime.h"
 
 #endif
