@@ -27,11 +27,12 @@ def emulator_sources():
     return sorted(os.path.join(EMU, n) for n in os.listdir(EMU) if n.endswith(".cc"))
 
 
-def build(compiler, out_dir, sources, name, extra_flags=()):
-    """Compiles the emulator and `sources` (two at a time) and links out_dir/name."""
+def build(compiler, out_dir, sources, name, extra_flags=(), all_flags=()):
+    """Compiles the emulator and `sources` (two at a time) and links out_dir/name;
+    extra_flags go to `sources` only, all_flags to every file."""
     def compile_one(src):
         obj = os.path.join(out_dir, os.path.basename(src) + ".o")
-        flags = FLAGS if src in emulator_sources() else FLAGS + list(extra_flags)
+        flags = FLAGS + list(all_flags) + ([] if src in emulator_sources() else list(extra_flags))
         res = subprocess.run(["nice", compiler] + flags + ["-c", src, "-o", obj],
                              capture_output=True, text=True)
         assert res.returncode == 0, f"{compiler} {src}:\n{res.stderr}"

@@ -19,14 +19,11 @@ ORDERS = ["forward", "reverse", "random:1", "random:7"]
 pytestmark = pytest.mark.timeout(300)  # the first test of each compiler pays for its build
 
 
-@pytest.fixture(scope="session", params=compilers() or [None])
-def emu(request, tmp_path_factory):
-    compiler = request.param
-    if compiler is None:
-        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+def build_cases(compiler, tmp_path_factory, all_flags=()):
+    """The cases binary (tests/emu/*_cases.cu) and an object that runs its cases."""
     out_dir = str(tmp_path_factory.mktemp("emu-" + compiler.replace("+", "x")))
     sources = [os.path.join(CASES, name) for name in ("emu_cases.cu", "emu_runtime_cases.cu", "emu_fp16_cases.cu")]
-    binary = build(compiler, out_dir, sources, "emu_cases")
+    binary = build(compiler, out_dir, sources, "emu_cases", all_flags=all_flags)
 
     class Emu:
         name = compiler
@@ -45,6 +42,21 @@ def emu(request, tmp_path_factory):
             return res
 
     return Emu
+
+
+@pytest.fixture(scope="session", params=compilers() or [None])
+def emu(request, tmp_path_factory):
+    if request.param is None:
+        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+    return build_cases(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def emu_ucontext(tmp_path_factory):
+    """The portable fiber switch (swapcontext), which x86-64 builds otherwise skip."""
+    if not compilers():
+        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+    return build_cases(compilers()[0], tmp_path_factory, ["-DCX_EMU_UCONTEXT"])
 
 
 # ---- barriers and shared memory ----
@@ -244,3 +256,15 @@ def test_half_and_bfloat16_round_to_nearest_even(emu):
     assert np.array_equal(ours_bf[finite], ref_bf[finite])
     assert np.all((ours_bf[~finite] & 0x7FFF) > 0x7F80)  # NaN stays NaN
     assert ours_bf[2] == 0x3F80  # 1.0
+
+
+# ---- the portable fiber switch ----
+
+@pytest.mark.parametrize("order", ["forward", "random:4"])
+def test_ucontext_switch_runs_barriers_and_warps(emu_ucontext, order):
+    out = emu_ucontext.run("reduce_static", order)
+    assert float(out["sum"]) == float(out["expected"])
+    assert emu_ucontext.run("warp_ops", order)["wrong"] == "0"
+    out = emu_ucontext.run("barrier_in_branch", order)
+    assert "barrier divergence in kernel 'barrier_in_branch'" in out["launch_message"]
+    assert out["next_launch"] == "cudaSuccess"
