@@ -10,7 +10,8 @@ EMU = os.path.join(ROOT, "csrc", "emu")
 CASES = os.path.join(ROOT, "tests", "emu")
 FLAGS = ["-x", "c++", "-std=c++17", "-DCX_EMU", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
          "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "-I", os.path.join(ROOT, "csrc"), "-I", os.path.join(ROOT, "kernels")]
+         "-I", os.path.join(ROOT, "csrc"), "-I", os.path.join(ROOT, "kernels"),
+         "-I", os.path.join(EMU, "include")]  # <cuda_runtime.h>, <cuda_fp16.h>, ... -> emulator
 # What ASan prints once per process about ucontext: expected, not a finding.
 UCONTEXT_NOTE = "ASan doesn't fully support makecontext/swapcontext"
 

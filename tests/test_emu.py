@@ -6,13 +6,14 @@ is built once per session and per compiler found (clang++ and g++; CX_EMU_CXX na
 in a temporary folder. Without any C++ compiler the module skips.
 """
 import os
+import shutil
 import signal
 import subprocess
 
 import numpy as np
 import pytest
 
-from emu_build import CASES, build, compilers, sanitizer_findings
+from emu_build import CASES, ROOT, build, compilers, sanitizer_findings
 
 ORDERS = ["forward", "reverse", "random:1", "random:7"]
 
@@ -268,3 +269,27 @@ def test_ucontext_switch_runs_barriers_and_warps(emu_ucontext, order):
     out = emu_ucontext.run("barrier_in_branch", order)
     assert "barrier divergence in kernel 'barrier_in_branch'" in out["launch_message"]
     assert out["next_launch"] == "cudaSuccess"
+
+
+# ---- the same sources under nvcc ----
+
+def nvcc_path():
+    found = shutil.which("nvcc")
+    if not found:
+        home = os.environ.get("CUDA_HOME", os.path.join(os.sep, "usr", "local", "cuda"))
+        found = shutil.which("nvcc", path=os.path.join(home, "bin"))
+    return found
+
+
+@pytest.mark.parametrize("case_file", ["emu_cases.cu", "emu_fp16_cases.cu"])
+def test_the_cases_compile_with_nvcc(case_file, tmp_path):
+    """The kernels and launches of the emulator's cases are CUDA as nvcc takes it (through
+    kernels/launch.cuh): what runs on the emulator is what a GPU build compiles."""
+    nvcc = nvcc_path()
+    if not nvcc:
+        pytest.skip("nvcc is not installed")
+    res = subprocess.run(["nice", nvcc, "-arch=sm_75", "-std=c++17", "-x", "cu", "-I",
+                          os.path.join(ROOT, "kernels"), "-I", os.path.join(ROOT, "csrc"), "-c",
+                          os.path.join(CASES, case_file), "-o", str(tmp_path / "case.o")],
+                         capture_output=True, text=True, timeout=280)
+    assert res.returncode == 0, res.stderr

@@ -88,8 +88,7 @@ def build_kernels(compiler, tmp_path_factory, mutations=()):
             f.write(text)
         sources.append(path)
     sources.append(os.path.join(CASES, "kernel_harness.cu"))
-    extra = ["-I", os.path.join(CASES, "shim"), "-I", os.path.join(ROOT, "csrc", "emu", "include"),
-             "-include", "launch.cuh",
+    extra = ["-I", os.path.join(CASES, "shim"), "-include", "launch.cuh",
              "-Wno-sign-compare"]  # threadIdx.x < int: nvcc does not warn on device code
     binary = build(compiler, out_dir, sources, "emu_kernels", extra)
 

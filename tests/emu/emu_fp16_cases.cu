@@ -1,9 +1,13 @@
 /* Half-precision cases for tests/test_emu.py (see emu_cases.cu): conversions and
- * arithmetic of __half and __nv_bfloat16 in a kernel, printed as hex bit patterns. */
+ * arithmetic of __half and __nv_bfloat16 in a kernel, printed as hex bit patterns.
+ * <cuda_fp16.h> and <cuda_bf16.h> are the toolkit's under nvcc, csrc/emu/include's here. */
 #include <stdio.h>
 #include <string.h>
 
 #include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "launch.cuh"
 
