@@ -16,6 +16,16 @@ FLAGS = ["-x", "c++", "-std=c++17", "-DCX_EMU", "-Wall", "-Wextra", "-Werror", "
 UCONTEXT_NOTE = "ASan doesn't fully support makecontext/swapcontext"
 
 
+def clean_env(**overrides):
+    """The environment for compilers and emulator binaries: without a preloaded sanitizer
+    runtime or its options (CI's sanitizer pass preloads gcc's libasan into Python; a
+    clang++-built binary carries its own runtime and must not get a second one)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")}
+    env.update(overrides)
+    return env
+
+
 def compilers():
     """The C++ compilers to build with: CX_EMU_CXX alone when set, else clang++ and g++
     (those installed)."""
@@ -35,7 +45,7 @@ def build(compiler, out_dir, sources, name, extra_flags=(), all_flags=()):
         obj = os.path.join(out_dir, os.path.basename(src) + ".o")
         flags = FLAGS + list(all_flags) + ([] if src in emulator_sources() else list(extra_flags))
         res = subprocess.run(["nice", compiler] + flags + ["-c", src, "-o", obj],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=clean_env())
         assert res.returncode == 0, f"{compiler} {src}:\n{res.stderr}"
         return obj
 
@@ -43,7 +53,7 @@ def build(compiler, out_dir, sources, name, extra_flags=(), all_flags=()):
         objects = list(pool.map(compile_one, emulator_sources() + list(sources)))
     binary = os.path.join(out_dir, name)
     res = subprocess.run([compiler, "-fsanitize=address,undefined", "-o", binary] + objects,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=clean_env())
     assert res.returncode == 0, res.stderr
     return binary
 

@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from emu_build import CASES, ROOT, build, compilers, sanitizer_findings
+from emu_build import CASES, ROOT, build, clean_env, compilers, sanitizer_findings
 
 ORDERS = ["forward", "reverse", "random:1", "random:7"]
 
@@ -32,7 +32,7 @@ def build_cases(compiler, tmp_path_factory, all_flags=()):
 
         @staticmethod
         def run(case, order="forward", expect_clean=True, **env):
-            full_env = dict(os.environ, CX_EMU_ORDER=order, ASAN_OPTIONS="detect_leaks=1")
+            full_env = clean_env(CX_EMU_ORDER=order, ASAN_OPTIONS="detect_leaks=1")
             full_env.update(env)
             res = subprocess.run([binary, case], capture_output=True, text=True, env=full_env,
                                  timeout=120)
@@ -291,5 +291,5 @@ def test_the_cases_compile_with_nvcc(case_file, tmp_path):
     res = subprocess.run(["nice", nvcc, "-arch=sm_75", "-std=c++17", "-x", "cu", "-I",
                           os.path.join(ROOT, "kernels"), "-I", os.path.join(ROOT, "csrc"), "-c",
                           os.path.join(CASES, case_file), "-o", str(tmp_path / "case.o")],
-                         capture_output=True, text=True, timeout=280)
+                         capture_output=True, text=True, timeout=280, env=clean_env())
     assert res.returncode == 0, res.stderr

@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from emu_build import CASES, ROOT, build, compilers, sanitizer_findings
+from emu_build import CASES, ROOT, build, clean_env, compilers, sanitizer_findings
 from opcheck import run, run_backward
 
 KERNEL_FILES = ["pointwise.cu", "norm.cu", "reduce.cu"]
@@ -98,7 +98,7 @@ def build_kernels(compiler, tmp_path_factory, mutations=()):
             np.ascontiguousarray(array, dtype=np.float32).tofile(os.path.join(work, name + ".f32"))
         args = [binary, op, str(work)] + [str(i) for i in ints] + ([repr(eps)] if eps is not None else [])
         res = subprocess.run(args, capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, CX_EMU_ORDER=order, ASAN_OPTIONS="detect_leaks=1"))
+                             env=clean_env(CX_EMU_ORDER=order, ASAN_OPTIONS="detect_leaks=1"))
         if not check:
             return res
         assert res.returncode == 0 and not sanitizer_findings(res.stderr), res.stderr
