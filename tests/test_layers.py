@@ -107,3 +107,14 @@ def test_only_module_c_creates_the_module():
         if "PyModule_Create" in text or "PyMODINIT_FUNC" in text:
             roots.append(name)
     assert roots == ["module.c"]
+
+
+def test_kernels_may_include_the_emulator_but_not_the_reverse(tmp_path):
+    small_tree(str(tmp_path))
+    write(str(tmp_path), "csrc/emu/emu_cuda.h", "#include <stddef.h>\n")
+    write(str(tmp_path), "kernels/launch.cuh", '#include "emu/emu_cuda.h"\n')
+    assert run_check(str(tmp_path)).returncode == 0
+    write(str(tmp_path), "csrc/emu/emu_sched.cc", '#include "emu_cuda.h"\n#include "../ops/ops.h"\n')
+    res = run_check(str(tmp_path))
+    assert res.returncode == 1
+    assert "csrc/emu/emu_sched.cc (emu) reaches ops" in res.stdout

@@ -10,7 +10,12 @@ The layers, lowest first (a folder of csrc/, or kernels/ at the top of the repos
                               nothing of ours outside kernels/device, so NVRTC can compile
                               each file alone (docs/cuda-build.md, tools/nvrtc_check.py)
     cpu, kernels              the backends (CPU ops; CUDA ops in libcodext_cuda.so):
-                              sit on ops; kernels (the host side) also on kernels/device
+                              sit on ops; kernels (the host side) also on kernels/device,
+                              and may include emu (the CUDA emulator they compile against
+                              outside nvcc)
+    emu                       the CUDA emulator (csrc/emu, test infrastructure, never in a
+                              shipped build): stands in for the CUDA toolkit, includes
+                              nothing of ours
     model                     backbone, neck, decoder, parameters, arena: sits on ops
     data, metrics, io         images, masks and augmentation; COD metrics; JSON and
                               safetensors: each sits on core alone
@@ -42,7 +47,8 @@ ALLOWED = {
     "ops": {"core"},
     "cpu": {"core", "ops"},
     "kernels/device": set(),
-    "kernels": {"core", "ops", "kernels/device"},
+    "kernels": {"core", "ops", "kernels/device", "emu"},
+    "emu": set(),
     "model": {"core", "ops"},
     "data": {"core"},
     "metrics": {"core"},
@@ -50,14 +56,15 @@ ALLOWED = {
     "dist": {"core"},
     "train": {"core", "ops", "model", "data", "metrics", "io", "dist"},
     "python": {"core", "ops", "cpu", "model", "data", "metrics", "io", "dist", "train"},
-    "testing": {"core", "ops", "cpu", "model", "data", "metrics", "io", "dist", "train", "python"},
+    "testing": {"core", "ops", "cpu", "model", "data", "metrics", "io", "dist", "train", "python",
+                "emu"},
 }
 # Binding files that must compile without the model (their own sub-layer of python).
 MODEL_FREE_BINDINGS = {"binding.c", "binding.h", "metrics_binding.c", "data_binding.c"}
 MODEL_FREE_ALLOWED = {"core", "data", "metrics", "io", "dist"}
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
-SOURCE_EXT = (".c", ".h", ".cu", ".cuh")
+SOURCE_EXT = (".c", ".h", ".cu", ".cuh", ".cc")
 
 
 def layer_of(path, root):
