@@ -1,10 +1,11 @@
 """The CUDA backend's own kernels on the CUDA emulator, against the CPU backend.
 
-kernels/pointwise.cu, norm.cu and reduce.cu are compiled as C++ against the emulator
-(csrc/emu) under AddressSanitizer and UBSan, with tests/emu/kernel_harness.cu standing in
-for backend_cuda.cu. Two shims that go away once kernels/ separates device code from
-host-only includes and launches through CX_LAUNCH (kernels/launch.cuh): the `<<<>>>`
-launches are rewritten to CX_LAUNCH in a temporary copy, and tests/emu/shim/ declares the
+kernels/pointwise.cu, norm.cu and reduce.cu (the host side) with the device code they
+include (kernels/device/*.cuh) are compiled as C++ against the emulator (csrc/emu) under
+AddressSanitizer and UBSan, with tests/emu/kernel_harness.cu standing in for
+backend_cuda.cu. Two shims that go away once the host files launch through CX_LAUNCH
+(kernels/launch.cuh): the `<<<>>>` launches are rewritten to CX_LAUNCH in a temporary copy
+of kernels/ (where the deliberate bugs are planted too), and tests/emu/shim/ declares the
 cuBLAS and cuDNN type names that kernels/common.cuh mentions.
 
 Every case also runs under several thread orders: these kernels promise results that do
@@ -62,11 +63,11 @@ def test_rewrite_launches():
 
 # Deliberate bugs for the tests that prove the net holds: (file, text, replacement).
 MUTATIONS = [
-    # block_sum's barrier between tree steps dropped (reduce.cu)
-    ("reduce.cu", "            shared[threadIdx.x] += shared[threadIdx.x + half];\n        __syncthreads();\n",
+    # block_sum's barrier between tree steps dropped (device/reduce.cuh)
+    ("device/reduce.cuh", "            shared[threadIdx.x] += shared[threadIdx.x + half];\n        __syncthreads();\n",
      "            shared[threadIdx.x] += shared[threadIdx.x + half];\n"),
-    # an off-by-one in every grid-stride loop of pointwise.cu
-    ("pointwise.cu", "i < (n);", "i <= (n);"),
+    # an off-by-one in every grid-stride loop (the macro of device/helpers.cuh)
+    ("device/helpers.cuh", "i < (n);", "i <= (n);"),
 ]
 
 
@@ -74,8 +75,14 @@ def build_kernels(compiler, tmp_path_factory, mutations=()):
     """The kernel harness built by `compiler`; returns run_op(op, arrays, ints, eps, order,
     check=True) -> read(name, shape), or the CompletedProcess when check is False."""
     out_dir = str(tmp_path_factory.mktemp("emu-kernels-" + compiler.replace("+", "x")))
+    os.makedirs(os.path.join(out_dir, "device"))
+    # the host files and the device code they include ("device/x.cuh", found beside the
+    # copy first), copied so that launches can be rewritten and mutations applied
+    device = [os.path.join("device", n) for n in sorted(os.listdir(os.path.join(ROOT, "kernels", "device")))]
+    unused = {m[0] for m in mutations} - set(KERNEL_FILES) - set(device)
+    assert not unused, f"mutations name files kernels/ no longer has: {unused}"
     sources = []
-    for name in KERNEL_FILES:
+    for name in KERNEL_FILES + device:
         with open(os.path.join(ROOT, "kernels", name)) as f:
             text = rewrite_launches(f.read())
         assert "<<<" not in text
@@ -86,7 +93,8 @@ def build_kernels(compiler, tmp_path_factory, mutations=()):
         path = os.path.join(out_dir, name)
         with open(path, "w") as f:
             f.write(text)
-        sources.append(path)
+        if name in KERNEL_FILES:
+            sources.append(path)
     sources.append(os.path.join(CASES, "kernel_harness.cu"))
     extra = ["-I", os.path.join(CASES, "shim"), "-include", "launch.cuh",
              "-Wno-sign-compare"]  # threadIdx.x < int: nvcc does not warn on device code
