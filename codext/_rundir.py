@@ -51,6 +51,7 @@ import os
 import re
 import struct
 import zlib
+from typing import Optional
 
 import numpy as np
 
@@ -67,6 +68,8 @@ RUN_ID_KEY = "codext_run_id"
 WEIGHTS_KEY = "codext_weights"
 WEIGHTS_CRC_KEY = "codext_weights_crc32"
 LAST_CRC_KEY = "codext_last_crc32"
+WORLD_KEY = "codext_world_size"  # the ranks that trained the run (absent before issue 9's check)
+MAX_WORLD = 64                   # csrc/dist/comm.h, CX_COMM_MAX_RANKS
 STATE_FILE_KEY = "codext_state_file"
 STATE_SIZE_KEY = "codext_state_size"
 STEP_COLUMNS = ("step_loss", "step_lr", "step_epoch")
@@ -276,6 +279,7 @@ class RunState:
     last_crc32: str
     step: int
     epoch: int
+    world_size: Optional[int] = None  # None: a state written before the world size was kept
 
 
 def read_state(path):
@@ -289,7 +293,8 @@ def read_state(path):
         best=parse_best(meta, path), data=parse_data(meta, path),
         run_id=_pattern(meta, path, RUN_ID_KEY, _RUN_ID, "16 hex digits"),
         last_crc32=_pattern(meta, path, LAST_CRC_KEY, _CRC, "8 hex digits"),
-        step=_int(meta, path, "step"), epoch=_int(meta, path, "epoch"))
+        step=_int(meta, path, "step"), epoch=_int(meta, path, "epoch"),
+        world_size=_int(meta, path, WORLD_KEY, 1, MAX_WORLD) if WORLD_KEY in meta else None)
 
 
 @dataclasses.dataclass
@@ -455,13 +460,29 @@ class RunDir:
             return None
         return self.state().config
 
-    def check_resume(self, config, fingerprint):
+    def check_world_size(self, world):
+        """ValueError unless the run was trained by `world` ranks (where its state says): the
+        steps per epoch and every rank's shard of the epoch depend on it, so a run continues
+        only with the number of workers it started with."""
+        state = self.state()
+        if state.world_size is None or state.world_size == world:
+            return
+        def workers(n):
+            return f"{n} worker{'s' if n != 1 else ''}"
+        raise ValueError(f"cannot resume from {self.folder}: the run was trained by "
+                         f"{workers(state.world_size)} and would continue with {workers(world)}; "
+                         f"resume it with nprocs={state.world_size} (a run continues only with the "
+                         f"number of workers it started with: its steps per epoch and each "
+                         f"worker's share of the epoch depend on it)")
+
+    def check_resume(self, config, fingerprint, world=1):
         """The RunState to continue `config` from, after every check that needs no model:
-        the config (but RESUME_FREE_FIELDS) and the training data are the run's; the
-        weights file is the run's own last weights at the state's step; the history fits
-        the run position."""
+        the run was trained by `world` ranks (check_world_size); the config (but
+        RESUME_FREE_FIELDS) and the training data are the run's; the weights file is the
+        run's own last weights at the state's step; the history fits the run position."""
         from .train import RESUME_FREE_FIELDS
         state = self.state()
+        self.check_world_size(world)
         epochs = state.config["epochs"]
         if state.epoch >= epochs and config.epochs != epochs:
             raise ValueError(f"cannot resume from {self.folder}: the run is finished ({state.epoch} "

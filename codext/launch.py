@@ -338,7 +338,10 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     if resume is not None:  # the run's checks, here first so that errors reach the caller
         if overwrite:
             raise ValueError("resume and overwrite=True exclude each other")
-        config = config.replace(checkpoint_dir=_rundir.RunDir.for_resume(resume).folder)
+        run = _rundir.RunDir.for_resume(resume)
+        if isinstance(nprocs, int):
+            run.check_world_size(nprocs)
+        config = config.replace(checkpoint_dir=run.folder)
     os.makedirs(config.checkpoint_dir, exist_ok=True)
     if not os.access(config.checkpoint_dir, os.W_OK):
         raise OSError(f"checkpoint_dir {config.checkpoint_dir!r} is not writable")

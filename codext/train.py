@@ -428,7 +428,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     run_id = _rundir.new_run_id()
     if run is not None:
         # every file of the set is read and cross-checked before anything trains
-        saved = run.check_resume(config, fingerprint)
+        saved = run.check_resume(config, fingerprint, world)
         model.load(run.weights_path)
         run.check_weights(model._params)
         run_id = saved.run_id
@@ -541,7 +541,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
                              best_model=ema_model, history=_history_json(hist), state_metadata={
             "codext_config": config.to_json(), "codext_history": json.dumps(_history_json(hist)),
             "codext_best": json.dumps(best), "codext_data": json.dumps(fingerprint),
-            _rundir.RUN_ID_KEY: run_id})
+            _rundir.RUN_ID_KEY: run_id, _rundir.WORLD_KEY: str(world)})
 
         line = (f"epoch {epoch + 1}/{config.epochs} stage {stage} loss {epoch_loss:.4f} "
                 f"lr {lr_buf[-1]:.3e} {hist['epoch_images_per_s'][-1]:.1f} img/s {seconds:.1f}s")

@@ -13,7 +13,7 @@ import pytest
 
 import codext
 from codext import _C, _checkpoint, cli
-from codext._rundir import BEST, HISTORY, LAST, LAST_STATE, RunDir
+from codext._rundir import BEST, HISTORY, LAST, LAST_STATE, RunDir, RunMetadataError
 from codext.launch import WorkerError
 from codext.train import train
 
@@ -311,3 +311,37 @@ def test_resuming_finishes_what_a_kill_after_the_last_set_left_undone(finished, 
     train(codext.Config(**TINY), resume=run, log=lines.append)
     assert any(line.startswith("the run is finished: all 3 epochs done (step 6)") for line in lines)
     assert snapshot(run) == dict(before, **{"notes.tmp.5": b"mine"})
+
+
+def test_a_run_resumes_only_with_the_number_of_workers_it_started_with(stopped, tmp_path,
+                                                                       monkeypatch, capsys):
+    cfg = codext.Config(**dict(TINY, epochs=2, batch_size=2), checkpoint_dir=str(tmp_path / "run"))
+    monkeypatch.setenv("CODEXT_KILL_IN_SAVE", "state:2")
+    with pytest.raises(WorkerError):
+        codext.launch(cfg, nprocs=2, timeout=30, log=None)
+    monkeypatch.delenv("CODEXT_KILL_IN_SAVE")
+    run = cfg.checkpoint_dir
+    assert RunDir(run).state().world_size == 2
+    before = snapshot(run)
+    message = (rf"cannot resume from {run}: the run was trained by 2 workers and would continue "
+               rf"with 1 worker; resume it with nprocs=2 ")
+    with pytest.raises(ValueError, match=message):       # refused before any worker starts
+        codext.launch(cfg, resume=run, nprocs=1, timeout=30, log=None)
+    with pytest.raises(ValueError, match=message):       # and by a single process
+        train(cfg, resume=run, progress=False)
+    assert cli.main(["train", "--resume", run]) == 1
+    err = capsys.readouterr().err
+    assert "resume it with --nprocs 2 " in err and err.count("\n") == 1
+    assert snapshot(run) == before
+    # a single-process run records 1 worker: two may not continue it
+    single = copy_of(stopped, tmp_path)
+    assert RunDir(single).state().world_size == 1
+    with pytest.raises(ValueError, match="trained by 1 worker and would continue with 2 workers"):
+        codext.launch(codext.Config(**TINY), resume=single, nprocs=2, timeout=30, log=None)
+    # a state written before the world size was kept has no key: the old checks apply
+    state = RunDir(single).state_path
+    set_meta(state, codext_world_size=None)
+    assert RunDir(single).state().world_size is None
+    set_meta(state, codext_world_size="0")
+    with pytest.raises(RunMetadataError, match="codext_world_size"):
+        RunDir(single).state()
