@@ -9,7 +9,10 @@ dataset's memfds (mapped read-only). Its stdout and stderr are a pipe the launch
 
 Fault injection for tests: CODEXT_FAULT="rank:step:kind[,rank:step:kind...]" with kind
 kill (SIGKILL itself), raise (RuntimeError), hang (sleeps forever, so its peers wait in
-their next collective) or oom (MemoryError) before global step `step` on rank `rank`.
+their next collective) or oom before global step `step` on rank `rank`. In training, oom
+is reported by the C step itself (Trainer.inject_oom): every rank then halves the
+micro-batch and runs the step again (docs/distributed.md); in the selftest job it raises
+MemoryError.
 """
 import ctypes
 import json

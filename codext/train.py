@@ -351,6 +351,19 @@ def _run_steps(trainer, split, loss_buf, lr_buf, live, epoch):
     return ran
 
 
+def _report_halvings(state, seen, world, say):
+    """Says when the C step halved the micro-batch after running out of memory (trainer.c:
+    every rank agrees, the global batch stays); returns the count now seen."""
+    count = state["oom_halvings"]
+    if count != seen:
+        times = "" if count - seen == 1 else f" ({count - seen} times this epoch)"
+        say(f"out of memory in step {state['oom_last_step']} on {state['oom_last_ranks']} of "
+            f"{world} rank(s): the micro-batch is now {state['batch_size']} images with "
+            f"accumulation {state['accumulation_steps']}{times}; the global batch is unchanged "
+            f"and the step ran again")
+    return count
+
+
 # ---- train -----------------------------------------------------------------------------------
 
 def train(config, data=None, *, resume=None, overwrite=False, progress=True, log=print):
@@ -465,7 +478,11 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     spe = trainer.state()["steps_per_epoch"]
     images_per_step = config.batch_size * config.accumulation_steps * world
     eval_model = _new_model(config) if test_split is not None and writer else None
-    my_faults = sorted(step for (r, step) in faults if r == rank)
+    # CODEXT_FAULT: an "oom" is reported by the C step itself (every rank then halves the
+    # micro-batch and runs the step again); the other kinds stop this rank before their step
+    my_ooms = sorted(step for (r, step), kind in faults.items() if r == rank and kind == "oom")
+    my_faults = sorted(step for (r, step), kind in faults.items() if r == rank and kind != "oom")
+    halvings_seen = trainer.state()["oom_halvings"]
     key, higher = config.selection
     paths = {name: os.path.join(ckpt_dir, name) for name in (LAST, BEST, HISTORY)}
     loss_buf, lr_buf = np.zeros(spe), np.zeros(spe)
@@ -483,6 +500,9 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         t0 = time.perf_counter()
         done = 0
         first = trainer.state()["step"]
+        oom = next((f for f in my_ooms if first <= f < first + spe), None)
+        if oom is not None:
+            trainer.inject_oom(oom)
         fault = next((f for f in my_faults if first <= f < first + spe), None)
         if fault is not None:  # CODEXT_FAULT: run up to that step, then fail there
             from ._worker import inject
@@ -492,6 +512,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
             inject(faults[(rank, fault)], rank, fault)
         done += _run_steps(trainer, train_split, loss_buf, lr_buf, live, epoch)
         seconds = time.perf_counter() - t0
+        halvings_seen = _report_halvings(trainer.state(), halvings_seen, world,
+                                         live.message if live is not None else say)
         if done != spe:
             raise RuntimeError(f"epoch {epoch} ran {done} of {spe} steps")
         hist["step_loss"] += loss_buf.tolist()

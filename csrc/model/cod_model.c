@@ -152,6 +152,13 @@ static cx_status host_buffers(cx_cod_model *m, int B) {
     return CX_OK;
 }
 
+/* The loss's staging area: after wbce and wiou, which host_buffers laid out for the
+ * capacity's batch (a later, smaller batch must not stage into them: it did, and a run whose
+ * micro-batch shrank after a larger one read its loss parts overwritten). */
+static float *loss_staging(const cx_cod_model *m) {
+    return (float *)(m->parts_memory + (size_t)8 * m->routing_capacity);
+}
+
 /* ---- the passes (run against the real backend, or the null one while planning) -------- */
 
 static cx_status forward_pass(cx_cod_model *m, cx_exec *ex, const float *x_host, int B, int H,
@@ -201,7 +208,7 @@ static cx_status loss_pass(cx_cod_model *m, cx_exec *ex, const float *y_host) {
         return CX_OK;
     /* per image: loss, then the sums sum(w), sum(w bce), sum(w p y), sum(w (p + y)) */
     cx_cod_loss_parts *parts = &m->parts;
-    float *staging = (float *)(m->parts_memory + (size_t)8 * B); /* 5B floats fit in 4B doubles */
+    float *staging = loss_staging(m); /* 5B floats fit in 4B doubles */
     parts->total = 0.0;
     for (int k = 0; k < 4; k++) {
         be->download(be, staging, m->loss_values[k], (size_t)B);
@@ -235,7 +242,7 @@ static cx_status backward_pass(cx_cod_model *m, cx_exec *ex, float loss_scale,
     float *dloss, *dlogits[4], *dnecks[4], *dfeatures[4];
     CX_TAKE(ex, dloss, (size_t)4 * B);
     if (!ex->arena->planning) {
-        float *staging = (float *)(m->parts_memory + (size_t)8 * B);
+        float *staging = loss_staging(m);
         for (int k = 0; k < 4; k++)
             for (int b = 0; b < B; b++)
                 staging[k * B + b] = (float)(loss_scale * output_weight(m, k) / B);

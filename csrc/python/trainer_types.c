@@ -270,13 +270,32 @@ static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
     const cx_trainer *t = self->trainer;
     const cx_train_state *s = &t->state;
     return Py_BuildValue(
-        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L}", "step", (long long)s->step, "epoch",
-        (long long)s->epoch, "epoch_step", (long long)s->epoch_step, "stage", s->stage,
-        "stage_step", (long long)s->stage_step, "ema_updates", (long long)s->ema_updates, "seed",
-        (unsigned long long)s->seed, "steps_per_epoch", (long long)t->steps_per_epoch,
-        "total_steps", (long long)t->total_steps, "stage1_steps", (long long)t->plan.stage_steps[0],
-        "stage2_steps", (long long)t->plan.stage_steps[1], "warmup_steps",
-        (long long)t->plan.warmup_steps);
+        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L,s:i,s:i,s:L,s:L,s:i}", "step",
+        (long long)s->step, "epoch", (long long)s->epoch, "epoch_step", (long long)s->epoch_step,
+        "stage", s->stage, "stage_step", (long long)s->stage_step, "ema_updates",
+        (long long)s->ema_updates, "seed", (unsigned long long)s->seed, "steps_per_epoch",
+        (long long)t->steps_per_epoch, "total_steps", (long long)t->total_steps, "stage1_steps",
+        (long long)t->plan.stage_steps[0], "stage2_steps", (long long)t->plan.stage_steps[1],
+        "warmup_steps", (long long)t->plan.warmup_steps, "batch_size", t->cfg.batch_size,
+        "accumulation_steps", t->cfg.accumulation_steps, "oom_halvings",
+        (long long)t->oom_halvings, "oom_last_step", (long long)t->oom_last_step,
+        "oom_last_ranks", t->oom_last_ranks);
+}
+
+/* inject_oom(step): the first micro-batch of global step `step` reports out-of-memory once
+ * (CODEXT_FAULT's "oom" kind; -1 cancels). */
+static PyObject *trainer_inject_oom(TrainerObject *self, PyObject *arg) {
+    if (!ready(self))
+        return NULL;
+    long long step = PyLong_AsLongLong(arg);
+    if (step == -1 && PyErr_Occurred())
+        return NULL;
+    if (step < -1) {
+        PyErr_Format(PyExc_ValueError, "inject_oom: step must be >= -1, got %lld", step);
+        return NULL;
+    }
+    self->trainer->oom_inject_step = step;
+    Py_RETURN_NONE;
 }
 
 /* save_state(path, extra: dict[str, str] = None): the training state file, atomically */
@@ -426,7 +445,11 @@ static PyMethodDef trainer_methods[] = {
     {"exp_avg_sq", (PyCFunction)trainer_exp_avg_sq, METH_NOARGS, "1-D float32 view of AdamW's v."},
     {"param_steps", (PyCFunction)trainer_param_steps, METH_NOARGS,
      "int64 view of the per-parameter AdamW step counts."},
-    {"state", (PyCFunction)trainer_state, METH_NOARGS, "Run position and plan as a dict."},
+    {"state", (PyCFunction)trainer_state, METH_NOARGS,
+     "Run position and plan as a dict (with the current micro-batch split and the "
+     "out-of-memory halvings)."},
+    {"inject_oom", (PyCFunction)trainer_inject_oom, METH_O,
+     "inject_oom(step): step's first micro-batch reports out-of-memory once (tests)."},
     {"save_state", (PyCFunction)trainer_save_state, METH_VARARGS,
      "save_state(path, extra=None): the training state, atomically (extra: str metadata)."},
     {"load_state", (PyCFunction)trainer_load_state, METH_O,

@@ -101,6 +101,8 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     t->height = height;
     t->width = width;
     t->perm_epoch = -1;
+    t->oom_inject_step = -1;
+    t->oom_last_step = -1;
     t->steps_per_epoch = n_train / global;
     t->total_steps = t->steps_per_epoch * cfg->epochs;
     t->plan = (cx_lr_plan){
@@ -355,7 +357,7 @@ cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
 
 /* Averages the step's gradients (and loss) over the ranks; in sparse mode unites the
  * experts routed to first, so every rank applies the same optimizer mask. */
-static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum) {
+static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum, int *oom_ranks) {
     cx_comm *comm = t->comm;
     const cx_param_table *table = &t->model->table;
     if (sparse) {
@@ -379,16 +381,43 @@ static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum) {
         CX_TRY(cx_comm_all_reduce_mean(comm, t->model->grads + lo, hi - lo));
         hi = lo;
     }
-    float loss = (float)*loss_sum;
-    CX_TRY(cx_comm_all_reduce_mean(comm, &loss, 1));
-    *loss_sum = loss;
+    /* the loss's mean, and (summed) the ranks that ran out of memory in this step */
+    float loss_and_oom[2] = {(float)*loss_sum, (float)*oom_ranks};
+    CX_TRY(cx_comm_all_reduce_sum(comm, loss_and_oom, 2));
+    *loss_sum = loss_and_oom[0] * (1.0f / (float)comm->world);
+    *oom_ranks = (int)loss_and_oom[1];
+    return CX_OK;
+}
+
+/* Every rank agreed that `ranks` of them ran out of memory in this step: halve the
+ * micro-batch and double accumulation (the caller runs the step again), or fail when
+ * it cannot be halved. */
+static cx_status halve_micro_batch(cx_trainer *t, int ranks) {
+    int B = t->cfg.batch_size, A = t->cfg.accumulation_steps;
+    long long step = (long long)t->state.step;
+    if (B < 2 || B % 2 != 0 || 2 * A > CX_TRAINER_MAX_ACCUMULATION)
+        return cx_fail(CX_ENOMEM, "out of memory in step %lld on %d of %d rank(s) with "
+                       "micro-batches of %d image(s) (accumulation %d), which cannot be halved "
+                       "further (%s): lower the image size or the model size", step, ranks,
+                       t->cfg.world_size, B, A,
+                       B < 2 ? "one image" : B % 2 ? "an odd count" : "accumulation at its limit");
+    t->cfg.batch_size = B / 2;
+    t->cfg.accumulation_steps = 2 * A;
+    t->oom_halvings++;
+    t->oom_last_step = t->state.step;
+    t->oom_last_ranks = ranks;
+    t->step_retry = 1;
     return CX_OK;
 }
 
 static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx);
 
 static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
-    cx_status st = step_body(t, next_batch, ctx);
+    cx_status st;
+    do { /* again after an out-of-memory step, with the halved micro-batch */
+        t->step_retry = 0;
+        st = step_body(t, next_batch, ctx);
+    } while (st == CX_OK && t->step_retry);
     if (st != CX_OK && t->comm) /* the other ranks must not wait for this one */
         cx_comm_abort(t->comm, cx_last_error());
     return st;
@@ -411,20 +440,35 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
     memset(t->used, 0, sizeof t->used);
     cx_cod_zero_grads(m);
     double loss_sum = 0.0;
-    for (int micro = 0; micro < A; micro++) {
+    int oom_ranks = 0; /* this rank's micro-batches ran out of memory (then, all ranks') */
+    for (int micro = 0; micro < A && !oom_ranks; micro++) {
         const float *x, *y;
         CX_TRY(next_batch(ctx, t, micro, &x, &y));
-        CX_TRY(cx_cod_forward(m, x, B, t->height, t->width, CX_COD_TRAIN));
-        CX_TRY(cx_cod_loss(m, y, NULL));
-        CX_TRY(check_loss(t, at.stage, micro));
-        if (sparse)
-            note_routing(t);
-        /* the twin: (loss / A).backward() */
-        CX_TRY(cx_cod_backward(m, (float)(1.0 / A), train_backbone));
+        cx_status st = s->step == t->oom_inject_step
+                           ? cx_fail(CX_ENOMEM, "injected out-of-memory in step %lld",
+                                     (long long)s->step)
+                           : cx_cod_forward(m, x, B, t->height, t->width, CX_COD_TRAIN);
+        if (st == CX_OK) {
+            CX_TRY(cx_cod_loss(m, y, NULL));
+            CX_TRY(check_loss(t, at.stage, micro));
+            if (sparse)
+                note_routing(t);
+            /* the twin: (loss / A).backward() */
+            st = cx_cod_backward(m, (float)(1.0 / A), train_backbone);
+        }
+        if (st == CX_ENOMEM) {
+            if (s->step == t->oom_inject_step)
+                t->oom_inject_step = -1;
+            oom_ranks = 1;
+            continue;
+        }
+        CX_TRY(st);
         loss_sum += m->parts.total;
     }
     if (t->comm)
-        CX_TRY(ddp_reduce(t, sparse, &loss_sum));
+        CX_TRY(ddp_reduce(t, sparse, &loss_sum, &oom_ranks));
+    if (oom_ranks > 0) /* every rank discards the step: nothing below has run */
+        return halve_micro_batch(t, oom_ranks);
     if (sparse)
         for (int i = 0; i < table->count; i++) {
             int key = t->expert_of[i];

@@ -110,6 +110,18 @@ typedef struct {
     int (*interrupted)(void *ctx);
     void *interrupt_ctx;
     cx_comm *comm;          /* not owned; NULL: one process (world_size 1) */
+    /* Out of memory in a step: a micro-batch whose forward or backward fails with
+     * CX_ENOMEM (on any rank: the count travels with the loss's all-reduce) discards the
+     * step on every rank; the micro-batch is halved and accumulation doubled (the global
+     * batch and the arithmetic stay: micro-batch m of A covers the same rows as micro-
+     * batches 2m and 2m+1 of 2A) and the step runs again. cfg.batch_size and
+     * cfg.accumulation_steps hold the current split. */
+    int64_t oom_inject_step; /* tests: this global step's first micro-batch reports
+                                CX_ENOMEM, once (-1: none) */
+    int64_t oom_halvings;    /* times the micro-batch was halved */
+    int64_t oom_last_step;   /* global step of the latest halving (-1: none) */
+    int oom_last_ranks;      /* how many ranks reported it */
+    int step_retry;          /* step_body: the step was discarded, run it again */
 } cx_trainer;
 
 /* Validates cfg against the model and data size, computes the plan (steps_per_epoch =
