@@ -60,6 +60,7 @@ from . import _C
 from . import _checkpoint
 from . import _progress
 from . import _rundir
+from . import _sharded_eval
 from . import data as _data
 from . import metrics as _metrics
 from .config import Config
@@ -73,6 +74,7 @@ LAST, LAST_STATE, BEST, HISTORY = _rundir.LAST, _rundir.LAST_STATE, _rundir.BEST
 RESUME_FREE_FIELDS = ("checkpoint_dir", "num_threads", "log_every", "num_workers", "eval_every",
                       "dataset_path", "pretrained", "timeout")
 _METRIC_CHUNK = 64  # test images scored per call of codext.metrics.evaluate
+_EVAL_BATCH = 16  # images per forward of validation (evaluate's default batch_size)
 
 
 @dataclasses.dataclass
@@ -99,7 +101,7 @@ class TrainResult:
 
 # ---- evaluation ------------------------------------------------------------------------
 
-def evaluate(model, split, batch_size=16):
+def evaluate(model, split, batch_size=_EVAL_BATCH):
     """COD metrics of `model` on a test split, at each ground truth's own size.
 
     split: a codext.data Split (images uint8 [N, S, S, 3], masks, and masks_full: the
@@ -124,17 +126,22 @@ def evaluate(model, split, batch_size=16):
         raise ValueError("the split has no images to evaluate")
     if len(gts) != n:
         raise ValueError(f"the split has {n} images but {len(gts)} ground truths")
-    parts = []
-    for start in range(0, n, _METRIC_CHUNK):
-        chunk_gts = gts[start:start + _METRIC_CHUNK]
-        preds = model._predict_at(images[start:start + len(chunk_gts)], [g.shape for g in chunk_gts],
-                                  batch_size)
-        parts.append(_metrics.evaluate(preds, chunk_gts, per_image=True)["per_image"])
-    return _metrics.aggregate(parts)
+    return _metrics.aggregate(_sharded_eval.score_range(model, images, gts, 0, n, batch_size,
+                                                         _METRIC_CHUNK))
 
 
 def _scalar_metrics(result):
     return {k: float(v) for k, v in result.items() if np.isscalar(v)}
+
+
+def _validate(model, split, conn):
+    """(evaluate's scalar scores, None); under codext.launch, collective: rank 0 gets the
+    same scores and [(lo, hi, seconds)] per rank (codext/_sharded_eval.py), others ({}, None)."""
+    if conn is None:
+        return _scalar_metrics(evaluate(model, split)), None
+    result, report = _sharded_eval.evaluate_sharded(model, split, conn.comm, conn.place.rank,
+                                                    conn.place.world, _EVAL_BATCH, _METRIC_CHUNK)
+    return ({} if result is None else _scalar_metrics(result)), report
 
 
 # ---- pretrained weights ------------------------------------------------------------------
@@ -408,9 +415,10 @@ def train(config, data=None, *, resume=None, overwrite=False, progress=True, log
 
 def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     """dist: None, or (Connection, faults) for a rank of codext.launch (codext/_dist.py,
-    codext/_worker.py): the C trainer joins the other ranks, rank 0 alone evaluates and
-    writes checkpoints, history and log lines, and every rank waits at the end of each
-    epoch until rank 0 has written them."""
+    codext/_worker.py): the C trainer joins the other ranks, every rank validates its
+    block of the test split (codext/_sharded_eval.py), rank 0 alone aggregates and writes
+    checkpoints, history and log lines, and every rank waits at the end of each epoch
+    until rank 0 has written them."""
     conn, faults = dist if dist is not None else (None, {})
     rank, world = (conn.place.rank, conn.place.world) if conn is not None else (0, 1)
     writer = rank == 0
@@ -477,7 +485,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
 
     spe = trainer.state()["steps_per_epoch"]
     images_per_step = config.batch_size * config.accumulation_steps * world
-    eval_model = _new_model(config) if test_split is not None and writer else None
+    eval_model = _new_model(config) if test_split is not None else None  # every rank validates
+    reported = False
     # CODEXT_FAULT: an "oom" is reported by the C step itself (every rank then halves the
     # micro-batch and runs the step again); the other kinds stop this rank before their step
     my_ooms = sorted(step for (r, step), kind in faults.items() if r == rank and kind == "oom")
@@ -525,15 +534,20 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         hist["epoch_seconds"].append(seconds)
         hist["epoch_images_per_s"].append(spe * images_per_step / seconds if seconds > 0 else float("nan"))
 
-        scores = {}
+        scores, report = {}, None
         last_epoch = epoch == config.epochs - 1
+        # the same decision on every rank: all of them validate, or none
         evaluated = eval_model is not None and ((epoch + 1) % config.eval_every == 0 or last_epoch)
         if evaluated:
             t_eval = time.perf_counter()
-            eval_model._params[:] = trainer.ema()
-            scores = _scalar_metrics(evaluate(eval_model, test_split))
+            eval_model._params[:] = trainer.ema()  # equal on every rank
+            scores, report = _validate(eval_model, test_split, conn)
+            t_eval = time.perf_counter() - t_eval
             if live is not None:
-                live.evaluated(time.perf_counter() - t_eval)
+                live.evaluated(t_eval)
+        if not writer:
+            conn.comm.barrier()  # rank 0 writes the checkpoints meanwhile
+            continue
         n_epochs_before = len(hist["epoch"]) - 1
         for k, v in scores.items():
             column = hist.setdefault(f"val_{k}", [float("nan")] * n_epochs_before)
@@ -552,9 +566,6 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         elif eval_model is None:  # nothing to select with: the latest EMA weights are "best"
             best = {"epoch": epoch, "value": None, "metrics": {}}
             improved = True
-        if not writer:
-            conn.comm.barrier()  # rank 0 evaluates and writes the checkpoints meanwhile
-            continue
         ema_model = None
         if improved:
             ema_model = eval_model if eval_model is not None else _new_model(config)
@@ -572,7 +583,11 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
                                       ("sm", "iou", "wfm", "mean_em", "mae") if k in scores)
             if improved:
                 line += " *"
-        (live.message if live is not None else say)(line)
+        show = live.message if live is not None else say
+        show(line)
+        if report is not None and not reported:  # who validated what, once per process
+            show(_sharded_eval.describe(report, t_eval))
+            reported = True
         if conn is not None:
             conn.comm.barrier()
     if live is not None:
