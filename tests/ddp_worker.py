@@ -29,7 +29,7 @@ if __name__ == "__main__":
             trainer.run_epoch(data.train.images, data.train.masks, loss)
             losses += loss.tolist()
         np.savez(out, params=model._params, ema=trainer.ema(), loss=np.array(losses),
-                 steps=trainer.state()["step"])
+                 steps=trainer.state()["step"], comm_seconds=trainer.state()["comm_seconds"])
     except Exception as e:
         with open(out + ".err", "w") as f:
             f.write(f"{type(e).__name__}: {e}")

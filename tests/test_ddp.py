@@ -66,6 +66,8 @@ def test_two_ranks_equal_one_rank_with_twice_the_batch_or_accumulation(tmp_path)
         _C.set_num_threads(threads)
     r0, r1 = run_ranks(2, {"n": N_TRAIN, "batch": 2}, tmp_path)
     assert int(r0["steps"]) == big["steps"] == accum["steps"] == 10  # 5 per epoch, 2 stages
+    # the trainer's clock of its collectives (bench/ddp_threads.py) ran on both ranks
+    assert float(r0["comm_seconds"]) > 0 and float(r1["comm_seconds"]) > 0
     # every rank holds the same bits (rank 1 started from other weights: the broadcast)
     for key in ("params", "ema", "loss"):
         np.testing.assert_array_equal(r0[key], r1[key])

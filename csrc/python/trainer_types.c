@@ -270,7 +270,7 @@ static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
     const cx_trainer *t = self->trainer;
     const cx_train_state *s = &t->state;
     return Py_BuildValue(
-        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L,s:i,s:i,s:L,s:L,s:i}", "step",
+        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L,s:i,s:i,s:L,s:L,s:i,s:d}", "step",
         (long long)s->step, "epoch", (long long)s->epoch, "epoch_step", (long long)s->epoch_step,
         "stage", s->stage, "stage_step", (long long)s->stage_step, "ema_updates",
         (long long)s->ema_updates, "seed", (unsigned long long)s->seed, "steps_per_epoch",
@@ -279,7 +279,7 @@ static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
         "warmup_steps", (long long)t->plan.warmup_steps, "batch_size", t->cfg.batch_size,
         "accumulation_steps", t->cfg.accumulation_steps, "oom_halvings",
         (long long)t->oom_halvings, "oom_last_step", (long long)t->oom_last_step,
-        "oom_last_ranks", t->oom_last_ranks);
+        "oom_last_ranks", t->oom_last_ranks, "comm_seconds", t->comm_seconds);
 }
 
 /* inject_oom(step): the first micro-batch of global step `step` reports out-of-memory once

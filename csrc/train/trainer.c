@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Distinguishes the epoch permutation's draws from other users of the counter RNG. */
 #define PERM_STREAM_BASE 0x7065726D75746531ull /* "permute1" */
@@ -389,6 +390,12 @@ static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum, int *oo
     return CX_OK;
 }
 
+static double monotonic_seconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}
+
 /* Every rank agreed that `ranks` of them ran out of memory in this step: halve the
  * micro-batch and double accumulation (the caller runs the step again), or fail when
  * it cannot be halved. */
@@ -465,8 +472,11 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
         CX_TRY(st);
         loss_sum += m->parts.total;
     }
-    if (t->comm)
+    if (t->comm) {
+        double began = monotonic_seconds();
         CX_TRY(ddp_reduce(t, sparse, &loss_sum, &oom_ranks));
+        t->comm_seconds += monotonic_seconds() - began;
+    }
     if (oom_ranks > 0) /* every rank discards the step: nothing below has run */
         return halve_micro_batch(t, oom_ranks);
     if (sparse)

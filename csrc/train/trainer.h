@@ -122,6 +122,8 @@ typedef struct {
     int64_t oom_last_step;   /* global step of the latest halving (-1: none) */
     int oom_last_ranks;      /* how many ranks reported it */
     int step_retry;          /* step_body: the step was discarded, run it again */
+    double comm_seconds;     /* wall time spent in the steps' collectives (waiting for the
+                                slowest rank included), for bench/ddp_threads.py */
 } cx_trainer;
 
 /* Validates cfg against the model and data size, computes the plan (steps_per_epoch =
