@@ -76,6 +76,8 @@ FIELD_HELP = {
     "log_every": "progress: a line every N optimizer steps when stdout is not a terminal "
                  "(a terminal's line updates about twice a second)",
     "num_threads": "CPU engine threads (default: all this process may use)",
+    "world_size": "data-parallel: the workers the recipe's global batch assumes; with another "
+                  "number, --accumulation-steps is scaled to keep it (default: as the workers make it)",
     "timeout": "data-parallel: seconds a collective waits for the other workers "
                "(default: NCCL_TIMEOUT, else 600)",
 }
@@ -324,11 +326,17 @@ def cmd_train(args):
         print(note, file=sys.stderr)
     given = {k[4:] for k in vars(args) if k.startswith("cfg_")}
     rank0 = True
+    workers = 1
     if args.use_ddp:
         from ._dist import place_from_env
         place = place_from_env()
         if place is not None and place.rank != 0:
             demo = rank0 = False  # rank 0 alone talks
+        workers = place.world if place is not None else args.nprocs
+    try:  # --world-size: an uneven split is a usage error before anything starts
+        cfg.fit_to_world(workers or 1)
+    except ValueError as e:
+        raise UsageError(_flagify(str(e))) from None
     overwrite = getattr(args, "overwrite", False)
     if args.resume is None and not overwrite and rank0:
         from ._cli_runs import refuse_existing_run

@@ -86,6 +86,10 @@ class Config:
         timeout (data-parallel runs: seconds a collective may wait for the other workers
         before the run fails naming the stalled one; None: NCCL_TIMEOUT from the
         environment, else 600).
+        world_size (data-parallel: the number of workers the recipe's global batch
+        assumes, batch_size x world_size x accumulation_steps; run with fewer or more
+        workers, accumulation_steps is scaled to keep that global batch and the run says
+        so (fit_to_world); None: the global batch is whatever the workers make).
     """
 
     # data
@@ -131,6 +135,7 @@ class Config:
     log_every: int = 50
     num_threads: Optional[int] = None
     timeout: Optional[float] = None
+    world_size: Optional[int] = None
 
     def __post_init__(self):
         self._coerce()
@@ -174,6 +179,33 @@ class Config:
             if fitted is not None:
                 changes = {**changes, "stage1_epochs": fitted}
         return self.replace(**changes)
+
+    def fit_to_world(self, world):
+        """(config, note) for a run of `world` workers. With world_size set and unequal to
+        world, accumulation_steps is scaled so that the global batch stays batch_size x
+        world_size x accumulation_steps, and world_size becomes world (so fitting again
+        changes nothing: a resumed run compares equal); note says so. Otherwise (self,
+        None). ValueError when world workers cannot share the micro-batches evenly."""
+        if self.world_size is None or self.world_size == world:
+            return self, None
+        micro = self.world_size * self.accumulation_steps  # micro-batches per optimizer step
+        if micro % world or micro // world > MAX_ACCUMULATION:
+            why = (f"cannot be shared evenly by {world} worker(s)" if micro % world else
+                   f"would need accumulation_steps {micro // world} on {world} worker(s), above "
+                   f"the limit {MAX_ACCUMULATION}")
+            raise ValueError(
+                f"Config.world_size {self.world_size} x Config.accumulation_steps "
+                f"{self.accumulation_steps} = {micro} micro-batches of Config.batch_size "
+                f"{self.batch_size} per step {why}; run with a number of workers that divides "
+                f"{micro} (at least {-(-micro // MAX_ACCUMULATION)}), or change "
+                f"Config.batch_size so that the global batch ({self.batch_size * micro} "
+                f"images) is kept another way")
+        fitted = self.replace(world_size=world, accumulation_steps=micro // world)
+        note = (f"{world} worker(s) for a recipe of Config.world_size {self.world_size}: "
+                f"Config.accumulation_steps {self.accumulation_steps} -> "
+                f"{fitted.accumulation_steps} keeps the global batch at "
+                f"{self.batch_size * micro} images")
+        return fitted, note
 
     def replace(self, **changes):
         """A copy with some fields changed (validated like a new Config)."""
@@ -336,6 +368,7 @@ INT_RANGES = {
     "eval_every": (1, MAX_EPOCHS),
     "log_every": (1, 1_000_000_000),
     "num_threads": (1, 256),
+    "world_size": (1, 64),  # csrc/dist/comm.h, CX_COMM_MAX_RANKS
 }
 # Integer fields that must also be multiples of a step.
 INT_MULTIPLES = {"img_size": 32, "decoder_dim": 4}

@@ -423,6 +423,9 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     rank, world = (conn.place.rank, conn.place.world) if conn is not None else (0, 1)
     writer = rank == 0
     say = log if (progress and log is not None and writer) else (lambda *a, **k: None)
+    config, world_note = config.fit_to_world(world)  # Config.world_size: keep the global batch
+    if world_note:
+        say(f"note: {world_note}")
     run = saved = None
     if resume is not None:  # the run writes into its own folder, never the one it recorded
         if overwrite:

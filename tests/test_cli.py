@@ -24,7 +24,7 @@ VALUES = {
     "eps": 1e-7, "scheduler": "cosine", "warmup_epochs": 2.5, "min_lr": 1e-5, "grad_clip": 1.5,
     "accumulation_steps": 4, "ema_decay": 0.99, "seed": 7, "checkpoint_dir": "/tmp/ck",
     "amp": False, "gradient_checkpointing": True, "deterministic": True, "select_metric": "iou",
-    "eval_every": 2, "log_every": 5, "num_threads": 3, "timeout": 30.0,
+    "eval_every": 2, "log_every": 5, "num_threads": 3, "timeout": 30.0, "world_size": 2,
 }
 
 
