@@ -9,26 +9,34 @@ can feed the same events).
         ...run n optimizer steps...
         live.steps(step, epoch, epoch_step, loss, lr)    # after them
     live.evaluated(seconds)                              # an evaluation took this long
-    live.message("epoch 1/16 ...")                       # a line that stays
+    live.epoch(row)                                      # an epoch ended (see epoch_line)
+    live.message("a note")                               # a line that stays
     live.close()
 
-What is shown (mode "auto"): a tqdm bar per epoch when tqdm is importable and the stream
-is a terminal; else one plain line rewritten in place on a terminal; else (a file, a pipe,
-a notebook's captured output) a plain line through `log` every `log_every` optimizer
-steps. Each shows the epoch and its step, the global step, the latest step loss and head
-lr, images/s, and the ETA of the epoch and of the run (the run's includes the evaluations
+What is shown (mode "auto"): tqdm.auto's bar per epoch when tqdm is importable and either
+the stream is a terminal or this is a Jupyter kernel with ipywidgets (the notebook
+widget); else one plain line rewritten in place on a terminal; else (a file, a pipe, a
+notebook without widgets) a plain line through `log` every `log_every` optimizer steps.
+Each shows the epoch and its step, the global step, the latest step loss and head lr,
+images/s, and the ETA of the epoch and of the run (the run's includes the evaluations
 still to come, at the duration of the last one). Once, after the first few steps, a line
 says how long the run will take.
 
 The trainer runs chunk() steps in C between two reports, so Python is called about twice a
 second on a terminal and once per `log_every` steps otherwise, never once per step
 (bench/progress.py measures the cost).
+
+An ended epoch is one line (epoch_line: codext.train's format) or, with table=True, one row
+of a table whose header comes before the first row (the codext.launch parent's format).
 """
+import importlib.util
 import shutil
 import sys
 import time
 
-__all__ = ["Progress", "format_seconds", "about"]
+__all__ = ["Progress", "format_seconds", "about", "epoch_line", "METRICS"]
+
+METRICS = ("sm", "iou", "wfm", "mean_em", "mae")  # the validation metrics an epoch shows
 
 REFRESH_S = 0.5          # a terminal's line or bar is redrawn about this often
 ESTIMATE_AFTER_STEPS = 3  # the one-off time estimate comes after this many steps
@@ -65,30 +73,96 @@ def _columns():
 
 
 def _tqdm_class():
+    """tqdm.auto's class (the notebook widget in a Jupyter kernel with ipywidgets), or None."""
     try:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm
 
 
+def _in_notebook():
+    """True inside a Jupyter kernel (ipykernel), where stdout is no terminal."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:  # an IPython without a shell, or one that is half torn down
+        return False
+
+
+def _notebook_widgets():
+    """True in a Jupyter kernel that can show ipywidgets (tqdm.auto's notebook bar)."""
+    return _in_notebook() and importlib.util.find_spec("ipywidgets") is not None
+
+
+def auto_mode(stream):
+    """The mode "auto" stands for on `stream`: tqdm, line or lines."""
+    # ipywidgets first: without it tqdm.auto warns in a kernel and draws no widget
+    if _notebook_widgets() and _tqdm_class() is not None:
+        return "tqdm"
+    if not _is_terminal(stream):
+        return "lines"
+    return "tqdm" if _tqdm_class() is not None else "line"
+
+
+def _time_text(seconds):
+    return f"{seconds:.1f}s" if seconds < 60 else format_seconds(seconds)
+
+
+def epoch_line(row, epochs):
+    """One line for an ended epoch. row: {"epoch" (0-based), "stage", "loss" (the epoch's
+    mean), "lr" (head lr of its last step), "images_per_s", "seconds", "metrics" (validation
+    scores, empty when not evaluated), "best" (the best epoch so far)}."""
+    line = (f"epoch {row['epoch'] + 1}/{epochs} stage {row['stage']} loss {row['loss']:.4f} "
+            f"lr {row['lr']:.3e} {row['images_per_s']:.1f} img/s {row['seconds']:.1f}s")
+    metrics = row.get("metrics") or {}
+    if metrics:
+        line += " | " + " ".join(f"{k} {metrics[k]:.4f}" for k in METRICS if k in metrics)
+        if row.get("best"):
+            line += " *"
+    return line
+
+
+def _table_columns(epochs, metrics):
+    return ([("epoch", max(5, 2 * len(str(epochs)) + 1)), ("stage", 5), ("loss", 8),
+             ("lr", 9), ("img/s", 8), ("time", 7)] + [(m, max(7, len(m))) for m in metrics])
+
+
+def table_header(epochs, metrics=METRICS):
+    return "  ".join(name.rjust(width) for name, width in _table_columns(epochs, metrics))
+
+
+def table_row(row, epochs, metrics=METRICS):
+    """The epoch table's row for `row` (see epoch_line): "-" for metrics not evaluated, "*"
+    after the best epoch so far."""
+    scores = row.get("metrics") or {}
+    cells = [f"{row['epoch'] + 1}/{epochs}", str(row["stage"]), f"{row['loss']:.4f}",
+             f"{row['lr']:.3e}", f"{row['images_per_s']:.1f}", _time_text(row["seconds"])]
+    cells += [f"{scores[m]:.4f}" if m in scores else "-" for m in metrics]
+    widths = [width for _, width in _table_columns(epochs, metrics)]
+    text = "  ".join(cell.rjust(width) for cell, width in zip(cells, widths))
+    return text + (" *" if scores and row.get("best") else "")
+
+
 class Progress:
     """See the module docstring. mode: "auto", "tqdm", "line" (rewritten in place),
-    "lines" (periodic lines through log) or "off" (only message() lines). clock: a
-    monotonic time source (tests pass a fake one)."""
+    "lines" (periodic lines through log) or "off" (only message() and epoch() lines).
+    table: epoch() prints rows of a table with columns for `table_metrics` instead of
+    epoch_line's lines. clock: a monotonic time source (tests pass a fake one)."""
 
     def __init__(self, total_steps, steps_per_epoch, epochs, images_per_step, *, log=print,
-                 log_every=50, stream=None, mode="auto", clock=time.monotonic):
+                 log_every=50, stream=None, mode="auto", clock=time.monotonic, table=False,
+                 table_metrics=METRICS):
         self.total_steps, self.steps_per_epoch = int(total_steps), int(steps_per_epoch)
         self.epochs, self.images_per_step = int(epochs), int(images_per_step)
         self.log, self.log_every = log, max(1, int(log_every))
         self.stream = stream if stream is not None else sys.stdout
         self.clock = clock
+        self.table, self.table_metrics = bool(table), tuple(table_metrics)
+        self._table_started = False
         if mode == "auto":
-            if not _is_terminal(self.stream):
-                mode = "lines"
-            else:
-                mode = "tqdm" if _tqdm_class() is not None else "line"
+            mode = auto_mode(self.stream)
         if mode not in ("tqdm", "line", "lines", "off"):
             raise ValueError(f"mode must be auto, tqdm, line, lines or off, got {mode!r}")
         self.mode = mode
@@ -154,6 +228,16 @@ class Progress:
     def evaluated(self, seconds):
         """An evaluation took `seconds`: the run's ETA counts one per epoch left."""
         self._eval_s = float(seconds)
+
+    def epoch(self, row):
+        """An epoch ended (row: see epoch_line): its line, or its row of the table."""
+        if not self.table:
+            self.message(epoch_line(row, self.epochs))
+            return
+        if not self._table_started:
+            self._table_started = True
+            self.message(table_header(self.epochs, self.table_metrics))
+        self.message(table_row(row, self.epochs, self.table_metrics))
 
     def message(self, text):
         """A line that stays (epoch summaries, notes): the live line is cleared first (a

@@ -16,8 +16,12 @@ How the workers start and end:
   pool or ipykernel's threads, none of which survive a fork. The launcher itself never
   touches CUDA.
 - Workers write to pipes owned by the launcher, never to the notebook's fds 1 and 2;
-  reader threads show rank 0's lines with a "[rank 0] " prefix (all ranks' with
-  show_all_ranks=True), and keep every rank's last lines for error messages.
+  reader threads queue rank 0's lines with a "[rank 0] " prefix (all ranks' with
+  show_all_ranks=True) for the launcher's thread to show, and keep every rank's last
+  lines for error messages.
+- Progress: rank 0 sends events (steps, evaluations, epochs, its own lines) through a
+  pipe of their own; the launcher draws them as one progress bar and an epoch table
+  (codext/_launch_progress.py).
 - The dataset reaches the workers once, through its memfd (or cache file) descriptors
   (pass_fds), mapped read-only: no copy per worker.
 - Rendezvous: the launcher hosts the store (csrc/dist/store_*.c) on 127.0.0.1 on a port
@@ -49,7 +53,7 @@ import time
 
 import numpy as np
 
-from . import _C, _dist
+from . import _C, _dist, _launch_progress
 
 __all__ = ["launch", "WorkerError"]
 
@@ -99,24 +103,37 @@ def _timeout_from(timeout):
 
 
 class _Worker:
-    def __init__(self, rank, proc, event_fd, show, log):
+    def __init__(self, rank, proc, event_fd, progress_fd, show, display):
         self.rank, self.proc = rank, proc
         self.tail = collections.deque(maxlen=TAIL_LINES)
         self.events = []
         self.lock = threading.Lock()
-        self.readers = [threading.Thread(target=self._read_output, args=(show, log), daemon=True),
-                        threading.Thread(target=self._read_events, args=(event_fd,), daemon=True)]
+        self.readers = [
+            threading.Thread(target=self._read_output, args=(show, display), daemon=True),
+            threading.Thread(target=self._read_events, args=(event_fd,), daemon=True)]
+        if progress_fd is not None:
+            self.readers.append(threading.Thread(target=self._read_progress,
+                                                 args=(progress_fd, display), daemon=True))
         for t in self.readers:
             t.start()
 
-    def _read_output(self, show, log):
+    def _read_output(self, show, display):
         for raw in iter(self.proc.stdout.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self.lock:
                 self.tail.append(line)
-            if show and log is not None:
-                log(f"[rank {self.rank}] {line}")
+            if show:
+                display.put_line(self.rank, line)
         self.proc.stdout.close()
+
+    def _read_progress(self, fd, display):
+        def on_event(event):
+            line = _launch_progress.event_line(event)
+            if line is not None:  # codext.train's lines count for error messages
+                with self.lock:
+                    self.tail.append(line)
+            display.put_event(event)
+        _launch_progress.read_events(fd, on_event)
 
     def _read_events(self, fd):
         with os.fdopen(fd, "rb") as f:
@@ -203,7 +220,7 @@ def _stop(workers):
             t.join(timeout=1.0)
 
 
-def _worker_env(rank, world, port, secret, threads, job_fd, event_fd, extra):
+def _worker_env(rank, world, port, secret, threads, job_fd, event_fd, progress_fd, extra):
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_PLACE_VARS}
     path = env.get("PYTHONPATH")
     env.update({
@@ -212,6 +229,7 @@ def _worker_env(rank, world, port, secret, threads, job_fd, event_fd, extra):
         "CODEXT_PARENT_PID": str(os.getpid()), "CODEXT_NUM_THREADS": str(threads),
         "CODEXT_JOB_FD": str(job_fd), "CODEXT_EVENT_FD": str(event_fd),
         "PYTHONUNBUFFERED": "1",
+        **({_launch_progress.ENV_FD: str(progress_fd)} if progress_fd is not None else {}),
         # the workers import the codext this process imported
         "PYTHONPATH": _PACKAGE_PARENT + (os.pathsep + path if path else ""),
     })
@@ -220,11 +238,13 @@ def _worker_env(rank, world, port, secret, threads, job_fd, event_fd, extra):
 
 
 def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print,
-                show_all_ranks=False, env=None, master_port=None):
+                show_all_ranks=False, env=None, master_port=None, display=None):
     """Starts `nprocs` workers on `job` (a JSON-ready dict with "kind"), supervises them
     and returns rank 0's result. The machinery under launch(); job "selftest" ({"n",
     "steps"}) checks the collectives alone. env: extra variables for the workers.
-    master_port: the store's port (None: one the system picks)."""
+    master_port: the store's port (None: one the system picks). display: a
+    codext._launch_progress.Display that shows the workers' lines and rank 0's progress
+    (None: the lines through log, no progress)."""
     if os.environ.get(_dist.ENV_WORKER):
         raise RuntimeError("codext.launch() was called inside a codext worker (a worker cannot "
                            "start workers of its own)")
@@ -238,7 +258,8 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
         raise ValueError(f"nprocs={nprocs}: the shared-memory backend takes at most 64 workers")
     timeout = _timeout_from(timeout)
     threads = threads or max(1, cores // nprocs)
-    job = dict(job, timeout=timeout)
+    display = display if display is not None else _launch_progress.Display(False, log)
+    job = dict(job, timeout=timeout, progress=display.worker_spec())
     data_fds = data.fds() if data is not None else []
     if data is not None:
         job["data"] = data.share()
@@ -251,7 +272,7 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
     except RuntimeError as e:
         raise OSError(f"master port {master_port}: {e}") from None
     shm_name = _dist.segment_name(nprocs, log=log)
-    workers, job_fd = [], None
+    workers, job_fd, failed = [], None, True
     try:
         store = _C.StoreClient("127.0.0.1", server.port, secret, 10.0)
         store.set(_dist.SHM_KEY, shm_name.encode())
@@ -260,30 +281,42 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
         os.write(job_fd, json.dumps(job).encode())
         for rank in range(nprocs):
             event_r, event_w = os.pipe()
+            # rank 0's progress: a pipe of its own (docs/distributed.md, "Progress")
+            progress_r, progress_w = (os.pipe() if rank == 0 and job["progress"] is not None
+                                      else (None, None))
+            ours = [fd for fd in (event_w, progress_w) if fd is not None]
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "codext._worker"], stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    pass_fds=[job_fd, event_w, *data_fds], start_new_session=True,
+                    pass_fds=[job_fd, *ours, *data_fds], start_new_session=True,
                     env=_worker_env(rank, nprocs, server.port, secret, threads, job_fd, event_w,
-                                    env))
+                                    progress_w, env))
             except BaseException:
-                os.close(event_r)
+                for fd in (event_r, progress_r):
+                    if fd is not None:
+                        os.close(fd)
                 raise
             finally:
-                os.close(event_w)
-            workers.append(_Worker(rank, proc, event_r, rank == 0 or show_all_ranks, log))
-        return _supervise(workers)
+                for fd in ours:
+                    os.close(fd)
+            workers.append(_Worker(rank, proc, event_r, progress_r, rank == 0 or show_all_ranks,
+                                   display))
+        result = _supervise(workers, display)
+        failed = False
+        return result
     finally:
         _stop(workers)
         server.close()
         if job_fd is not None:
             os.close(job_fd)
         _dist.remove_segment(shm_name)  # only left when a rank died before all attached
+        display.close(quiet=failed)  # what the workers said last, before any error
 
 
-def _supervise(workers):
+def _supervise(workers, display):
     while True:
+        display.drain()
         error = _failure(workers)
         if error is not None:
             # let the other ranks' reports arrive, so the root cause is picked, then stop
@@ -304,7 +337,7 @@ def _supervise(workers):
         time.sleep(0.05)
 
 
-def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
+def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, progress=True,
            show_all_ranks=False, master_port=None, resume=None, overwrite=False, **overrides):
     """Trains with `nprocs` data-parallel workers; returns the same TrainResult as
     codext.train.
@@ -321,6 +354,16 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     naming it). resume / overwrite: as in codext.train (resume continues the run in its
     own folder; a new run refuses a checkpoint_dir holding one unless overwrite=True).
 
+    log: where lines go (print; a callable receives each line; None: nothing is shown).
+    progress: as codext.train's: True shows what rank 0 reports, drawn here: one progress
+    bar (tqdm.auto's, a widget in Jupyter, when tqdm is importable; an updating line on a
+    terminal; else a plain line through log every config.log_every steps) with loss, lr,
+    images/s and the ETA of the epoch and of the run, and a table with a row per epoch
+    (stage, loss, lr, images/s, time and the validation metrics). False shows no progress
+    and none of codext.train's lines (the workers' own output still reaches log). A
+    codext._progress.Progress receives the events instead. Other ranks' lines appear with
+    show_all_ranks=True, prefixed "[rank N] " like rank 0's own output.
+
     Raises WorkerError (a RuntimeError) when a worker fails, KeyboardInterrupt on Ctrl-C
     (the last epoch's checkpoint stays as it was); ValueError for bad arguments.
     """
@@ -334,6 +377,7 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
     elif overrides:
         config = config.replace(**overrides)
     nprocs = 1 if nprocs is None else nprocs
+    display = _launch_progress.Display(progress, log, config.log_every)  # checks progress
     from . import _checkpoint, _rundir
     if resume is not None:  # the run's checks, here first so that errors reach the caller
         if overwrite:
@@ -355,7 +399,8 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print,
         timeout = config.timeout
     job = {"kind": "train", "config": config.to_json(), "resume": resume and os.path.abspath(resume)}
     result = run_workers(job, nprocs, data=data, timeout=timeout, threads=threads, log=log,
-                         show_all_ranks=show_all_ranks, master_port=master_port)
+                         show_all_ranks=show_all_ranks, master_port=master_port,
+                         display=display)
     return result_from_worker(result, config)
 
 

@@ -319,14 +319,18 @@ def _data_source(data):
 
 # ---- live progress ---------------------------------------------------------------------------
 
-def _live_progress(progress, writer, log, config, trainer, images_per_step):
+def _live_progress(progress, writer, log, config, trainer, images_per_step, evaluates):
     """The Progress that receives this run's step events, or None (no progress wanted, or a
-    rank other than 0)."""
+    rank other than 0). progress may also be a factory of one (codext.launch's rank 0:
+    codext/_launch_progress.py), called with the run's counts."""
     if not writer or progress is False or progress is None:
         return None
     state = trainer.state()
     if isinstance(progress, _progress.Progress):
         live = progress
+    elif callable(progress):
+        live = progress(total_steps=state["total_steps"], steps_per_epoch=state["steps_per_epoch"],
+                        epochs=config.epochs, images_per_step=images_per_step, evaluates=evaluates)
     elif log is None:
         return None
     else:
@@ -499,7 +503,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     paths = {name: os.path.join(ckpt_dir, name) for name in (LAST, BEST, HISTORY)}
     loss_buf, lr_buf = np.zeros(spe), np.zeros(spe)
     start_epoch = trainer.state()["epoch"]
-    live = _live_progress(progress, writer, log, config, trainer, images_per_step)
+    live = _live_progress(progress, writer, log, config, trainer, images_per_step,
+                          eval_model is not None)
     if start_epoch == 0 and progress:
         steps = trainer.state()
         say(f"codext.train: {model.config}, {model.num_parameters():,} parameters; {n_train} "
@@ -579,17 +584,15 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
             "codext_best": json.dumps(best), "codext_data": json.dumps(fingerprint),
             _rundir.RUN_ID_KEY: run_id, _rundir.WORLD_KEY: str(world)})
 
-        line = (f"epoch {epoch + 1}/{config.epochs} stage {stage} loss {epoch_loss:.4f} "
-                f"lr {lr_buf[-1]:.3e} {hist['epoch_images_per_s'][-1]:.1f} img/s {seconds:.1f}s")
-        if scores:
-            line += " | " + " ".join(f"{k} {scores[k]:.4f}" for k in
-                                      ("sm", "iou", "wfm", "mean_em", "mae") if k in scores)
-            if improved:
-                line += " *"
-        show = live.message if live is not None else say
-        show(line)
+        row = {"epoch": epoch, "epochs": config.epochs, "stage": stage, "loss": epoch_loss,
+               "lr": float(lr_buf[-1]), "images_per_s": hist["epoch_images_per_s"][-1],
+               "seconds": seconds, "metrics": scores, "best": improved}
+        if live is not None:
+            live.epoch(row)
+        else:
+            say(_progress.epoch_line(row, config.epochs))
         if report is not None and not reported:  # who validated what, once per process
-            show(_sharded_eval.describe(report, t_eval))
+            (live.message if live is not None else say)(_sharded_eval.describe(report, t_eval))
             reported = True
         if conn is not None:
             conn.comm.barrier()
@@ -612,9 +615,12 @@ def train_worker(job, conn, faults):
     data = _data.Dataset.from_shared(job["data"]) if job.get("data") else None
     if config.num_threads is not None:
         _C.set_num_threads(config.num_threads)
+    # rank 0 sends progress events and its own lines to the launcher (codext/_launch_progress.py)
+    from ._launch_progress import worker_progress
+    progress, log = worker_progress(job.get("progress"), conn.place.rank)
     # the launcher removed the files of a run it was asked to overwrite
-    result = _train(config, data, job.get("resume"), True, lambda line: print(line, flush=True),
-                    dist=(conn, faults), overwrite=not job.get("resume"))
+    result = _train(config, data, job.get("resume"), progress, log, dist=(conn, faults),
+                    overwrite=not job.get("resume"))
     return {"history": {k: _to_json_list(v.tolist()) for k, v in result.history.items()},
             "best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint,
             "metrics": result.metrics}

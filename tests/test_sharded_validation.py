@@ -205,7 +205,7 @@ def _check_row(result, epoch, expected):
 
 
 def _validation_line(lines):
-    found = [l for l in lines if l.startswith("[rank 0] validation: ")]
+    found = [l for l in lines if l.startswith("validation: ")]
     assert len(found) == 1, lines  # once per run
     return found[0]
 
