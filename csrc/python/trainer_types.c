@@ -19,23 +19,27 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
                                "accumulation_steps", "epochs", "stage1_epochs", "scheduler",
                                "lr", "stage2_lr", "backbone_lr_mult", "warmup_epochs", "min_lr",
                                "weight_decay", "betas", "eps", "grad_clip", "ema_decay", "seed",
-                               "augment", "world_size", "rank", NULL};
+                               "augment", "world_size", "rank", "loss_scaling",
+                               "loss_scale_init", "loss_scale_growth_interval", NULL};
     PyObject *model_obj;
     long long n_train, epochs = 1, stage1_epochs = 0;
     int height, width, batch_size = 1, accumulation = 1, augment = 1, world_size = 1, rank = 0;
+    int loss_scaling = 0;
+    long long growth_interval = 2000;
     const char *scheduler = "onecycle";
     unsigned long long seed = 0;
     cx_trainer_config cfg = {.lr = 2.5e-4, .stage2_lr = -1.0, .backbone_lr_mult = 0.1,
                              .warmup_epochs = 0.0, .min_lr = 1e-6, .weight_decay = 1e-4,
                              .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .grad_clip = 0.5,
-                             .ema_decay = 0.999};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpii", keywords,
+                             .ema_decay = 0.999, .loss_scale_init = 65536.0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpiipdL", keywords,
                                      &model_obj, &n_train, &height, &width, &batch_size,
                                      &accumulation, &epochs, &stage1_epochs, &scheduler, &cfg.lr,
                                      &cfg.stage2_lr, &cfg.backbone_lr_mult, &cfg.warmup_epochs,
                                      &cfg.min_lr, &cfg.weight_decay, &cfg.beta1, &cfg.beta2,
                                      &cfg.eps, &cfg.grad_clip, &cfg.ema_decay, &seed, &augment,
-                                     &world_size, &rank))
+                                     &world_size, &rank, &loss_scaling, &cfg.loss_scale_init,
+                                     &growth_interval))
         return -1;
     cx_cod_model *model = cx_py_cod_model(model_obj);
     if (!model)
@@ -62,6 +66,8 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
     cfg.seed = seed;
     cfg.augment = augment;
     cfg.world_size = world_size;
+    cfg.loss_scaling = loss_scaling;
+    cfg.loss_scale_growth_interval = growth_interval;
     cfg.rank = rank;
     cfg.augment_config = cx_augment_defaults();
     if (!model) {
@@ -270,7 +276,8 @@ static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
     const cx_trainer *t = self->trainer;
     const cx_train_state *s = &t->state;
     return Py_BuildValue(
-        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L,s:i,s:i,s:L,s:L,s:i,s:d}", "step",
+        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L,s:i,s:i,s:L,s:L,s:i,s:d,s:d,s:L,s:L}",
+        "step",
         (long long)s->step, "epoch", (long long)s->epoch, "epoch_step", (long long)s->epoch_step,
         "stage", s->stage, "stage_step", (long long)s->stage_step, "ema_updates",
         (long long)s->ema_updates, "seed", (unsigned long long)s->seed, "steps_per_epoch",
@@ -279,7 +286,25 @@ static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
         "warmup_steps", (long long)t->plan.warmup_steps, "batch_size", t->cfg.batch_size,
         "accumulation_steps", t->cfg.accumulation_steps, "oom_halvings",
         (long long)t->oom_halvings, "oom_last_step", (long long)t->oom_last_step,
-        "oom_last_ranks", t->oom_last_ranks, "comm_seconds", t->comm_seconds);
+        "oom_last_ranks", t->oom_last_ranks, "comm_seconds", t->comm_seconds, "loss_scale",
+        s->loss_scale, "loss_scale_good_steps", (long long)s->loss_scale_good_steps,
+        "overflow_retries", (long long)t->overflow_retries);
+}
+
+/* inject_overflow(step, times=1): an infinity in the first trained gradient of global step
+ * `step`, in `times` attempts of it (tests of the loss scaler; step -1 cancels). */
+static PyObject *trainer_inject_overflow(TrainerObject *self, PyObject *args) {
+    long long step, times = 1;
+    if (!ready(self) || !PyArg_ParseTuple(args, "L|L", &step, &times))
+        return NULL;
+    if (step < -1 || times < 1) {
+        PyErr_Format(PyExc_ValueError, "inject_overflow: step must be >= -1 and times >= 1, "
+                     "got %lld and %lld", step, times);
+        return NULL;
+    }
+    self->trainer->overflow_inject_step = step;
+    self->trainer->overflow_inject_times = times;
+    Py_RETURN_NONE;
 }
 
 /* inject_oom(step): the first micro-batch of global step `step` reports out-of-memory once
@@ -448,6 +473,9 @@ static PyMethodDef trainer_methods[] = {
     {"state", (PyCFunction)trainer_state, METH_NOARGS,
      "Run position and plan as a dict (with the current micro-batch split and the "
      "out-of-memory halvings)."},
+    {"inject_overflow", (PyCFunction)trainer_inject_overflow, METH_VARARGS,
+     "inject_overflow(step, times=1): an infinity in step's first trained gradient, in "
+     "`times` attempts of it (tests)."},
     {"inject_oom", (PyCFunction)trainer_inject_oom, METH_O,
      "inject_oom(step): step's first micro-batch reports out-of-memory once (tests)."},
     {"save_state", (PyCFunction)trainer_save_state, METH_VARARGS,
@@ -470,7 +498,8 @@ static PyTypeObject TrainerType = {
     .tp_doc = "Trainer(model, n_train, height, width, *, batch_size, accumulation_steps, epochs, "
               "stage1_epochs, scheduler, lr, stage2_lr, backbone_lr_mult, warmup_epochs, "
               "min_lr, weight_decay, betas, eps, grad_clip, ema_decay, seed, augment, world_size=1, "
-              "rank=0): the C training loop over a _C.CODModel.",
+              "rank=0, loss_scaling=False, loss_scale_init=65536.0, "
+              "loss_scale_growth_interval=2000): the C training loop over a _C.CODModel.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)trainer_init,
     .tp_dealloc = (destructor)trainer_dealloc,

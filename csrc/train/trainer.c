@@ -55,6 +55,16 @@ static cx_status check_config(const cx_trainer_config *c) {
         return cx_fail(CX_EINVAL, "rank %d of world_size %d: the world size must lie in 1..%d "
                        "and the rank in 0..world_size-1", c->rank, c->world_size,
                        CX_COMM_MAX_RANKS);
+    if (c->loss_scaling) {
+        int exponent;
+        double mantissa = frexp(c->loss_scale_init, &exponent);
+        if (!(c->loss_scale_init >= 1.0 && c->loss_scale_init <= 16777216.0) || mantissa != 0.5)
+            return cx_fail(CX_EINVAL, "loss_scale_init must be a power of two in [1, 2^24], "
+                           "got %g", c->loss_scale_init);
+        if (c->loss_scale_growth_interval < 1 || c->loss_scale_growth_interval > CX_TRAINER_MAX_ROWS)
+            return cx_fail(CX_EINVAL, "loss_scale_growth_interval must be in 1..2^40, got %lld",
+                           (long long)c->loss_scale_growth_interval);
+    }
     return CX_OK;
 }
 
@@ -104,6 +114,7 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     t->perm_epoch = -1;
     t->oom_inject_step = -1;
     t->oom_last_step = -1;
+    t->overflow_inject_step = -1;
     t->steps_per_epoch = n_train / global;
     t->total_steps = t->steps_per_epoch * cfg->epochs;
     t->plan = (cx_lr_plan){
@@ -133,6 +144,7 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     }
     map_experts(&model->table, t->expert_of);
     t->state.seed = cfg->seed;
+    t->state.loss_scale = cfg->loss_scaling ? cfg->loss_scale_init : 1.0;
     cx_ema_init(&model->table, model->params, t->state.ema);
     *out = t;
     return CX_OK;
@@ -396,27 +408,6 @@ static double monotonic_seconds(void) {
     return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
 }
 
-/* Every rank agreed that `ranks` of them ran out of memory in this step: halve the
- * micro-batch and double accumulation (the caller runs the step again), or fail when
- * it cannot be halved. */
-static cx_status halve_micro_batch(cx_trainer *t, int ranks) {
-    int B = t->cfg.batch_size, A = t->cfg.accumulation_steps;
-    long long step = (long long)t->state.step;
-    if (B < 2 || B % 2 != 0 || 2 * A > CX_TRAINER_MAX_ACCUMULATION)
-        return cx_fail(CX_ENOMEM, "out of memory in step %lld on %d of %d rank(s) with "
-                       "micro-batches of %d image(s) (accumulation %d), which cannot be halved "
-                       "further (%s): lower the image size or the model size", step, ranks,
-                       t->cfg.world_size, B, A,
-                       B < 2 ? "one image" : B % 2 ? "an odd count" : "accumulation at its limit");
-    t->cfg.batch_size = B / 2;
-    t->cfg.accumulation_steps = 2 * A;
-    t->oom_halvings++;
-    t->oom_last_step = t->state.step;
-    t->oom_last_ranks = ranks;
-    t->step_retry = 1;
-    return CX_OK;
-}
-
 static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx);
 
 static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
@@ -460,8 +451,8 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
             CX_TRY(check_loss(t, at.stage, micro));
             if (sparse)
                 note_routing(t);
-            /* the twin: (loss / A).backward() */
-            st = cx_cod_backward(m, (float)(1.0 / A), train_backbone);
+            /* the twin: (loss / A).backward(), of loss x scale under loss scaling */
+            st = cx_cod_backward(m, (float)(s->loss_scale / A), train_backbone);
         }
         if (st == CX_ENOMEM) {
             if (s->step == t->oom_inject_step)
@@ -472,23 +463,31 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
         CX_TRY(st);
         loss_sum += m->parts.total;
     }
+    if (!oom_ranks)
+        cx_trainer_inject_overflow(t);
     if (t->comm) {
         double began = monotonic_seconds();
         CX_TRY(ddp_reduce(t, sparse, &loss_sum, &oom_ranks));
         t->comm_seconds += monotonic_seconds() - began;
     }
     if (oom_ranks > 0) /* every rank discards the step: nothing below has run */
-        return halve_micro_batch(t, oom_ranks);
+        return cx_trainer_halve_micro_batch(t, oom_ranks);
     if (sparse)
         for (int i = 0; i < table->count; i++) {
             int key = t->expert_of[i];
             if (key >= 0 && !t->used[key / CX_COD_MAX_EXPERTS][key % CX_COD_MAX_EXPERTS])
                 t->mask[i] = 0;
         }
+    if (t->cfg.loss_scaling) /* the gradients of loss x scale, back to those of the loss */
+        cx_grads_scale(table, t->mask, m->grads, (float)(1.0 / s->loss_scale));
     double norm;
     CX_TRY(cx_clip_grad_norm(table, t->mask, m->grads, t->cfg.grad_clip, &norm));
-    if (!isfinite(norm))
+    if (!isfinite(norm)) {
+        if (cx_trainer_back_off_scale(t)) /* every rank saw the same norm: all retry */
+            return CX_OK;
         return gradient_overflow(t, norm, at.stage);
+    }
+    cx_trainer_grow_scale(t);
     cx_adamw_config opt = {.lr = {at.lr[0], at.lr[1]}, .weight_decay = t->cfg.weight_decay,
                            .beta1 = t->cfg.beta1, .beta2 = t->cfg.beta2, .eps = t->cfg.eps};
     CX_TRY(cx_adamw_step(table, t->mask, &opt, s->param_steps, m->params, m->grads, s->exp_avg,

@@ -78,6 +78,13 @@ typedef struct {
     int augment;            /* 1: cx_augment_batch with `augment_config`; 0: normalise only */
     cx_augment_config augment_config;
     int world_size, rank;   /* data parallelism: W ranks (0 or 1: one process), this rank */
+    /* Dynamic loss scaling (the fp16 path's; retry.c): backward runs on loss x scale, the
+     * gradients are divided by it again; a non-finite gradient norm halves the scale and
+     * the step runs again on the same batch; growth_interval finite steps in a row double
+     * it. Powers of two only, so on fp32 the scaling is exact. 0: scale 1, no retries. */
+    int loss_scaling;
+    double loss_scale_init;          /* a power of two in [1, 2^24] (GradScaler's: 2^16) */
+    int64_t loss_scale_growth_interval; /* >= 1 (GradScaler's: 2000) */
 } cx_trainer_config;
 
 /* What the last optimizer step did. */
@@ -122,6 +129,9 @@ typedef struct {
     int64_t oom_last_step;   /* global step of the latest halving (-1: none) */
     int oom_last_ranks;      /* how many ranks reported it */
     int step_retry;          /* step_body: the step was discarded, run it again */
+    int64_t overflow_inject_step; /* tests: this step's gradients get an infinity, */
+    int64_t overflow_inject_times; /* in this many attempts of it */
+    int64_t overflow_retries;     /* steps run again after a loss-scale back-off */
     double comm_seconds;     /* wall time spent in the steps' collectives (waiting for the
                                 slowest rank included), for bench/ddp_threads.py */
 } cx_trainer;
@@ -166,6 +176,21 @@ cx_status cx_trainer_run_epoch(cx_trainer *t, const uint8_t *images, const uint8
  *   [m B, (m + 1) B). Used by run_epoch and by tests on a fixed batch. Advances
  *   state.step (not the epoch position). */
 cx_status cx_trainer_step(cx_trainer *t, const float *x, const float *y, int height, int width);
+
+/* ---- a step that runs again (retry.c) ----------------------------------------------- */
+/* Every rank agreed that `ranks` of them ran out of memory in this step: halves the
+ * micro-batch and doubles accumulation and sets step_retry, or fails (CX_ENOMEM) when the
+ * micro-batch cannot be halved (one image, an odd count, accumulation at its limit). */
+cx_status cx_trainer_halve_micro_batch(cx_trainer *t, int ranks);
+/* Under loss scaling, after a non-finite gradient norm: halves the scale, sets step_retry
+ * and returns 1; 0 without loss scaling or once the scale is at its floor (2^-24). */
+int cx_trainer_back_off_scale(cx_trainer *t);
+/* Under loss scaling, after a finite step: counts it, doubling the scale (up to 2^24)
+ * after growth_interval of them in a row. */
+void cx_trainer_grow_scale(cx_trainer *t);
+/* tests: puts an infinity into the first trained gradient when the step is
+ * overflow_inject_step (in overflow_inject_times attempts of it). */
+void cx_trainer_inject_overflow(cx_trainer *t);
 
 /* The permutation of epoch `epoch` of n rows (Fisher-Yates with cx_rng_u64 keyed by
  * (seed, epoch)). perm [n]. */
