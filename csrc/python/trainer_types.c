@@ -19,23 +19,24 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
                                "accumulation_steps", "epochs", "stage1_epochs", "scheduler",
                                "lr", "stage2_lr", "backbone_lr_mult", "warmup_epochs", "min_lr",
                                "weight_decay", "betas", "eps", "grad_clip", "ema_decay", "seed",
-                               "augment", "world_size", "rank", NULL};
+                               "augment", "world_size", "rank", "gradient_checkpointing", NULL};
     PyObject *model_obj;
     long long n_train, epochs = 1, stage1_epochs = 0;
     int height, width, batch_size = 1, accumulation = 1, augment = 1, world_size = 1, rank = 0;
+    int checkpointing = 0;
     const char *scheduler = "onecycle";
     unsigned long long seed = 0;
     cx_trainer_config cfg = {.lr = 2.5e-4, .stage2_lr = -1.0, .backbone_lr_mult = 0.1,
                              .warmup_epochs = 0.0, .min_lr = 1e-6, .weight_decay = 1e-4,
                              .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .grad_clip = 0.5,
                              .ema_decay = 0.999};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpii", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpiip", keywords,
                                      &model_obj, &n_train, &height, &width, &batch_size,
                                      &accumulation, &epochs, &stage1_epochs, &scheduler, &cfg.lr,
                                      &cfg.stage2_lr, &cfg.backbone_lr_mult, &cfg.warmup_epochs,
                                      &cfg.min_lr, &cfg.weight_decay, &cfg.beta1, &cfg.beta2,
                                      &cfg.eps, &cfg.grad_clip, &cfg.ema_decay, &seed, &augment,
-                                     &world_size, &rank))
+                                     &world_size, &rank, &checkpointing))
         return -1;
     cx_cod_model *model = cx_py_cod_model(model_obj);
     if (!model)
@@ -63,6 +64,7 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
     cfg.augment = augment;
     cfg.world_size = world_size;
     cfg.rank = rank;
+    cfg.gradient_checkpointing = checkpointing;
     cfg.augment_config = cx_augment_defaults();
     if (!model) {
         PyErr_SetString(PyExc_ValueError, "model is not initialised");

@@ -8,6 +8,9 @@
  *       build the batch (training: cx_augment_batch from the uint8 arrays, rows taken in
  *       order from the epoch's permutation), forward, loss (checked finite),
  *       backward of loss / A (stage 1: no backward through the backbone at all)
+ *       forward mode (cx_cod_train_mode): stage 1 CX_COD_TRAIN_HEAD (the backbone keeps no
+ *       activation), stage 2 CX_COD_TRAIN or, with gradient_checkpointing,
+ *       CX_COD_TRAIN_CHECKPOINT; the arena is planned again when the mode changes
  *   global gradient norm over the trained parameters (checked finite), clip to grad_clip
  *   AdamW with the stage's per-group lrs on the trained parameters
  *   EMA update of every parameter (t counted over the whole run)
@@ -78,6 +81,9 @@ typedef struct {
     int augment;            /* 1: cx_augment_batch with `augment_config`; 0: normalise only */
     cx_augment_config augment_config;
     int world_size, rank;   /* data parallelism: W ranks (0 or 1: one process), this rank */
+    int gradient_checkpointing; /* 1: stage-2 forwards keep only the backbone's stage inputs
+                                   and features; backward recomputes each stage (the same
+                                   bits, less activation memory, one more backbone forward) */
 } cx_trainer_config;
 
 /* What the last optimizer step did. */
