@@ -77,7 +77,9 @@ class Config:
         'cosine'), warmup_epochs and min_lr (cosine), grad_clip (global norm; 0 or None:
         off), accumulation_steps, ema_decay (0: no averaging).
     Run
-        seed, checkpoint_dir, amp (GPU mixed precision), gradient_checkpointing,
+        seed, checkpoint_dir, amp (GPU mixed precision), gradient_checkpointing (stage-2
+        forwards keep only each backbone stage's input and output and backward recomputes
+        the stage: less activation memory, slower steps, the same weights bit for bit),
         deterministic (GPU: deterministic kernels; the CPU always is), select_metric (picks
         the best checkpoint: smeasure, wfmeasure, emeasure, fmeasure, mae, iou, dice or a
         key of codext.metrics.evaluate), eval_every (epochs), log_every (optimizer steps

@@ -123,16 +123,24 @@ class Model(ParameterBuffer):
     mixture. Parameter names: `backbone.<timm name>`, `neck.{i}.proj.*`,
     `neck.{i}.moe.gate.*`, `neck.{i}.moe.experts.{e}.*`, `decoder.fuse.{k}.*`,
     `decoder.heads.{k}.*` (docs/model.md).
+
+    gradient_checkpointing (keyword, or Config.gradient_checkpointing; the attribute may be
+    changed at any time): training forwards keep only the backbone's input and its four
+    stage outputs, and backward recomputes each stage just before its backward. Less
+    activation memory, one more backbone forward per step, the same gradients bit for bit
+    (docs/ops.md, "What a training forward keeps"). It is not part of the saved config.
     """
 
 
     def __init__(self, backbone="edgenext_base", decoder_dim=64, num_experts=7, moe_top_k=0,
-                 seed=0, ds_weight=0.5, balance_weight=0.01, img_size=352):
+                 seed=0, ds_weight=0.5, balance_weight=0.01, img_size=352, *,
+                 gradient_checkpointing=False):
         from .config import Config
         if isinstance(backbone, Config):
             c = backbone
             backbone, decoder_dim, num_experts, moe_top_k = c.backbone, c.decoder_dim, c.num_experts, c.moe_top_k
             seed, ds_weight, balance_weight, img_size = c.seed, c.ds_weight, c.balance_weight, c.img_size
+            gradient_checkpointing = c.gradient_checkpointing
             if not c.deep_supervision:
                 ds_weight = 0.0
         if not isinstance(backbone, str):
@@ -146,6 +154,7 @@ class Model(ParameterBuffer):
                                    self.config.moe_top_k, self.config.seed, self.config.ds_weight,
                                    self.config.balance_weight)
         self._source = None  # the file the weights came from (load / Model.load), for errors
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self._table = self._native.param_table()
         self._params = self._native.params()
         self._grads = self._native.grads()
@@ -203,7 +212,13 @@ class Model(ParameterBuffer):
         """x float32 [B, 3, H, W] (H, W multiples of 32, normalised) -> four float32 logit
         maps [B, 1, H, W]: the prediction p1 (scale 0, stride 4) first, then the
         deep-supervision outputs of strides 8, 16, 32."""
-        return tuple(self._native.forward(check_image_batch(x), True))
+        return tuple(self._native.forward(check_image_batch(x), self._train_mode(True)))
+
+    def _train_mode(self, train_backbone):
+        """The native forward mode of a training step (csrc/model/cod.h)."""
+        if not train_backbone:
+            return "train_head"  # stage 1: the backbone keeps no activation
+        return "train_checkpoint" if self.gradient_checkpointing else "train"
 
     def loss_and_grads(self, x, y, train_backbone=True):
         """One forward and backward on (x, y) from zeroed gradients.
@@ -211,11 +226,13 @@ class Model(ParameterBuffer):
         y: float32 [B, 1, H, W] in {0, 1}. Returns (parts, grads): parts holds total,
         loss{k} (batch means), wbce{k} / wiou{k} (per image) and balance (sparse mode);
         grads maps every parameter name to d total / d parameter. train_backbone False
-        is stage 1: no backward through the backbone, whose gradients stay zero."""
+        is stage 1: no backward through the backbone, whose gradients stay zero (and its
+        forward keeps none of its activations). With gradient_checkpointing the backbone's
+        stages are recomputed in backward; the gradients are the same bits."""
         x = check_image_batch(x)
         y = self._check_masks(y, x.shape)
         self._native.zero_grads()
-        self._native.forward(x, True)
+        self._native.forward(x, self._train_mode(train_backbone))
         parts = self._native.loss(y)
         self._native.backward(1.0, bool(train_backbone))
         return parts, self.grads()
@@ -271,8 +288,24 @@ class Model(ParameterBuffer):
         return results
 
     def activation_bytes(self):
-        """Activation memory planned for the last input shape and mode."""
+        """Bytes of the activation arena: the largest plan so far (each forward plans for its
+        input shape and mode; the arena only grows)."""
         return self._native.arena_bytes()
+
+    PLAN_MODES = ("train", "train_head", "train_checkpoint", "predict")
+
+    def planned_activation_bytes(self, batch, height=None, width=None, mode=None):
+        """Activation bytes one step of `batch` images of height x width (default img_size)
+        needs, as the planner measures them, without allocating them: mode "train" (plain),
+        "train_checkpoint" (gradient checkpointing), "train_head" (stage 1: frozen
+        backbone), "predict", or None (what loss_and_grads uses: "train_checkpoint" when
+        gradient_checkpointing is on, else "train"). Training modes include loss and
+        backward. The last forward's results are forgotten."""
+        mode = self._train_mode(True) if mode is None else mode
+        if mode not in self.PLAN_MODES:
+            raise ValueError(f"mode must be one of {', '.join(self.PLAN_MODES)}, got {mode!r}")
+        size = self.config.img_size
+        return self._native.plan_bytes(int(batch), int(height or size), int(width or size), mode)
 
 
 def load(path):

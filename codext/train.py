@@ -72,7 +72,7 @@ LAST, LAST_STATE, BEST, HISTORY = _rundir.LAST, _rundir.LAST_STATE, _rundir.BEST
 # Config fields that may differ between a checkpoint and the run resuming it: they do not
 # change the weights a run produces.
 RESUME_FREE_FIELDS = ("checkpoint_dir", "num_threads", "log_every", "num_workers", "eval_every",
-                      "dataset_path", "pretrained", "timeout")
+                      "dataset_path", "pretrained", "timeout", "gradient_checkpointing")
 _METRIC_CHUNK = 64  # test images scored per call of codext.metrics.evaluate
 _EVAL_BATCH = 16  # images per forward of validation (evaluate's default batch_size)
 
@@ -333,9 +333,11 @@ def train(config, data=None, *, resume=None, overwrite=False, progress=True, log
     Ctrl-C stops the C loop between optimizer steps (KeyboardInterrupt); the checkpoint of
     the last finished epoch stays as it was.
 
-    On the CPU, amp and gradient_checkpointing have no effect (GPU settings). With progress
-    the C loop runs chunks of steps between two reports (about twice a second on a
-    terminal, log_every steps otherwise), never one Python call per step.
+    On the CPU amp has no effect (a GPU setting). gradient_checkpointing makes stage-2
+    steps recompute each backbone stage in backward: less activation memory, the same
+    weights bit for bit, slower steps (docs/training.md). With progress the C loop runs
+    chunks of steps between two reports (about twice a second on a terminal, log_every
+    steps otherwise), never one Python call per step.
     """
     if not isinstance(config, Config):
         raise TypeError(f"config must be a codext.Config, got {type(config).__name__}")
@@ -406,7 +408,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         backbone_lr_mult=config.backbone_lr_mult, warmup_epochs=config.warmup_epochs,
         min_lr=config.min_lr, weight_decay=config.weight_decay, betas=config.betas,
         eps=config.eps, grad_clip=config.grad_clip or 0.0, ema_decay=config.ema_decay,
-        seed=config.seed, augment=True, world_size=world, rank=rank)
+        seed=config.seed, augment=True, world_size=world, rank=rank,
+        gradient_checkpointing=config.gradient_checkpointing)
     hist = {"step_loss": [], "step_lr": [], "step_epoch": [], "epoch": [], "epoch_loss": [],
             "epoch_seconds": [], "epoch_images_per_s": []}
     best = {"epoch": None, "value": None, "metrics": {}}

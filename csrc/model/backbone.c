@@ -75,7 +75,7 @@ static cx_status plan_passes(cx_backbone *bb, int batch, int height, int width, 
     size_t n_in = (size_t)batch * 3 * height * width;
     float *x, *dx, *dfeatures[4];
     CX_TAKE(&ex, x, n_in);
-    CX_TRY(cx_edgenext_forward(&bb->net, &ex, x, batch, height, width));
+    CX_TRY(cx_edgenext_forward(&bb->net, &ex, x, batch, height, width, CX_EDGENEXT_KEEP_ALL));
     for (int s = 0; s < 4; s++)
         CX_TAKE(&ex, dfeatures[s], (size_t)batch * bb->net.cfg.dims[s] *
                                        (height >> (s + 2)) * (width >> (s + 2)));
@@ -116,7 +116,8 @@ cx_status cx_backbone_forward(cx_backbone *bb, const float *x_host, int batch, i
     size_t n_in = (size_t)batch * 3 * height * width;
     CX_TAKE(&ex, bb->input, n_in);
     be->upload(be, bb->input, x_host, n_in);
-    cx_status st = cx_edgenext_forward(&bb->net, &ex, bb->input, batch, height, width);
+    cx_status st = cx_edgenext_forward(&bb->net, &ex, bb->input, batch, height, width,
+                                       CX_EDGENEXT_KEEP_ALL);
     bb->after_forward = bb->arena.used;
     CX_TRY(cx_exec_finish(be, st));
     bb->have_forward = 1;

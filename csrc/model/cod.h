@@ -137,7 +137,28 @@ typedef struct {
     double *wbce[4], *wiou[4];           /* [B] each (model-owned host memory) */
 } cx_cod_loss_parts;
 
-enum { CX_COD_PREDICT = 0, CX_COD_TRAIN = 1 };
+/* Forward modes: what a forward computes and keeps, chosen at forward time because the
+ * memory plan (and what backward may do) depends on it.
+ *   PREDICT           out_0 only; the backbone keeps nothing (no backward follows).
+ *   TRAIN             the four outputs and everything any backward reads.
+ *   TRAIN_HEAD        stage 1 (frozen backbone): as TRAIN, but the backbone keeps only the
+ *                     features the neck reads; backward must pass train_backbone 0.
+ *   TRAIN_CHECKPOINT  gradient checkpointing: the backbone keeps its input and the features;
+ *                     backward recomputes each stage just before that stage's backward
+ *                     (cx_edgenext_keep in edgenext.h). Gradients are bit-identical to
+ *                     TRAIN's. */
+enum { CX_COD_PREDICT = 0, CX_COD_TRAIN = 1, CX_COD_TRAIN_HEAD = 2, CX_COD_TRAIN_CHECKPOINT = 3 };
+
+/* Whether `mode` is a training mode (loss and backward may follow). */
+static inline int cx_cod_mode_trains(int mode) {
+    return mode == CX_COD_TRAIN || mode == CX_COD_TRAIN_HEAD || mode == CX_COD_TRAIN_CHECKPOINT;
+}
+/* The training mode of a step: stage 1 (train_backbone 0) TRAIN_HEAD, stage 2 TRAIN or
+ * (checkpointing) TRAIN_CHECKPOINT. */
+static inline int cx_cod_train_mode(int train_backbone, int checkpointing) {
+    return !train_backbone ? CX_COD_TRAIN_HEAD
+                           : checkpointing ? CX_COD_TRAIN_CHECKPOINT : CX_COD_TRAIN;
+}
 
 typedef struct {
     cx_cod_config cfg;
@@ -169,10 +190,10 @@ typedef struct {
 cx_status cx_cod_create(const cx_cod_config *cfg, uint64_t seed, cx_backend *be,
                         cx_cod_model **out);
 void cx_cod_free(cx_cod_model *m);
-/* x_host [B, 3, H, W]. mode CX_COD_TRAIN keeps everything backward needs and computes the
- * four outputs; CX_COD_PREDICT computes out_0 only. Plans (and grows) the arena when the
- * shape or mode changes. Sparse routing downloads the gate probabilities (one small
- * host sync per scale). */
+/* x_host [B, 3, H, W]. mode: one of the forward modes above. Plans the arena when the
+ * shape or mode differs from the last plan's (the arena only grows: its capacity is the
+ * largest plan so far). Sparse routing downloads the gate probabilities (one small host
+ * sync per scale). */
 cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
                          int width, int mode);
 /* After a TRAIN forward: y_host [B, 1, H, W] in {0, 1}. Fills m->parts (and *parts when
@@ -180,15 +201,23 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
 cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *parts);
 /* After cx_cod_loss: ACCUMULATES loss_scale * d total / d params into m->grads.
  * train_backbone 0 (stage 1): no backward through the backbone at all; its gradients are
- * not touched. Sparse mode downloads the gate-weight gradients (one host sync per scale).
- * May be called again after the same loss (gradients add up). */
+ * not touched. train_backbone 1 after a TRAIN_HEAD forward fails (CX_ERUNTIME) before
+ * touching any gradient. Sparse mode downloads the gate-weight gradients (one host sync
+ * per scale). May be called again after the same loss (gradients add up). */
 cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone);
 void cx_cod_zero_grads(cx_cod_model *m);
 /* After a forward: probabilities sigmoid(out_0) [B, 1, H, W] into probs_host. A logit
  * that is not finite fails (CX_ERUNTIME, counting them): sigmoid would turn it into a
  * plausible 0 or 1 (or NaN). */
 cx_status cx_cod_probabilities(cx_cod_model *m, float *probs_host);
+/* Bytes of the arena (its capacity: the largest plan so far). */
 size_t cx_cod_arena_bytes(const cx_cod_model *m);
+/* Bytes of activation memory a forward of (batch, height, width, mode) needs, with loss
+ * and backward in a training mode (TRAIN_HEAD: backward without the backbone): the
+ * planner's high-water mark, measured on the planning backend. Reserves nothing; only the
+ * host routing buffers grow to the batch. Forgets the last forward (as a new plan does). */
+cx_status cx_cod_plan_bytes(cx_cod_model *m, int batch, int height, int width, int mode,
+                            size_t *bytes);
 
 /* ---- neck (cod_neck.c) ------------------------------------------------------------- */
 cx_status cx_cod_neck_declare(cx_cod_neck *neck, int scale, int in_ch, int dim, int n_experts,

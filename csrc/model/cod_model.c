@@ -1,10 +1,13 @@
 /* The whole COD model: parameters, plan, forward, loss, backward (see cod.h).
  *
  * Arena layout of a training step (stack order):
- *   forward   input, backbone activations, neck and decoder activations, outputs
+ *   forward   input, backbone activations (TRAIN: all; TRAIN_CHECKPOINT, TRAIN_HEAD and
+ *             PREDICT: the four features only), neck and decoder activations, outputs
  *   loss      target, per-output loss values and saved weight maps / sums
  *   backward  d loss, d logits, d necks, d features, then per-part gradients released as
- *             each part finishes (experts, neck scales, backbone blocks)
+ *             each part finishes (experts, neck scales, backbone blocks); TRAIN_CHECKPOINT
+ *             recomputes each backbone stage there, above d features, and releases it
+ *             after the stage's backward, so the stages share that space
  * Forward activations survive backward, so backward may run again after one loss, and
  * the intermediates stay readable until the next forward. */
 #include "cod.h"
@@ -167,7 +170,10 @@ static cx_status forward_pass(cx_cod_model *m, cx_exec *ex, const float *x_host,
     size_t n_in = (size_t)B * 3 * H * W;
     CX_TAKE(ex, m->input, n_in);
     be->upload(be, m->input, x_host, n_in);
-    CX_TRY(cx_edgenext_forward(&m->backbone, ex, m->input, B, H, W));
+    cx_edgenext_keep keep = mode == CX_COD_TRAIN              ? CX_EDGENEXT_KEEP_ALL
+                            : mode == CX_COD_TRAIN_CHECKPOINT ? CX_EDGENEXT_RECOMPUTE
+                                                              : CX_EDGENEXT_NO_BACKWARD;
+    CX_TRY(cx_edgenext_forward(&m->backbone, ex, m->input, B, H, W, keep));
     float *necks[4];
     int h[4], w[4];
     for (int i = 0; i < 4; i++) {
@@ -302,10 +308,10 @@ static cx_status plan_passes(cx_cod_model *m, int B, int H, int W, int mode, cx_
     m->height = H;
     m->width = W;
     cx_status st = forward_pass(m, &ex, NULL, B, H, W, mode);
-    if (st == CX_OK && mode == CX_COD_TRAIN)
+    if (st == CX_OK && cx_cod_mode_trains(mode))
         st = loss_pass(m, &ex, NULL);
-    if (st == CX_OK && mode == CX_COD_TRAIN)
-        st = backward_pass(m, &ex, 1.0f, 1);
+    if (st == CX_OK && cx_cod_mode_trains(mode))
+        st = backward_pass(m, &ex, 1.0f, mode != CX_COD_TRAIN_HEAD);
     m->have_forward = m->have_loss = 0;
     return st;
 }
@@ -336,8 +342,8 @@ static cx_status plan(cx_cod_model *m, int B, int H, int W, int mode) {
 
 /* ---- public steps ---------------------------------------------------------------------- */
 
-cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
-                         int width, int mode) {
+static cx_status check_shape(const cx_cod_model *m, int batch, int height, int width,
+                             int mode) {
     CX_TRY(cx_edgenext_check_input(&m->backbone, batch, 3, height, width));
     /* bounds that keep the int products of the plan (rows = n x h x w of a scale, at most
      * B H W / 16) defined; element counts are computed in size_t */
@@ -346,12 +352,28 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
         return cx_fail(CX_EINVAL, "input of %d images of %dx%d exceeds the model's limits (sides "
                        "<= %d, batch x height x width <= %d)", batch, height, width,
                        CX_COD_MAX_SIDE, INT_MAX);
-    if (mode != CX_COD_TRAIN && mode != CX_COD_PREDICT)
+    if (mode != CX_COD_PREDICT && !cx_cod_mode_trains(mode))
         return cx_fail(CX_EINVAL, "unknown forward mode %d", mode);
+    return CX_OK;
+}
+
+cx_status cx_cod_plan_bytes(cx_cod_model *m, int batch, int height, int width, int mode,
+                            size_t *bytes) {
+    *bytes = 0;
+    CX_TRY(check_shape(m, batch, height, width, mode));
+    cx_op_set used = {{0}};
+    cx_arena counting = {.planning = 1};
+    CX_TRY(plan_passes(m, batch, height, width, mode, &used, &counting));
+    *bytes = counting.high_water * sizeof(float);
+    return CX_OK;
+}
+
+cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
+                         int width, int mode) {
+    CX_TRY(check_shape(m, batch, height, width, mode));
     m->have_forward = m->have_loss = 0;
-    int same_shape = batch == m->plan_batch && height == m->plan_height &&
-                     width == m->plan_width;
-    if (!same_shape || (mode == CX_COD_TRAIN && m->plan_mode != CX_COD_TRAIN))
+    if (batch != m->plan_batch || height != m->plan_height || width != m->plan_width ||
+        mode != m->plan_mode) /* a plan is cheap: the passes on the planning backend */
         CX_TRY(plan(m, batch, height, width, mode));
     m->batch = batch;
     m->height = height;
@@ -367,7 +389,7 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
 }
 
 cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *parts) {
-    if (!m->have_forward || m->mode != CX_COD_TRAIN)
+    if (!m->have_forward || !cx_cod_mode_trains(m->mode))
         return cx_fail(CX_ERUNTIME, "loss() needs a training-mode forward() first");
     m->have_loss = 0;
     cx_arena_release(&m->arena, m->after_forward);
@@ -383,6 +405,10 @@ cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *p
 cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone) {
     if (!m->have_loss)
         return cx_fail(CX_ERUNTIME, "backward() needs forward() and loss() first");
+    if (train_backbone && m->mode == CX_COD_TRAIN_HEAD)
+        return cx_fail(CX_ERUNTIME, "backward() through the backbone after a frozen-backbone "
+                       "forward (mode train_head keeps no backbone activations): pass "
+                       "train_backbone 0, or forward in mode train or train_checkpoint");
     cx_arena_release(&m->arena, m->after_loss);
     cx_exec ex = {m->be, &m->arena, m->params, m->grads};
     return cx_exec_finish(m->be, backward_pass(m, &ex, loss_scale, train_backbone));

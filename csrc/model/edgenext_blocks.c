@@ -1,9 +1,10 @@
-/* EdgeNeXt forward and backward on the op interface (see edgenext.h).
+/* EdgeNeXt's two block kinds, forward and backward, on the op interface (see edgenext.h);
+ * the stem, the downsamplings and the stages around them are in edgenext_stages.c.
  *
  * Layouts: NCHW images [B, C, HW]; channels-last token rows [B*HW, C] for the norms,
- * MLPs and attention (timm permutes to NHWC there too). Every buffer comes from the
- * arena; forward keeps what backward needs in the block structs; backward releases a
- * block's internal gradients when the block is done. */
+ * MLPs and attention (timm permutes to NHWC there too). Every buffer but the block's
+ * output (the caller's) comes from the arena; forward keeps what backward needs in the
+ * block structs; the caller releases a block's internal gradients when it is done. */
 #include "edgenext.h"
 
 #define P(off) (ex->params + (off))
@@ -63,9 +64,19 @@ static cx_status mlp_backward(cx_edgenext_block *blk, cx_exec *ex, const float *
     return CX_OK;
 }
 
+/* out [B, C, HW] = in + transpose(blk->scaled [B*HW, C]); nothing when out is NULL */
+static void residual_out(cx_edgenext_block *blk, cx_backend *be, const float *in, float *out,
+                         int B, int HW) {
+    blk->out = out;
+    if (!out)
+        return;
+    be->copy(be, out, in, (size_t)B * HW * blk->dim);
+    be->transpose_accumulate(be, B, HW, blk->dim, blk->scaled, out);
+}
+
 /* ---- ConvBlock: x + transpose(gamma * MLP(LN(transpose(dwconv(x))))) --------------- */
-static cx_status convblock_forward(cx_edgenext_block *blk, cx_exec *ex, const float *in, int B,
-                                   int H, int W, float eps) {
+static cx_status convblock_forward(cx_edgenext_block *blk, cx_exec *ex, const float *in,
+                                   float *out, int B, int H, int W, float eps) {
     cx_backend *be = ex->be;
     int C = blk->dim, HW = H * W, rows = B * HW;
     size_t n = (size_t)rows * C;
@@ -76,9 +87,7 @@ static cx_status convblock_forward(cx_edgenext_block *blk, cx_exec *ex, const fl
     CX_TAKE(ex, blk->tokens, n);
     be->transpose(be, B, C, HW, blk->dw_out, blk->tokens);
     CX_TRY(mlp_forward(blk, ex, blk->tokens, rows, eps));
-    CX_TAKE(ex, blk->out, n);
-    be->copy(be, blk->out, in, n);
-    be->transpose_accumulate(be, B, HW, C, blk->scaled, blk->out);
+    residual_out(blk, be, in, out, B, HW);
     return CX_OK;
 }
 
@@ -103,7 +112,7 @@ static cx_status convblock_backward(cx_edgenext_block *blk, cx_exec *ex, int B, 
 
 /* ---- SDTA: split depthwise cascade, (positional encoding), XCA, MLP ----------------- */
 static cx_status sdta_forward(cx_edgenext_block *blk, const cx_edgenext_config *cfg,
-                              cx_exec *ex, const float *in, int B, int H, int W) {
+                              cx_exec *ex, const float *in, float *out, int B, int H, int W) {
     cx_backend *be = ex->be;
     int C = blk->dim, HW = H * W, rows = B * HW, w = blk->split_width, n = blk->n_splits;
     int last_w = C - n * w;
@@ -154,9 +163,7 @@ static cx_status sdta_forward(cx_edgenext_block *blk, const cx_edgenext_config *
     be->scale_mid_forward(be, rows, C, 1, blk->proj_out, P(blk->gamma_xca), blk->attn_res);
     be->add(be, n_all, blk->tokens, blk->attn_res, blk->attn_res);
     CX_TRY(mlp_forward(blk, ex, blk->attn_res, rows, eps));
-    CX_TAKE(ex, blk->out, n_all);
-    be->copy(be, blk->out, in, n_all);
-    be->transpose_accumulate(be, B, HW, C, blk->scaled, blk->out);
+    residual_out(blk, be, in, out, B, HW);
     return CX_OK;
 }
 
@@ -220,100 +227,20 @@ static cx_status sdta_backward(cx_edgenext_block *blk, const cx_edgenext_config 
     return CX_OK;
 }
 
-/* ---- the whole backbone --------------------------------------------------------------- */
+/* ---- either kind ----------------------------------------------------------------------- */
 
-cx_status cx_edgenext_forward(cx_edgenext *net, cx_exec *ex, const float *x, int batch,
-                              int height, int width) {
-    CX_TRY(cx_edgenext_check_input(net, batch, 3, height, width));
-    cx_backend *be = ex->be;
-    const cx_edgenext_config *cfg = &net->cfg;
-    net->batch = batch;
-    net->height = height;
-    net->width = width;
-    net->input = x;
-    int H = height / 4, W = width / 4, C = cfg->dims[0];
-    cx_conv_shape stem = conv_shape(batch, 3, height, width, C, 4, 4, 0, 1);
-    CX_TAKE(ex, net->stem_conv, (size_t)batch * C * H * W);
-    be->conv2d_forward(be, &stem, x, P(net->stem_w), P(net->stem_b), net->stem_conv);
-    CX_TAKE(ex, net->stem_out, (size_t)batch * C * H * W);
-    CX_TAKE(ex, net->stem_saved, cx_layernorm2d_saved_floats(batch, H * W));
-    be->layernorm2d_forward(be, batch, C, H * W, cfg->ln_eps, net->stem_conv, P(net->stem_norm_w),
-                            P(net->stem_norm_b), net->stem_out, net->stem_saved);
-    const float *cur = net->stem_out;
-    for (int s = 0; s < 4; s++) {
-        if (s > 0) {
-            int C_prev = cfg->dims[s - 1];
-            C = cfg->dims[s];
-            cx_conv_shape ds = conv_shape(batch, C_prev, H, W, C, 2, 2, 0, 1);
-            CX_TAKE(ex, net->ds_norm_out[s], (size_t)batch * C_prev * H * W);
-            CX_TAKE(ex, net->ds_norm_saved[s], cx_layernorm2d_saved_floats(batch, H * W));
-            be->layernorm2d_forward(be, batch, C_prev, H * W, cfg->ln_eps, cur,
-                                    P(net->ds_norm_w[s]), P(net->ds_norm_b[s]),
-                                    net->ds_norm_out[s], net->ds_norm_saved[s]);
-            H /= 2;
-            W /= 2;
-            CX_TAKE(ex, net->ds_out[s], (size_t)batch * C * H * W);
-            be->conv2d_forward(be, &ds, net->ds_norm_out[s], P(net->ds_w[s]), P(net->ds_b[s]),
-                               net->ds_out[s]);
-            cur = net->ds_out[s];
-        }
-        for (int j = 0; j < net->n_blocks[s]; j++) {
-            cx_edgenext_block *blk = &net->blocks[s][j];
-            if (blk->is_sdta)
-                CX_TRY(sdta_forward(blk, cfg, ex, cur, batch, H, W));
-            else
-                CX_TRY(convblock_forward(blk, ex, cur, batch, H, W, cfg->ln_eps));
-            cur = blk->out;
-        }
-        net->features[s] = (float *)cur;
-    }
-    return CX_OK;
+cx_status cx_edgenext_block_forward(cx_edgenext_block *blk, const cx_edgenext_config *cfg,
+                                    cx_exec *ex, const float *in, float *out, int B, int H,
+                                    int W) {
+    if (blk->is_sdta)
+        return sdta_forward(blk, cfg, ex, in, out, B, H, W);
+    return convblock_forward(blk, ex, in, out, B, H, W, cfg->ln_eps);
 }
 
-cx_status cx_edgenext_backward(cx_edgenext *net, cx_exec *ex, float *const dfeatures[4],
-                               float *dx) {
-    cx_backend *be = ex->be;
-    const cx_edgenext_config *cfg = &net->cfg;
-    int B = net->batch;
-    for (int s = 3; s >= 0; s--) {
-        size_t stage_mark = cx_arena_mark(ex->arena);
-        int H = cx_edgenext_stage_h(net, s), W = cx_edgenext_stage_w(net, s), C = cfg->dims[s];
-        size_t n = (size_t)B * C * H * W;
-        const float *dcur = dfeatures[s];
-        for (int j = net->n_blocks[s] - 1; j >= 0; j--) {
-            cx_edgenext_block *blk = &net->blocks[s][j];
-            float *din;
-            CX_TAKE_ZERO(ex, din, n);
-            size_t block_mark = cx_arena_mark(ex->arena);
-            if (blk->is_sdta)
-                CX_TRY(sdta_backward(blk, cfg, ex, B, H, W, dcur, din));
-            else
-                CX_TRY(convblock_backward(blk, ex, B, H, W, dcur, din));
-            cx_arena_release(ex->arena, block_mark);
-            dcur = din;
-        }
-        if (s > 0) {
-            int C_prev = cfg->dims[s - 1], H_prev = 2 * H, W_prev = 2 * W;
-            cx_conv_shape ds = conv_shape(B, C_prev, H_prev, W_prev, C, 2, 2, 0, 1);
-            float *dnorm;
-            CX_TAKE_ZERO(ex, dnorm, (size_t)B * C_prev * H_prev * W_prev);
-            be->conv2d_backward(be, &ds, net->ds_norm_out[s], P(net->ds_w[s]), dcur, dnorm,
-                                G(net->ds_w[s]), G(net->ds_b[s]));
-            be->layernorm2d_backward(be, B, C_prev, H_prev * W_prev, net->features[s - 1],
-                                     P(net->ds_norm_w[s]), net->ds_norm_saved[s], dnorm,
-                                     dfeatures[s - 1], G(net->ds_norm_w[s]),
-                                     G(net->ds_norm_b[s]));
-        } else {
-            float *dstem_conv;
-            CX_TAKE_ZERO(ex, dstem_conv, n);
-            be->layernorm2d_backward(be, B, C, H * W, net->stem_conv, P(net->stem_norm_w),
-                                     net->stem_saved, dcur, dstem_conv, G(net->stem_norm_w),
-                                     G(net->stem_norm_b));
-            cx_conv_shape stem = conv_shape(B, 3, net->height, net->width, C, 4, 4, 0, 1);
-            be->conv2d_backward(be, &stem, net->input, P(net->stem_w), dstem_conv, dx,
-                                G(net->stem_w), G(net->stem_b));
-        }
-        cx_arena_release(ex->arena, stage_mark);
-    }
-    return CX_OK;
+cx_status cx_edgenext_block_backward(cx_edgenext_block *blk, const cx_edgenext_config *cfg,
+                                     cx_exec *ex, int B, int H, int W, const float *dout,
+                                     float *din) {
+    if (blk->is_sdta)
+        return sdta_backward(blk, cfg, ex, B, H, W, dout, din);
+    return convblock_backward(blk, ex, B, H, W, dout, din);
 }

@@ -86,12 +86,34 @@ static PyObject *cod_config(CODModelObject *self, PyObject *unused) {
                          (Py_ssize_t)self->model->backbone_floats);
 }
 
-/* forward(x [B,3,H,W] float32, train) -> [out_0..out_3] (train) or [out_0] */
+/* The forward modes of cod.h by name; a bool is "train" (True) or "predict" (False). */
+static const char *const mode_names[] = {"predict", "train", "train_head", "train_checkpoint"};
+
+/* 0 and *mode set, or -1 with an exception. */
+static int parse_mode(PyObject *obj, int *mode) {
+    if (!obj || PyBool_Check(obj)) {
+        *mode = !obj || obj == Py_True ? CX_COD_TRAIN : CX_COD_PREDICT;
+        return 0;
+    }
+    const char *name = PyUnicode_Check(obj) ? PyUnicode_AsUTF8(obj) : NULL;
+    for (int i = 0; name && i < (int)(sizeof mode_names / sizeof *mode_names); i++)
+        if (strcmp(name, mode_names[i]) == 0) {
+            *mode = i; /* the names are in the enum's order */
+            return 0;
+        }
+    if (!PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "mode must be 'predict', 'train', 'train_head' or "
+                     "'train_checkpoint' (or a bool: train), got %R", obj);
+    return -1;
+}
+
+/* forward(x [B,3,H,W] float32, mode=True) -> [out_0..out_3] (training modes) or [out_0] */
 static PyObject *cod_forward(CODModelObject *self, PyObject *args) {
-    PyObject *obj;
-    int train = 1;
-    if (!PyArg_ParseTuple(args, "O|p", &obj, &train))
+    PyObject *obj, *mode_obj = NULL;
+    int mode;
+    if (!PyArg_ParseTuple(args, "O|O", &obj, &mode_obj) || parse_mode(mode_obj, &mode) < 0)
         return NULL;
+    int train = mode != CX_COD_PREDICT;
     PyArrayObject *x = cx_py_as_float32(obj, "x");
     if (!x)
         return NULL;
@@ -106,7 +128,7 @@ static PyObject *cod_forward(CODModelObject *self, PyObject *args) {
     cx_status st = cx_edgenext_check_input(&m->backbone, B, C, H, W);
     if (st == CX_OK) {
         Py_BEGIN_ALLOW_THREADS
-        st = cx_cod_forward(m, PyArray_DATA(x), B, H, W, train ? CX_COD_TRAIN : CX_COD_PREDICT);
+        st = cx_cod_forward(m, PyArray_DATA(x), B, H, W, mode);
         Py_END_ALLOW_THREADS
     }
     Py_DECREF(x);
@@ -147,7 +169,7 @@ static int set_item(PyObject *dict, const char *key, PyObject *value) {
 /* loss(y [B,1,H,W] float32) -> dict of loss parts (after a training forward) */
 static PyObject *cod_loss(CODModelObject *self, PyObject *arg) {
     cx_cod_model *m = self->model;
-    if (!m->have_forward || m->mode != CX_COD_TRAIN) {
+    if (!m->have_forward || !cx_cod_mode_trains(m->mode)) {
         PyErr_SetString(PyExc_RuntimeError, "loss() needs a training forward() first");
         return NULL;
     }
@@ -409,12 +431,31 @@ static PyObject *cod_arena_bytes(CODModelObject *self, PyObject *unused) {
     return PyLong_FromSize_t(cx_cod_arena_bytes(self->model));
 }
 
+/* plan_bytes(batch, height, width, mode=True) -> bytes (planning only, nothing reserved) */
+static PyObject *cod_plan_bytes(CODModelObject *self, PyObject *args) {
+    int batch, height, width, mode;
+    PyObject *mode_obj = NULL;
+    if (!PyArg_ParseTuple(args, "iii|O", &batch, &height, &width, &mode_obj) ||
+        parse_mode(mode_obj, &mode) < 0)
+        return NULL;
+    size_t bytes;
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_cod_plan_bytes(self->model, batch, height, width, mode, &bytes);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK)
+        return cx_py_error(st);
+    return PyLong_FromSize_t(bytes);
+}
+
 static PyMethodDef cod_methods[] = {
     {"params", (PyCFunction)cod_params, METH_NOARGS, "1-D float32 view of the parameter buffer."},
     {"grads", (PyCFunction)cod_grads, METH_NOARGS, "1-D float32 view of the gradient buffer."},
     {"param_table", (PyCFunction)cod_param_table, METH_NOARGS, "[(name, shape, offset, decay)] in buffer order."},
     {"config", (PyCFunction)cod_config, METH_NOARGS, "The configuration as a dict."},
-    {"forward", (PyCFunction)cod_forward, METH_VARARGS, "forward(x, train=True) -> output logit maps."},
+    {"forward", (PyCFunction)cod_forward, METH_VARARGS,
+     "forward(x, mode=True) -> output logit maps; mode 'predict' (or False), 'train' (or True), "
+     "'train_head' (frozen backbone) or 'train_checkpoint' (gradient checkpointing)."},
     {"loss", (PyCFunction)cod_loss, METH_O, "loss(y) -> dict of loss parts (after a training forward)."},
     {"backward", (PyCFunction)(void (*)(void))cod_backward, METH_VARARGS | METH_KEYWORDS,
      "backward(loss_scale=1.0, train_backbone=True): accumulates into grads()."},
@@ -422,7 +463,12 @@ static PyMethodDef cod_methods[] = {
     {"probabilities", (PyCFunction)cod_probabilities, METH_NOARGS, "sigmoid(out_0) of the last forward."},
     {"routing", (PyCFunction)cod_routing, METH_NOARGS, "Per-scale gate probabilities and routing."},
     {"intermediates", (PyCFunction)cod_intermediates, METH_NOARGS, "Feature, neck and decoder maps."},
-    {"arena_bytes", (PyCFunction)cod_arena_bytes, METH_NOARGS, "Planned activation memory."},
+    {"arena_bytes", (PyCFunction)cod_arena_bytes, METH_NOARGS,
+     "Bytes of the activation arena (the largest plan so far)."},
+    {"plan_bytes", (PyCFunction)cod_plan_bytes, METH_VARARGS,
+     "plan_bytes(batch, height, width, mode=True) -> bytes the planner measures for a "
+     "forward (training: with loss and backward) of that shape and mode; reserves no "
+     "arena and forgets the last forward."},
     {"predict_batch", (PyCFunction)cod_predict_batch, METH_VARARGS,
      "predict_batch(images, size, out_sizes) -> [float32 [h, w]]: uint8 [H, W, 3] images "
      "resized to size, normalised, run in predict mode; sigmoid(p1) resized to each out size."},

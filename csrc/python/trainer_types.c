@@ -20,11 +20,12 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
                                "lr", "stage2_lr", "backbone_lr_mult", "warmup_epochs", "min_lr",
                                "weight_decay", "betas", "eps", "grad_clip", "ema_decay", "seed",
                                "augment", "world_size", "rank", "loss_scaling",
-                               "loss_scale_init", "loss_scale_growth_interval", NULL};
+                               "loss_scale_init", "loss_scale_growth_interval",
+                               "gradient_checkpointing", NULL};
     PyObject *model_obj;
     long long n_train, epochs = 1, stage1_epochs = 0;
     int height, width, batch_size = 1, accumulation = 1, augment = 1, world_size = 1, rank = 0;
-    int loss_scaling = 0;
+    int loss_scaling = 0, checkpointing = 0;
     long long growth_interval = 2000;
     const char *scheduler = "onecycle";
     unsigned long long seed = 0;
@@ -32,14 +33,14 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
                              .warmup_epochs = 0.0, .min_lr = 1e-6, .weight_decay = 1e-4,
                              .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .grad_clip = 0.5,
                              .ema_decay = 0.999, .loss_scale_init = 65536.0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpiipdL", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpiipdLp", keywords,
                                      &model_obj, &n_train, &height, &width, &batch_size,
                                      &accumulation, &epochs, &stage1_epochs, &scheduler, &cfg.lr,
                                      &cfg.stage2_lr, &cfg.backbone_lr_mult, &cfg.warmup_epochs,
                                      &cfg.min_lr, &cfg.weight_decay, &cfg.beta1, &cfg.beta2,
                                      &cfg.eps, &cfg.grad_clip, &cfg.ema_decay, &seed, &augment,
                                      &world_size, &rank, &loss_scaling, &cfg.loss_scale_init,
-                                     &growth_interval))
+                                     &growth_interval, &checkpointing))
         return -1;
     cx_cod_model *model = cx_py_cod_model(model_obj);
     if (!model)
@@ -69,6 +70,7 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
     cfg.loss_scaling = loss_scaling;
     cfg.loss_scale_growth_interval = growth_interval;
     cfg.rank = rank;
+    cfg.gradient_checkpointing = checkpointing;
     cfg.augment_config = cx_augment_defaults();
     if (!model) {
         PyErr_SetString(PyExc_ValueError, "model is not initialised");
@@ -499,7 +501,8 @@ static PyTypeObject TrainerType = {
               "stage1_epochs, scheduler, lr, stage2_lr, backbone_lr_mult, warmup_epochs, "
               "min_lr, weight_decay, betas, eps, grad_clip, ema_decay, seed, augment, world_size=1, "
               "rank=0, loss_scaling=False, loss_scale_init=65536.0, "
-              "loss_scale_growth_interval=2000): the C training loop over a _C.CODModel.",
+              "loss_scale_growth_interval=2000, gradient_checkpointing=False): the C training "
+              "loop over a _C.CODModel.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)trainer_init,
     .tp_dealloc = (destructor)trainer_dealloc,

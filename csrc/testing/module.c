@@ -12,6 +12,8 @@
  *   bind_model(kind, ..., backend="cpu", unsupported=())
  *       binds a model ("cod" or "backbone") to a backend (the CPU one with `unsupported`
  *       ops refused, or the CUDA one) and frees it: raises what the binding raises
+ *   test_skip_recompute(flag)       backward after a checkpointed forward skips the recompute
+ *       (model/edgenext.h): the wrong path a checkpointing test must catch
  *   and the training arithmetic of train_binding.c (adamw_step, schedule_lr, ...), the
  *   allocator's fault-injection hook (alloc_hooks.c: test_alloc_fail_at, ...) and the
  *   JSON reader on bytes (io_testing.c: _json_parse), and leaf functions checked against
@@ -353,6 +355,15 @@ static PyObject *py_bind_model(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_test_skip_recompute(PyObject *self, PyObject *arg) {
+    (void)self;
+    int flag = PyObject_IsTrue(arg);
+    if (flag < 0)
+        return NULL;
+    cx_edgenext_test_skip_recompute = flag;
+    Py_RETURN_NONE;
+}
+
 /* ---- module ------------------------------------------------------------------------------ */
 
 static PyMethodDef module_methods[] = {
@@ -372,6 +383,9 @@ static PyMethodDef module_methods[] = {
      "bind_model(kind, backbone='edgenext_tiny_test', decoder_dim=16, num_experts=7, "
      "moe_top_k=0, backend='cpu', unsupported=()): creates and frees the model on the "
      "backend; raises what the binding raises."},
+    {"test_skip_recompute", py_test_skip_recompute, METH_O,
+     "test_skip_recompute(flag): backward after a checkpointed forward skips the recompute "
+     "(reads stale activations). Test builds only."},
     {NULL, NULL, 0, NULL},
 };
 

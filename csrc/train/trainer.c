@@ -435,6 +435,7 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
     cx_optim_stage_mask(table, at.stage, t->mask);
     int A = t->cfg.accumulation_steps, B = t->cfg.batch_size;
     int sparse = m->cfg.top_k > 0, train_backbone = at.stage == 2;
+    int mode = cx_cod_train_mode(train_backbone, t->cfg.gradient_checkpointing);
     memset(t->used, 0, sizeof t->used);
     cx_cod_zero_grads(m);
     double loss_sum = 0.0;
@@ -445,7 +446,7 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
         cx_status st = s->step == t->oom_inject_step
                            ? cx_fail(CX_ENOMEM, "injected out-of-memory in step %lld",
                                      (long long)s->step)
-                           : cx_cod_forward(m, x, B, t->height, t->width, CX_COD_TRAIN);
+                           : cx_cod_forward(m, x, B, t->height, t->width, mode);
         if (st == CX_OK) {
             CX_TRY(cx_cod_loss(m, y, NULL));
             CX_TRY(check_loss(t, at.stage, micro));

@@ -8,6 +8,9 @@
  *       build the batch (training: cx_augment_batch from the uint8 arrays, rows taken in
  *       order from the epoch's permutation), forward, loss (checked finite),
  *       backward of loss / A (stage 1: no backward through the backbone at all)
+ *       forward mode (cx_cod_train_mode): stage 1 CX_COD_TRAIN_HEAD (the backbone keeps no
+ *       activation), stage 2 CX_COD_TRAIN or, with gradient_checkpointing,
+ *       CX_COD_TRAIN_CHECKPOINT; the arena is planned again when the mode changes
  *   global gradient norm over the trained parameters (checked finite), clip to grad_clip
  *   AdamW with the stage's per-group lrs on the trained parameters
  *   EMA update of every parameter (t counted over the whole run)
@@ -85,6 +88,9 @@ typedef struct {
     int loss_scaling;
     double loss_scale_init;          /* a power of two in [1, 2^24] (GradScaler's: 2^16) */
     int64_t loss_scale_growth_interval; /* >= 1 (GradScaler's: 2000) */
+    int gradient_checkpointing; /* 1: stage-2 forwards keep only the backbone's stage inputs
+                                   and features; backward recomputes each stage (the same
+                                   bits, less activation memory, one more backbone forward) */
 } cx_trainer_config;
 
 /* What the last optimizer step did. */
