@@ -153,6 +153,19 @@ def across_orders(kernels, op, arrays, ints, eps, outputs):
     return results[0]
 
 
+def test_gelu_keeps_relative_accuracy_in_the_far_tails(kernels):
+    # Phi(x) for x down to -9 is 1e-19: the form 1 + erf(x / sqrt 2) cancels to nothing
+    # there in float (20 % off at -5, 0 below -5.9); erfc keeps every element relative
+    x = np.concatenate([np.linspace(-9.0, -3.0, 97), np.linspace(3.0, 9.0, 31)]).astype(np.float32)
+    dy = np.ones_like(x)
+    (y,) = across_orders(kernels, "gelu_forward", {"x": x}, [x.size], None, [("y", (x.size,))])
+    (dx,) = across_orders(kernels, "gelu_backward", {"x": x, "dy": dy}, [x.size], None,
+                          [("dx", (x.size,))])
+    np.testing.assert_allclose(y, run("gelu", [x])[0], rtol=2e-5, atol=0)
+    np.testing.assert_allclose(dx, run_backward("gelu", [x], [dy])[0], rtol=2e-5, atol=0)
+    assert np.all(y[x < 0] < 0)  # never rounded to zero
+
+
 def test_gelu_matches_cpu(kernels):
     rng = np.random.default_rng(1)
     n = 1000
