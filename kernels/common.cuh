@@ -12,7 +12,11 @@
  * Determinism: every reduction in these kernels has a fixed order that depends only on
  * the problem size (no atomics), so results are bit-identical from run to run on a
  * given GPU. cuBLAS is run with atomics disallowed and cuDNN's algorithms are chosen
- * among the deterministic ones when the backend is created with deterministic = 1. */
+ * among the deterministic ones when the backend is created with deterministic = 1.
+ *
+ * Built with -DCX_EMU against the CUDA emulator (docs/emulator.md), <cuda_runtime.h>,
+ * <cublas_v2.h> and <cudnn.h> are csrc/emu/include's and CX_LAUNCH runs kernels on
+ * emulated threads: the same sources then make the emulated libcodext_cuda.so. */
 #ifndef CX_KERNELS_COMMON_CUH
 #define CX_KERNELS_COMMON_CUH
 
@@ -22,6 +26,7 @@
 
 #include <stddef.h>
 
+#include "launch.cuh" /* CX_LAUNCH: a triple-chevron launch under nvcc, the emulator under -DCX_EMU */
 #include "ops/cuda_abi.h"
 #include "ops/ops.h"
 

@@ -221,7 +221,7 @@ void cu_conv2d_forward(cx_backend *be, const cx_conv_shape *s, const float *x, c
             bias) {
             int hw = cx_conv_out_h(s) * cx_conv_out_w(s);
             size_t n = (size_t)s->batch * s->out_ch * hw;
-            add_channel_bias_kernel<<<cu_blocks(n, CU_BLOCK), CU_BLOCK, 0, st->stream>>>(
+            CX_LAUNCH(add_channel_bias_kernel, cu_blocks(n, CU_BLOCK), CU_BLOCK, 0, st->stream)(
                 n, s->out_ch, hw, bias, y);
             cu_ok_launch(st, "conv2d forward (bias)");
         }

@@ -34,7 +34,7 @@ void cu_linear_forward(cx_backend *be, int rows, int in_features, int out_featur
             return;
     }
     if (bias) {
-        add_row_bias_kernel<<<cu_blocks(n, CU_BLOCK), CU_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(add_row_bias_kernel, cu_blocks(n, CU_BLOCK), CU_BLOCK, 0, st->stream)(
             n, out_features, bias, y);
         cu_ok_launch(st, "linear_forward (bias)");
     }

@@ -16,7 +16,7 @@ void cu_layernorm_forward(cx_backend *be, int rows, int cols, float eps, const f
     if (rows <= 0 || cols <= 0)
         return;
     unsigned blocks = (unsigned)cu_ceil_div((size_t)rows, WARPS_PER_BLOCK);
-    layernorm_forward_kernel<<<blocks, 32 * WARPS_PER_BLOCK, 0, st->stream>>>(
+    CX_LAUNCH(layernorm_forward_kernel, blocks, 32 * WARPS_PER_BLOCK, 0, st->stream)(
         rows, cols, eps, x, weight, bias, y, saved);
     cu_ok_launch(st, "layernorm_forward");
 }
@@ -29,7 +29,7 @@ void cu_layernorm_backward(cx_backend *be, int rows, int cols, const float *x,
         return;
     if (dx) {
         unsigned blocks = (unsigned)cu_ceil_div((size_t)rows, WARPS_PER_BLOCK);
-        layernorm_backward_dx_kernel<<<blocks, 32 * WARPS_PER_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(layernorm_backward_dx_kernel, blocks, 32 * WARPS_PER_BLOCK, 0, st->stream)(
             rows, cols, x, weight, saved, dy, dx);
         if (!cu_ok_launch(st, "layernorm_backward"))
             return;
@@ -44,7 +44,7 @@ void cu_layernorm2d_forward(cx_backend *be, int batch, int channels, int hw, flo
     size_t n_pixels = (size_t)batch * (size_t)hw;
     if (batch <= 0 || hw <= 0 || channels <= 0)
         return;
-    layernorm2d_forward_kernel<<<cu_blocks(n_pixels, CU_BLOCK), CU_BLOCK, 0, st->stream>>>(
+    CX_LAUNCH(layernorm2d_forward_kernel, cu_blocks(n_pixels, CU_BLOCK), CU_BLOCK, 0, st->stream)(
         batch, channels, hw, eps, x, weight, bias, y, saved);
     cu_ok_launch(st, "layernorm2d_forward");
 }
@@ -57,9 +57,8 @@ void cu_layernorm2d_backward(cx_backend *be, int batch, int channels, int hw, co
     if (batch <= 0 || hw <= 0 || channels <= 0)
         return;
     if (dx) {
-        layernorm2d_backward_dx_kernel<<<cu_blocks(n_pixels, CU_BLOCK), CU_BLOCK, 0,
-                                         st->stream>>>(batch, channels, hw, x, weight, saved,
-                                                       dy, dx);
+        CX_LAUNCH(layernorm2d_backward_dx_kernel, cu_blocks(n_pixels, CU_BLOCK), CU_BLOCK, 0,
+                  st->stream)(batch, channels, hw, x, weight, saved, dy, dx);
         if (!cu_ok_launch(st, "layernorm2d_backward"))
             return;
     }

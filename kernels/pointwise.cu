@@ -6,7 +6,8 @@
 #define LAUNCH(kernel, name, n, ...)                                                        \
     do {                                                                                    \
         cu_state *st_ = cu_get(be);                                                         \
-        kernel<<<cu_blocks((n), CU_BLOCK), CU_BLOCK, 0, st_->stream>>>((n), __VA_ARGS__);   \
+        CX_LAUNCH(kernel, cu_blocks((n), CU_BLOCK), CU_BLOCK, 0, st_->stream)(              \
+            (n), __VA_ARGS__);                                                              \
         cu_ok_launch(st_, name);                                                            \
     } while (0)
 

@@ -24,19 +24,19 @@ void cu_column_sums(cu_state *st, int rows, int cols, const float *dy, const flo
         return;
     dim3 grid((unsigned)cu_ceil_div((size_t)cols, COLUMN_BLOCK), (unsigned)n_chunks);
     if (with_xhat)
-        column_partials_kernel<true><<<grid, COLUMN_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(column_partials_kernel<true>, grid, COLUMN_BLOCK, 0, st->stream)(
             rows, cols, rows_per_chunk, dy, x, saved, partial_dy, partial_xhat);
     else
-        column_partials_kernel<false><<<grid, COLUMN_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(column_partials_kernel<false>, grid, COLUMN_BLOCK, 0, st->stream)(
             rows, cols, rows_per_chunk, dy, NULL, NULL, partial_dy, NULL);
     if (!cu_ok_launch(st, "column sums"))
         return;
     unsigned blocks = (unsigned)cu_ceil_div((size_t)cols, COLUMN_BLOCK);
     if (sum_dy)
-        combine_partials_kernel<<<blocks, COLUMN_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(combine_partials_kernel, blocks, COLUMN_BLOCK, 0, st->stream)(
             cols, n_chunks, (size_t)cols, 1, partial_dy, sum_dy);
     if (with_xhat)
-        combine_partials_kernel<<<blocks, COLUMN_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(combine_partials_kernel, blocks, COLUMN_BLOCK, 0, st->stream)(
             cols, n_chunks, (size_t)cols, 1, partial_xhat, sum_dy_xhat);
     cu_ok_launch(st, "column sums (combine)");
 }
@@ -61,20 +61,20 @@ void cu_channel_sums(cu_state *st, int batch, int channels, int hw, const float 
         return;
     dim3 grid((unsigned)n_pchunks, (unsigned)channels, (unsigned)batch);
     if (with_xhat)
-        channel_partials_kernel<true><<<grid, CHANNEL_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(channel_partials_kernel<true>, grid, CHANNEL_BLOCK, 0, st->stream)(
             batch, channels, hw, dy, x, saved, partial_dy, partial_xhat);
     else
-        channel_partials_kernel<false><<<grid, CHANNEL_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(channel_partials_kernel<false>, grid, CHANNEL_BLOCK, 0, st->stream)(
             batch, channels, hw, dy, NULL, NULL, partial_dy, NULL);
     if (!cu_ok_launch(st, "channel sums"))
         return;
     int per_channel = batch * n_pchunks;
     unsigned blocks = (unsigned)cu_ceil_div((size_t)channels, COLUMN_BLOCK);
     if (sum_dy)
-        combine_partials_kernel<<<blocks, COLUMN_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(combine_partials_kernel, blocks, COLUMN_BLOCK, 0, st->stream)(
             channels, per_channel, 1, (size_t)per_channel, partial_dy, sum_dy);
     if (with_xhat)
-        combine_partials_kernel<<<blocks, COLUMN_BLOCK, 0, st->stream>>>(
+        CX_LAUNCH(combine_partials_kernel, blocks, COLUMN_BLOCK, 0, st->stream)(
             channels, per_channel, 1, (size_t)per_channel, partial_xhat, sum_dy_xhat);
     cu_ok_launch(st, "channel sums (combine)");
 }

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.timeout(300)  # the first test of each compiler pays fo
 def build_cases(compiler, tmp_path_factory, all_flags=()):
     """The cases binary (tests/emu/*_cases.cu) and an object that runs its cases."""
     out_dir = str(tmp_path_factory.mktemp("emu-" + compiler.replace("+", "x")))
-    sources = [os.path.join(CASES, name) for name in ("emu_cases.cu", "emu_runtime_cases.cu", "emu_fp16_cases.cu")]
+    sources = [os.path.join(CASES, name) for name in ("emu_cases.cu", "emu_runtime_cases.cu",
+                                                      "emu_fp16_cases.cu", "emu_library_cases.cu")]
     binary = build(compiler, out_dir, sources, "emu_cases", all_flags=all_flags)
 
     class Emu:
@@ -220,6 +221,125 @@ def test_the_device_is_a_t4(emu):
     assert out["warp"] == "32" and out["shared_per_block"] == "49152" and out["optin"] == "65536"
     assert "T4" in out["name"]
     assert out["set_device_1"] == "cudaErrorInvalidDevice"
+
+
+# ---- the emulated cuBLAS and cuDNN (csrc/emu/emu_cublas.cc, emu_cudnn.cc) ----
+
+CUBLAS_INVALID_VALUE, CUBLAS_EXECUTION_FAILED, CUBLAS_NOT_INITIALIZED = "7", "13", "1"
+CUDNN_BAD_PARAM, CUDNN_NOT_SUPPORTED, CUDNN_EXECUTION_FAILED = "2000", "3000", "5000"
+
+
+def floats(text):
+    return np.array([float(v) for v in text.split(",")])
+
+
+def column_major(values, rows, cols):
+    return values.reshape(cols, rows).T
+
+
+def test_emulated_sgemm_against_numpy(emu):
+    """Every transpose pair, leading dimensions past the rows, alpha and beta, host and
+    device scalars; the rows of C past m stay untouched. Small integers: exact."""
+    out = emu.run("cublas")
+    m, n, k, ld = 3, 4, 5, 7
+    a = column_major(np.arange(ld * ld) * 7 % 11 - 5.0, ld, ld)
+    b = column_major(np.arange(ld * ld) * 5 % 13 - 6.0, ld, ld)
+    c = column_major(np.arange(ld * n) % 5 - 2.0, ld, n)
+    op_a = {"N": a[:m, :k], "T": a[:k, :m].T}
+    op_b = {"N": b[:k, :n], "T": b[:n, :k].T}
+    for ta in "NT":
+        for tb in "NT":
+            assert out[f"sgemm_{ta}{tb}"] == "0", out[f"sgemm_{ta}{tb}_message"]
+            want = c.copy()
+            want[:m] = 1.5 * op_a[ta] @ op_b[tb] - 0.5 * c[:m]
+            np.testing.assert_array_equal(column_major(floats(out[f"c_{ta}{tb}"]), ld, n), want, f"{ta}{tb}")
+    want = c.copy()
+    want[:m] = -0.5 * c[:m]
+    np.testing.assert_array_equal(column_major(floats(out["c_alpha0"]), ld, n), want)  # A, B unread
+    got = column_major(floats(out["c_beta0"]), ld, n)
+    np.testing.assert_array_equal(got[:m], 1.5 * op_a["N"] @ op_b["N"])  # the NaN in C unread
+    assert np.isnan(got[m:]).all()
+    assert out["device_scalars"] == "0"
+    want = c.copy()
+    want[:m] = 1.5 * op_a["T"] @ op_b["N"] - 0.5 * c[:m]
+    np.testing.assert_array_equal(column_major(floats(out["c_device_scalars"]), ld, n), want)
+    assert out["device_mode_host_alpha"] == CUBLAS_EXECUTION_FAILED
+    assert "alpha" in out["device_mode_host_alpha_message"] and "not device memory" in out["device_mode_host_alpha_message"]
+    assert out["math_tf32"] == out["destroy"] == out["property"] == "0" and out["major"] == "12"
+
+
+def test_emulated_sgemm_refuses_what_it_cannot_do_right(emu):
+    out = emu.run("cublas")
+    assert out["lda_too_small"] == out["bad_op"] == out["c_is_a"] == out["math_99"] == CUBLAS_INVALID_VALUE
+    assert "lda=2" in out["lda_too_small_message"] and "[CUDA emulator]" in out["lda_too_small_message"]
+    assert "C overlaps A" in out["c_is_a_message"]
+    assert out["c_past_end"] == out["host_b"] == CUBLAS_EXECUTION_FAILED
+    assert "C: 96 bytes at offset 0 run 48 bytes past the end of its 48-byte allocation" in out["c_past_end_message"]
+    assert "B 0x" in out["host_b_message"] and "not device memory" in out["host_b_message"]
+    assert out["bad_stream"] == CUBLAS_INVALID_VALUE
+    assert out["destroyed_handle"] == CUBLAS_NOT_INITIALIZED
+
+
+def conv_reference(x, w, dy, groups, pad, stride, dilation):
+    """y, dx (from zeros), dw of a grouped cross-correlation with per-axis padding,
+    stride and dilation, in float64."""
+    (ph, pw), (sh, sw), (dh, dw_) = pad, stride, dilation
+    k, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[3] + 2 * pw - dw_ * (kw - 1) - 1) // sw + 1
+    kg = k // groups
+    y, dxp, dw = np.zeros((x.shape[0], k, oh, ow)), np.zeros_like(xp), np.zeros_like(w)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
+            cols = slice(j * dw_, j * dw_ + sw * (ow - 1) + 1, sw)
+            for g in range(groups):
+                cs, ks = slice(g * cg, (g + 1) * cg), slice(g * kg, (g + 1) * kg)
+                y[:, ks] += np.einsum("nchw,kc->nkhw", xp[:, cs, rows, cols], w[ks, :, i, j])
+                dxp[:, cs, rows, cols] += np.einsum("nkhw,kc->nchw", dy[:, ks], w[ks, :, i, j])
+                dw[ks, :, i, j] += np.einsum("nkhw,nchw->kc", dy[:, ks], xp[:, cs, rows, cols])
+    return y, dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]], dw
+
+
+def test_emulated_cudnn_against_numpy(emu):
+    """Groups, unequal padding, stride and dilation per axis; beta 0 does not read y (NaN
+    there), beta 1 accumulates into dx, alpha scales dw. Small integers: exact."""
+    out = emu.run("cudnn")
+    for key in ("create", "conv_desc", "groups", "math_fma", "output_dim", "filter_algos",
+                "filter_ws", "forward", "backward_data", "backward_filter", "destroy"):
+        assert out[key] == "0", (key, out[key + "_message"])
+    assert out["y_shape"] == "2,6,2,8"
+    x = (np.arange(2 * 4 * 5 * 6) * 7 % 9 - 4.0).reshape(2, 4, 5, 6)
+    w = (np.arange(6 * 2 * 3 * 3) * 5 % 7 - 3.0).reshape(6, 2, 3, 3)
+    dy = (np.arange(2 * 6 * 2 * 8) * 3 % 5 - 2.0).reshape(2, 6, 2, 8)
+    y, dx, dw = conv_reference(x, w, dy, 2, (1, 2), (2, 1), (2, 1))
+    np.testing.assert_array_equal(floats(out["y"]).reshape(y.shape), y)
+    np.testing.assert_array_equal(floats(out["dx"]).reshape(dx.shape), 1.0 + dx)
+    np.testing.assert_array_equal(floats(out["dw"]).reshape(dw.shape), 2.0 * dw)
+    # an unavailable algorithm first, then determinism, math type and workspace vary
+    algos = [tuple(int(v) for v in entry.split(":")) for entry in out["filter_algo_list"].split(",")]
+    assert algos == [(2, 3000, 1, 0, 0), (0, 0, 0, 0, 0), (1, 0, 1, 0, 6 * 2 * 3 * 3 * 4)]
+    assert out["version"] == "90000"
+
+
+def test_emulated_cudnn_refuses_what_it_cannot_do_right(emu):
+    out = emu.run("cudnn")
+    assert out["nhwc"] == out["half"] == out["fft"] == out["flipped"] == CUDNN_NOT_SUPPORTED
+    assert "NCHW (0) float (0) only" in out["nhwc_message"]
+    assert "forward algorithm 4 is not one the emulator runs" in out["fft_message"]
+    assert "CUDNN_CROSS_CORRELATION in float only" in out["flipped_message"]
+    for key in ("zero_dim", "unset_desc", "wrong_y", "workspace_short", "y_is_x", "groups_3_forward"):
+        assert out[key] == CUDNN_BAD_PARAM, (key, out[key + "_message"])
+    assert "never set" in out["unset_desc_message"]
+    assert "the output descriptor is [2, 6, 2, 7], the convolution gives [2, 6, 2, 8]" in out["wrong_y_message"]
+    assert "needs 432 bytes of workspace, 431 were given" in out["workspace_short_message"]
+    assert "the output y overlaps the input x" in out["y_is_x_message"]
+    assert "x has 4 channels" in out["groups_3_forward_message"]
+    assert out["workspace_host"] == out["y_past_end"] == CUDNN_EXECUTION_FAILED
+    assert "the workspace" in out["workspace_host_message"] and "not device memory" in out["workspace_host_message"]
+    assert "y: 768 bytes at offset 0 run 4 bytes past the end of its 764-byte allocation" in out["y_past_end_message"]
+    assert out["after_error"] == "0" and out["after_error_message"] == ""
 
 
 # ---- half precision ----

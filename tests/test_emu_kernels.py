@@ -1,12 +1,11 @@
 """The CUDA backend's own kernels on the CUDA emulator, against the CPU backend.
 
-kernels/pointwise.cu, norm.cu and reduce.cu (the host side) with the device code they
-include (kernels/device/*.cuh) are compiled as C++ against the emulator (csrc/emu) under
-AddressSanitizer and UBSan, with tests/emu/kernel_harness.cu standing in for
-backend_cuda.cu. Two shims that go away once the host files launch through CX_LAUNCH
-(kernels/launch.cuh): the `<<<>>>` launches are rewritten to CX_LAUNCH in a temporary copy
-of kernels/ (where the deliberate bugs are planted too), and tests/emu/shim/ declares the
-cuBLAS and cuDNN type names that kernels/common.cuh mentions.
+kernels/pointwise.cu, norm.cu and reduce.cu (the host side, which launches through
+CX_LAUNCH from kernels/launch.cuh) with the device code they include (kernels/device/*.cuh)
+are compiled as C++ against the emulator (csrc/emu) under AddressSanitizer and UBSan, with
+tests/emu/kernel_harness.cu standing in for backend_cuda.cu. They are compiled from a
+temporary copy of those files, where the deliberate bugs are planted. (The whole backend,
+cuBLAS and cuDNN calls included, runs on the emulator in tests/test_emu_backend.py.)
 
 Every case also runs under several thread orders: these kernels promise results that do
 not depend on the launch (no atomics, fixed-order reductions), so the outputs must be
@@ -27,38 +26,13 @@ ORDERS = ["forward", "reverse", "random:5"]
 pytestmark = pytest.mark.timeout(300)
 
 
-def rewrite_launches(text):
-    """kernel<<<config>>>(args) -> CX_LAUNCH(kernel, config)(args); the kernel name may
-    carry template arguments (name<true>)."""
-    out, pos = [], 0
-    while True:
-        start = text.find("<<<", pos)
-        if start < 0:
-            break
-        end = text.find(">>>", start)
-        name_start, depth = start, 0
-        while name_start > 0:
-            ch = text[name_start - 1]
-            if ch == ">":
-                depth += 1
-            elif ch == "<":
-                if depth == 0:
-                    break
-                depth -= 1
-            elif depth == 0 and not (ch.isalnum() or ch in "_:"):
-                break
-            name_start -= 1
-        out.append(text[pos:name_start])
-        out.append(f"CX_LAUNCH({text[name_start:start]}, {text[start + 3:end]})")
-        pos = end + 3
-    out.append(text[pos:])
-    return "".join(out)
-
-
-def test_rewrite_launches():
-    text = "a<<<g, b, 0, st->stream>>>(x);\n  k<true><<<grid, 128>>>(1, NULL);"
-    assert rewrite_launches(text) == ("CX_LAUNCH(a, g, b, 0, st->stream)(x);\n"
-                                      "  CX_LAUNCH(k<true>, grid, 128)(1, NULL);")
+def test_kernels_launch_through_cx_launch():
+    """nvcc, NVRTC and the emulator read the same host files only when no launch is
+    spelled <<<>>> outside kernels/launch.cuh."""
+    for name in sorted(os.listdir(os.path.join(ROOT, "kernels"))):
+        if name.endswith((".cu", ".cuh")) and name != "launch.cuh":
+            with open(os.path.join(ROOT, "kernels", name)) as f:
+                assert "<<<" not in f.read(), f"kernels/{name} launches with <<<>>>: use CX_LAUNCH"
 
 
 # Deliberate bugs for the tests that prove the net holds: (file, text, replacement).
@@ -77,15 +51,14 @@ def build_kernels(compiler, tmp_path_factory, mutations=()):
     out_dir = str(tmp_path_factory.mktemp("emu-kernels-" + compiler.replace("+", "x")))
     os.makedirs(os.path.join(out_dir, "device"))
     # the host files and the device code they include ("device/x.cuh", found beside the
-    # copy first), copied so that launches can be rewritten and mutations applied
+    # copy first), copied so that mutations can be applied
     device = [os.path.join("device", n) for n in sorted(os.listdir(os.path.join(ROOT, "kernels", "device")))]
     unused = {m[0] for m in mutations} - set(KERNEL_FILES) - set(device)
     assert not unused, f"mutations name files kernels/ no longer has: {unused}"
     sources = []
     for name in KERNEL_FILES + device:
         with open(os.path.join(ROOT, "kernels", name)) as f:
-            text = rewrite_launches(f.read())
-        assert "<<<" not in text
+            text = f.read()
         for file_name, old, new in mutations:
             if file_name == name:
                 assert old in text, f"{name} no longer holds the text a mutation replaces"
@@ -96,9 +69,8 @@ def build_kernels(compiler, tmp_path_factory, mutations=()):
         if name in KERNEL_FILES:
             sources.append(path)
     sources.append(os.path.join(CASES, "kernel_harness.cu"))
-    extra = ["-I", os.path.join(CASES, "shim"), "-include", "launch.cuh",
-             "-Wno-sign-compare"]  # threadIdx.x < int: nvcc does not warn on device code
-    binary = build(compiler, out_dir, sources, "emu_kernels", extra)
+    extra = ["-Wno-sign-compare"]  # threadIdx.x < int: nvcc does not warn on device code
+    binary = build(compiler, out_dir, sources, "emu_kernels", extra, libraries=False)
 
     def run_op(op, arrays, ints, eps=None, order="forward", check=True):
         work = tmp_path_factory.mktemp("case")

@@ -27,6 +27,16 @@ size_t dynamic_shared_limit(const void *kernel);
 void device_memory_open(void);
 void device_memory_close(void);
 size_t device_bytes_in_use(void);
+/* For the emulated cuBLAS and cuDNN (emu_cublas.cc, emu_cudnn.cc), which read and write
+ * device memory from host code between device_memory_open() and device_memory_close():
+ * 1 when [p, p + bytes) lies inside the data of one live allocation; else 0, with the
+ * reason in `why` (naming `what`). Records no CUDA error. */
+int device_range_ok(const void *p, size_t bytes, const char *what, char *why, size_t why_size);
+/* 1 when [a, a + a_bytes) and [b, b + b_bytes) share a byte. */
+static inline int ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes) {
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return a_bytes && b_bytes && x < y + b_bytes && y < x + a_bytes;
+}
 
 /* Runs the blocks of a checked launch (emu_sched.cc); returns cudaSuccess or the error
  * it recorded. */

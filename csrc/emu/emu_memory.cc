@@ -109,6 +109,31 @@ void device_memory_close(void) {
 
 size_t device_bytes_in_use(void) { return bytes_in_use; }
 
+int device_range_ok(const void *p, size_t bytes, const char *what, char *why, size_t why_size) {
+    std::lock_guard<std::recursive_mutex> hold(big_lock());
+    const allocation *a = find(p);
+    if (!a) {
+        snprintf(why, why_size, "%s %p is not device memory (no live cudaMalloc allocation holds it)",
+                 what, p);
+        return 0;
+    }
+    uintptr_t at = (uintptr_t)p, begin = (uintptr_t)a->data, end = begin + a->bytes;
+    if (at < begin || at > end) {
+        snprintf(why, why_size, "%s %p is outside the %zu-byte allocation at %p", what, p, a->bytes,
+                 (void *)a->data);
+        return 0;
+    }
+    if (bytes > end - at) {
+        snprintf(why, why_size,
+                 "%s: %zu bytes at offset %zu run %zu bytes past the end of its %zu-byte "
+                 "allocation at %p",
+                 what, bytes, (size_t)(at - begin), (size_t)(bytes - (end - at)), a->bytes,
+                 (void *)a->data);
+        return 0;
+    }
+    return 1;
+}
+
 } // namespace cx_emu
 
 using namespace cx_emu;

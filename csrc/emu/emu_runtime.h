@@ -23,6 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The runtime version the emulator reports (cudaRuntimeGetVersion): CUDA 12.8, Kaggle's. */
+#define CUDART_VERSION 12080
+
 /* ---- vector types of the launch ---- */
 struct uint3 {
     unsigned x, y, z;
@@ -43,6 +46,7 @@ enum cudaError_t {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDevicePointer = 17,
     cudaErrorInvalidMemcpyDirection = 21,
+    cudaErrorInsufficientDriver = 35,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,

@@ -124,9 +124,10 @@ void *scheduler_sp;
 #else
 ucontext_t scheduler_context;
 #endif
-void *scheduler_fake_stack;
-const void *scheduler_stack_bottom;
-size_t scheduler_stack_bytes;
+/* AddressSanitizer's fiber bookkeeping (unused in a build without it) */
+[[maybe_unused]] void *scheduler_fake_stack;
+[[maybe_unused]] const void *scheduler_stack_bottom;
+[[maybe_unused]] size_t scheduler_stack_bytes;
 unsigned char *dynamic_buffer;
 long long ticks;
 unsigned long long launch_count;

@@ -305,6 +305,7 @@ static void run_fault(int which) {
 
 int run_runtime_case(const char *name); /* emu_runtime_cases.cu */
 int run_fp16_case(const char *name);    /* emu_fp16_cases.cu */
+int run_library_case(const char *name); /* emu_library_cases.cu: cuBLAS and cuDNN */
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -337,7 +338,7 @@ int main(int argc, char **argv) {
         run_fault(0);
     else if (!strcmp(name, "kernel_writes_past"))
         run_fault(1);
-    else if (!run_runtime_case(name) && !run_fp16_case(name)) {
+    else if (!run_runtime_case(name) && !run_fp16_case(name) && !run_library_case(name)) {
         fprintf(stderr, "emu_cases: no case '%s'\n", name);
         return 2;
     }

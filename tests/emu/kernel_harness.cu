@@ -1,6 +1,6 @@
-/* Runs ops of the CUDA backend (kernels/pointwise.cu, norm.cu, reduce.cu, their launches
- * rewritten to CX_LAUNCH by tests/test_emu.py) on the CUDA emulator, for comparison with
- * the CPU backend. Provides the few backend_cuda.cu helpers those files call.
+/* Runs ops of the CUDA backend (kernels/pointwise.cu, norm.cu, reduce.cu) on the CUDA
+ * emulator, for comparison with the CPU backend by tests/test_emu_kernels.py. Provides the
+ * few backend_cuda.cu helpers those files call.
  *
  * Usage: emu_kernels OP DIR INTS... [EPS]
  *   gelu_forward n                              x -> y

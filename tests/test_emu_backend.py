@@ -1,0 +1,144 @@
+"""The whole CUDA backend on the CUDA emulator: tests/gpu against an emulated
+libcodext_cuda.so.
+
+tests/emu_build.build_cuda_library compiles every kernels/*.cu (backend_cuda.cu's state,
+errors and table, each op family's host code and the device code it includes) with the
+emulator and its cuBLAS and cuDNN (csrc/emu) into a library that exports
+cx_cuda_get_api, as nvcc's build does. tests/gpu (every case of the op-test runner, the
+CUDA backend against float64 NumPy and against the CPU backend, accumulation, NULL
+gradients, determinism, refusal of the ops it lacks) then runs in a subprocess with
+CODEXT_CUDA_EMULATED pointing at it: _C opens it with dlopen through the same ABI as on
+a GPU, and tests/gpu/conftest.py fails (rather than skips) unless the backend is the
+emulator's.
+
+The library is built with AddressSanitizer and UBSan, so the subprocess's Python gets
+the sanitizer runtime preloaded (a sanitized library cannot be dlopened into a Python
+started without it; docs/emulator.md). Under CI's sanitizer pass, where this Python
+already runs with gcc's libasan preloaded and _C is instrumented by gcc, the library is
+built by g++ to share that runtime; otherwise by clang++ when installed (it refills
+static shared memory per block; g++ cannot).
+
+A second library, built from a copy of kernels/ with deliberate bugs (MUTATIONS),
+must fail the op tests that should catch each bug, and only those.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from emu_build import ROOT, build_cuda_library, compilers, emulated_env
+from testing_module import testing  # noqa: F401  (tests/gpu needs the test build too)
+
+pytestmark = pytest.mark.timeout(900)
+
+# Deliberate bugs (file under kernels/, text, replacement), each caught by named op tests.
+MUTATIONS = [
+    # linear backward: dx overwritten instead of accumulated (cuBLAS beta 0): the
+    # emulated cuBLAS honours beta, test_backward_accumulates sees it
+    ("linear.cu", "    const float one = 1.0f;\n    if (dx && in_features > 0 &&",
+     "    const float one = 1.0f, zero_ = 0.0f;\n    if (dx && in_features > 0 &&"),
+    ("linear.cu", "out_features, &one, w, in_features, dy, out_features, &one,",
+     "out_features, &one, w, in_features, dy, out_features, &zero_,"),
+    # conv forward: the bias indexed by element instead of by channel (device code)
+    ("device/conv.cuh", "bias[(i / (size_t)hw) % (size_t)channels]", "bias[i % (size_t)channels]"),
+    # conv backward filter: the workspace the algorithm asked for is not passed on
+    ("conv.cu", "choice->workspace_bytes, &one, d.w, dw)", "0, &one, d.w, dw)"),
+]
+
+
+def library_compiler():
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        # this Python runs with gcc's ASan runtime (CI's sanitizer pass) and imports a _C
+        # instrumented by gcc: a process holds one ASan runtime, so the library uses it too
+        return shutil.which("g++")
+    found = compilers()
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="session")
+def emulated(tmp_path_factory):
+    """(compiler, build(kernels_dir) -> library path), objects shared between builds."""
+    compiler = library_compiler()
+    if not compiler:
+        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+    cache = str(tmp_path_factory.mktemp("emu-cuda-objects"))
+
+    def build(kernels_dir=os.path.join(ROOT, "kernels")):
+        out = str(tmp_path_factory.mktemp("emu-cuda-lib"))
+        return build_cuda_library(compiler, out, kernels_dir=kernels_dir, cache_dir=cache)
+
+    return compiler, build
+
+
+@pytest.fixture(scope="session")
+def library(emulated):
+    return emulated[1]()
+
+
+def run_gpu_tests(compiler, lib, *pytest_args):
+    """tests/gpu in a subprocess on the emulated library; (returncode, output)."""
+    env = emulated_env(lib, compiler)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
+           "--timeout=300", os.path.join(ROOT, "tests", "gpu")] + list(pytest_args)
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=800)
+    return res.returncode, res.stdout + res.stderr
+
+
+def summary_counts(output):
+    """{'passed': n, 'failed': n, ...} from pytest's last line."""
+    last = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
+    assert last, output[-3000:]
+    return {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", last[-1])}
+
+
+def test_the_library_is_the_emulator_behind_the_cuda_abi(emulated, library):
+    """_C loads the emulated library through CODEXT_CUDA_LIBRARY and the loader's ABI
+    checks, and sees the emulator's T4."""
+    compiler, _ = emulated
+    env = emulated_env(library, compiler, CODEXT_CUDA_LIBRARY=library)
+    code = "from codext import _C; print(_C.cuda_backend_available())"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("(True, ") and "Tesla T4 (CUDA emulator) (sm_75" in res.stdout, res.stdout
+    assert library in res.stdout, res.stdout
+
+
+def test_gpu_suite_passes_on_the_emulator(emulated, library):
+    """Every test of tests/gpu passes and none skips: the ops the backend implements run
+    on the emulator against NumPy and the CPU backend; the others are refused by name."""
+    compiler, _ = emulated
+    code, output = run_gpu_tests(compiler, library)
+    counts = summary_counts(output)
+    assert code == 0, output[-6000:]
+    assert counts.get("passed", 0) >= 250 and set(counts) <= {"passed", "in"}, output[-3000:]
+
+
+def test_planted_bugs_are_caught(emulated, tmp_path):
+    """The op tests catch each bug of MUTATIONS (and the tests that should not notice a
+    bug do not)."""
+    compiler, build = emulated
+    kernels = tmp_path / "kernels"
+    shutil.copytree(os.path.join(ROOT, "kernels"), kernels)
+    for name, old, new in MUTATIONS:
+        path = kernels / name
+        text = path.read_text()
+        assert text.count(old) == 1, f"kernels/{name} no longer holds the text a mutation replaces: {old!r}"
+        path.write_text(text.replace(old, new))
+    lib = build(str(kernels))
+    code, output = run_gpu_tests(compiler, lib, "-k", "linear or conv")
+    assert code != 0, output[-3000:]
+    failed = set(re.findall(r"^FAILED \S+::(\S+)", output, re.M))
+    # dx no longer accumulates: a gradient from zeros is still right
+    assert {"test_backward_accumulates[linear]", "test_backward_accumulates[linear_big]"} <= failed, failed
+    assert not failed & {"test_backward_matches_numpy[linear]", "test_matches_cpu_backend[linear]"}, failed
+    # the bias is wrong wherever there is one, and only there
+    assert {"test_forward_matches_numpy[conv3x3]", "test_forward_matches_numpy[conv_dw7x7]"} <= failed, failed
+    assert "test_forward_matches_numpy[conv1x1_no_bias]" not in failed, failed
+    # the emulated cuDNN refuses the backward filter without its workspace, saying why
+    assert "test_backward_matches_numpy[conv1x1_no_bias]" in failed, failed
+    assert re.search(r"cuDNN error in conv2d backward filter .*CUDNN_STATUS_BAD_PARAM.*needs \d+ "
+                     r"bytes of workspace, 0 were given", output), output[-6000:]
