@@ -2,6 +2,10 @@
 
 A subclass sets self._table ([(name, shape, offset, decay)] in buffer order), self._params and
 self._grads (1-D float32 views of the native buffers) and self.config (printed in messages).
+A model whose buffers are device memory (Model(device="cuda")) sets self._params and
+self._grads to None: reads then take a host copy from self._native.params() / grads(), and
+load_state_dict writes a host copy back with self._native.upload_params(). No NumPy array
+ever views device memory.
 """
 from collections import namedtuple
 
@@ -27,13 +31,22 @@ class ParameterBuffer:
         n = int(np.prod(shape))
         return buffer[offset:offset + n].reshape(shape)
 
+    def _host_params(self):
+        """The whole parameter buffer in host memory: the native view, or a copy of device memory."""
+        return self._params if self._params is not None else self._native.params()
+
+    def _host_grads(self):
+        return self._grads if self._grads is not None else self._native.grads()
+
     def state_dict(self):
         """Parameters by timm name, as float32 copies."""
-        return {name: self._view(self._params, off, shape).copy() for name, shape, off, _ in self._table}
+        values = self._host_params()
+        return {name: self._view(values, off, shape).copy() for name, shape, off, _ in self._table}
 
     def grads(self):
         """Parameter gradients of the last backward, by timm name (copies)."""
-        return {name: self._view(self._grads, off, shape).copy() for name, shape, off, _ in self._table}
+        values = self._host_grads()
+        return {name: self._view(values, off, shape).copy() for name, shape, off, _ in self._table}
 
     def load_state_dict(self, state, strict=True):
         """Copies `state` (name -> array) into the parameters.
@@ -70,7 +83,10 @@ class ParameterBuffer:
                             (f" ... ({len(bad_shapes) - 12} more)" if len(bad_shapes) > 12 else ""))
         if problems:
             raise ValueError(f"cannot load state dict into {self.config}: " + " | ".join(problems))
+        values = self._host_params()
         for name, arr in converted.items():
             shape, off = expected[name]
-            self._view(self._params, off, shape)[...] = arr
+            self._view(values, off, shape)[...] = arr
+        if self._params is None:  # device memory: the host copy goes back in one upload
+            self._native.upload_params(values)
         return LoadResult(missing, unexpected, [])

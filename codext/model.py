@@ -82,6 +82,19 @@ def _validate(cfg):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+def _parse_device(device):
+    """"cpu", "cuda" or "cuda:N" -> "cpu" or "cuda:N"."""
+    if isinstance(device, str):
+        if device == "cpu":
+            return device
+        if device == "cuda":
+            return "cuda:0"
+        head, _, ordinal = device.partition(":")
+        if head == "cuda" and ordinal.isdigit():
+            return f"cuda:{int(ordinal)}"
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
 def _as_image_list(images):
     """-> (list of uint8 [H, W, 3] arrays, how to return: 'single', 'batch' or 'list')."""
     if isinstance(images, np.ndarray):
@@ -129,12 +142,18 @@ class Model(ParameterBuffer):
     stage outputs, and backward recomputes each stage just before its backward. Less
     activation memory, one more backbone forward per step, the same gradients bit for bit
     (docs/ops.md, "What a training forward keeps"). It is not part of the saved config.
+
+    device (keyword): "cpu" (default) or "cuda" (or "cuda:N"): the parameters, gradients
+    and activations live in that GPU's memory and every op runs there (libcodext_cuda.so,
+    loaded on first use; docs/backends.md). state_dict(), grads() and forward() return host
+    copies; load_state_dict() and load() upload. A _C.Trainer made on such a model keeps
+    its optimizer state on the device too (docs/training.md, "On a CUDA device").
     """
 
 
     def __init__(self, backbone="edgenext_base", decoder_dim=64, num_experts=7, moe_top_k=0,
                  seed=0, ds_weight=0.5, balance_weight=0.01, img_size=352, *,
-                 gradient_checkpointing=False):
+                 gradient_checkpointing=False, device="cpu"):
         from .config import Config
         if isinstance(backbone, Config):
             c = backbone
@@ -150,17 +169,23 @@ class Model(ParameterBuffer):
         _validate(cfg)
         self.config = dataclasses.replace(cfg, decoder_dim=int(decoder_dim), num_experts=int(num_experts),
                                           moe_top_k=int(moe_top_k), seed=int(seed), img_size=int(img_size))
+        self.device = _parse_device(device)
+        backend, _, ordinal = self.device.partition(":")
         self._native = _C.CODModel(backbone, self.config.decoder_dim, self.config.num_experts,
                                    self.config.moe_top_k, self.config.seed, self.config.ds_weight,
-                                   self.config.balance_weight)
+                                   self.config.balance_weight, backend=backend, device=int(ordinal or 0))
         self._source = None  # the file the weights came from (load / Model.load), for errors
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self._table = self._native.param_table()
-        self._params = self._native.params()
-        self._grads = self._native.grads()
+        if backend == "cpu":  # views of the native buffers
+            self._params = self._native.params()
+            self._grads = self._native.grads()
+        else:  # device memory: read through host copies, written with upload_params
+            self._params = self._grads = None
 
     def __repr__(self):
-        return f"codext.Model({self.config}, {self.num_parameters():,} parameters)"
+        where = "" if self.device == "cpu" else f", on {self.device}"
+        return f"codext.Model({self.config}, {self.num_parameters():,} parameters{where})"
 
     # ---- files ----------------------------------------------------------------------
     def save(self, path):

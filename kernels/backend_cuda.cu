@@ -5,6 +5,7 @@
  * is NULL, see common.cuh) gets a stub that records "not implemented" for sync() to
  * report, and supports() answers 0 for it. */
 #include "common.cuh"
+#include "ops/cuda_optim.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -357,11 +358,56 @@ static cx_status backend_create(const cx_cuda_config *config, cx_backend **out) 
     return CX_OK;
 }
 
+/* ---- the device optimizer (ops/cuda_optim.h, kernels/optim.cu) on a backend's stream ---- */
+
+static size_t optim_workspace_bytes(int count, size_t total) {
+    return cu_optim_workspace_bytes(count, total);
+}
+
+static cx_status optim_step(cx_backend *be, const cu_optim_buffers *buffers,
+                            const unsigned char *mask, const cu_optim_config *config) {
+    cu_state *st = cu_get(be);
+    int status = cu_optim_step(buffers, mask, config, st->stream);
+    if (status == (int)cudaErrorInvalidValue)
+        return st->fail(CX_EINVAL, "device optimizer step: invalid buffers or configuration");
+    cu_ok_cuda(st, (cudaError_t)status, "device optimizer step");
+    return CX_OK;
+}
+
+static cx_status optim_reset(cx_backend *be, const cu_optim_buffers *buffers) {
+    cu_state *st = cu_get(be);
+    int status = cu_optim_reset(buffers, st->stream);
+    if (status == (int)cudaErrorInvalidValue)
+        return st->fail(CX_EINVAL, "device optimizer reset: invalid buffers");
+    cu_ok_cuda(st, (cudaError_t)status, "device optimizer reset");
+    return CX_OK;
+}
+
+static cx_status optim_read_result(cx_backend *be, const cu_optim_buffers *buffers,
+                                   cu_optim_result *out) {
+    cu_state *st = cu_get(be);
+    int status = cu_optim_read_result(buffers, out, st->stream);
+    if (status == (int)cudaErrorInvalidValue)
+        return st->fail(CX_EINVAL, "device optimizer result: invalid buffers");
+    cu_ok_cuda(st, (cudaError_t)status, "device optimizer result (read-back)");
+    return cu_sync(be); /* the stream is idle: reports what the step's queue recorded */
+}
+
+static void copy_bytes(cx_backend *be, void *dst, const void *src, size_t bytes, int to_device) {
+    cu_state *st = cu_get(be);
+    if (bytes)
+        cu_ok_cuda(st, cudaMemcpyAsync(dst, src, bytes, to_device ? cudaMemcpyHostToDevice
+                                                                  : cudaMemcpyDeviceToHost,
+                                       st->stream), to_device ? "upload" : "download");
+}
+
 static char build_text[256];
 
 static cx_cuda_api api = {
     CX_CUDA_ABI_VERSION, sizeof(cx_backend), build_text,
     device_count,        runtime_info,       backend_create, destroy,
+    optim_workspace_bytes, optim_step,       optim_reset,    optim_read_result,
+    copy_bytes,
 };
 
 CU_EXPORT const cx_cuda_api *cx_cuda_get_api(int abi_version) {

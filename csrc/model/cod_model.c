@@ -116,7 +116,9 @@ static cx_status host_buffers(cx_cod_model *m, int B) {
     /* per neck: rows, chosen (int); probs, transfer (float); weights, dweights (double) */
     size_t per_neck = (size_t)B * (E * sizeof(int) + k * sizeof(int) + 2 * E * sizeof(float) +
                                    2 * E * sizeof(double));
-    size_t n_parts = (size_t)8 * B + (size_t)4 * B; /* wbce, wiou [4][B]; d loss staging */
+    /* wbce, wiou [4][B]; staging: the four outputs' loss values and sums (20B floats in 10B
+     * doubles, read back with one wait), then d loss */
+    size_t n_parts = (size_t)8 * B + (size_t)10 * B;
     /* each neck's block starts 16-byte aligned (its doubles first): k ints may leave the
      * end of the previous block at any multiple of 4 */
     per_neck = (per_neck + 15) & ~(size_t)15;
@@ -212,21 +214,26 @@ static cx_status loss_pass(cx_cod_model *m, cx_exec *ex, const float *y_host) {
     }
     if (ex->arena->planning)
         return CX_OK;
-    /* per image: loss, then the sums sum(w), sum(w bce), sum(w p y), sum(w (p + y)) */
+    /* per output k and image: loss, then the sums sum(w), sum(w bce), sum(w p y),
+     * sum(w (p + y)); all four outputs' read back with one wait */
     cx_cod_loss_parts *parts = &m->parts;
-    float *staging = loss_staging(m); /* 5B floats fit in 4B doubles */
+    float *staging = loss_staging(m);
+    for (int k = 0; k < 4; k++) {
+        float *out = staging + (size_t)5 * B * k;
+        be->download(be, out, m->loss_values[k], (size_t)B);
+        be->download(be, out + B, m->loss_saved[k] + (size_t)B * plane, (size_t)4 * B);
+    }
+    CX_TRY(be->sync(be));
     parts->total = 0.0;
     for (int k = 0; k < 4; k++) {
-        be->download(be, staging, m->loss_values[k], (size_t)B);
-        be->download(be, staging + B, m->loss_saved[k] + (size_t)B * plane, (size_t)4 * B);
-        CX_TRY(be->sync(be));
+        const float *out = staging + (size_t)5 * B * k;
         double mean = 0.0;
         for (int b = 0; b < B; b++) {
-            const float *sums = staging + B + 4 * b;
+            const float *sums = out + B + 4 * b;
             double inter = sums[2], union_ = sums[3];
             parts->wbce[k][b] = (double)sums[1] / (double)sums[0];
             parts->wiou[k][b] = 1.0 - (inter + 1.0) / (union_ - inter + 1.0);
-            mean += (double)staging[b];
+            mean += (double)out[b];
         }
         parts->loss[k] = mean / B;
         parts->total += output_weight(m, k) * parts->loss[k];

@@ -7,6 +7,7 @@
 #ifndef CX_CUDA_ABI_H
 #define CX_CUDA_ABI_H
 
+#include "cuda_optim.h"
 #include "ops.h"
 
 #ifdef __cplusplus
@@ -14,8 +15,9 @@ extern "C" {
 #endif
 
 /* Bumped whenever cx_cuda_api, cx_cuda_config or cx_backend change shape, so a stale
- * libcodext_cuda.so next to a newer _C is refused with a clear message. */
-#define CX_CUDA_ABI_VERSION 2
+ * libcodext_cuda.so next to a newer _C is refused with a clear message.
+ * 3: the device optimizer (optim_*) and copy_bytes. */
+#define CX_CUDA_ABI_VERSION 3
 #define CX_CUDA_ENTRY_POINT "cx_cuda_get_api"
 #define CX_CUDA_LIBRARY_NAME "libcodext_cuda.so"
 
@@ -43,6 +45,24 @@ typedef struct {
      * device, so a process drives one device (one worker per GPU). */
     cx_status (*backend_create)(const cx_cuda_config *config, cx_backend **out);
     void (*backend_destroy)(cx_backend *be); /* waits for queued work; NULL is fine */
+
+    /* ---- the device optimizer of the trainer (ops/cuda_optim.h), on `be`'s stream ----
+     * `be` is a backend of this library; every pointer in cu_optim_buffers and `mask` is
+     * device memory. optim_step and optim_reset queue their work: an invalid argument fails
+     * at once (CX_EINVAL, through `fail`), a launch error is recorded for the next sync().
+     * optim_read_result is the step's one read-back: it copies the last step's outcome
+     * (norm, clip factor, applied) to `out` and waits for the stream, reporting the first
+     * error recorded since the last sync() as sync() does. */
+    size_t (*optim_workspace_bytes)(int count, size_t total);
+    cx_status (*optim_step)(cx_backend *be, const cu_optim_buffers *buffers,
+                            const unsigned char *mask, const cu_optim_config *config);
+    cx_status (*optim_reset)(cx_backend *be, const cu_optim_buffers *buffers);
+    cx_status (*optim_read_result)(cx_backend *be, const cu_optim_buffers *buffers,
+                                   cu_optim_result *out);
+    /* Bytes (not floats: step counts, masks, parameter tables) between host and device on
+     * `be`'s stream; to_device 1: host `src` to device `dst` (src may be reused on return),
+     * 0: device `src` to host `dst`, there after the next sync(). Errors are recorded. */
+    void (*copy_bytes)(cx_backend *be, void *dst, const void *src, size_t bytes, int to_device);
 } cx_cuda_api;
 
 /* The library's one exported symbol. NULL when abi_version differs from its own. */

@@ -20,8 +20,9 @@
  * (0: cudaSuccess; cudaErrorInvalidValue, 1, for a bad argument). Nothing allocates: the
  * caller gives a workspace of cu_optim_workspace_bytes() bytes.
  *
- * Not exported yet: libcodext_cuda.so exports cx_cuda_get_api alone (ops/cuda_abi.h); the
- * device trainer reaches these through that table once it exists. */
+ * Not exported by name: libcodext_cuda.so exports cx_cuda_get_api alone; the table it
+ * returns (ops/cuda_abi.h, ABI 3) wraps these for a backend's stream (optim_*), and the
+ * device trainer (csrc/train/device_step.c) calls them through it. */
 #ifndef CX_OPS_CUDA_OPTIM_H
 #define CX_OPS_CUDA_OPTIM_H
 

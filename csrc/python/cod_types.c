@@ -1,26 +1,43 @@
 /* _C.CODModel: the COD model (csrc/model/cod.h) for codext.Model. */
 #include "model_binding.h"
 #include "../model/cod.h"
+#include "../ops/cuda_loader.h"
 #include "../train/predict.h"
 
 #include <string.h>
 
+/* backend "cuda": the model owns a CUDA backend of its own (device `device`, deterministic,
+ * no TF32) and its parameters and gradients are device memory: params() and grads() return
+ * host copies, never views, and upload_params() writes them. */
 typedef struct {
     PyObject_HEAD
     cx_cod_model *model;
+    cx_backend *cuda; /* owned; NULL on the CPU backend */
 } CODModelObject;
+
+static void release(CODModelObject *self) {
+    cx_cod_free(self->model); /* frees device buffers through its backend: first */
+    self->model = NULL;
+    cx_cuda_backend_destroy(self->cuda);
+    self->cuda = NULL;
+}
 
 static int cod_init(CODModelObject *self, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"backbone", "decoder_dim", "num_experts", "moe_top_k", "seed",
-                               "ds_weight", "balance_weight", NULL};
-    const char *backbone;
-    int decoder_dim = 64, num_experts = 7, top_k = 0;
+                               "ds_weight", "balance_weight", "backend", "device", NULL};
+    const char *backbone, *backend = "cpu";
+    int decoder_dim = 64, num_experts = 7, top_k = 0, device = 0;
     unsigned long long seed = 0;
     double ds_weight = 0.5, balance_weight = 0.01;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|iiiKdd", keywords, &backbone,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|iiiKdd$si", keywords, &backbone,
                                      &decoder_dim, &num_experts, &top_k, &seed, &ds_weight,
-                                     &balance_weight))
+                                     &balance_weight, &backend, &device))
         return -1;
+    int cuda = strcmp(backend, "cuda") == 0;
+    if (!cuda && strcmp(backend, "cpu") != 0) {
+        PyErr_Format(PyExc_ValueError, "backend must be 'cpu' or 'cuda', got '%s'", backend);
+        return -1;
+    }
     cx_cod_config cfg = {.decoder_dim = decoder_dim, .num_experts = num_experts,
                          .top_k = top_k, .ds_weight = (float)ds_weight,
                          .balance_weight = (float)balance_weight};
@@ -29,15 +46,19 @@ static int cod_init(CODModelObject *self, PyObject *args, PyObject *kwargs) {
         return -1;
     }
     strcpy(cfg.backbone, backbone);
-    if (self->model) {
-        cx_cod_free(self->model);
-        self->model = NULL;
-    }
-    cx_status st;
+    release(self);
+    cx_status st = CX_OK;
+    cx_backend *be = cx_backend_cpu();
     Py_BEGIN_ALLOW_THREADS
-    st = cx_cod_create(&cfg, seed, cx_backend_cpu(), &self->model);
+    if (cuda) {
+        st = cx_cuda_backend_create(device, 1, 0, &self->cuda);
+        be = self->cuda;
+    }
+    if (st == CX_OK)
+        st = cx_cod_create(&cfg, seed, be, &self->model);
     Py_END_ALLOW_THREADS
     if (st != CX_OK) {
+        release(self);
         cx_py_error(st);
         return -1;
     }
@@ -45,7 +66,7 @@ static int cod_init(CODModelObject *self, PyObject *args, PyObject *kwargs) {
 }
 
 static void cod_dealloc(CODModelObject *self) {
-    cx_cod_free(self->model);
+    release(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -65,12 +86,57 @@ static PyObject *download(cx_cod_model *m, const float *src, int ndim, const npy
     return arr;
 }
 
+/* The parameter or gradient buffer: a view on the CPU, a host copy of device memory. */
+static PyObject *buffer(CODModelObject *self, float *data) {
+    cx_cod_model *m = self->model;
+    if (!m) {
+        PyErr_SetString(PyExc_RuntimeError, "CODModel is not initialised");
+        return NULL;
+    }
+    if (!self->cuda)
+        return cx_py_view((PyObject *)self, data, m->table.total, NPY_FLOAT32);
+    npy_intp n = (npy_intp)m->table.total;
+    return download(m, data, 1, &n);
+}
+
 static PyObject *cod_params(CODModelObject *self, PyObject *unused) {
-    return cx_py_view((PyObject *)self, self->model->params, self->model->table.total, NPY_FLOAT32);
+    return buffer(self, self->model ? self->model->params : NULL);
 }
 
 static PyObject *cod_grads(CODModelObject *self, PyObject *unused) {
-    return cx_py_view((PyObject *)self, self->model->grads, self->model->table.total, NPY_FLOAT32);
+    return buffer(self, self->model ? self->model->grads : NULL);
+}
+
+/* upload_params(values float32 [total]): writes the whole parameter buffer (the only way
+ * to change a CUDA model's weights from Python; on the CPU the same as params()[:] = v). */
+static PyObject *cod_upload_params(CODModelObject *self, PyObject *arg) {
+    cx_cod_model *m = self->model;
+    if (!m) {
+        PyErr_SetString(PyExc_RuntimeError, "CODModel is not initialised");
+        return NULL;
+    }
+    PyArrayObject *v = cx_py_as_float32(arg, "values");
+    if (!v)
+        return NULL;
+    if (PyArray_NDIM(v) != 1 || (size_t)PyArray_DIM(v, 0) != m->table.total) {
+        PyErr_Format(PyExc_ValueError, "upload_params needs a float32 array of shape (%zu,), "
+                     "got rank %d", m->table.total, PyArray_NDIM(v));
+        Py_DECREF(v);
+        return NULL;
+    }
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    m->be->upload(m->be, m->params, PyArray_DATA(v), m->table.total);
+    st = m->be->sync(m->be);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(v);
+    if (st != CX_OK)
+        return cx_py_error(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cod_backend(CODModelObject *self, PyObject *unused) {
+    return PyUnicode_FromString(self->cuda ? "cuda" : "cpu");
 }
 
 static PyObject *cod_param_table(CODModelObject *self, PyObject *unused) {
@@ -449,8 +515,13 @@ static PyObject *cod_plan_bytes(CODModelObject *self, PyObject *args) {
 }
 
 static PyMethodDef cod_methods[] = {
-    {"params", (PyCFunction)cod_params, METH_NOARGS, "1-D float32 view of the parameter buffer."},
-    {"grads", (PyCFunction)cod_grads, METH_NOARGS, "1-D float32 view of the gradient buffer."},
+    {"params", (PyCFunction)cod_params, METH_NOARGS,
+     "1-D float32 view of the parameter buffer (backend 'cuda': a host copy)."},
+    {"grads", (PyCFunction)cod_grads, METH_NOARGS,
+     "1-D float32 view of the gradient buffer (backend 'cuda': a host copy)."},
+    {"upload_params", (PyCFunction)cod_upload_params, METH_O,
+     "upload_params(values): writes the whole parameter buffer from a float32 [total] array."},
+    {"backend", (PyCFunction)cod_backend, METH_NOARGS, "'cpu' or 'cuda'."},
     {"param_table", (PyCFunction)cod_param_table, METH_NOARGS, "[(name, shape, offset, decay)] in buffer order."},
     {"config", (PyCFunction)cod_config, METH_NOARGS, "The configuration as a dict."},
     {"forward", (PyCFunction)cod_forward, METH_VARARGS,
@@ -481,7 +552,9 @@ static PyTypeObject CODModelType = {
     .tp_basicsize = sizeof(CODModelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "CODModel(backbone, decoder_dim=64, num_experts=7, moe_top_k=0, seed=0, "
-              "ds_weight=0.5, balance_weight=0.01): the native COD model.",
+              "ds_weight=0.5, balance_weight=0.01, *, backend='cpu', device=0): the native COD "
+              "model; backend 'cuda' keeps its parameters on CUDA device `device` "
+              "(libcodext_cuda.so, loaded on first use).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)cod_init,
     .tp_dealloc = (destructor)cod_dealloc,

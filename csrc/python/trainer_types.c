@@ -244,32 +244,65 @@ static PyObject *trainer_last_step(TrainerObject *self, PyObject *unused) {
     return ready(self) ? last_step_dict(self->trainer) : NULL;
 }
 
-static PyObject *trainer_ema(TrainerObject *self, PyObject *unused) {
+/* A state buffer: a view on the CPU; a host copy of a device trainer's. */
+static PyObject *state_floats(TrainerObject *self, float *host, const float *device) {
     if (!ready(self))
         return NULL;
-    return cx_py_view((PyObject *)self, self->trainer->state.ema, self->trainer->model->table.total,
-                   NPY_FLOAT32);
+    cx_trainer *t = self->trainer;
+    size_t n = t->model->table.total;
+    if (!t->dev)
+        return cx_py_view((PyObject *)self, host, n, NPY_FLOAT32);
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *arr = PyArray_EMPTY(1, dims, NPY_FLOAT32, 0);
+    if (!arr)
+        return NULL;
+    cx_backend *be = t->model->be;
+    be->download(be, PyArray_DATA((PyArrayObject *)arr), device, n);
+    cx_status st = be->sync(be);
+    if (st != CX_OK) {
+        Py_DECREF(arr);
+        return cx_py_error(st);
+    }
+    return arr;
+}
+
+static PyObject *trainer_ema(TrainerObject *self, PyObject *unused) {
+    cx_trainer *t = self->trainer;
+    return state_floats(self, t ? t->state.ema : NULL, t && t->dev ? t->dev->ema : NULL);
 }
 
 static PyObject *trainer_exp_avg(TrainerObject *self, PyObject *unused) {
-    if (!ready(self))
-        return NULL;
-    return cx_py_view((PyObject *)self, self->trainer->state.exp_avg,
-                   self->trainer->model->table.total, NPY_FLOAT32);
+    cx_trainer *t = self->trainer;
+    return state_floats(self, t ? t->state.exp_avg : NULL, t && t->dev ? t->dev->exp_avg : NULL);
 }
 
 static PyObject *trainer_exp_avg_sq(TrainerObject *self, PyObject *unused) {
-    if (!ready(self))
-        return NULL;
-    return cx_py_view((PyObject *)self, self->trainer->state.exp_avg_sq,
-                   self->trainer->model->table.total, NPY_FLOAT32);
+    cx_trainer *t = self->trainer;
+    return state_floats(self, t ? t->state.exp_avg_sq : NULL,
+                        t && t->dev ? t->dev->exp_avg_sq : NULL);
 }
 
 static PyObject *trainer_param_steps(TrainerObject *self, PyObject *unused) {
     if (!ready(self))
         return NULL;
-    return cx_py_view((PyObject *)self, self->trainer->state.param_steps,
-                   (size_t)self->trainer->model->table.count, NPY_INT64);
+    cx_trainer *t = self->trainer;
+    if (!t->dev)
+        return cx_py_view((PyObject *)self, t->state.param_steps, (size_t)t->model->table.count,
+                          NPY_INT64);
+    npy_intp dims[1] = {(npy_intp)t->model->table.count};
+    PyObject *arr = PyArray_EMPTY(1, dims, NPY_INT64, 0);
+    if (!arr)
+        return NULL;
+    cx_status st = cx_device_step_download_steps(t->dev, PyArray_DATA((PyArrayObject *)arr));
+    if (st != CX_OK) {
+        Py_DECREF(arr);
+        return cx_py_error(st);
+    }
+    return arr;
+}
+
+static PyObject *trainer_backend(TrainerObject *self, PyObject *unused) {
+    return ready(self) ? PyUnicode_FromString(self->trainer->dev ? "cuda" : "cpu") : NULL;
 }
 
 static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
@@ -337,9 +370,19 @@ static PyObject *trainer_save_state(TrainerObject *self, PyObject *args) {
         goto done;
     cx_trainer *t = self->trainer;
     const char *path = PyBytes_AS_STRING(path_obj);
-    cx_status st;
+    cx_status st = CX_OK;
+    cx_train_state host; /* a device trainer's state, copied to the host for the file */
+    memset(&host, 0, sizeof host);
     Py_BEGIN_ALLOW_THREADS
-    st = cx_train_state_save(path, &t->model->table, &t->state, (int)n_extra, keys, values);
+    if (t->dev) {
+        st = cx_train_state_alloc(&t->model->table, &host);
+        if (st == CX_OK)
+            st = cx_trainer_host_state(t, &host);
+    }
+    if (st == CX_OK)
+        st = cx_train_state_save(path, &t->model->table, t->dev ? &host : &t->state,
+                                 (int)n_extra, keys, values);
+    cx_train_state_free(&host);
     Py_END_ALLOW_THREADS
     if (st != CX_OK) {
         cx_py_error(st);
@@ -404,10 +447,15 @@ static PyObject *trainer_load_state(TrainerObject *self, PyObject *arg) {
         }
         Py_DECREF(v);
     }
-    /* swap the buffers in: the old ones are freed with `loaded` */
-    cx_train_state old = t->state;
-    t->state = loaded;
-    loaded = old;
+    /* CPU: swap the buffers in (the old ones are freed with `loaded`); device: upload */
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_trainer_install_state(t, &loaded);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        Py_DECREF(metadata);
+        cx_py_error(st);
+        goto done;
+    }
     result = metadata;
 done:
     cx_train_state_free(&loaded);
@@ -467,11 +515,16 @@ static PyMethodDef trainer_methods[] = {
      "accumulation_steps rows (no augmentation)."},
     {"last_step", (PyCFunction)trainer_last_step, METH_NOARGS,
      "The last step's loss, lr_head, lr_backbone, grad_norm, ema_decay, stage."},
-    {"ema", (PyCFunction)trainer_ema, METH_NOARGS, "1-D float32 view of the EMA weights."},
-    {"exp_avg", (PyCFunction)trainer_exp_avg, METH_NOARGS, "1-D float32 view of AdamW's m."},
-    {"exp_avg_sq", (PyCFunction)trainer_exp_avg_sq, METH_NOARGS, "1-D float32 view of AdamW's v."},
+    {"ema", (PyCFunction)trainer_ema, METH_NOARGS,
+     "1-D float32 view of the EMA weights (a CUDA model's trainer: a host copy)."},
+    {"exp_avg", (PyCFunction)trainer_exp_avg, METH_NOARGS,
+     "1-D float32 view of AdamW's m (a CUDA model's trainer: a host copy)."},
+    {"exp_avg_sq", (PyCFunction)trainer_exp_avg_sq, METH_NOARGS,
+     "1-D float32 view of AdamW's v (a CUDA model's trainer: a host copy)."},
     {"param_steps", (PyCFunction)trainer_param_steps, METH_NOARGS,
-     "int64 view of the per-parameter AdamW step counts."},
+     "int64 view of the per-parameter AdamW step counts (a CUDA model's trainer: a copy)."},
+    {"backend", (PyCFunction)trainer_backend, METH_NOARGS,
+     "'cpu', or 'cuda' when the model's backend is CUDA (optimizer state on the device)."},
     {"state", (PyCFunction)trainer_state, METH_NOARGS,
      "Run position and plan as a dict (with the current micro-batch split and the "
      "out-of-memory halvings)."},

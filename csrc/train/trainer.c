@@ -83,8 +83,13 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
                             int64_t n_train, int height, int width, cx_trainer **out) {
     *out = NULL;
     CX_TRY(check_config(cfg));
-    if (model->be != cx_backend_cpu())
-        return cx_fail(CX_EINVAL, "the C trainer runs models on the CPU backend");
+    int device = cx_device_step_applies(model->be);
+    if (model->be != cx_backend_cpu() && !device)
+        return cx_fail(CX_EINVAL, "the C trainer runs models on the CPU or a CUDA backend, not "
+                       "'%s'", model->be->name);
+    if (device && cfg->world_size > 1)
+        return cx_fail(CX_EINVAL, "data-parallel training (world_size %d) of a model on the "
+                       "CUDA backend is not supported yet", cfg->world_size);
     CX_TRY(cx_edgenext_check_input(&model->backbone, cfg->batch_size, 3, height, width));
     if (height > CX_TRAINER_MAX_SIDE || width > CX_TRAINER_MAX_SIDE)
         return cx_fail(CX_EINVAL, "training images of %dx%d exceed the trainer's %dx%d", height,
@@ -125,7 +130,14 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
         .lr = cfg->lr, .stage2_lr = cfg->stage2_lr, .backbone_lr_mult = cfg->backbone_lr_mult,
         .min_lr = cfg->min_lr};
     cx_optim_classify(&model->table);
-    cx_status st = cx_train_state_alloc(&model->table, &t->state);
+    cx_status st;
+    if (device) { /* the buffers live on the device; the host keeps the scalars */
+        memset(&t->state, 0, sizeof t->state);
+        t->state.loss_scale = 1.0;
+        st = cx_device_step_create(model->be, &model->table, model->params, &t->dev);
+    } else {
+        st = cx_train_state_alloc(&model->table, &t->state);
+    }
     if (st != CX_OK) {
         free(t);
         return st;
@@ -145,7 +157,8 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     map_experts(&model->table, t->expert_of);
     t->state.seed = cfg->seed;
     t->state.loss_scale = cfg->loss_scaling ? cfg->loss_scale_init : 1.0;
-    cx_ema_init(&model->table, model->params, t->state.ema);
+    if (!device) /* the device's EMA started as a copy in cx_device_step_create */
+        cx_ema_init(&model->table, model->params, t->state.ema);
     *out = t;
     return CX_OK;
 }
@@ -194,6 +207,7 @@ void cx_trainer_free(cx_trainer *t) {
     if (!t)
         return;
     cx_train_state_free(&t->state);
+    cx_device_step_free(t->dev);
     free(t->mask);
     free(t->expert_of);
     free(t->perm);
@@ -220,101 +234,6 @@ void cx_trainer_permutation(uint64_t seed, uint64_t epoch, int64_t n, int64_t *p
         perm[i] = perm[j];
         perm[j] = tmp;
     }
-}
-
-/* ---- overflow diagnostics ------------------------------------------------------------ */
-
-/* NaN without its sign, so messages say "nan" rather than "-nan". */
-static double shown(double v) { return isnan(v) ? fabs(v) : v; }
-
-/* The first parameter (mask NULL: any) holding a value that is not finite in buf, or -1;
- * *bad gets that value. */
-static int first_nonfinite(const cx_param_table *table, const unsigned char *mask,
-                           const float *buf, float *bad) {
-    for (int i = 0; i < table->count; i++) {
-        if (mask && !mask[i])
-            continue;
-        const cx_param *p = &table->items[i];
-        const float *v = buf + p->offset;
-        for (size_t j = 0; j < p->numel; j++)
-            if (!isfinite(v[j])) {
-                *bad = v[j];
-                return i;
-            }
-    }
-    return -1;
-}
-
-/* "; the weights were already not finite (first: <name> = nan)" or "" */
-static void weights_note(const cx_trainer *t, char *note, size_t size) {
-    float bad = 0.0f;
-    int i = first_nonfinite(&t->model->table, NULL, t->model->params, &bad);
-    if (i < 0)
-        snprintf(note, size, "%s", "");
-    else
-        snprintf(note, size, "; the weights are not finite (first: %s = %g): the lr or an "
-                 "earlier update overflowed, or the initial/pretrained weights hold inf/NaN",
-                 t->model->table.items[i].name, shown(bad));
-}
-
-/* Fails when a loss part of the micro-batch just computed is not finite. */
-static cx_status check_loss(const cx_trainer *t, int stage, int micro) {
-    const cx_cod_model *m = t->model;
-    const cx_cod_loss_parts *p = &m->parts;
-    if (isfinite(p->total))
-        return CX_OK;
-    char what[256] = "";
-    size_t len = 0;
-    static const char *const role[4] = {"the prediction p1", "deep supervision p2",
-                                        "deep supervision p3", "deep supervision p4"};
-    for (int k = 0; k < 4; k++)
-        if (!isfinite(p->loss[k]) && len < sizeof what)
-            len += (size_t)snprintf(what + len, sizeof what - len, "%sloss%d (%s) = %g",
-                                    len ? ", " : "", k, role[k], shown(p->loss[k]));
-    if (m->cfg.top_k > 0 && !isfinite(p->balance) && len < sizeof what)
-        len += (size_t)snprintf(what + len, sizeof what - len, "%sbalance = %g",
-                                len ? ", " : "", shown(p->balance));
-    if (!len)
-        snprintf(what, sizeof what, "total = %g", shown(p->total));
-    char note[256];
-    weights_note(t, note, sizeof note);
-    return cx_fail(CX_ERUNTIME, "training stopped at step %lld (epoch %lld, stage %d, "
-                   "micro-batch %d): the loss is not finite: %s%s", (long long)t->state.step,
-                   (long long)t->state.epoch, stage, micro, what, note);
-}
-
-/* Names the parameter nearest the loss (last in buffer order: backward reaches it first)
- * whose gradient is not finite, and how many are. */
-static cx_status gradient_overflow(const cx_trainer *t, double norm, int stage) {
-    const cx_param_table *table = &t->model->table;
-    int origin = -1, count = 0;
-    float bad = 0.0f;
-    for (int i = table->count - 1; i >= 0; i--) {
-        float value;
-        if (!t->mask[i])
-            continue;
-        cx_param_table one = {.items = (cx_param *)&table->items[i], .count = 1,
-                              .total = table->total};
-        if (first_nonfinite(&one, NULL, t->model->grads, &value) >= 0) {
-            if (origin < 0) {
-                origin = i;
-                bad = value;
-            }
-            count++;
-        }
-    }
-    char note[256];
-    weights_note(t, note, sizeof note);
-    if (origin < 0)
-        return cx_fail(CX_ERUNTIME, "training stopped at step %lld (epoch %lld, stage %d): the "
-                       "gradient norm overflowed (%g) although every gradient is finite%s",
-                       (long long)t->state.step, (long long)t->state.epoch, stage, shown(norm),
-                       note);
-    return cx_fail(CX_ERUNTIME, "training stopped at step %lld (epoch %lld, stage %d): the "
-                   "gradient of %s is not finite (%g; %d of %d trained tensors have non-finite "
-                   "gradients, this one is the nearest to the loss)%s",
-                   (long long)t->state.step, (long long)t->state.epoch, stage,
-                   table->items[origin].name, shown(bad), count, table->count, note);
 }
 
 /* ---- one optimizer step ----------------------------------------------------------------- */
@@ -351,6 +270,9 @@ cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
         return cx_fail(CX_EINVAL, "the communicator is rank %d of %d but the trainer was made "
                        "for rank %d of world_size %d", comm->rank, comm->world, t->cfg.rank,
                        t->cfg.world_size);
+    if (t->dev)
+        return cx_fail(CX_EINVAL, "set_comm: data-parallel training of a model on the CUDA "
+                       "backend is not supported yet");
     cx_cod_model *m = t->model;
     size_t total = m->table.total;
     CX_TRY(cx_comm_broadcast(comm, m->params, total * sizeof(float), 0));
@@ -408,6 +330,41 @@ static double monotonic_seconds(void) {
     return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
 }
 
+/* The step's tail after the backward, on the host: loss-scale removal, norm, clipping,
+ * AdamW and EMA; *applied 0 (nothing changed) when the norm is not finite. */
+static cx_status host_tail(cx_trainer *t, const cx_lr_step *at, double *norm, double *d,
+                           int *applied) {
+    cx_cod_model *m = t->model;
+    const cx_param_table *table = &m->table;
+    cx_train_state *s = &t->state;
+    *applied = 0;
+    if (t->cfg.loss_scaling) /* the gradients of loss x scale, back to those of the loss */
+        cx_grads_scale(table, t->mask, m->grads, (float)(1.0 / s->loss_scale));
+    CX_TRY(cx_clip_grad_norm(table, t->mask, m->grads, t->cfg.grad_clip, norm));
+    if (!isfinite(*norm))
+        return CX_OK;
+    cx_adamw_config opt = {.lr = {at->lr[0], at->lr[1]}, .weight_decay = t->cfg.weight_decay,
+                           .beta1 = t->cfg.beta1, .beta2 = t->cfg.beta2, .eps = t->cfg.eps};
+    CX_TRY(cx_adamw_step(table, t->mask, &opt, s->param_steps, m->params, m->grads, s->exp_avg,
+                         s->exp_avg_sq));
+    cx_ema_update(table, t->cfg.ema_decay, s->ema_updates, m->params, s->ema, d);
+    *applied = 1;
+    return CX_OK;
+}
+
+/* The same on the device (device_step.h): one read-back, the norm and whether it applied. */
+static cx_status device_tail(cx_trainer *t, const cx_lr_step *at, double *norm, double *d,
+                             int *applied) {
+    const cx_train_state *s = &t->state;
+    *d = cx_ema_decay_at(t->cfg.ema_decay, s->ema_updates);
+    cu_optim_config c = {.lr = {at->lr[0], at->lr[1]}, .weight_decay = t->cfg.weight_decay,
+                         .beta1 = t->cfg.beta1, .beta2 = t->cfg.beta2, .eps = t->cfg.eps,
+                         .max_norm = t->cfg.grad_clip, .ema_decay = *d};
+    float unscale = t->cfg.loss_scaling ? (float)(1.0 / s->loss_scale) : 1.0f;
+    return cx_device_step_run(t->dev, t->mask, unscale, &c, t->model->params, t->model->grads,
+                              norm, applied);
+}
+
 static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx);
 
 static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
@@ -430,7 +387,9 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
                        (long long)t->total_steps);
     cx_lr_step at;
     CX_TRY(cx_lr_plan_at(&t->plan, s->step, &at));
-    if (at.stage_begins)
+    if (at.stage_begins && t->dev)
+        CX_TRY(cx_device_step_reset(t->dev));
+    else if (at.stage_begins)
         cx_adamw_reset(table, s->param_steps, s->exp_avg, s->exp_avg_sq);
     cx_optim_stage_mask(table, at.stage, t->mask);
     int A = t->cfg.accumulation_steps, B = t->cfg.batch_size;
@@ -449,7 +408,7 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
                            : cx_cod_forward(m, x, B, t->height, t->width, mode);
         if (st == CX_OK) {
             CX_TRY(cx_cod_loss(m, y, NULL));
-            CX_TRY(check_loss(t, at.stage, micro));
+            CX_TRY(cx_trainer_check_loss(t, at.stage, micro));
             if (sparse)
                 note_routing(t);
             /* the twin: (loss / A).backward(), of loss x scale under loss scaling */
@@ -479,22 +438,16 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
             if (key >= 0 && !t->used[key / CX_COD_MAX_EXPERTS][key % CX_COD_MAX_EXPERTS])
                 t->mask[i] = 0;
         }
-    if (t->cfg.loss_scaling) /* the gradients of loss x scale, back to those of the loss */
-        cx_grads_scale(table, t->mask, m->grads, (float)(1.0 / s->loss_scale));
-    double norm;
-    CX_TRY(cx_clip_grad_norm(table, t->mask, m->grads, t->cfg.grad_clip, &norm));
-    if (!isfinite(norm)) {
+    double norm, d;
+    int applied;
+    CX_TRY(t->dev ? device_tail(t, &at, &norm, &d, &applied)
+                  : host_tail(t, &at, &norm, &d, &applied));
+    if (!applied) {
         if (cx_trainer_back_off_scale(t)) /* every rank saw the same norm: all retry */
             return CX_OK;
-        return gradient_overflow(t, norm, at.stage);
+        return cx_trainer_gradient_overflow(t, norm, at.stage);
     }
     cx_trainer_grow_scale(t);
-    cx_adamw_config opt = {.lr = {at.lr[0], at.lr[1]}, .weight_decay = t->cfg.weight_decay,
-                           .beta1 = t->cfg.beta1, .beta2 = t->cfg.beta2, .eps = t->cfg.eps};
-    CX_TRY(cx_adamw_step(table, t->mask, &opt, s->param_steps, m->params, m->grads, s->exp_avg,
-                         s->exp_avg_sq));
-    double d;
-    cx_ema_update(table, t->cfg.ema_decay, s->ema_updates, m->params, s->ema, &d);
     s->ema_updates++;
     s->step++;
     s->stage = at.stage;

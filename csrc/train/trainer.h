@@ -53,6 +53,7 @@
 #include "../data/data.h"
 #include "../dist/comm.h"
 #include "../model/cod.h"
+#include "device_step.h"
 #include "optim.h"
 #include "train_state.h"
 
@@ -105,6 +106,9 @@ typedef struct {
 typedef struct {
     cx_cod_model *model;    /* not owned */
     cx_trainer_config cfg;
+    /* A model on a CUDA backend: the moments, EMA and step counts live in device memory
+     * (device_step.h) and state's buffers are NULL; NULL on the CPU. */
+    cx_device_step *dev;
     int64_t n_train;        /* training rows the epochs draw from */
     int height, width;      /* image size of the data and of every batch */
     int64_t steps_per_epoch, total_steps;
@@ -182,6 +186,24 @@ cx_status cx_trainer_run_epoch(cx_trainer *t, const uint8_t *images, const uint8
  *   [m B, (m + 1) B). Used by run_epoch and by tests on a fixed batch. Advances
  *   state.step (not the epoch position). */
 cx_status cx_trainer_step(cx_trainer *t, const float *x, const float *y, int height, int width);
+
+/* ---- the training state on the host (device_step.c) ---------------------------------- */
+/* The state in host memory, for saving and for Python: `host` was allocated for the model's
+ * table with cx_train_state_alloc; it gets the run position and scalars and a copy of the
+ * moments, EMA and step counts (downloaded from the device on a device trainer). */
+cx_status cx_trainer_host_state(const cx_trainer *t, cx_train_state *host);
+/* Makes a loaded host state (checked with cx_trainer_check_state) the trainer's: a CPU
+ * trainer swaps buffers with it (*loaded then holds the old ones, for
+ * cx_train_state_free), a device trainer uploads it (loaded keeps its buffers). */
+cx_status cx_trainer_install_state(cx_trainer *t, cx_train_state *loaded);
+
+/* ---- why a step stopped (trainer_errors.c) -------------------------------------------- */
+/* CX_OK when the loss parts of micro-batch `micro` just computed are finite, else
+ * CX_ERUNTIME naming the step, the micro-batch and each part that is not. */
+cx_status cx_trainer_check_loss(const cx_trainer *t, int stage, int micro);
+/* CX_ERUNTIME for a gradient norm `norm` that is not finite: names the trained parameter
+ * nearest the loss whose gradient is not finite, and notes weights that are not. */
+cx_status cx_trainer_gradient_overflow(const cx_trainer *t, double norm, int stage);
 
 /* ---- a step that runs again (retry.c) ----------------------------------------------- */
 /* Every rank agreed that `ranks` of them ran out of memory in this step: halves the

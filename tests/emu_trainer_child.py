@@ -1,0 +1,254 @@
+"""The child process of tests/test_emu_trainer.py: the tiny model and the C trainer on the
+emulated CUDA library (CODEXT_CUDA_EMULATED) against the same on the CPU backend.
+
+    python emu_trainer_child.py OUT.json [all|train]
+
+Writes {"checks": {name: {"max_rel": x, "tol": t, "ok": bool, ...}}, "timings": {...}} to
+OUT.json, or {"missing_ops": message} when the CUDA backend cannot run the model yet (the
+message names every op it lacks). "train" runs only the training part (the planted-bug
+run). Every comparison is recorded, not asserted, so that the parent can say which ones a
+broken library fails; max_rel is max |device - cpu| / max |cpu| over a tensor (0/0 = 0)."""
+import json
+import os
+import sys
+import tempfile
+import time
+
+EMULATED = os.environ.get("CODEXT_CUDA_EMULATED", "")
+if EMULATED:  # before _C opens the library: it reads this variable on first use
+    os.environ["CODEXT_CUDA_LIBRARY"] = EMULATED
+
+import numpy as np  # noqa: E402
+
+import codext  # noqa: E402
+from codext import _C  # noqa: E402
+
+SIZE = 32
+MODEL = dict(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=7, img_size=SIZE, seed=3)
+# Optimizer steps of 2 images (one per epoch): step 0 in stage 1 (frozen backbone), the
+# stage switch at step 1 (a fresh AdamW), steps 2 and 3 in stage 2; loss scaling on, with
+# an overflow forced in step 1 (the scale halves, the step runs again) and an out of memory
+# forced in step 2 (the micro-batch halves to 1 image, accumulation doubles, the step runs
+# again). Steps 0-2 compare the two trainers; step 3 continues from saved states.
+N_TRAIN, BATCH = 2, 2
+TRAINER = dict(batch_size=BATCH, accumulation_steps=1, epochs=4, stage1_epochs=1, lr=2e-3,
+               backbone_lr_mult=0.5, grad_clip=0.5, ema_decay=0.9, seed=5, loss_scaling=True,
+               loss_scale_init=1024.0, loss_scale_growth_interval=2)
+# fp32 tolerances (max |a - b| / max |b| per tensor)
+TOL_FORWARD, TOL_GRADS, TOL_STATE = 1e-5, 1e-4, 1e-5
+
+checks, timings = {}, {}
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.max(np.abs(b)) if b.size else 0.0
+    diff = np.max(np.abs(a - b)) if b.size else 0.0
+    if not np.all(np.isfinite(a)) or not np.all(np.isfinite(b)):
+        return float("inf")
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def check(name, pairs, tol):
+    """pairs: [(label, device value, cpu value)]; records the worst relative difference."""
+    worst, where = 0.0, None
+    for label, a, b in pairs:
+        if np.shape(a) != np.shape(b):
+            worst, where = float("inf"), f"{label}: shape {np.shape(a)} vs {np.shape(b)}"
+            break
+        r = rel(a, b)
+        if r > worst or where is None:
+            worst, where = r, label
+    checks[name] = {"max_rel": worst, "tol": tol, "ok": bool(worst <= tol), "worst": where}
+
+
+def exact(name, a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    same = a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    checks[name] = {"max_rel": 0.0 if same else float("inf"), "tol": 0.0, "ok": bool(same),
+                    "worst": None if same else f"{a.tolist()[:8]} vs {b.tolist()[:8]}"}
+
+
+def data(n, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    masks = np.zeros((n, SIZE, SIZE), np.uint8)
+    for i in range(n):
+        cy, cx, r = rng.integers(8, 24), rng.integers(8, 24), rng.integers(4, 10)
+        masks[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 255
+    return images, masks
+
+
+def model(device):
+    return codext.Model(**MODEL, device=device)
+
+
+def trainer(m, **changes):
+    return _C.Trainer(m._native, N_TRAIN, SIZE, SIZE, **dict(TRAINER, **changes))
+
+
+def timed(name, fn, *args):
+    began = time.perf_counter()
+    result = fn(*args)
+    timings[name] = round(time.perf_counter() - began, 2)
+    return result
+
+
+def forward_and_gradients(cpu, dev):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    images, masks = data(2, 8)
+    y = (masks[:, None] > 0).astype(np.float32)
+    out_c = cpu.forward(x)
+    out_d = timed("forward", dev.forward, x)
+    check("forward_outputs", [(f"out{k}", d, c) for k, (d, c) in enumerate(zip(out_d, out_c))],
+          TOL_FORWARD)
+    for train_backbone in (True, False):
+        what = "stage2" if train_backbone else "stage1"
+        parts_c, grads_c = cpu.loss_and_grads(x, y, train_backbone)
+        parts_d, grads_d = timed(f"loss_and_grads_{what}", dev.loss_and_grads, x, y, train_backbone)
+        keys = sorted(k for k in parts_c if k != "total") + ["total"]
+        check(f"loss_parts_{what}", [(k, parts_d[k], parts_c[k]) for k in keys], TOL_FORWARD)
+        check(f"gradients_{what}", [(n, grads_d[n], grads_c[n]) for n in grads_c], TOL_GRADS)
+
+
+def python_api(cpu, dev):
+    """A CUDA model hands out host copies, never views of device memory; writes go through
+    an explicit upload (load_state_dict -> upload_params)."""
+    p = dev._native.params()
+    g = dev._native.grads()
+    copies = all(a.flags.owndata and a.base is None for a in (p, g)) and dev._params is None
+    before = p.copy()
+    p[:] = 0.0  # a copy: the model does not change
+    unchanged = dev._native.params().tobytes() == before.tobytes()
+    state = cpu.state_dict()
+    state = {k: v + np.float32(0.25) for k, v in state.items()}
+    dev.load_state_dict(state)
+    cpu.load_state_dict(state)
+    uploaded = dev._native.params().tobytes() == cpu._native.params().tobytes()
+    ok = bool(copies and unchanged and uploaded and dev._native.backend() == "cuda")
+    checks["python_host_copies"] = {"max_rel": 0.0 if ok else float("inf"), "tol": 0.0,
+                                    "worst": None if ok else f"copies {copies}, unchanged "
+                                    f"{unchanged}, uploaded {uploaded}", "ok": ok}
+
+
+def state_pairs(t_dev, t_cpu, m_dev, m_cpu):
+    return {"weights": (m_dev._native.params(), m_cpu._native.params()),
+            "ema": (t_dev.ema(), t_cpu.ema()),
+            "exp_avg": (t_dev.exp_avg(), t_cpu.exp_avg()),
+            "exp_avg_sq": (t_dev.exp_avg_sq(), t_cpu.exp_avg_sq())}
+
+
+def per_param(m, flat_a, flat_b):
+    return [(name, flat_a[off:off + int(np.prod(shape))], flat_b[off:off + int(np.prod(shape))])
+            for name, shape, off, _ in m._table]
+
+
+def training():
+    images, masks = data(N_TRAIN, 9)
+    m_cpu, m_dev = model("cpu"), model("cuda")
+    t_cpu, t_dev = trainer(m_cpu), trainer(m_dev)
+    assert t_dev.backend() == "cuda" and t_cpu.backend() == "cpu"
+    for t in (t_cpu, t_dev):
+        t.inject_overflow(1)
+        t.inject_oom(2)
+    steps = []
+    for epoch in range(3):
+        lc, ld = np.zeros(1), np.zeros(1)
+        t_cpu.run_epoch(images, masks, lc)
+        timed(f"train_step{epoch}", t_dev.run_epoch, images, masks, ld)
+        steps.append((t_dev.last_step(), t_cpu.last_step(), ld[0], lc[0]))
+    check("step_losses", [(f"step{i}", s[2], s[3]) for i, s in enumerate(steps)], TOL_FORWARD)
+    check("step_grad_norms", [(f"step{i}", s[0]["grad_norm"], s[1]["grad_norm"])
+                              for i, s in enumerate(steps)], TOL_GRADS)
+    check("step_lrs", [(f"step{i}.{k}", s[0][k], s[1][k]) for i, s in enumerate(steps)
+                       for k in ("lr_head", "lr_backbone", "ema_decay")], 0.0)
+    sd, sc = t_dev.state(), t_cpu.state()
+    keys = ("step", "epoch", "stage", "stage_step", "ema_updates", "loss_scale",
+            "loss_scale_good_steps", "overflow_retries", "oom_halvings", "batch_size",
+            "accumulation_steps")
+    exact("run_position", [sd[k] for k in keys], [sc[k] for k in keys])
+    checks["retries_happened"] = {"max_rel": 0.0, "tol": 0.0, "worst": None,
+                                  "ok": sc["overflow_retries"] == 1 and sc["oom_halvings"] == 1}
+    exact("param_steps", t_dev.param_steps(), t_cpu.param_steps())
+    for name, (a, b) in state_pairs(t_dev, t_cpu, m_dev, m_cpu).items():
+        check(f"after3_{name}", per_param(m_cpu, a, b), TOL_STATE)
+    return m_cpu, m_dev, t_cpu, t_dev, images, masks
+
+
+def state_files(m_cpu, m_dev, t_cpu, t_dev, images, masks):
+    """A state saved by the device trainer is the CPU format: a CPU trainer loads it, and
+    saving it again gives the same tensors and scalars; the way back too. Both then continue
+    from the device run's state and agree."""
+    tmp = tempfile.mkdtemp()
+    dev_file, again, cpu_file, back = (os.path.join(tmp, n) for n in
+                                       ("dev.safetensors", "again.safetensors", "cpu.safetensors",
+                                        "back.safetensors"))
+    t_dev.save_state(dev_file, {"note": "device"})
+    # a fresh CPU run from the device run's weights and state
+    m_c2 = model("cpu")
+    m_c2.load_state_dict(m_dev.state_dict())
+    t_c2 = trainer(m_c2, batch_size=1, accumulation_steps=2)
+    meta = t_c2.load_state(dev_file)
+    t_c2.save_state(again, {"note": "device"})
+    a, meta_a, _ = _C.safetensors_load(dev_file)
+    b, meta_b, _ = _C.safetensors_load(again)
+    same = sorted(a) == sorted(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
+    checks["device_state_loads_on_cpu"] = {"max_rel": 0.0 if same and meta_a == meta_b else
+                                           float("inf"), "tol": 0.0, "worst": None,
+                                           "ok": bool(same and meta_a == meta_b and
+                                                      meta["note"] == "device")}
+    # the CPU trainer's own state into a fresh device trainer, and back out of device memory
+    t_cpu.save_state(cpu_file)
+    m_d2 = model("cuda")
+    m_d2.load_state_dict(m_cpu.state_dict())
+    t_d2 = trainer(m_d2, batch_size=1, accumulation_steps=2)
+    t_d2.load_state(cpu_file)
+    t_d2.save_state(back)
+    a, meta_a, _ = _C.safetensors_load(cpu_file)
+    b, meta_b, _ = _C.safetensors_load(back)
+    same = sorted(a) == sorted(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
+    checks["cpu_state_loads_on_device"] = {"max_rel": 0.0 if same else float("inf"), "tol": 0.0,
+                                           "worst": None, "ok": bool(same and meta_a == meta_b)}
+    # step 3 from the device run's state: on the device, and on the CPU trainer that loaded
+    # it (both with the micro-batch split the out-of-memory retry left)
+    timed("train_step3", t_dev.run_epoch, images, masks)
+    t_c2.run_epoch(images, masks)
+    t_cpu.run_epoch(images, masks)
+    for name, (a, b) in state_pairs(t_dev, t_c2, m_dev, m_c2).items():
+        check(f"continued_{name}", per_param(m_cpu, a, b), TOL_STATE)
+    for name, (a, b) in state_pairs(t_c2, t_cpu, m_c2, m_cpu).items():
+        check(f"continued_cpu_{name}", per_param(m_cpu, a, b), TOL_STATE)
+    exact("continued_param_steps", t_c2.param_steps(), t_dev.param_steps())
+
+
+def main():
+    out = sys.argv[1]
+    mode = sys.argv[2] if len(sys.argv) > 2 else "all"
+    ok, reason = _C.cuda_backend_available()
+    if not ok or (EMULATED and "CUDA emulator" not in reason):
+        result = {"error": f"the CUDA backend is not the emulator's or is unusable: {reason}"}
+    else:
+        try:
+            model("cuda")
+        except RuntimeError as e:
+            if "does not implement" in str(e):
+                with open(out, "w") as f:
+                    json.dump({"missing_ops": str(e)}, f)
+                return 0
+            raise
+        if mode == "all":
+            forward_and_gradients(model("cpu"), model("cuda"))
+            python_api(model("cpu"), model("cuda"))
+        run = training()
+        if mode == "all":
+            state_files(*run)
+        result = {"checks": checks, "timings": timings}
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

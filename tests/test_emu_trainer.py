@@ -1,0 +1,116 @@
+"""The device trainer (csrc/train/device_step.c) on the emulated CUDA library, against the
+CPU trainer (issue 10).
+
+The emulated libcodext_cuda.so (tests/emu_build.build_cuda_library: kernels/*.cu with the
+CUDA emulator, ASan + UBSan) is loaded by a child Python (tests/emu_trainer_child.py; a
+sanitized library needs the sanitizer runtime preloaded, as in test_emu_backend.py), which
+runs the tiny model (edgenext_tiny_test, decoder_dim 8, all 7 expert types, 32x32, batch 2)
+on the "cuda" backend and on the CPU backend and records every comparison:
+
+- forward outputs and loss parts (1e-5 relative), gradients with and without the backbone
+  (1e-4), per tensor as max |device - cpu| / max |cpu|;
+- three optimizer steps of the C trainer (stage 1, the stage switch, stage 2; loss scaling
+  with a forced overflow that halves the scale and runs the step again; a forced out of
+  memory that halves the micro-batch and runs it again): step losses, gradient norms, lrs,
+  the run position and retry counters, per-parameter AdamW step counts (exact), weights,
+  EMA and both moments after the 3 steps (1e-5);
+- a state saved by the device trainer loads into a CPU trainer and saves back to the same
+  bytes (and the reverse through device memory); a 4th step from the device run's state,
+  on the device and on that CPU trainer, agrees (1e-5), and with the CPU run's own 4th
+  step.
+
+A library built from a copy of kernels/ whose optimizer skips the EMA update must fail
+the EMA checks, and only those.
+
+When the CUDA backend cannot run the model yet (ops other branches are adding), the test
+fails with the loader's message naming every missing op: it never skips for that.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from emu_build import ROOT, build_cuda_library, compilers, emulated_env
+
+pytestmark = pytest.mark.timeout(1800)
+
+CHILD = os.path.join(ROOT, "tests", "emu_trainer_child.py")
+# the planted bug: the optimizer's update kernel never writes the EMA
+SKIP_EMA = ("device/optim.cuh",
+            "            ema[j] = __fmaf_rn(p, h.ema_take, __fmul_rn(ema[j], h.ema_keep));\n",
+            "            /* planted bug: the EMA is not updated */\n")
+
+
+def library_compiler():
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        return shutil.which("g++")  # one ASan runtime per process: gcc's, as _C's (CI)
+    found = compilers()
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    compiler = library_compiler()
+    if not compiler:
+        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
+    cache = str(tmp_path_factory.mktemp("emu-cuda-objects"))
+
+    def build(kernels_dir=os.path.join(ROOT, "kernels")):
+        out = str(tmp_path_factory.mktemp("emu-cuda-lib"))
+        return build_cuda_library(compiler, out, kernels_dir=kernels_dir, cache_dir=cache)
+
+    return compiler, build
+
+
+def run_child(compiler, lib, out, mode):
+    env = emulated_env(lib, compiler)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([sys.executable, CHILD, str(out), mode], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=1500)
+    assert res.returncode == 0 and out.exists(), (res.stdout + res.stderr)[-6000:]
+    result = json.loads(out.read_text())
+    assert "error" not in result, result["error"]
+    if "missing_ops" in result:
+        pytest.fail("the CUDA backend cannot run the tiny model yet (the device trainer's "
+                    f"end-to-end test needs every op): {result['missing_ops']}")
+    return result
+
+
+def report(result):
+    lines = [f"{name:32s} {'ok ' if c['ok'] else 'BAD'} max_rel {c['max_rel']:.3g} (tol "
+             f"{c['tol']:g}){'' if c['ok'] else ' at ' + str(c['worst'])}"
+             for name, c in result["checks"].items()]
+    return "\n".join(lines) + f"\ntimings (s): {result['timings']}"
+
+
+def test_device_trainer_matches_the_cpu_trainer(emulated, tmp_path):
+    compiler, build = emulated
+    result = run_child(compiler, build(), tmp_path / "result.json", "all")
+    text = report(result)
+    print(text)
+    expected = {"forward_outputs", "loss_parts_stage1", "loss_parts_stage2", "gradients_stage1",
+                "gradients_stage2", "step_losses", "step_grad_norms", "step_lrs",
+                "run_position", "retries_happened", "param_steps", "after3_weights",
+                "after3_ema", "after3_exp_avg", "after3_exp_avg_sq", "device_state_loads_on_cpu",
+                "cpu_state_loads_on_device", "continued_weights", "continued_ema",
+                "continued_param_steps", "python_host_copies"}
+    assert expected <= set(result["checks"]), text
+    bad = [name for name, c in result["checks"].items() if not c["ok"]]
+    assert not bad, text
+
+
+def test_a_device_optimizer_without_ema_is_caught(emulated, tmp_path):
+    compiler, build = emulated
+    kernels = tmp_path / "kernels"
+    shutil.copytree(os.path.join(ROOT, "kernels"), kernels)
+    name, old, new = SKIP_EMA
+    text = (kernels / name).read_text()
+    assert text.count(old) == 1, f"kernels/{name} no longer holds the line the mutation removes"
+    (kernels / name).write_text(text.replace(old, new))
+    result = run_child(compiler, build(str(kernels)), tmp_path / "result.json", "train")
+    text = report(result)
+    bad = {name for name, c in result["checks"].items() if not c["ok"]}
+    assert bad == {"after3_ema"}, text
