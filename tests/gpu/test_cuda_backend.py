@@ -361,9 +361,11 @@ CASES = [
     pool_case("resize_down", "resize_bilinear", (1, 2, 12, 10), (5, 4)),
     xca_case("xca", 2, 13, 12, 3),
     xca_case("xca_one_head", 1, 7, 5, 1),
+    xca_case("xca_d36_260_tokens", 1, 260, 72, 2),  # CUDA: 2x2 tiles of 32 channels, 2 token chunks
     Case("posenc_fourier", "posenc_fourier", lambda r: ([], [8, 5, 7], [10000.0])),
     structure_loss_case("structure_loss", 2, 9, 11),
     structure_loss_case("structure_loss_big", 1, 40, 33),
+    structure_loss_case("structure_loss_two_chunks", 2, 70, 61),  # CUDA: 4096-pixel chunks
 ]
 
 
