@@ -296,6 +296,7 @@ CASES = [
     Case("sigmoid", "sigmoid", lambda r: ([pointwise(r, (5, 41), 4.0)], [], []), sigmoid_ref, sigmoid_grad),
     Case("softmax", "softmax", lambda r: ([pointwise(r, (7, 13), 3.0)], [], []), softmax_ref, softmax_grad),
     Case("softmax_3d", "softmax", lambda r: ([pointwise(r, (2, 5, 33), 3.0)], [], []), softmax_ref, softmax_grad),
+    Case("softmax_wide", "softmax", lambda r: ([pointwise(r, (19, 301), 5.0)], [], []), softmax_ref, softmax_grad),
     Case("add", "add", lambda r: ([pointwise(r, (3, 5, 7)), pointwise(r, (3, 5, 7))], [], []),
          lambda a, b: [a + b], lambda a, b, dy: [dy, dy]),
     Case("axpy", "axpy", lambda r: ([pointwise(r, (129,)), pointwise(r, (129,))], [], [-0.75]),
@@ -308,10 +309,20 @@ CASES = [
          scale_mid_ref, scale_mid_grad),
     Case("scale_mid_rows", "scale_mid", lambda r: ([pointwise(r, (37, 11, 1)), pointwise(r, (11,))], [], []),
          scale_mid_ref, scale_mid_grad),
+    # ds in column chunks (inner < 1024: 2000 rows in 32-row chunks), and in plane pieces
+    Case("scale_mid_row_chunks", "scale_mid", lambda r: ([pointwise(r, (2000, 3, 5)), pointwise(r, (3,))], [], []),
+         scale_mid_ref, scale_mid_grad),
+    Case("scale_mid_planes", "scale_mid", lambda r: ([pointwise(r, (2, 3, 9000)), pointwise(r, (3,))], [], []),
+         scale_mid_ref, scale_mid_grad),
     Case("scale_outer_inner", "scale_outer_inner",
          lambda r: ([pointwise(r, (2, 3, 11)), pointwise(r, (2, 11))], [], []),
          scale_outer_inner_ref, scale_outer_inner_grad),
+    Case("scale_outer_inner_big", "scale_outer_inner",
+         lambda r: ([pointwise(r, (3, 40, 700)), pointwise(r, (3, 700))], [], []),
+         scale_outer_inner_ref, scale_outer_inner_grad),
     Case("transpose", "transpose", lambda r: ([pointwise(r, (2, 5, 9))], [], []),
+         lambda x: [x.transpose(0, 2, 1)], lambda x, dy: [dy.transpose(0, 2, 1)]),
+    Case("transpose_tiles", "transpose", lambda r: ([pointwise(r, (3, 70, 97))], [], []),
          lambda x: [x.transpose(0, 2, 1)], lambda x, dy: [dy.transpose(0, 2, 1)]),
     Case("copy_channels", "copy_channels",
          lambda r: ([pointwise(r, (2, 5, 3, 7)), pointwise(r, (2, 6, 3, 7))], [3, 1, 2, 1], []),
@@ -327,6 +338,7 @@ CASES = [
     layernorm_case("layernorm2d_big_plane", "layernorm2d", (2, 5, 70, 70)),
     Case("l2norm", "l2norm", lambda r: ([pointwise(r, (7, 11))], [], [1e-12]), l2norm_ref, l2norm_grad),
     Case("l2norm_clamped", "l2norm", lambda r: ([pointwise(r, (5, 3), 0.1)], [], [0.5]), l2norm_ref, l2norm_grad),
+    Case("l2norm_wide", "l2norm", lambda r: ([pointwise(r, (21, 333))], [], [1e-12]), l2norm_ref, l2norm_grad),
     linear_case("linear", 13, 17, 11),
     linear_case("linear_no_bias", 6, 9, 5, bias=False),
     linear_case("linear_big", 1000, 77, 33),
@@ -349,9 +361,11 @@ CASES = [
     pool_case("resize_down", "resize_bilinear", (1, 2, 12, 10), (5, 4)),
     xca_case("xca", 2, 13, 12, 3),
     xca_case("xca_one_head", 1, 7, 5, 1),
+    xca_case("xca_d36_260_tokens", 1, 260, 72, 2),  # CUDA: 2x2 tiles of 32 channels, 2 token chunks
     Case("posenc_fourier", "posenc_fourier", lambda r: ([], [8, 5, 7], [10000.0])),
     structure_loss_case("structure_loss", 2, 9, 11),
     structure_loss_case("structure_loss_big", 1, 40, 33),
+    structure_loss_case("structure_loss_two_chunks", 2, 70, 61),  # CUDA: 4096-pixel chunks
 ]
 
 
