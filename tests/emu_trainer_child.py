@@ -34,8 +34,15 @@ N_TRAIN, BATCH = 2, 2
 TRAINER = dict(batch_size=BATCH, accumulation_steps=1, epochs=4, stage1_epochs=1, lr=2e-3,
                backbone_lr_mult=0.5, grad_clip=0.5, ema_decay=0.9, seed=5, loss_scaling=True,
                loss_scale_init=1024.0, loss_scale_growth_interval=2)
-# fp32 tolerances (max |a - b| / max |b| per tensor)
-TOL_FORWARD, TOL_GRADS, TOL_STATE = 1e-5, 1e-4, 1e-5
+# fp32 tolerances, max |a - b| / max |b| per tensor. The ops round differently from the
+# CPU's (gradients agree to ~3e-5 of each tensor's largest); AdamW divides each element by
+# its own gradient's size, so where a gradient is near zero (at the level of that rounding
+# noise) the two updates differ by up to ~lr: after 3 steps the largest weight difference
+# is ~7e-4 lr absolute, but 7e-5 of a small tensor's largest value (a LayerNorm bias that
+# started at 0), the moments ~3e-4. One step from the same state agrees to ~4e-6.
+TOL_FORWARD, TOL_GRADS = 1e-5, 1e-4
+TOL_WEIGHTS, TOL_MOMENTS = 3e-4, 1e-3   # 3 steps from the same weights, apart
+TOL_ONE_STEP = 1e-5                     # one step from the same state
 
 checks, timings = {}, {}
 
@@ -133,6 +140,29 @@ def python_api(cpu, dev):
                                     f"{unchanged}, uploaded {uploaded}", "ok": ok}
 
 
+def overflow_stops(cpu, dev):
+    """Without loss scaling a non-finite gradient stops the run before the update, with the
+    CPU trainer's message (the parameter found in a host copy of the device's gradients);
+    the device's weights, EMA and step counts stay as they were."""
+    images, masks = data(N_TRAIN, 9)
+    messages = []
+    for m in (cpu, dev):
+        t = trainer(m, loss_scaling=False)
+        t.inject_overflow(0)
+        before = (m._native.params(), t.ema(), t.param_steps())
+        try:
+            t.run_epoch(images, masks)
+            messages.append(None)
+        except RuntimeError as e:
+            messages.append(str(e))
+        after = (m._native.params(), t.ema(), t.param_steps())
+        messages.append(all(a.tobytes() == b.tobytes() for a, b in zip(before, after)))
+    ok = bool(messages[0] and messages[0] == messages[2] and "is not finite" in messages[0]
+              and messages[1] and messages[3])
+    checks["overflow_stops_the_run"] = {"max_rel": 0.0 if ok else float("inf"), "tol": 0.0,
+                                        "worst": None if ok else repr(messages), "ok": ok}
+
+
 def state_pairs(t_dev, t_cpu, m_dev, m_cpu):
     return {"weights": (m_dev._native.params(), m_cpu._native.params()),
             "ema": (t_dev.ema(), t_cpu.ema()),
@@ -173,7 +203,8 @@ def training():
                                   "ok": sc["overflow_retries"] == 1 and sc["oom_halvings"] == 1}
     exact("param_steps", t_dev.param_steps(), t_cpu.param_steps())
     for name, (a, b) in state_pairs(t_dev, t_cpu, m_dev, m_cpu).items():
-        check(f"after3_{name}", per_param(m_cpu, a, b), TOL_STATE)
+        check(f"after3_{name}", per_param(m_cpu, a, b),
+              TOL_MOMENTS if name.startswith("exp_avg") else TOL_WEIGHTS)
     return m_cpu, m_dev, t_cpu, t_dev, images, masks
 
 
@@ -217,9 +248,10 @@ def state_files(m_cpu, m_dev, t_cpu, t_dev, images, masks):
     t_c2.run_epoch(images, masks)
     t_cpu.run_epoch(images, masks)
     for name, (a, b) in state_pairs(t_dev, t_c2, m_dev, m_c2).items():
-        check(f"continued_{name}", per_param(m_cpu, a, b), TOL_STATE)
+        check(f"continued_{name}", per_param(m_cpu, a, b), TOL_ONE_STEP)
     for name, (a, b) in state_pairs(t_c2, t_cpu, m_c2, m_cpu).items():
-        check(f"continued_cpu_{name}", per_param(m_cpu, a, b), TOL_STATE)
+        check(f"continued_cpu_{name}", per_param(m_cpu, a, b),
+              TOL_MOMENTS if name.startswith("exp_avg") else TOL_WEIGHTS)
     exact("continued_param_steps", t_c2.param_steps(), t_dev.param_steps())
 
 
@@ -241,6 +273,7 @@ def main():
         if mode == "all":
             forward_and_gradients(model("cpu"), model("cuda"))
             python_api(model("cpu"), model("cuda"))
+            overflow_stops(model("cpu"), model("cuda"))
         run = training()
         if mode == "all":
             state_files(*run)
