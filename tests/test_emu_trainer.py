@@ -17,6 +17,8 @@ on the "cuda" backend and on the CPU backend and records every comparison:
   steps: AdamW turns the ops' rounding differences in near-zero gradients into update
   differences up to ~lr (observed: 7e-5 of a small tensor's largest weight, 3e-4 for the
   moments; the largest absolute weight difference ~7e-4 lr);
+- sparse MoE (top-2 of 7), two steps: experts no image chose are left out of the device's
+  optimizer mask as on the CPU (step counts identical), weights to the 3-step tolerances;
 - without loss scaling, a non-finite gradient stops the run with the CPU trainer's message
   and leaves the device's weights, EMA and step counts as they were; a CUDA model's
   params() and grads() are host copies and load_state_dict uploads;
@@ -102,7 +104,8 @@ def test_device_trainer_matches_the_cpu_trainer(emulated, tmp_path):
                 "run_position", "retries_happened", "param_steps", "after3_weights",
                 "after3_ema", "after3_exp_avg", "after3_exp_avg_sq", "device_state_loads_on_cpu",
                 "cpu_state_loads_on_device", "continued_weights", "continued_ema",
-                "continued_param_steps", "python_host_copies", "overflow_stops_the_run"}
+                "continued_param_steps", "python_host_copies", "overflow_stops_the_run",
+                "sparse_param_steps", "sparse_weights"}
     assert expected <= set(result["checks"]), text
     bad = [name for name, c in result["checks"].items() if not c["ok"]]
     assert not bad, text

@@ -555,7 +555,8 @@ static PyTypeObject TrainerType = {
               "min_lr, weight_decay, betas, eps, grad_clip, ema_decay, seed, augment, world_size=1, "
               "rank=0, loss_scaling=False, loss_scale_init=65536.0, "
               "loss_scale_growth_interval=2000, gradient_checkpointing=False): the C training "
-              "loop over a _C.CODModel.",
+              "loop over a _C.CODModel (on a backend='cuda' model the optimizer state lives "
+              "on the device; ema() and the like return host copies).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)trainer_init,
     .tp_dealloc = (destructor)trainer_dealloc,

@@ -43,6 +43,11 @@
  * thread count, and the whole run position lives in cx_train_state (plus the weights), so
  * a run saved after an epoch and resumed is bit-identical to an uninterrupted one.
  *
+ * On a CUDA device (the model's backend is CUDA; device_step.h): the same loop, with the
+ * AdamW moments, EMA and step counts in device memory (state's buffers are NULL) and the
+ * step's tail on the device, decided there; one read-back of its outcome per step. The
+ * state reaches the host only through cx_trainer_host_state / cx_trainer_install_state.
+ *
  * Errors: a loss or gradient that is not finite stops the run BEFORE the optimizer step,
  * with CX_ERUNTIME naming the global step, epoch, micro-batch and which loss part or the
  * first parameter whose gradient (or weight) is not finite; the weights and state are those
