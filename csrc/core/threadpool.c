@@ -1,10 +1,16 @@
 /* A small persistent pthread pool (see cx.h for the determinism contract).
  *
  * One job runs at a time (callers from different threads queue on submit_lock).
- * A job is split into chunks; the pool threads and the caller take chunks from an
- * atomic counter until none are left, and the caller returns once every chunk is done.
- * After fork() the child has no pool threads; the atfork handler forgets the old pool
- * so the child builds a fresh one on first use. */
+ * A job is split into chunks; the pool threads and the caller claim chunks from an
+ * atomic counter until none are left, and the caller returns once every claimed chunk
+ * is done. It does not wait for sleeping workers to wake: a training step posts about a
+ * thousand jobs, most of them microseconds long, and a futex wake-up plus reschedule of
+ * each worker (tens of microseconds on a busy VM) would otherwise sit on the critical
+ * path of every one. A worker that wakes late finds the chunks claimed, or a newer job.
+ * The claim counter carries the job's generation in its upper 32 bits, and a chunk is
+ * claimed by compare-and-swap, so a late worker can never claim a chunk of a job it did
+ * not read. After fork() the child has no pool threads; the atfork handler forgets the
+ * old pool so the child builds a fresh one on first use. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -32,11 +38,12 @@ typedef struct {
     pthread_cond_t work_done;
     pthread_t threads[CX_MAX_THREADS];
     int n_workers;       /* pool threads, caller not counted */
-    uint64_t generation; /* bumped for each job; workers wait for a change */
+    uint64_t generation; /* bumped for each job (under lock); workers wait for a change */
     int stopping;
-    pool_job job;
-    atomic_int_fast64_t next_chunk;
-    int workers_finished; /* workers done with the current generation (under lock) */
+    pool_job job;        /* the current job (under lock) */
+    atomic_uint_fast64_t claim; /* (generation & 0xffffffff) << 32 | next chunk index */
+    atomic_int_fast64_t chunks_done; /* chunks of the current job finished */
+    int caller_sleeping; /* the caller waits on work_done (under lock) */
 } thread_pool;
 
 static pthread_mutex_t submit_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -44,6 +51,14 @@ static thread_pool *pool;        /* NULL until first parallel use */
 static int configured_threads;   /* 0 = not decided yet */
 static _Thread_local int in_pool_task;
 static _Thread_local int thread_index;
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 static int default_thread_count(void) {
     const char *env = getenv("CODEXT_NUM_THREADS");
@@ -62,14 +77,26 @@ static int default_thread_count(void) {
     return n >= 1 ? (int)(n > CX_MAX_THREADS ? CX_MAX_THREADS : n) : 1;
 }
 
-static void run_chunks(thread_pool *p, pool_job job) {
+/* Claims and runs chunks of `job` (generation `gen`) until none is left or the counter
+ * belongs to another job. The thread that finishes the last chunk wakes a sleeping
+ * caller. */
+static void run_chunks(thread_pool *p, pool_job job, uint64_t gen) {
+    uint64_t tag = (gen & 0xffffffffu) << 32;
     for (;;) {
-        int64_t c = atomic_fetch_add(&p->next_chunk, 1);
-        if (c >= job.n_chunks)
-            break;
-        int64_t begin = c * job.chunk;
+        uint64_t c = atomic_load(&p->claim);
+        if ((c & ~(uint64_t)0xffffffffu) != tag || (int64_t)(c & 0xffffffffu) >= job.n_chunks)
+            return;
+        if (!atomic_compare_exchange_weak(&p->claim, &c, c + 1))
+            continue;
+        int64_t begin = (int64_t)(c & 0xffffffffu) * job.chunk;
         int64_t end = begin + job.chunk < job.n ? begin + job.chunk : job.n;
         job.fn(job.ctx, begin, end);
+        if (atomic_fetch_add(&p->chunks_done, 1) + 1 == job.n_chunks) {
+            pthread_mutex_lock(&p->lock);
+            if (p->caller_sleeping)
+                pthread_cond_signal(&p->work_done);
+            pthread_mutex_unlock(&p->lock);
+        }
     }
 }
 
@@ -87,12 +114,8 @@ static void *worker_main(void *arg) {
         seen = p->generation;
         pool_job job = p->job;
         pthread_mutex_unlock(&p->lock);
-        run_chunks(p, job);
+        run_chunks(p, job, seen);
         pthread_mutex_lock(&p->lock);
-        /* Every worker checks in for every job, so the caller cannot post the next
-         * job while a worker still holds this one. */
-        if (++p->workers_finished == p->n_workers)
-            pthread_cond_broadcast(&p->work_done);
     }
     pthread_mutex_unlock(&p->lock);
     cx_scratch_release();
@@ -180,22 +203,30 @@ void cx_parallel_for(int64_t n, int64_t grain, cx_range_fn fn, void *ctx) {
     int64_t chunk = (n + n_chunks - 1) / n_chunks;
     n_chunks = (n + chunk - 1) / chunk;
 
+    pool_job job = {fn, ctx, n, chunk, n_chunks};
     pthread_mutex_lock(&p->lock);
-    p->job = (pool_job){fn, ctx, n, chunk, n_chunks};
-    atomic_store(&p->next_chunk, 0);
-    p->workers_finished = 0;
-    p->generation++;
+    p->job = job;
+    uint64_t gen = ++p->generation;
+    atomic_store(&p->chunks_done, 0);
+    atomic_store(&p->claim, (gen & 0xffffffffu) << 32);
     pthread_cond_broadcast(&p->work_ready);
     pthread_mutex_unlock(&p->lock);
 
     in_pool_task = 1;
-    run_chunks(p, p->job);
+    run_chunks(p, job, gen);
     in_pool_task = 0;
 
-    pthread_mutex_lock(&p->lock);
-    while (p->workers_finished < p->n_workers)
-        pthread_cond_wait(&p->work_done, &p->lock);
-    pthread_mutex_unlock(&p->lock);
+    /* the chunks other threads claimed: usually running already, so a short spin */
+    for (int i = 0; i < 1024 && atomic_load(&p->chunks_done) < n_chunks; i++)
+        cpu_relax();
+    if (atomic_load(&p->chunks_done) < n_chunks) {
+        pthread_mutex_lock(&p->lock);
+        p->caller_sleeping = 1;
+        while (atomic_load(&p->chunks_done) < n_chunks)
+            pthread_cond_wait(&p->work_done, &p->lock);
+        p->caller_sleeping = 0;
+        pthread_mutex_unlock(&p->lock);
+    }
     pthread_mutex_unlock(&submit_lock);
 }
 
