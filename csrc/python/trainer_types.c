@@ -326,36 +326,27 @@ static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
         "overflow_retries", (long long)t->overflow_retries);
 }
 
-/* inject_overflow(step, times=1): an infinity in the first trained gradient of global step
- * `step`, in `times` attempts of it (tests of the loss scaler; step -1 cancels). */
-static PyObject *trainer_inject_overflow(TrainerObject *self, PyObject *args) {
+/* inject_oom / inject_overflow(step, times=1): the fault fires in `times` attempts of global
+ * step `step` (tests; step -1 cancels). */
+static PyObject *set_fault(PyObject *args, cx_trainer_fault *fault, const char *name) {
     long long step, times = 1;
-    if (!ready(self) || !PyArg_ParseTuple(args, "L|L", &step, &times))
+    if (!PyArg_ParseTuple(args, "L|L", &step, &times))
         return NULL;
     if (step < -1 || times < 1) {
-        PyErr_Format(PyExc_ValueError, "inject_overflow: step must be >= -1 and times >= 1, "
-                     "got %lld and %lld", step, times);
+        PyErr_Format(PyExc_ValueError, "%s: step must be >= -1 and times >= 1, got %lld and %lld",
+                     name, step, times);
         return NULL;
     }
-    self->trainer->overflow_inject_step = step;
-    self->trainer->overflow_inject_times = times;
+    *fault = (cx_trainer_fault){step, times};
     Py_RETURN_NONE;
 }
 
-/* inject_oom(step): the first micro-batch of global step `step` reports out-of-memory once
- * (CODEXT_FAULT's "oom" kind; -1 cancels). */
-static PyObject *trainer_inject_oom(TrainerObject *self, PyObject *arg) {
-    if (!ready(self))
-        return NULL;
-    long long step = PyLong_AsLongLong(arg);
-    if (step == -1 && PyErr_Occurred())
-        return NULL;
-    if (step < -1) {
-        PyErr_Format(PyExc_ValueError, "inject_oom: step must be >= -1, got %lld", step);
-        return NULL;
-    }
-    self->trainer->oom_inject_step = step;
-    Py_RETURN_NONE;
+static PyObject *trainer_inject_overflow(TrainerObject *self, PyObject *args) {
+    return ready(self) ? set_fault(args, &self->trainer->overflow_fault, "inject_overflow") : NULL;
+}
+
+static PyObject *trainer_inject_oom(TrainerObject *self, PyObject *args) {
+    return ready(self) ? set_fault(args, &self->trainer->oom_fault, "inject_oom") : NULL;
 }
 
 /* save_state(path, extra: dict[str, str] = None): the training state file, atomically */
@@ -531,8 +522,9 @@ static PyMethodDef trainer_methods[] = {
     {"inject_overflow", (PyCFunction)trainer_inject_overflow, METH_VARARGS,
      "inject_overflow(step, times=1): an infinity in step's first trained gradient, in "
      "`times` attempts of it (tests)."},
-    {"inject_oom", (PyCFunction)trainer_inject_oom, METH_O,
-     "inject_oom(step): step's first micro-batch reports out-of-memory once (tests)."},
+    {"inject_oom", (PyCFunction)trainer_inject_oom, METH_VARARGS,
+     "inject_oom(step, times=1): step's first micro-batch reports out-of-memory, in `times` "
+     "attempts of it (tests)."},
     {"save_state", (PyCFunction)trainer_save_state, METH_VARARGS,
      "save_state(path, extra=None): the training state, atomically (extra: str metadata)."},
     {"load_state", (PyCFunction)trainer_load_state, METH_O,

@@ -50,11 +50,17 @@ void cx_trainer_grow_scale(cx_trainer *t) {
     }
 }
 
+int cx_trainer_fault_fires(cx_trainer_fault *f, int64_t step) {
+    if (f->step < 0 || f->step != step)
+        return 0;
+    if (--f->times <= 0)
+        f->step = -1;
+    return 1;
+}
+
 void cx_trainer_inject_overflow(cx_trainer *t) {
-    if (t->state.step != t->overflow_inject_step)
+    if (!cx_trainer_fault_fires(&t->overflow_fault, t->state.step))
         return;
-    if (--t->overflow_inject_times <= 0)
-        t->overflow_inject_step = -1;
     const cx_param_table *table = &t->model->table;
     for (int i = 0; i < table->count; i++)
         if (t->mask[i]) {

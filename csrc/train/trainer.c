@@ -117,9 +117,9 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     t->height = height;
     t->width = width;
     t->perm_epoch = -1;
-    t->oom_inject_step = -1;
+    t->oom_fault = (cx_trainer_fault){-1, 0};
     t->oom_last_step = -1;
-    t->overflow_inject_step = -1;
+    t->overflow_fault = (cx_trainer_fault){-1, 0};
     t->steps_per_epoch = n_train / global;
     t->total_steps = t->steps_per_epoch * cfg->epochs;
     t->plan = (cx_lr_plan){
@@ -402,7 +402,7 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
     for (int micro = 0; micro < A && !oom_ranks; micro++) {
         const float *x, *y;
         CX_TRY(next_batch(ctx, t, micro, &x, &y));
-        cx_status st = s->step == t->oom_inject_step
+        cx_status st = micro == 0 && cx_trainer_fault_fires(&t->oom_fault, s->step)
                            ? cx_fail(CX_ENOMEM, "injected out-of-memory in step %lld",
                                      (long long)s->step)
                            : cx_cod_forward(m, x, B, t->height, t->width, mode);
@@ -415,8 +415,6 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
             st = cx_cod_backward(m, (float)(s->loss_scale / A), train_backbone);
         }
         if (st == CX_ENOMEM) {
-            if (s->step == t->oom_inject_step)
-                t->oom_inject_step = -1;
             oom_ranks = 1;
             continue;
         }

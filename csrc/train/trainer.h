@@ -99,6 +99,12 @@ typedef struct {
                                    bits, less activation memory, one more backbone forward) */
 } cx_trainer_config;
 
+/* A fault tests inject (Trainer.inject_oom, Trainer.inject_overflow): it fires in `times`
+ * attempts of global step `step` (step -1: none). */
+typedef struct {
+    int64_t step, times;
+} cx_trainer_fault;
+
 /* What the last optimizer step did. */
 typedef struct {
     double loss;            /* mean over micro-batches of the total loss */
@@ -138,14 +144,12 @@ typedef struct {
      * batch and the arithmetic stay: micro-batch m of A covers the same rows as micro-
      * batches 2m and 2m+1 of 2A) and the step runs again. cfg.batch_size and
      * cfg.accumulation_steps hold the current split. */
-    int64_t oom_inject_step; /* tests: this global step's first micro-batch reports
-                                CX_ENOMEM, once (-1: none) */
+    cx_trainer_fault oom_fault; /* tests: the step's first micro-batch reports CX_ENOMEM */
     int64_t oom_halvings;    /* times the micro-batch was halved */
     int64_t oom_last_step;   /* global step of the latest halving (-1: none) */
     int oom_last_ranks;      /* how many ranks reported it */
     int step_retry;          /* step_body: the step was discarded, run it again */
-    int64_t overflow_inject_step; /* tests: this step's gradients get an infinity, */
-    int64_t overflow_inject_times; /* in this many attempts of it */
+    cx_trainer_fault overflow_fault; /* tests: the step's gradients get an infinity */
     int64_t overflow_retries;     /* steps run again after a loss-scale back-off */
     double comm_seconds;     /* wall time spent in the steps' collectives (waiting for the
                                 slowest rank included), for bench/ddp_threads.py */
@@ -221,9 +225,10 @@ int cx_trainer_back_off_scale(cx_trainer *t);
 /* Under loss scaling, after a finite step: counts it, doubling the scale (up to 2^24)
  * after growth_interval of them in a row. */
 void cx_trainer_grow_scale(cx_trainer *t);
-/* tests: puts an infinity into the first trained gradient when the step is
- * overflow_inject_step (in overflow_inject_times attempts of it). */
+/* tests: puts an infinity into the first trained gradient when overflow_fault fires. */
 void cx_trainer_inject_overflow(cx_trainer *t);
+/* Whether fault `f` fires in this attempt of global step `step` (counting the attempt). */
+int cx_trainer_fault_fires(cx_trainer_fault *f, int64_t step);
 
 /* The permutation of epoch `epoch` of n rows (Fisher-Yates with cx_rng_u64 keyed by
  * (seed, epoch)). perm [n]. */
