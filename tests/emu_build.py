@@ -133,6 +133,31 @@ def sanitizer_preload(compiler):
     return paths
 
 
+def mutated_kernels(dest, mutations):
+    """A copy of kernels/ in `dest` with each (file, old, new) of `mutations` applied (the
+    tests' planted bugs); AssertionError when a file no longer holds `old` exactly once.
+    Returns dest."""
+    shutil.copytree(KERNELS, dest)
+    for name, old, new in mutations:
+        path = os.path.join(dest, name)
+        with open(path) as f:
+            text = f.read()
+        assert text.count(old) == 1, f"kernels/{name} no longer holds the text a mutation replaces: {old!r}"
+        with open(path, "w") as f:
+            f.write(text.replace(old, new))
+    return dest
+
+
+def library_compiler():
+    """The compiler for the emulated libcodext_cuda, or None. Under CI's sanitizer pass this
+    Python runs with gcc's ASan runtime and imports a _C instrumented by gcc: a process holds
+    one ASan runtime, so the library is built by g++ to use it too."""
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        return shutil.which("g++")
+    found = compilers()
+    return found[0] if found else None
+
+
 def build_cuda_library(compiler, out_dir, kernels_dir=KERNELS, sanitize=True, cache_dir=None):
     """The emulated libcodext_cuda.so: every kernels_dir/*.cu (host code and the device code
     it includes) and the emulator with its cuBLAS and cuDNN (csrc/emu/*.cc), compiled as

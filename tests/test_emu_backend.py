@@ -23,13 +23,12 @@ must fail the op tests that should catch each bug, and only those.
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from emu_build import ROOT, build_cuda_library, compilers, emulated_env
+from emu_build import ROOT, emulated_env, mutated_kernels
 from testing_module import testing  # noqa: F401  (tests/gpu needs the test build too)
 
 pytestmark = pytest.mark.timeout(900)
@@ -47,35 +46,6 @@ MUTATIONS = [
     # conv backward filter: the workspace the algorithm asked for is not passed on
     ("conv.cu", "choice->workspace_bytes, &one, d.w, dw)", "0, &one, d.w, dw)"),
 ]
-
-
-def library_compiler():
-    if "libasan" in os.environ.get("LD_PRELOAD", ""):
-        # this Python runs with gcc's ASan runtime (CI's sanitizer pass) and imports a _C
-        # instrumented by gcc: a process holds one ASan runtime, so the library uses it too
-        return shutil.which("g++")
-    found = compilers()
-    return found[0] if found else None
-
-
-@pytest.fixture(scope="session")
-def emulated(tmp_path_factory):
-    """(compiler, build(kernels_dir) -> library path), objects shared between builds."""
-    compiler = library_compiler()
-    if not compiler:
-        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
-    cache = str(tmp_path_factory.mktemp("emu-cuda-objects"))
-
-    def build(kernels_dir=os.path.join(ROOT, "kernels")):
-        out = str(tmp_path_factory.mktemp("emu-cuda-lib"))
-        return build_cuda_library(compiler, out, kernels_dir=kernels_dir, cache_dir=cache)
-
-    return compiler, build
-
-
-@pytest.fixture(scope="session")
-def library(emulated):
-    return emulated[1]()
 
 
 def run_gpu_tests(compiler, lib, *pytest_args):
@@ -121,14 +91,7 @@ def test_planted_bugs_are_caught(emulated, tmp_path):
     """The op tests catch each bug of MUTATIONS (and the tests that should not notice a
     bug do not)."""
     compiler, build = emulated
-    kernels = tmp_path / "kernels"
-    shutil.copytree(os.path.join(ROOT, "kernels"), kernels)
-    for name, old, new in MUTATIONS:
-        path = kernels / name
-        text = path.read_text()
-        assert text.count(old) == 1, f"kernels/{name} no longer holds the text a mutation replaces: {old!r}"
-        path.write_text(text.replace(old, new))
-    lib = build(str(kernels))
+    lib = build(mutated_kernels(str(tmp_path / "kernels"), MUTATIONS))
     code, output = run_gpu_tests(compiler, lib, "-k", "linear or conv")
     assert code != 0, output[-3000:]
     failed = set(re.findall(r"^FAILED \S+::(\S+)", output, re.M))

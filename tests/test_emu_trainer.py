@@ -35,13 +35,12 @@ fails with the loader's message naming every missing op: it never skips for that
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from emu_build import ROOT, build_cuda_library, compilers, emulated_env
+from emu_build import ROOT, emulated_env, mutated_kernels
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -50,27 +49,6 @@ CHILD = os.path.join(ROOT, "tests", "emu_trainer_child.py")
 SKIP_EMA = ("device/optim.cuh",
             "            ema[j] = __fmaf_rn(p, h.ema_take, __fmul_rn(ema[j], h.ema_keep));\n",
             "            /* planted bug: the EMA is not updated */\n")
-
-
-def library_compiler():
-    if "libasan" in os.environ.get("LD_PRELOAD", ""):
-        return shutil.which("g++")  # one ASan runtime per process: gcc's, as _C's (CI)
-    found = compilers()
-    return found[0] if found else None
-
-
-@pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
-    compiler = library_compiler()
-    if not compiler:
-        pytest.skip("no C++ compiler (clang++ or g++) to build the CUDA emulator")
-    cache = str(tmp_path_factory.mktemp("emu-cuda-objects"))
-
-    def build(kernels_dir=os.path.join(ROOT, "kernels")):
-        out = str(tmp_path_factory.mktemp("emu-cuda-lib"))
-        return build_cuda_library(compiler, out, kernels_dir=kernels_dir, cache_dir=cache)
-
-    return compiler, build
 
 
 def run_child(compiler, lib, out, mode):
@@ -94,9 +72,9 @@ def report(result):
     return "\n".join(lines) + f"\ntimings (s): {result['timings']}"
 
 
-def test_device_trainer_matches_the_cpu_trainer(emulated, tmp_path):
-    compiler, build = emulated
-    result = run_child(compiler, build(), tmp_path / "result.json", "all")
+def test_device_trainer_matches_the_cpu_trainer(emulated, library, tmp_path):
+    compiler, _ = emulated
+    result = run_child(compiler, library, tmp_path / "result.json", "all")
     text = report(result)
     print(text)
     expected = {"forward_outputs", "loss_parts_stage1", "loss_parts_stage2", "gradients_stage1",
@@ -113,13 +91,8 @@ def test_device_trainer_matches_the_cpu_trainer(emulated, tmp_path):
 
 def test_a_device_optimizer_without_ema_is_caught(emulated, tmp_path):
     compiler, build = emulated
-    kernels = tmp_path / "kernels"
-    shutil.copytree(os.path.join(ROOT, "kernels"), kernels)
-    name, old, new = SKIP_EMA
-    text = (kernels / name).read_text()
-    assert text.count(old) == 1, f"kernels/{name} no longer holds the line the mutation removes"
-    (kernels / name).write_text(text.replace(old, new))
-    result = run_child(compiler, build(str(kernels)), tmp_path / "result.json", "train")
+    lib = build(mutated_kernels(str(tmp_path / "kernels"), [SKIP_EMA]))
+    result = run_child(compiler, lib, tmp_path / "result.json", "train")
     text = report(result)
     bad = {name for name, c in result["checks"].items() if not c["ok"]}
     assert bad == {"after3_ema"}, text
