@@ -166,12 +166,7 @@ class Config:
                         backbone_lr_mult=1.0, ema_decay=0.99, synthetic_train=4096, amp=False,
                         num_workers=2, checkpoint_dir=os.path.join("checkpoints", "demo"),
                         log_every=10)
-        if "epochs" in overrides and "stage1_epochs" not in overrides:
-            fitted = fitted_stage1_epochs(overrides["epochs"], settings["stage1_epochs"])
-            if fitted is not None:
-                settings["stage1_epochs"] = fitted
-        settings.update(overrides)
-        return cls(**settings)
+        return cls(**settings).with_epochs_fitted(**overrides)
 
     def with_epochs_fitted(self, **changes):
         """replace(**changes), where epochs given without stage1_epochs also fit this
