@@ -20,16 +20,20 @@ ROOT = os.path.dirname(HERE)
 N_TRAIN = 21  # 5 steps of 4 images per epoch; one image left over each epoch (dropped)
 
 
-def run_ranks(world, args, tmp_path):
+def run_ranks(world, args, tmp_path, env=None, timeout=50):
+    """Runs `world` ranks of ddp_worker.py (args: its JSON; env: the base environment, by
+    default this process's) and returns each rank's saved arrays."""
     name = f"/codext-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    base = os.environ if env is None else env
+    env = dict(base, PYTHONPATH=ROOT + os.pathsep + base.get("PYTHONPATH", ""),
                CODEXT_NUM_THREADS="1")
+    os.makedirs(tmp_path, exist_ok=True)
     outs = [str(tmp_path / f"rank{r}.npz") for r in range(world)]
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "ddp_worker.py"), name, str(r),
                                str(world), outs[r], json.dumps(args)], env=env) for r in range(world)]
     try:
         for p in procs:
-            p.wait(timeout=50)
+            p.wait(timeout=timeout)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -21,6 +21,7 @@ void cx_device_step_free(cx_device_step *d) {
         if (device[i])
             d->be->free(d->be, device[i]);
     free(d->mask_host);
+    cx_aligned_free(d->staging);
     free(d);
 }
 
@@ -147,6 +148,55 @@ cx_status cx_device_step_upload(cx_device_step *d, const cx_train_state *host) {
     be->upload(be, d->ema, host->ema, d->total);
     d->api->copy_bytes(be, d->steps, host->param_steps, (size_t)d->count * sizeof(int64_t), 1);
     return be->sync(be);
+}
+
+uint64_t cx_fnv1a_floats(uint64_t h, const float *values, size_t n) {
+    const unsigned char *bytes = (const unsigned char *)values;
+    for (size_t i = 0; i < n * sizeof(float); i++)
+        h = (h ^ bytes[i]) * 0x100000001b3ull;
+    return h;
+}
+
+cx_status cx_device_step_join(cx_device_step *d, cx_comm *comm, float *params,
+                              size_t bucket_floats, uint64_t *hash) {
+    cx_backend *be = d->be;
+    size_t staging = bucket_floats < d->total ? bucket_floats : d->total;
+    if (!d->staging) {
+        d->staging = cx_aligned_alloc((staging ? staging : 1) * sizeof(float));
+        if (!d->staging)
+            return cx_fail(CX_ENOMEM, "out of host memory for the gradient staging buffer "
+                           "(%zu floats)", staging);
+        d->staging_floats = staging;
+    }
+    float *host = cx_aligned_alloc((d->total ? d->total : 1) * sizeof(float));
+    if (!host)
+        return cx_fail(CX_ENOMEM, "out of host memory for a copy of the %zu weights", d->total);
+    be->download(be, host, params, d->total);
+    cx_status st = be->sync(be);
+    if (st == CX_OK)
+        st = cx_comm_broadcast(comm, host, d->total * sizeof(float), 0);
+    if (st == CX_OK) {
+        be->upload(be, params, host, d->total);
+        st = be->sync(be);
+    }
+    *hash = cx_fnv1a_floats(CX_FNV_OFFSET, host, d->total);
+    cx_aligned_free(host);
+    return st;
+}
+
+cx_status cx_device_step_all_reduce_mean(cx_device_step *d, cx_comm *comm, float *grads,
+                                         size_t n) {
+    cx_backend *be = d->be;
+    if (n > d->staging_floats)
+        return cx_fail(CX_EINVAL, "a gradient bucket of %zu floats exceeds the staging buffer "
+                       "of %zu (join first)", n, d->staging_floats);
+    be->download(be, d->staging, grads, n);
+    CX_TRY(be->sync(be));
+    CX_TRY(cx_comm_all_reduce_mean(comm, d->staging, n));
+    /* the next bucket's download is queued behind this upload: staging is free again
+     * when that download's wait returns */
+    be->upload(be, grads, d->staging, n);
+    return CX_OK;
 }
 
 float *cx_backend_host_copy(cx_backend *be, const float *src, size_t n) {

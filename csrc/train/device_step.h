@@ -18,6 +18,7 @@
 #ifndef CX_TRAIN_DEVICE_STEP_H
 #define CX_TRAIN_DEVICE_STEP_H
 
+#include "../dist/comm.h"
 #include "../model/params.h"
 #include "../ops/cuda_abi.h"
 #include "train_state.h"
@@ -36,6 +37,9 @@ typedef struct {
     /* host */
     unsigned char *mask_host;    /* [count] what `mask` holds (uploaded only on change) */
     int mask_valid;              /* mask_host matches the device copy */
+    float *staging;              /* [staging_floats] host copy of one gradient bucket of a
+                                    data-parallel step (cx_device_step_join), else NULL */
+    size_t staging_floats;
 } cx_device_step;
 
 /* 1 when `be` is a CUDA backend (the model's buffers are device memory). */
@@ -70,6 +74,25 @@ cx_status cx_device_step_upload(cx_device_step *d, const cx_train_state *host);
 
 /* Step counts only, to host memory [count] (waits). */
 cx_status cx_device_step_download_steps(cx_device_step *d, int64_t *host);
+
+/* Data parallelism through a communicator whose buffers are host memory (the shared-
+ * memory backend): the device's gradients travel through a host staging buffer, one
+ * bucket at a time (download, all-reduce on the host, upload), so the numbers each rank
+ * steps on are the CPU trainer's. NCCL would reduce device memory in place instead.
+ *
+ * join: allocates the staging buffer (bucket_floats, at most the parameter count),
+ * replaces `params` (device, [total]) by rank 0's through a host copy, and writes into
+ * *hash an FNV-1a hash of the weights now held (the trainer compares it with rank 0's).
+ * Not in the step: it allocates. */
+cx_status cx_device_step_join(cx_device_step *d, cx_comm *comm, float *params,
+                              size_t bucket_floats, uint64_t *hash);
+/* grads [n] (device memory, n <= the staging size): replaced by the mean over the ranks. */
+cx_status cx_device_step_all_reduce_mean(cx_device_step *d, cx_comm *comm, float *grads,
+                                         size_t n);
+
+/* FNV-1a over n floats' bytes, continuing from h (start: CX_FNV_OFFSET). */
+#define CX_FNV_OFFSET 0xcbf29ce484222325ull
+uint64_t cx_fnv1a_floats(uint64_t h, const float *values, size_t n);
 
 /* n floats of backend memory copied into a new host buffer (cx_aligned_alloc; the caller
  * frees it), or NULL with the error set. For error messages and Python's host copies. */

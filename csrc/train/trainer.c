@@ -87,9 +87,6 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     if (model->be != cx_backend_cpu() && !device)
         return cx_fail(CX_EINVAL, "the C trainer runs models on the CPU or a CUDA backend, not "
                        "'%s'", model->be->name);
-    if (device && cfg->world_size > 1)
-        return cx_fail(CX_EINVAL, "data-parallel training (world_size %d) of a model on the "
-                       "CUDA backend is not supported yet", cfg->world_size);
     CX_TRY(cx_edgenext_check_input(&model->backbone, cfg->batch_size, 3, height, width));
     if (height > CX_TRAINER_MAX_SIDE || width > CX_TRAINER_MAX_SIDE)
         return cx_fail(CX_EINVAL, "training images of %dx%d exceed the trainer's %dx%d", height,
@@ -255,14 +252,6 @@ static void note_routing(cx_trainer *t) {
 #define DDP_BUCKET_FLOATS ((size_t)1 << 20)
 
 /* FNV-1a over the bytes of the weights: equal weights on every rank, checked cheaply. */
-static uint64_t weights_hash(const float *values, size_t n) {
-    const unsigned char *p = (const unsigned char *)values;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n * sizeof(float); i++)
-        h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-
 cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
     if (!comm)
         return cx_fail(CX_EINVAL, "set_comm needs a communicator");
@@ -270,13 +259,16 @@ cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
         return cx_fail(CX_EINVAL, "the communicator is rank %d of %d but the trainer was made "
                        "for rank %d of world_size %d", comm->rank, comm->world, t->cfg.rank,
                        t->cfg.world_size);
-    if (t->dev)
-        return cx_fail(CX_EINVAL, "set_comm: data-parallel training of a model on the CUDA "
-                       "backend is not supported yet");
     cx_cod_model *m = t->model;
     size_t total = m->table.total;
-    CX_TRY(cx_comm_broadcast(comm, m->params, total * sizeof(float), 0));
-    uint64_t mine = weights_hash(m->params, total), root = mine;
+    uint64_t mine;
+    if (t->dev) { /* device weights: through a host copy (device_step.h) */
+        CX_TRY(cx_device_step_join(t->dev, comm, m->params, DDP_BUCKET_FLOATS, &mine));
+    } else {
+        CX_TRY(cx_comm_broadcast(comm, m->params, total * sizeof(float), 0));
+        mine = cx_fnv1a_floats(CX_FNV_OFFSET, m->params, total);
+    }
+    uint64_t root = mine;
     CX_TRY(cx_comm_broadcast(comm, &root, sizeof root, 0));
     if (mine != root) {
         cx_fail(CX_ERUNTIME, "rank %d: the weights differ from rank 0's after the broadcast",
@@ -284,7 +276,9 @@ cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
         cx_comm_abort(comm, cx_last_error());
         return CX_ERUNTIME;
     }
-    if (t->state.step == 0)
+    if (t->state.step == 0 && t->dev)
+        CX_TRY(cx_device_step_ema_init(t->dev, m->params));
+    else if (t->state.step == 0)
         cx_ema_init(&m->table, m->params, t->state.ema);
     t->comm = comm;
     return CX_OK;
@@ -313,7 +307,8 @@ static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum, int *oo
         }
     for (size_t hi = end; hi > begin;) { /* buckets from the end: backward's order */
         size_t lo = hi - begin > DDP_BUCKET_FLOATS ? hi - DDP_BUCKET_FLOATS : begin;
-        CX_TRY(cx_comm_all_reduce_mean(comm, t->model->grads + lo, hi - lo));
+        CX_TRY(t->dev ? cx_device_step_all_reduce_mean(t->dev, comm, t->model->grads + lo, hi - lo)
+                      : cx_comm_all_reduce_mean(comm, t->model->grads + lo, hi - lo));
         hi = lo;
     }
     /* the loss's mean, and (summed) the ranks that ran out of memory in this step */

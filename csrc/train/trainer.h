@@ -47,6 +47,9 @@
  * AdamW moments, EMA and step counts in device memory (state's buffers are NULL) and the
  * step's tail on the device, decided there; one read-back of its outcome per step. The
  * state reaches the host only through cx_trainer_host_state / cx_trainer_install_state.
+ * Data parallelism on a device: the communicator's buffers are host memory, so the join
+ * and each gradient bucket go through a host staging buffer (cx_device_step_join,
+ * cx_device_step_all_reduce_mean): the same numbers as the CPU trainer's ranks.
  *
  * Errors: a loss or gradient that is not finite stops the run BEFORE the optimizer step,
  * with CX_ERUNTIME naming the global step, epoch, micro-batch and which loss part or the
