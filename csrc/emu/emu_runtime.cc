@@ -1,5 +1,6 @@
 /* The emulator's runtime: errors, the device (a T4), streams, events and the checks of a
  * launch before its blocks run (docs/emulator.md). */
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -166,16 +167,26 @@ const char *cudaGetErrorString(cudaError_t error) {
     return described;
 }
 
+/* Devices this process sees: CODEXT_EMU_DEVICES (1..8, default 1), so that a test can start
+ * one data-parallel worker per "GPU". Each is the same emulated T4 (one memory, one queue):
+ * a process uses one of them, as a worker does. */
+static int device_count(void) {
+    const char *text = getenv("CODEXT_EMU_DEVICES");
+    int n = text ? atoi(text) : 1;
+    return n >= 1 && n <= 8 ? n : 1;
+}
+
 cudaError_t cudaGetDeviceCount(int *count) {
     if (!count)
         return fail(cudaErrorInvalidValue, "cudaGetDeviceCount: NULL count");
-    *count = 1;
+    *count = device_count();
     return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-    if (device != 0)
-        return fail(cudaErrorInvalidDevice, "cudaSetDevice(%d): the emulator has one device, 0", device);
+    if (device < 0 || device >= device_count())
+        return fail(cudaErrorInvalidDevice, "cudaSetDevice(%d): the emulator has %d device(s) "
+                    "(CODEXT_EMU_DEVICES)", device, device_count());
     current_device = device;
     return cudaSuccess;
 }
@@ -190,9 +201,9 @@ cudaError_t cudaGetDevice(int *device) {
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
     if (!prop)
         return fail(cudaErrorInvalidValue, "cudaGetDeviceProperties: NULL prop");
-    if (device != 0)
-        return fail(cudaErrorInvalidDevice, "cudaGetDeviceProperties(%d): the emulator has one device, 0",
-                    device);
+    if (device < 0 || device >= device_count())
+        return fail(cudaErrorInvalidDevice, "cudaGetDeviceProperties(%d): the emulator has %d "
+                    "device(s) (CODEXT_EMU_DEVICES)", device, device_count());
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "Tesla T4 (CUDA emulator)");
     size_t free_bytes = 0;
