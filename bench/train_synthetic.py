@@ -113,9 +113,9 @@ def make_config(args, checkpoint_dir):
 
 
 def initial_model(cfg):
-    """The model codext.train starts from (built from the Config's seed)."""
+    """The model codext.train starts from (built from the Config's seed), on the CPU."""
     from codext.train import _new_model
-    return _new_model(cfg)
+    return _new_model(cfg, "cpu")
 
 
 def epoch_permutation(seed, epoch, n):

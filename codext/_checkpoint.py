@@ -76,7 +76,7 @@ def save_weights(path, model, step, run_id, kind, digest=None, state_file=None, 
     """Writes model's weights with the run metadata (codext/_rundir.py); returns their digest."""
     names = model.parameter_names()
     state = model.state_dict()
-    digest = digest or _rundir.weights_digest(model._params)
+    digest = digest or _rundir.weights_digest(model._host_params())
     _C.safetensors_save(path, names, [state[n] for n in names],
                         {"format": "pt", METADATA_KEY: model.config.to_json(),
                          **_rundir.weights_metadata(run_id, step, kind, digest, state_file, state_size)})
@@ -94,7 +94,7 @@ def save_set(folder, *, model, trainer, step, run_id, state_metadata, history, b
     if best_model is not None:
         save_weights(run.paths[_rundir.BEST], best_model, step, run_id, "best")
         _kill_here(plan, "best")
-    digest = _rundir.weights_digest(model._params)
+    digest = _rundir.weights_digest(model._host_params())
     meta = dict(state_metadata, **{_rundir.LAST_CRC_KEY: digest})
     state_file = _rundir.state_name(step)
     state_path = os.path.join(folder, state_file)

@@ -35,6 +35,14 @@ class ParameterBuffer:
         """The whole parameter buffer in host memory: the native view, or a copy of device memory."""
         return self._params if self._params is not None else self._native.params()
 
+    def _set_host_params(self, values):
+        """Sets the whole parameter buffer from a flat float32 host array (a trainer's EMA):
+        a copy into the native view, or one upload to device memory."""
+        if self._params is not None:
+            self._params[:] = values
+        else:
+            self._native.upload_params(values)
+
     def _host_grads(self):
         return self._grads if self._grads is not None else self._native.grads()
 

@@ -55,7 +55,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import FIELD_NAMES, Config
+from .config import ADDED_FIELDS, FIELD_NAMES, Config
 
 LAST = "last.safetensors"
 LAST_STATE = "last.state.safetensors"  # the state of a folder written before issue 11
@@ -195,9 +195,10 @@ def _is_number(v):
 
 def parse_config(meta, path):
     """The Config fields saved in a state file, validated by Config: every field must be
-    there (keys Config does not know, from a newer codext, are ignored)."""
+    there but those of ADDED_FIELDS, which a run of an older codext did not save (they take
+    their default); keys Config does not know, from a newer codext, are ignored."""
     saved = _json(meta, path, "codext_config", dict)
-    missing = [k for k in FIELD_NAMES if k not in saved]
+    missing = [k for k in FIELD_NAMES if k not in saved and k not in ADDED_FIELDS]
     if missing:
         raise RunMetadataError(path, "codext_config", f"lacks the field(s) {', '.join(missing)}")
     fields = {k: v for k, v in saved.items() if k in FIELD_NAMES}

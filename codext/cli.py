@@ -10,10 +10,12 @@ train: every codext.Config field is a flag, named as the seed's launchers name i
 ``batch_size`` is ``--batch-size``; booleans have ``--x`` / ``--no-x``, so ``--no-amp``).
 FIELD_HELP below is the one table: a field's type, range checks and default come from
 Config itself. With no --dataset-path it trains on the built-in synthetic set; with no
-dataset and no GPU for the trainer the defaults shrink to Config.demo() (a few minutes on
-2 CPU cores) and the output says so; any flag given still wins (``--no-demo`` keeps the
-full defaults). ``--use-ddp`` trains data-parallel: as one rank when torchrun or srun
-started this process (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT or SLURM_*; rank 0 hosts the
+dataset and no GPU for the trainer (none usable, --device cpu, or --use-ddp, whose workers
+train on the CPU) the defaults shrink to Config.demo() (a few minutes on 2 CPU cores) and
+the output says so; any flag given still wins (``--no-demo`` keeps the full defaults).
+``--device`` (auto, cpu, cuda, cuda:N) picks where it trains; a device this machine or
+build cannot use is a usage error naming --device and the reason (codext/_device.py).
+``--use-ddp`` trains data-parallel: as one rank when torchrun or srun started this process (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT or SLURM_*; rank 0 hosts the
 rendezvous store on MASTER_PORT), otherwise through codext.launch() with ``--nprocs``
 workers (default 1) and ``--master-port`` for its store (default: a free port).
 ``--use-cod-specialized`` (a seed flag) is accepted and ignored with a note.
@@ -66,6 +68,8 @@ FIELD_HELP = {
     "grad_clip": "global gradient-norm clip (0: off)",
     "accumulation_steps": "micro-batches per optimizer step",
     "ema_decay": "EMA decay of the weights used for evaluation (0: no EMA)",
+    "device": "where the trainer runs: auto (a CUDA GPU when the CUDA backend is usable, else "
+              "the CPU), cpu, cuda or cuda:N; --use-ddp workers train on the CPU",
     "seed": "seed of the init, the shuffling and the augmentation",
     "checkpoint_dir": "where checkpoints, history.json and the best weights go",
     "amp": "mixed precision on the GPU (--no-amp: fp32)",
@@ -83,7 +87,8 @@ FIELD_HELP = {
                "(default: NCCL_TIMEOUT, else 600)",
 }
 _CHOICES = {"backbone": BACKBONES, "scheduler": SCHEDULERS, "select_metric": sorted(SELECT_METRICS)}
-_PATH_METAVAR = {"dataset_path": "PATH", "checkpoint_dir": "DIR", "pretrained": "PATH_OR_TAG"}
+_METAVAR = {"dataset_path": "PATH", "checkpoint_dir": "DIR", "pretrained": "PATH_OR_TAG",
+            "device": "{auto,cpu,cuda,cuda:N}"}
 # The seed's multi-process flags: flag -> (argparse keywords, why it is ignored here).
 IGNORED_FLAGS = {
     "--use-cod-specialized": (dict(action="store_true"),
@@ -125,7 +130,7 @@ def _add_config_flags(parser):
             kw["type"] = kind
             if name in _CHOICES:
                 kw["choices"] = _CHOICES[name]
-            kw["metavar"] = _PATH_METAVAR.get(name, {int: "N", float: "X", str: "STR"}[kind])
+            kw["metavar"] = _METAVAR.get(name, {int: "N", float: "X", str: "STR"}[kind])
             if name in _CHOICES:
                 kw["metavar"] = "{" + ",".join(_CHOICES[name]) + "}"
         if "default:" not in kw["help"]:
@@ -152,7 +157,7 @@ def _group_of(name):
     data = {"dataset_path", "img_size", "batch_size", "num_workers", "synthetic_train", "synthetic_test"}
     model = {"backbone", "pretrained", "num_experts", "moe_top_k", "decoder_dim", "drop_path_rate",
              "deep_supervision", "ds_weight", "balance_weight"}
-    run = {"seed", "checkpoint_dir", "amp", "gradient_checkpointing", "deterministic", "select_metric",
+    run = {"device", "seed", "checkpoint_dir", "amp", "gradient_checkpointing", "deterministic", "select_metric",
            "eval_every", "log_every", "num_threads"}
     return "data" if name in data else "model" if name in model else "run" if name in run else "recipe"
 
@@ -226,16 +231,16 @@ def _add_model_io(parser):
 
 # ---- train -------------------------------------------------------------------------------------
 
-def gpu_for_training():
-    """True when the single-process trainer would run on a GPU. It is CPU-only until Config
-    gains a `device` field (the CUDA issue); until then a GPU does not change the defaults."""
-    if "device" not in FIELD_NAMES:
+def gpu_for_training(device="auto"):
+    """True when a single-process run of Config.device `device` would train on a GPU: never
+    for "cpu"; otherwise when this build has the CUDA backend and it is usable
+    (_C.cuda_backend_available(), which loads the CUDA libraries; codext/_device.py). The
+    CLI picks the demo only without a dataset and without such a GPU (an explicit "cuda"
+    that cannot run is then a usage error, not the demo)."""
+    if device == "cpu":
         return False
-    from . import _C
-    try:
-        return bool(_C.cuda_backend_available()[0])
-    except (OSError, RuntimeError):
-        return False
+    from ._device import cuda_status
+    return cuda_status()[0]
 
 
 def train_config(args):
@@ -263,8 +268,9 @@ def train_config(args):
     demo = args.demo
     if saved is not None:
         demo = False
-    elif demo is None:
-        demo = given.get("dataset_path") is None and not gpu_for_training()
+    elif demo is None:  # --use-ddp workers train on the CPU: the demo fits them
+        demo = given.get("dataset_path") is None and (
+            getattr(args, "use_ddp", False) or not gpu_for_training(given.get("device", "auto")))
     if saved is None:
         notes += fit_unset_defaults(given, Config.demo() if demo else Config(), demo)
     try:
@@ -277,6 +283,19 @@ def train_config(args):
     if cfg.dataset_path is not None and not os.path.exists(cfg.dataset_path):
         raise UsageError(f"--dataset-path {cfg.dataset_path}: no such folder")
     return cfg, demo, notes
+
+
+def check_device(cfg, args, given):
+    """UsageError when --device asks for what cannot run: "cuda" without a usable CUDA backend
+    (the reason named), or with --use-ddp (its workers train on the CPU)."""
+    from ._device import resolve
+    try:
+        resolve(cfg.device, data_parallel=args.use_ddp)
+    except (ValueError, RuntimeError) as e:
+        why = _flagify(str(e))
+        if args.resume is not None and "device" not in given:
+            why += f" (--device {cfg.device} is the resumed run's own setting)"
+        raise UsageError(why) from None
 
 
 def saved_run_config(path):
@@ -339,6 +358,7 @@ def cmd_train(args):
         cfg.fit_to_world(workers or 1)
     except ValueError as e:
         raise UsageError(_flagify(str(e))) from None
+    check_device(cfg, args, given)
     overwrite = getattr(args, "overwrite", False)
     if args.resume is None and not overwrite and rank0:
         from ._cli_runs import refuse_existing_run
@@ -502,56 +522,9 @@ def format_metrics(m):
     return "  ".join(f"{label} {m[k]:.4f}" for k, label in names if k in m)
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def list_images(path):
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f)))
-        if not files:
-            raise UsageError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
-        return files
-    if not os.path.isfile(path):
-        raise UsageError(f"--input {path}: no such file or folder")
-    return [path]
-
-
 def cmd_predict(args):
-    files = list_images(args.input)
-    stems = {}
-    for f in files:
-        stems.setdefault(os.path.splitext(os.path.basename(f))[0], []).append(f)
-    clashes = [v for v in stems.values() if len(v) > 1]
-    if clashes:
-        raise UsageError(f"--input: these images would write the same mask name: {clashes[0]}")
-    try:
-        from PIL import Image
-    except ImportError:
-        raise RuntimeError("predict needs Pillow to read and write images: pip install pillow") from None
-    import codext
-    from codext._datacache import decode_image
-    path, model = _load_model(args)
-    os.makedirs(args.output, exist_ok=True)
-    t0 = time.perf_counter()
-    for start in range(0, len(files), args.batch_size):
-        chunk = files[start:start + args.batch_size]
-        images = []
-        for f in chunk:
-            try:
-                images.append(decode_image(f))
-            except Image.DecompressionBombError as e:
-                raise ValueError(f"{f}: refused as a possible decompression bomb ({e})") from None
-            except (OSError, SyntaxError, ValueError) as e:
-                raise OSError(f"{f}: cannot read the image ({e})") from None
-        probs = model.predict(images, batch_size=args.batch_size)
-        for f, p in zip(chunk, probs):
-            out = os.path.join(args.output, os.path.splitext(os.path.basename(f))[0] + ".png")
-            # probabilities in [0, 1]: to_uint8_levels scales them by 255 and rounds
-            Image.fromarray(codext.data.to_uint8_levels(p), mode="L").save(out)
-    print(f"wrote {len(files)} mask(s) to {args.output} with {path} "
-          f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    return 0
+    from ._cli_predict import cmd_predict as predict  # the images and the masks' files
+    return predict(args)
 
 
 # ---- entry -----------------------------------------------------------------------------------

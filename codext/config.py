@@ -32,6 +32,10 @@ from typing import Optional, Tuple
 BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base",
              "edgenext_tiny_test")
 SCHEDULERS = ("onecycle", "cosine")
+# Config.device: where the trainer runs (codext/_device.py resolves "auto" and checks the
+# machine); "cuda:N" names GPU N of 0..MAX_CUDA_ORDINAL
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+MAX_CUDA_ORDINAL = 255
 # select_metric: accepted names -> (key in codext.metrics.evaluate's result, higher is better)
 SELECT_METRICS = {
     "smeasure": ("sm", True), "sm": ("sm", True),
@@ -77,6 +81,11 @@ class Config:
         'cosine'), warmup_epochs and min_lr (cosine), grad_clip (global norm; 0 or None:
         off), accumulation_steps, ema_decay (0: no averaging).
     Run
+        device: where the trainer runs: "auto" (the default: a CUDA GPU when this build has
+        the CUDA backend and a GPU is usable, else the CPU), "cpu", "cuda" (GPU 0) or
+        "cuda:N" (codext/_device.py; docs/training.md, "On a CUDA device"). Data-parallel
+        runs (codext.launch, torchrun) train on CPU workers: "auto" becomes "cpu" there and
+        "cuda" is refused until the NCCL backend exists.
         seed, checkpoint_dir, amp (GPU mixed precision), gradient_checkpointing (stage-2
         forwards keep only each backbone stage's input and output and backward recomputes
         the stage: less activation memory, slower steps, the same weights bit for bit),
@@ -127,6 +136,7 @@ class Config:
     accumulation_steps: int = 1
     ema_decay: float = 0.999
     # run
+    device: str = "auto"
     seed: int = 42
     checkpoint_dir: str = "checkpoints"
     amp: bool = True
@@ -157,14 +167,17 @@ class Config:
         codext/baselines.py: S 0.673, MAE 0.213, IoU 0.503 against the centred blob's
         0.542, 0.326, 0.288, in 3.6 minutes on the shared 2-core development machine
         (bench/demo.py measures it; docs/training.md, "The demo").
-        No AMP, checkpoints in checkpoints/demo. Any field can be overridden:
+        No AMP, device "cpu" (the demo and its timings are the CPU's, also on a machine
+        with a GPU; Config.demo(device="auto") takes the GPU), checkpoints in
+        checkpoints/demo. Any field can be overridden:
         Config.demo(epochs=2); epochs given without stage1_epochs are fitted by
         fitted_stage1_epochs (the one rule the CLI and launch() use too).
         """
         settings = dict(backbone="edgenext_xx_small", img_size=32, batch_size=32, epochs=22,
                         stage1_epochs=4, num_experts=3, decoder_dim=16, lr=6e-3,
                         backbone_lr_mult=1.0, ema_decay=0.99, synthetic_train=4096, amp=False,
-                        num_workers=2, checkpoint_dir=os.path.join("checkpoints", "demo"),
+                        num_workers=2, device="cpu",
+                        checkpoint_dir=os.path.join("checkpoints", "demo"),
                         log_every=10)
         return cls(**settings).with_epochs_fitted(**overrides)
 
@@ -334,6 +347,26 @@ class Config:
             bad("select_metric", f"must be one of {', '.join(sorted(SELECT_METRICS))}")
         if self.dataset_path is not None and not self.dataset_path:
             bad("dataset_path", "must be None or a non-empty path")
+        if parse_device(self.device) is None:
+            hint = " (a GPU is 'cuda')" if self.device.lower().startswith("gpu") else ""
+            bad("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N' with N in "
+                          f"0..{MAX_CUDA_ORDINAL}{hint}")
+
+
+def parse_device(device):
+    """A valid Config.device in its canonical form ("auto", "cpu" or "cuda:N"; "cuda" is
+    "cuda:0"), or None when it is not one of DEVICES."""
+    if device in ("auto", "cpu"):
+        return device
+    if device == "cuda":
+        return "cuda:0"
+    head, colon, ordinal = device.partition(":")
+    # ASCII digits only (str.isdigit also takes "²"), no sign, no leading zero
+    if (head == "cuda" and colon and ordinal and len(ordinal) <= 3 and
+            all("0" <= c <= "9" for c in ordinal) and (ordinal == "0" or ordinal[0] != "0")
+            and int(ordinal) <= MAX_CUDA_ORDINAL):
+        return f"cuda:{int(ordinal)}"
+    return None
 
 
 # The accepted range of every number field (the one table: validation, the CLI's help and
@@ -398,6 +431,9 @@ for _f in fields(Config):
         _t = next(a for a in _t.__args__ if a is not type(None))
     _FIELD_KINDS[_f.name] = (_t if _t in (bool, int, float, str) else tuple, _optional)
 FIELD_NAMES = tuple(_f.name for _f in fields(Config))
+# Fields added after runs were first saved: a saved config without them (a run of an older
+# codext) takes their default (codext/_rundir.py, parse_config).
+ADDED_FIELDS = ("device",)
 
 _generated_init = Config.__init__
 

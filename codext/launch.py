@@ -344,13 +344,22 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
 
     config: codext.Config (None: Config.demo()); overrides: Config fields to change
     (launch(cfg, epochs=3)). data: a codext.data Dataset (None: the synthetic set of
-    the config). nprocs: CPU workers (default 1; this build has no GPU backend); the
-    engine's threads are split between them. timeout: seconds a collective may wait for
-    the other ranks (default: config.timeout, else NCCL_TIMEOUT from the environment, else
-    600). Each worker
-    trains batch_size images per micro-batch: the global batch is batch_size x nprocs x
-    accumulation_steps. Rank 0 alone writes checkpoints and history. master_port: the
-    rendezvous store's port on 127.0.0.1 (None: a free one; a taken port is an OSError
+    the config). nprocs: CPU workers (default 1); the engine's threads are split between
+    them.
+
+    Devices: the workers train on the CPU, whatever GPUs the machine has. The device trainer
+    has no collectives yet (GPU data-parallel training needs the NCCL backend, which is not
+    built), so config.device "cuda" / "cuda:N" is a ValueError saying so, raised here before
+    any worker starts (one GPU: codext.train in this process), and "auto" becomes "cpu"
+    rather than failing: "auto" asks for the best device that works, and for data-parallel
+    workers (one or several: the device trainer cannot join a communicator) that is the
+    CPU; rank 0 says so where this build has the CUDA backend. The launcher itself never
+    loads CUDA to decide this (codext/_device.py).
+
+    timeout: seconds a collective may wait for the other ranks (default: config.timeout,
+    else NCCL_TIMEOUT from the environment, else 600). Each worker trains batch_size images
+    per micro-batch: the global batch is batch_size x nprocs x accumulation_steps. Rank 0
+    alone writes checkpoints and history. master_port: the rendezvous store's port on 127.0.0.1 (None: a free one; a taken port is an OSError
     naming it). resume / overwrite: as in codext.train (resume continues the run in its
     own folder; a new run refuses a checkpoint_dir holding one unless overwrite=True).
 
@@ -377,6 +386,8 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
     elif overrides:
         config = config.replace(**overrides)
     nprocs = 1 if nprocs is None else nprocs
+    from . import _device
+    _device.resolve(config.device, data_parallel=True)  # "cuda": refused before any worker starts
     display = _launch_progress.Display(progress, log, config.log_every)  # checks progress
     from . import _checkpoint, _rundir
     if resume is not None:  # the run's checks, here first so that errors reach the caller
@@ -407,12 +418,15 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
 def train_as_rank(config, data, place, *, resume=None, overwrite=False, timeout=None, log=print):
     """Trains as one rank of a run that torchrun or srun started (place: from
     codext._dist.place_from_env()); returns the TrainResult (rank 0 alone writes files and
-    log lines). CODEXT_FAULT applies as in launch()."""
+    log lines). CODEXT_FAULT applies as in launch(), and so does the device: the CPU
+    ("cuda" is a ValueError before this rank connects)."""
+    from ._device import resolve
     from ._worker import parse_faults
     from .train import _train
     if config.drop_path_rate:
         raise ValueError(f"Config.drop_path_rate must be 0: the C model has no drop path yet, "
                          f"got {config.drop_path_rate}")
+    resolve(config.device, data_parallel=True)
     faults = parse_faults(os.environ.get("CODEXT_FAULT"))
     conn = _dist.connect(place, timeout=_timeout_from(config.timeout if timeout is None else timeout))
     try:

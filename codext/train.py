@@ -57,6 +57,7 @@ import numpy as np
 
 from . import _C
 from . import _checkpoint
+from . import _device
 from . import _progress
 from ._pretrained import resolve_pretrained
 from . import _rundir
@@ -70,9 +71,10 @@ __all__ = ["train", "evaluate", "TrainResult", "resolve_pretrained", "RESUME_FRE
 
 LAST, LAST_STATE, BEST, HISTORY = _rundir.LAST, _rundir.LAST_STATE, _rundir.BEST, _rundir.HISTORY
 # Config fields that may differ between a checkpoint and the run resuming it: they do not
-# change the weights a run produces.
+# change the weights a run produces (device: where it runs; a run moved between the CPU and
+# a GPU continues, close to but not bit-identical with a run on one device).
 RESUME_FREE_FIELDS = ("checkpoint_dir", "num_threads", "log_every", "num_workers", "eval_every",
-                      "dataset_path", "pretrained", "timeout", "gradient_checkpointing")
+                      "dataset_path", "pretrained", "timeout", "gradient_checkpointing", "device")
 _METRIC_CHUNK = 64  # test images scored per call of codext.metrics.evaluate
 _EVAL_BATCH = 16  # images per forward of validation (evaluate's default batch_size)
 
@@ -85,12 +87,14 @@ class TrainResult:
     "epoch_loss", "epoch_seconds", "epoch_images_per_s" and "val_<key>" for every scalar
     of codext.metrics.evaluate (NaN for epochs without evaluation), all NumPy arrays.
     best_checkpoint / last_checkpoint: paths. metrics: the validation metrics of the best
-    epoch (empty without a test split). config: the Config of the run."""
+    epoch (empty without a test split). config: the Config of the run. device: where it
+    trained, "cpu" or "cuda:N" (Config.device resolved)."""
     history: dict
     best_checkpoint: str
     last_checkpoint: str
     metrics: dict
     config: Config
+    device: str = "cpu"
 
     def plot(self, title=None):
         """Loss, learning-rate and validation curves as a matplotlib Figure
@@ -238,8 +242,8 @@ def _valid_img_size(size):
     return True
 
 
-def _new_model(config):
-    return Model(config)
+def _new_model(config, device):
+    return Model(config, device=device)
 
 
 def _data_source(data):
@@ -333,9 +337,14 @@ def train(config, data=None, *, resume=None, overwrite=False, progress=True, log
     Ctrl-C stops the C loop between optimizer steps (KeyboardInterrupt); the checkpoint of
     the last finished epoch stays as it was.
 
-    On the CPU amp has no effect (a GPU setting). gradient_checkpointing makes stage-2
-    steps recompute each backbone stage in backward: less activation memory, the same
-    weights bit for bit, slower steps (docs/training.md). With progress the C loop runs
+    config.device picks the CPU or a CUDA GPU, resolved once here (codext/_device.py:
+    "auto" is the GPU when the CUDA backend is usable; "cuda" where it is not is a
+    RuntimeError naming why). On a GPU the model, its gradients, activations, AdamW moments
+    and EMA live in device memory and validation runs there too (docs/training.md, "On a
+    CUDA device"); the checkpoints are the same files either way. amp has no effect yet:
+    both trainers run in float32 (fp16/bf16 are not written). gradient_checkpointing makes
+    stage-2 steps recompute each backbone stage in backward: less activation memory, the
+    same weights bit for bit, slower steps (docs/training.md). With progress the C loop runs
     chunks of steps between two reports (about twice a second on a terminal, log_every
     steps otherwise), never one Python call per step.
     """
@@ -366,6 +375,10 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     config, world_note = config.fit_to_world(world)  # Config.world_size: keep the global batch
     if world_note:
         say(f"note: {world_note}")
+    # where it trains, once: a data-parallel rank on the CPU (its trainer joins collectives)
+    device, device_note = _device.resolve(config.device, data_parallel=conn is not None)
+    if device_note:
+        say(device_note)
     run = saved = None
     if resume is not None:  # the run writes into its own folder, never the one it recorded
         if overwrite:
@@ -388,13 +401,13 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     train_split, test_split = _check_data(data, config)
     fingerprint = _fingerprint(train_split)
 
-    model = _new_model(config)
+    model = _new_model(config, device)
     run_id = _rundir.new_run_id()
     if run is not None:
         # every file of the set is read and cross-checked before anything trains
         saved = run.check_resume(config, fingerprint, world)
         model.load(run.weights_path)
-        run.check_weights(model._params)
+        run.check_weights(model._host_params())
         run_id = saved.run_id
     elif config.pretrained:
         model.load_backbone(resolve_pretrained(config.pretrained))
@@ -423,13 +436,15 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
                  f"{os.path.basename(run.state_path)})")
         say(f"the run is finished: all {saved.epoch} epochs done (step {saved.step}), nothing "
             f"to train; its results {where}" if saved.epoch >= config.epochs else
-            f"resuming from epoch {saved.epoch}, step {saved.step}, {where}; writing there")
+            f"resuming from epoch {saved.epoch}, step {saved.step}, {where}; writing there; "
+            f"training on {_device.describe(device)}")
     if conn is not None:
         trainer.set_comm(conn.comm)
 
     spe = trainer.state()["steps_per_epoch"]
     images_per_step = config.batch_size * config.accumulation_steps * world
-    eval_model = _new_model(config) if test_split is not None else None  # every rank validates
+    # every rank validates, on the run's device
+    eval_model = _new_model(config, device) if test_split is not None else None
     reported = False
     # CODEXT_FAULT: an "oom" is reported by the C step itself (every rank then halves the
     # micro-batch and runs the step again); the other kinds stop this rank before their step
@@ -448,7 +463,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
             f"training images of {config.img_size}x{config.img_size} ({_data_source(data)}); "
             f"{steps['total_steps']} optimizer steps of {images_per_step} images: {config.epochs} "
             f"epoch{'s' if config.epochs != 1 else ''} of {spe} ({steps['stage1_steps']} in "
-            f"stage 1, {steps['stage2_steps']} in stage 2); checkpoints in {ckpt_dir}")
+            f"stage 1, {steps['stage2_steps']} in stage 2); training on "
+            f"{_device.describe(device)}; checkpoints in {ckpt_dir}")
     for epoch in range(start_epoch, config.epochs):
         stage = 1 if epoch < config.stage1_epochs else 2
         t0 = time.perf_counter()
@@ -485,7 +501,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         evaluated = eval_model is not None and ((epoch + 1) % config.eval_every == 0 or last_epoch)
         if evaluated:
             t_eval = time.perf_counter()
-            eval_model._params[:] = trainer.ema()  # equal on every rank
+            eval_model._set_host_params(trainer.ema())  # equal on every rank
             scores, report = _validate(eval_model, test_split, conn)
             t_eval = time.perf_counter() - t_eval
             if live is not None:
@@ -513,8 +529,9 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
             improved = True
         ema_model = None
         if improved:
-            ema_model = eval_model if eval_model is not None else _new_model(config)
-            ema_model._params[:] = trainer.ema()
+            # without validation a CPU model holds the EMA weights for the file
+            ema_model = eval_model if eval_model is not None else _new_model(config, "cpu")
+            ema_model._set_host_params(trainer.ema())
         _checkpoint.save_set(ckpt_dir, model=model, trainer=trainer, step=step, run_id=run_id,
                              best_model=ema_model, history=_history_json(hist), state_metadata={
             "codext_config": config.to_json(), "codext_history": json.dumps(_history_json(hist)),
@@ -537,7 +554,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         live.close()
 
     return TrainResult(history=_history_arrays(hist), best_checkpoint=paths[BEST],
-                       last_checkpoint=paths[LAST], metrics=dict(best["metrics"]), config=config)
+                       last_checkpoint=paths[LAST], metrics=dict(best["metrics"]), config=config,
+                       device=device)
 
 
 # ---- a rank of codext.launch -----------------------------------------------------------------

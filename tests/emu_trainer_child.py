@@ -1,12 +1,13 @@
 """The child process of tests/test_emu_trainer.py: the tiny model and the C trainer on the
 emulated CUDA library (CODEXT_CUDA_EMULATED) against the same on the CPU backend.
 
-    python emu_trainer_child.py OUT.json [all|train]
+    python emu_trainer_child.py OUT.json [all|train|codext.train]
 
 Writes {"checks": {name: {"max_rel": x, "tol": t, "ok": bool, ...}}, "timings": {...}} to
 OUT.json, or {"missing_ops": message} when the CUDA backend cannot run the model yet (the
 message names every op it lacks). "train" runs only the training part (the planted-bug
-run). Every comparison is recorded, not asserted, so that the parent can say which ones a
+run); "codext.train" runs codext.train end to end with Config.device "cuda" and "cpu"
+(codext_train below). Every comparison is recorded, not asserted, so that the parent can say which ones a
 broken library fails; max_rel is max |device - cpu| / max |cpu| over a tensor (0/0 = 0)."""
 import json
 import os
@@ -95,9 +96,9 @@ def trainer(m, **changes):
     return _C.Trainer(m._native, N_TRAIN, SIZE, SIZE, **dict(TRAINER, **changes))
 
 
-def timed(name, fn, *args):
+def timed(name, fn, *args, **kwargs):
     began = time.perf_counter()
-    result = fn(*args)
+    result = fn(*args, **kwargs)
     timings[name] = round(time.perf_counter() - began, 2)
     return result
 
@@ -274,6 +275,79 @@ def state_files(m_cpu, m_dev, t_cpu, t_dev, images, masks):
     exact("continued_param_steps", t_c2.param_steps(), t_dev.param_steps())
 
 
+# codext.train end to end (issue 10): the same run with Config.device "cuda" and "cpu". Two
+# epochs of two optimizer steps (4 synthetic images, batch 2): stage 1, then the stage
+# switch; validation of the EMA weights (on the device in the cuda run) after each epoch.
+RUN = dict(backbone="edgenext_tiny_test", img_size=SIZE, decoder_dim=8, num_experts=3,
+           batch_size=2, epochs=2, stage1_epochs=1, lr=2e-3, ema_decay=0.9, seed=5,
+           synthetic_train=4, synthetic_test=2, amp=False)
+# Validation scores of the same weights predicted on the device and on the CPU: the outputs
+# agree to ~1e-6 relative (forward_outputs), so continuous scores (S-measure, MAE) agree to
+# about that; 1e-4 leaves room without hiding a wrong model (a mis-uploaded EMA moves them
+# by 1e-2 or more). Thresholded scores (IoU, Dice) may flip a pixel and are not compared.
+TOL_SCORES = 1e-4
+
+
+def codext_train():
+    """Config.device "cuda" against "cpu" through codext.train: "auto" resolves to the
+    emulated GPU; the step losses agree to TOL_FORWARD (as the C trainer's do: the forward's
+    rounding differences, ~1e-7 on the loss, plus weights ~1e-4 apart after 3 updates),
+    but not bit for bit (the cuda run did run on the device); the lrs are identical; the
+    last weights (loaded with codext.load on the CPU) agree to TOL_WEIGHTS; the device's
+    validation scores equal the CPU's evaluation of the best checkpoint it wrote; the cuda
+    run's folder resumes with Config.device "cpu" (device is free in a resume)."""
+    from codext import _device
+    resolved = _device.resolve("auto")
+    named = _device.describe("cuda:0")
+    ok = resolved == ("cuda:0", None) and "device 0:" in named
+    checks["auto_is_the_gpu"] = {"max_rel": 0.0 if ok else float("inf"), "tol": 0.0, "ok": ok,
+                                 "worst": None if ok else f"{resolved}, {named}"}
+    results, lines = {}, []
+    for device in ("cpu", "cuda"):
+        cfg = codext.Config(**RUN, device=device, checkpoint_dir=tempfile.mkdtemp())
+        # progress through a list: the start line names the device (chunks change nothing)
+        results[device] = timed(f"codext.train({device})", codext.train, cfg,
+                                progress=device == "cuda", log=lines.append)
+    cpu, dev = results["cpu"], results["cuda"]
+    ok = dev.device == "cuda:0" and cpu.device == "cpu" and any(
+        "training on cuda:0 (device 0:" in line for line in lines)
+    checks["train_ran_on_the_device"] = {"max_rel": 0.0 if ok else float("inf"), "tol": 0.0,
+                                         "ok": ok, "worst": None if ok else
+                                         f"{dev.device}, {cpu.device}, {lines[:1]}"}
+    losses_d, losses_c = dev.history["step_loss"], cpu.history["step_loss"]
+    check("train_step_losses", [(f"step{i}", d, c) for i, (d, c) in
+                                enumerate(zip(losses_d, losses_c))], TOL_FORWARD)
+    checks["train_step_losses"]["ok"] &= bool(len(losses_d) == 4 and len(losses_c) == 4)
+    # device rounding differs from the CPU's: equal bits would mean it trained on the CPU
+    not_bitwise = losses_d.tobytes() != losses_c.tobytes()
+    checks["train_losses_not_the_cpus_bits"] = {"max_rel": 0.0, "tol": 0.0, "ok": not_bitwise,
+                                                "worst": None if not_bitwise else "identical"}
+    check("train_epoch_losses", [("epoch_loss", dev.history["epoch_loss"],
+                                  cpu.history["epoch_loss"])], TOL_FORWARD)
+    exact("train_step_lrs", dev.history["step_lr"], cpu.history["step_lr"])
+    last_d, last_c = codext.load(dev.last_checkpoint), codext.load(cpu.last_checkpoint)
+    sd, sc = last_d.state_dict(), last_c.state_dict()
+    check("train_last_weights", [(n, sd[n], sc[n]) for n in sc], TOL_WEIGHTS)
+    # the EMA weights reach the device's validation model: its scores follow the CPU run's,
+    # and both runs keep the same epoch's EMA as best.safetensors
+    check("train_val_scores", [(k, dev.history[k], cpu.history[k]) for k in ("val_sm", "val_mae")],
+          TOL_SCORES)
+    best_d, best_c = codext.load(dev.best_checkpoint), codext.load(cpu.best_checkpoint)
+    sd, sc = best_d.state_dict(), best_c.state_dict()
+    check("train_best_weights", [(n, sd[n], sc[n]) for n in sc], TOL_WEIGHTS)
+    data = codext.data.synthetic(0, RUN["synthetic_test"], SIZE, RUN["seed"])
+    assert best_d.device == "cpu"
+    scores = codext.evaluate(best_d, data.test)
+    check("train_device_validation", [(k, dev.metrics[k], scores[k]) for k in ("sm", "mae")],
+          TOL_SCORES)
+    again = timed("resume_on_cpu", codext.train,
+                  dev.config.replace(device="cpu"), resume=dev.config.checkpoint_dir,
+                  progress=False)
+    ok = again.device == "cpu" and again.history["step_loss"].tobytes() == losses_d.tobytes()
+    checks["train_resumes_on_the_cpu"] = {"max_rel": 0.0 if ok else float("inf"), "tol": 0.0,
+                                          "ok": bool(ok), "worst": None if ok else again.device}
+
+
 def main():
     out = sys.argv[1]
     mode = sys.argv[2] if len(sys.argv) > 2 else "all"
@@ -289,6 +363,11 @@ def main():
                     json.dump({"missing_ops": str(e)}, f)
                 return 0
             raise
+        if mode == "codext.train":
+            codext_train()
+            with open(out, "w") as f:
+                json.dump({"checks": checks, "timings": timings}, f, indent=1)
+            return 0
         if mode == "all":
             forward_and_gradients(model("cpu"), model("cuda"))
             python_api(model("cpu"), model("cuda"))

@@ -180,7 +180,8 @@ def test_train_passes_the_setting_on_and_a_run_may_switch_it_when_resumed(tmp_pa
     train_module = sys.modules["codext.train"]  # codext.train is also the function
     made = []
     new_model = train_module._new_model
-    monkeypatch.setattr(train_module, "_new_model", lambda c: made.append(new_model(c)) or made[-1])
+    monkeypatch.setattr(train_module, "_new_model",
+                        lambda c, device: made.append(new_model(c, device)) or made[-1])
     data = codext.data.synthetic(8, 0, 32, seed=3)
 
     def config(folder, checkpointing):

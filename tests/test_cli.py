@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import codext
-from codext import cli
+from codext import _device, cli
 from codext.config import FIELD_NAMES, Config
 from codext.train import evaluate
 
@@ -26,6 +26,7 @@ VALUES = {
     "accumulation_steps": 4, "ema_decay": 0.99, "seed": 7, "checkpoint_dir": "/tmp/ck",
     "amp": False, "gradient_checkpointing": True, "deterministic": True, "select_metric": "iou",
     "eval_every": 2, "log_every": 5, "num_threads": 3, "timeout": 30.0, "world_size": 2,
+    "device": "cpu",
 }
 
 
@@ -97,7 +98,7 @@ def test_no_amp_and_paired_booleans():
 
 
 def test_demo_defaults_without_dataset_and_flags_still_win(monkeypatch):
-    monkeypatch.setattr(cli, "gpu_for_training", lambda: False)
+    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto": False)
     cfg, demo, _ = parse_train([])
     assert demo and cfg == Config.demo()
     cfg, demo, _ = parse_train(["--epochs", "3", "--img-size", "96"])
@@ -106,9 +107,19 @@ def test_demo_defaults_without_dataset_and_flags_still_win(monkeypatch):
     assert not demo and cfg == Config(dataset_path=ROOT)
     cfg, demo, _ = parse_train(["--no-demo"])
     assert not demo and cfg == Config()
-    monkeypatch.setattr(cli, "gpu_for_training", lambda: True)      # a GPU: the real defaults
-    cfg, demo, _ = parse_train([])
+    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto": device != "cpu")
+    cfg, demo, _ = parse_train([])                                  # a GPU: the real defaults
     assert not demo and cfg == Config()
+    cfg, demo, _ = parse_train(["--device", "cpu"])                 # but the CPU is the demo's
+    assert demo and cfg == Config.demo()
+    cfg, demo, _ = parse_train(["--use-ddp"])                       # and so are CPU workers
+    assert demo and cfg == Config.demo()
+
+
+def test_gpu_for_training_follows_the_device():
+    assert cli.gpu_for_training("cpu") is False
+    usable = _device.cuda_status()[0]
+    assert cli.gpu_for_training() is usable and cli.gpu_for_training("cuda") is usable
 
 
 def test_demo_banner_names_the_real_job():
@@ -144,11 +155,31 @@ def test_seed_multiprocess_flags_are_ignored_with_a_note():
     (["predict", "--checkpoint", "x.safetensors", "--output", "o"], "required: --input"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["--epochs", "x"], "python -m codext train: error: argument --epochs: invalid int value"),  # no command = train
+    (["train", "--device", "gpu"], "error: --device must be 'auto', 'cpu', 'cuda' or 'cuda:N' with "
+                                   "N in 0..255 (a GPU is 'cuda'), got 'gpu'"),
+    (["train", "--device", "cuda:-1"], "error: --device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (["train", "--use-ddp", "--device", "cuda"], "error: --device 'cuda' in a data-parallel run "
+     "(codext.launch, --use-ddp, torchrun or srun): GPU data-parallel training needs the NCCL "
+     "backend, which is not built yet."),
 ])
 def test_usage_errors_exit_2(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_device_cuda_without_the_backend_is_a_one_line_usage_error(device, capsys):
+    usable, why = _device.cuda_status()
+    if usable:
+        pytest.skip(f"a usable CUDA backend ({why}): --device cuda is valid here")
+    assert cli.main(["train", "--device", device, "--no-demo"]) == 2
+    err = capsys.readouterr().err
+    first, *rest = err.splitlines()
+    assert first == (f"python -m codext train: error: --device {device!r} needs the CUDA backend, "
+                     f"which is not usable here: {why}. Set --device 'cpu' (or 'auto') to train "
+                     f"on the CPU")
+    assert rest == ["(see python -m codext train --help)"]
 
 
 def test_usage_error_through_the_interpreter():

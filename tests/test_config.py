@@ -67,6 +67,9 @@ def test_defaults_follow_design_section_5():
     (dict(seed=-1), "seed"),
     (dict(checkpoint_dir=""), "checkpoint_dir"),
     (dict(ds_weight=-0.5), "ds_weight"),
+    (dict(device="gpu"), "device"),
+    (dict(device="cuda:-1"), "device"),
+    (dict(device="cuda:x"), "device"),
 ])
 def test_invalid_values_name_the_field(changes, field):
     with pytest.raises(ValueError, match=rf"Config\.{field}\b"):
@@ -81,10 +84,50 @@ def test_invalid_values_name_the_field(changes, field):
     (dict(backbone=None), "backbone"),
     (dict(betas=(0.9,)), "betas"),
     (dict(deep_supervision="yes"), "deep_supervision"),
+    (dict(device=None), "device"),
+    (dict(device=0), "device"),
 ])
 def test_wrong_types_name_the_field(changes, field):
     with pytest.raises(TypeError, match=rf"Config\.{field}\b"):
         Config(**changes)
+
+
+DEVICE_RULE = "Config.device must be 'auto', 'cpu', 'cuda' or 'cuda:N' with N in 0..255"
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:7", "cuda:255"])
+def test_device_accepts_auto_cpu_cuda_and_cuda_n(device):
+    c = Config(device=device)
+    assert c.device == device and Config.from_json(c.to_json()) == c
+    assert codext.config.parse_device(device) == ("cuda:0" if device == "cuda" else device)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:-1", "cuda:x", "cuda:", "cuda:01", "cuda:256",
+                                    "cuda:\u00b2", "CUDA", "cpu:0", "", " cuda", "cuda:+1"])
+def test_device_rejects_the_rest_naming_the_accepted_values(device):
+    with pytest.raises(ValueError) as e:
+        Config(device=device)
+    assert str(e.value) == DEVICE_RULE + (" (a GPU is 'cuda')" if device == "gpu" else "") + \
+        f", got {device!r}"
+
+
+def test_device_defaults_auto_and_the_demo_keeps_the_cpu():
+    assert Config().device == "auto"
+    assert Config.demo().device == "cpu" and Config.demo(device="auto").device == "auto"
+
+
+def test_a_saved_config_without_device_loads():
+    """Runs saved before Config.device existed: their config has no "device" (ADDED_FIELDS)."""
+    old = Config(epochs=4, stage1_epochs=1).to_dict()
+    del old["device"]
+    assert Config.from_dict(old) == Config(epochs=4, stage1_epochs=1)
+    assert Config.from_dict(old).device == "auto"
+    from codext._rundir import RunMetadataError, parse_config
+    fields = parse_config({"codext_config": json.dumps(old)}, "state.safetensors")
+    assert "device" not in fields and Config.from_dict(fields).device == "auto"
+    del old["seed"]  # a field that every saved run has is still required
+    with pytest.raises(RunMetadataError, match="lacks the field.s. seed"):
+        parse_config({"codext_config": json.dumps(old)}, "state.safetensors")
 
 
 def test_unknown_fields_fail_with_a_suggestion():

@@ -27,6 +27,18 @@ on the "cuda" backend and on the CPU backend and records every comparison:
   on the device and on that CPU trainer, agrees to 1e-5 (observed ~4e-6, weights ~5e-8),
   and with the CPU run's own 4th step to the 3-step tolerances.
 
+codext.train end to end (test_codext_train_on_the_device, issue 10): Config.device "auto"
+resolves to the emulated GPU; the tiny run (3 experts, 32x32, 4 images, 2 epochs of 2
+steps, validation on 2 images) with device "cuda" and with "cpu": step and epoch losses
+agree to 1e-5 (the C trainer's step-loss tolerance above; observed 3e-8) without being the
+same bits (a run that silently trained on the CPU gives the CPU's bits), lrs identical;
+the last weights and the best (EMA) weights, loaded with codext.load on the CPU, to 3e-4
+(the 3-step tolerance: 4 steps here; observed 5e-5 and 2.5e-5); the validation S-measure
+and MAE of every epoch to 1e-4 (observed 1e-7: the predictions agree to ~1e-6, so an EMA
+that never reached the device's validation model, 0.13 off, is caught); the device's
+validation scores equal the CPU's evaluation of the best checkpoint it wrote (1e-4); the
+cuda run's folder resumes with device "cpu". About 10 s after the library's build.
+
 A library built from a copy of kernels/ whose optimizer skips the EMA update must fail
 the EMA checks, and only those.
 
@@ -96,3 +108,17 @@ def test_a_device_optimizer_without_ema_is_caught(emulated, tmp_path):
     text = report(result)
     bad = {name for name, c in result["checks"].items() if not c["ok"]}
     assert bad == {"after3_ema"}, text
+
+
+def test_codext_train_on_the_device(emulated, library, tmp_path):
+    compiler, _ = emulated
+    result = run_child(compiler, library, tmp_path / "result.json", "codext.train")
+    text = report(result)
+    print(text)
+    expected = {"auto_is_the_gpu", "train_ran_on_the_device", "train_step_losses",
+                "train_losses_not_the_cpus_bits", "train_epoch_losses", "train_step_lrs",
+                "train_last_weights", "train_val_scores", "train_best_weights",
+                "train_device_validation", "train_resumes_on_the_cpu"}
+    assert expected <= set(result["checks"]), text
+    bad = [name for name, c in result["checks"].items() if not c["ok"]]
+    assert not bad, text

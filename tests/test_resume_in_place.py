@@ -81,7 +81,7 @@ def test_a_copied_run_resumes_in_the_copy_and_leaves_the_original_alone(stopped,
     result = train(codext.Config(**TINY, checkpoint_dir=original), resume=moved, log=lines.append)
     assert snapshot(original) == before
     assert (f"resuming from epoch 1, step 2, in {moved} (checkpoint set {LAST} + "
-            f"last.state.step2.safetensors); writing there") in lines
+            f"last.state.step2.safetensors); writing there; training on the CPU") in lines
     assert result.last_checkpoint == os.path.join(moved, LAST) and result.config.checkpoint_dir == moved
     assert RunDir(moved).state().config["checkpoint_dir"] == moved  # the run records where it is
     for name in (LAST, BEST):

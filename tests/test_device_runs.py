@@ -1,0 +1,167 @@
+"""Config.device in runs (issue 10; codext/_device.py): "auto" resolves to the CPU on a build
+or machine without a usable CUDA backend, data-parallel runs refuse "cuda" (no NCCL backend
+yet) and take "auto" as the CPU, and a resumed run may change device, also a run saved
+before Config.device existed. The device run itself, against the CPU, is
+tests/test_emu_trainer.py::test_codext_train_on_the_device (the emulated CUDA library)."""
+import doctest
+import json
+import os
+import struct
+
+import pytest
+
+import codext
+from codext import _device, cli
+from codext._rundir import RunDir
+from codext.config import Config
+from codext.launch import launch, train_as_rank
+from codext.train import train
+
+TINY = dict(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=2, img_size=32,
+            batch_size=4, epochs=2, stage1_epochs=1, lr=1e-3, synthetic_train=8,
+            synthetic_test=4, amp=False, seed=3)
+NCCL = ("GPU data-parallel training needs the NCCL backend, which is not built yet")
+
+
+def cpu_only():
+    usable, why = _device.cuda_status()
+    if usable:
+        pytest.skip(f"a usable CUDA backend here ({why})")
+    return why
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after_first_epoch(line):
+    if line.startswith("epoch "):
+        raise Stop(line)
+
+
+def edit_saved_config(folder, change):
+    """Rewrites the saved config of the folder's checkpoint set in place, keeping the state
+    file's size (last.safetensors records it): change(dict) edits the config; the header is
+    written compactly and padded with spaces to its old length."""
+    path = RunDir(folder).state_path
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        data = f.read()
+    meta = header["__metadata__"]
+    config = json.loads(meta["codext_config"])
+    change(config)
+    meta["codext_config"] = json.dumps(config, sort_keys=True)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= size
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", size) + text + b" " * (size - len(text)) + data)
+
+
+@pytest.fixture
+def stopped(tmp_path):
+    """A run of 2 epochs (device "auto") stopped after its first: its folder."""
+    folder = str(tmp_path / "run")
+    with pytest.raises(Stop):
+        train(Config(**TINY, checkpoint_dir=folder), log=stop_after_first_epoch)
+    return folder
+
+
+def test_module_doctest():
+    failures, tried = doctest.testmod(_device)
+    assert tried >= 2 and failures == 0
+
+
+# ---- one process --------------------------------------------------------------------------
+
+def test_auto_is_the_cpu_without_a_usable_cuda_backend():
+    why = cpu_only()
+    device, note = _device.resolve("auto")
+    assert device == "cpu"
+    if _device.build_has_cuda():  # a CUDA build on a machine without a GPU says why
+        assert note == f"note: Config.device 'auto' trains on the CPU: the CUDA backend is not usable ({why})"
+    else:  # the CPU-only build: nothing to say
+        assert note is None
+    assert _device.resolve("cpu") == ("cpu", None) and _device.describe("cpu") == "the CPU"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
+def test_cuda_without_a_usable_backend_names_the_reason(device, tmp_path):
+    why = cpu_only()
+    message = (f"Config.device {device!r} needs the CUDA backend, which is not usable here: "
+               f"{why}. Set Config.device 'cpu' (or 'auto') to train on the CPU")
+    with pytest.raises(RuntimeError) as e:
+        _device.resolve(device)
+    assert str(e.value) == message
+    # codext.train resolves first: nothing is written
+    folder = tmp_path / "run"
+    with pytest.raises(RuntimeError) as e:
+        train(Config(**TINY, device=device, checkpoint_dir=str(folder)), progress=False)
+    assert str(e.value) == message and not folder.exists()
+
+
+def test_a_run_says_where_it_trains_and_returns_it(tmp_path):
+    cpu_only()
+    lines = []
+    result = train(Config(**TINY, checkpoint_dir=str(tmp_path)), log=lines.append)
+    assert result.device == "cpu" and result.config.device == "auto"
+    start = next(line for line in lines if line.startswith("codext.train: "))
+    assert "; training on the CPU; checkpoints in " in start
+    # the saved config keeps the device asked for, not the one it resolved to
+    assert RunDir(str(tmp_path)).saved_config()["device"] == "auto"
+
+
+# ---- data-parallel runs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_data_parallel_runs_refuse_cuda_before_any_worker_starts(device, tmp_path):
+    with pytest.raises(ValueError) as e:
+        _device.resolve(device, data_parallel=True)
+    assert f"Config.device {device!r} in a data-parallel run" in str(e.value) and NCCL in str(e.value)
+    cfg = Config(**TINY, device=device, checkpoint_dir=str(tmp_path / "run"))
+    for nprocs in (1, 2):
+        with pytest.raises(ValueError, match="NCCL backend, which is not built yet"):
+            launch(cfg, nprocs=nprocs, log=None)
+    assert not (tmp_path / "run").exists()  # refused before the folder was claimed
+    with pytest.raises(ValueError, match="NCCL backend"):  # a torchrun/srun rank: before connecting
+        train_as_rank(cfg, None, place=None)
+
+
+def test_data_parallel_auto_is_the_cpu_with_a_note_where_cuda_was_built():
+    device, note = _device.resolve("auto", data_parallel=True)
+    assert device == "cpu"
+    assert note == (f"note: Config.device 'auto' trains data-parallel runs on CPU workers: {NCCL}"
+                    if _device.build_has_cuda() else None)
+    assert _device.resolve("cpu", data_parallel=True) == ("cpu", None)
+
+
+# ---- resume ---------------------------------------------------------------------------------
+
+def test_a_run_saved_without_device_resumes_on_another_device(stopped):
+    """A state written before Config.device existed (no "device" in its config) resumes; the
+    device is not part of what must equal the saved run (RESUME_FREE_FIELDS)."""
+    edit_saved_config(stopped, lambda c: c.pop("device"))
+    assert "device" not in RunDir(stopped).saved_config()
+    cfg, demo, _ = cli.train_config(cli.build_parser().parse_args(["train", "--resume", stopped]))
+    assert not demo and cfg.device == "auto"  # the default fills the field the run lacks
+    result = train(Config(**TINY, device="cpu", checkpoint_dir=stopped), resume=stopped,
+                   progress=False)
+    assert result.device == "cpu" and len(result.history["epoch"]) == 2
+    assert RunDir(stopped).saved_config()["device"] == "cpu"  # saved from now on
+
+
+def test_cli_resume_of_a_gpu_run_on_the_cpu(stopped, capsys):
+    """A run saved with device "cuda" resumed where CUDA is not usable: without --device the
+    run's own setting is refused (a usage error saying whose setting it is); --device cpu
+    continues it."""
+    cpu_only()
+    edit_saved_config(stopped, lambda c: c.update(device="cuda"))  # as long as "auto"
+    assert cli.main(["train", "--resume", stopped, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m codext train: error: --device 'cuda' needs the CUDA backend")
+    assert err.splitlines()[0].endswith("(--device cuda is the resumed run's own setting)")
+    assert cli.main(["train", "--resume", stopped, "--device", "cpu", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "best weights" in out
+    assert RunDir(stopped).saved_config()["device"] == "cpu"
+    assert len(json.loads(open(os.path.join(stopped, "history.json")).read())["epoch"]) == 2
