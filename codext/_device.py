@@ -14,13 +14,17 @@ by the CLI before anything starts (codext/cli.py, so that a bad --device is a us
   is a RuntimeError naming the loader's reason (_C.cuda_backend_available: no
   libcodext_cuda.so in a CPU-only build, no driver, no visible device, ...); "auto" is
   "cuda:0" when that backend is usable, else the CPU.
-- a data-parallel run (codext.launch, --use-ddp, torchrun/srun; data_parallel=True): its
-  workers train on the CPU. The device trainer has no collectives yet (GPU data-parallel
-  training needs the NCCL backend, not built yet: the C trainer refuses world_size > 1
-  and a communicator), so "cuda" is a ValueError saying so, before any worker starts, and
-  "auto" becomes "cpu" (with a note when this build has the CUDA backend, so that a user
-  with a GPU learns why it stays idle). Nothing here loads a CUDA library for such a run:
-  the launcher never touches CUDA (codext/launch.py).
+- a rank of a data-parallel run (a codext.launch worker, a torchrun/srun rank;
+  data_parallel=True, local_rank given): "cpu" is the CPU; "cuda" is the GPU of the rank's
+  local rank (cuda:LOCAL_RANK, as torchrun users expect; CUDA_VISIBLE_DEVICES picks which
+  GPUs a host offers); "auto" is that GPU when the backend is usable, else the CPU. "cuda:N"
+  is a ValueError: N would put every rank on one GPU. The device trainer joins the ranks
+  through the shared-memory communicator, its gradients staged through host memory
+  (csrc/train/device_step.c); NCCL is not built yet.
+- the launcher (plan_launch, codext.launch): decides CPU or GPU workers and how many
+  without loading any CUDA library (the notebook must stay free of a CUDA context): the
+  GPUs from NVML or nvidia-smi (codext/_gpus.py), the backend from the build (or
+  CODEXT_CUDA_LIBRARY naming one).
 
 Probing the backend loads libcodext_cuda.so and the CUDA libraries into this process (the
 loader caches its answer), which is why it happens only where a single-process run is
@@ -31,7 +35,8 @@ import re
 from . import _C
 from .config import parse_device
 
-CUDA_TO_COME = ("GPU data-parallel training needs the NCCL backend, which is not built yet")
+GPU_DDP = ("GPU data-parallel workers join through the shared-memory communicator, their "
+           "gradients staged through host memory (NCCL is not built yet)")
 
 
 def cuda_status():
@@ -49,25 +54,23 @@ def build_has_cuda():
     return bool(_C.build_info().get("cuda"))
 
 
-def resolve(device, data_parallel=False):
+def resolve(device, data_parallel=False, local_rank=0):
     """(device, note): the device a run of Config.device `device` trains on, "cpu" or
     "cuda:N", and a line to show the user or None (see the module docstring). ValueError
-    for a device that is not a Config.device or "cuda" in a data-parallel run;
+    for a device that is not a Config.device, or "cuda:N" in a data-parallel run;
     RuntimeError for "cuda" where the backend is not usable or has no such device."""
     canonical = parse_device(device) if isinstance(device, str) else None
     if canonical is None:
         raise ValueError(f"Config.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if data_parallel:
-        if canonical.startswith("cuda"):
-            raise ValueError(f"Config.device {device!r} in a data-parallel run (codext.launch, "
-                             f"--use-ddp, torchrun or srun): {CUDA_TO_COME}. Train on one GPU "
-                             f"in one process (codext.train, or python -m codext train without "
-                             f"--use-ddp), or set Config.device 'cpu' for CPU workers")
-        note = None
-        if canonical == "auto" and build_has_cuda():
-            note = (f"note: Config.device 'auto' trains data-parallel runs on CPU workers: "
-                    f"{CUDA_TO_COME}")
-        return "cpu", note
+    if data_parallel and ":" in device:
+        raise ValueError(f"Config.device {device!r} in a data-parallel run (codext.launch, "
+                         f"--use-ddp, torchrun or srun): each worker trains on the GPU of its "
+                         f"local rank; set Config.device 'cuda' (CUDA_VISIBLE_DEVICES chooses "
+                         f"the GPUs)")
+    if data_parallel and canonical != "cpu":  # the GPU of the rank's local rank
+        if canonical == "auto" and not cuda_status()[0]:
+            return "cpu", None
+        canonical = f"cuda:{local_rank}"
     if canonical == "cpu":
         return "cpu", None
     ok, reason = cuda_status()
@@ -106,3 +109,60 @@ def _device_count(reason):
     None when it does not say."""
     found = re.match(r"(\d+) CUDA device", reason)
     return int(found.group(1)) if found else None
+
+
+def _backend_present():
+    """A CUDA backend library exists for this build, found without loading it: compiled in,
+    or named by CODEXT_CUDA_LIBRARY (the emulator's, in tests)."""
+    import os
+    named = os.environ.get("CODEXT_CUDA_LIBRARY")
+    return build_has_cuda() or bool(named and os.path.isfile(named))
+
+
+def _version(text):
+    found = re.match(r"(\d+)\.(\d+)", text or "")
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def plan_launch(device, nprocs):
+    """(worker device "cpu" or "cuda", workers, notes) for codext.launch, decided without
+    loading CUDA. nprocs None: one worker per visible GPU for GPU workers, 1 on the CPU.
+    ValueError / RuntimeError, each naming the cause, for: "cuda:N"; "cuda" on a build
+    without a CUDA backend or a machine where no GPU is visible (the census's reason); more
+    workers than visible GPUs; a driver whose CUDA major version is older than the build's."""
+    from . import _gpus
+    canonical = parse_device(device) if isinstance(device, str) else None
+    if canonical is None:
+        raise ValueError(f"Config.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if ":" in device:
+        resolve(device, data_parallel=True)  # the ValueError for "cuda:N"
+    if canonical == "cpu":
+        return "cpu", 1 if nprocs is None else nprocs, []
+    present = _backend_present()
+    census = _gpus.visible_gpus() if present else None
+    if canonical == "auto" and (census is None or not census.gpus):  # CPU workers
+        notes = [f"note: Config.device 'auto': CPU workers, no GPU is visible ({census.problem})"
+                 ] if present else []
+        return "cpu", 1 if nprocs is None else nprocs, notes
+    if not present:
+        raise RuntimeError("Config.device 'cuda': this build of codext has no CUDA backend (a "
+                           "CPU-only build); install a build with CUDA, or set Config.device "
+                           "'cpu' for CPU workers")
+    if not census.gpus:
+        raise RuntimeError(f"Config.device 'cuda': no GPU is visible to this process "
+                           f"({census.problem}); set Config.device 'cpu' for CPU workers")
+    gpus = census.gpus
+    workers = len(gpus) if nprocs is None else nprocs
+    if workers > len(gpus):
+        raise ValueError(f"nprocs={workers} GPU workers, but {len(gpus)} GPU(s) are visible "
+                         f"({', '.join(f'cuda:{g.ordinal} {g.name}' for g in gpus)}); one worker "
+                         f"per GPU at most")
+    built = _version(_C.build_info().get("cuda_version"))
+    if built and census.driver_cuda and census.driver_cuda[0] < built[0]:
+        raise RuntimeError(f"the NVIDIA driver runs CUDA up to {census.driver_cuda[0]}."
+                           f"{census.driver_cuda[1]}, but this build of codext needs CUDA "
+                           f"{built[0]}.x: update the driver, or install a build made with "
+                           f"CUDA {census.driver_cuda[0]}")
+    shown = ", ".join(f"cuda:{g.ordinal} {g.name} ({g.arch or 'sm_?'}, "
+                      f"{g.memory_bytes / 2**30:.0f} GiB)" for g in gpus[:workers])
+    return "cuda", workers, [f"{workers} GPU worker(s): {shown}; {GPU_DDP}"]

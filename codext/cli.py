@@ -231,15 +231,23 @@ def _add_model_io(parser):
 
 # ---- train -------------------------------------------------------------------------------------
 
-def gpu_for_training(device="auto"):
-    """True when a single-process run of Config.device `device` would train on a GPU: never
-    for "cpu"; otherwise when this build has the CUDA backend and it is usable
-    (_C.cuda_backend_available(), which loads the CUDA libraries; codext/_device.py). The
-    CLI picks the demo only without a dataset and without such a GPU (an explicit "cuda"
-    that cannot run is then a usage error, not the demo)."""
+def gpu_for_training(device="auto", use_ddp=False):
+    """True when a run of Config.device `device` would train on a GPU: never for "cpu";
+    for one process, when this build has the CUDA backend and it is usable
+    (_C.cuda_backend_available(), which loads the CUDA libraries; codext/_device.py); with
+    --use-ddp outside torchrun/srun, when codext.launch() would start GPU workers (decided
+    without loading CUDA). The CLI picks the demo only without a dataset and without such
+    a GPU (an explicit "cuda" that cannot run is then a usage error, not the demo)."""
     if device == "cpu":
         return False
-    from ._device import cuda_status
+    from ._device import cuda_status, plan_launch
+    if use_ddp:
+        from ._dist import place_from_env
+        if place_from_env() is None:
+            try:
+                return plan_launch(device, None)[0] == "cuda"
+            except (ValueError, RuntimeError):
+                return False
     return cuda_status()[0]
 
 
@@ -268,9 +276,9 @@ def train_config(args):
     demo = args.demo
     if saved is not None:
         demo = False
-    elif demo is None:  # --use-ddp workers train on the CPU: the demo fits them
-        demo = given.get("dataset_path") is None and (
-            getattr(args, "use_ddp", False) or not gpu_for_training(given.get("device", "auto")))
+    elif demo is None:  # no dataset and no GPU to train on
+        demo = given.get("dataset_path") is None and not gpu_for_training(
+            given.get("device", "auto"), getattr(args, "use_ddp", False))
     if saved is None:
         notes += fit_unset_defaults(given, Config.demo() if demo else Config(), demo)
     try:
@@ -287,10 +295,19 @@ def train_config(args):
 
 def check_device(cfg, args, given):
     """UsageError when --device asks for what cannot run: "cuda" without a usable CUDA backend
-    (the reason named), or with --use-ddp (its workers train on the CPU)."""
-    from ._device import resolve
+    or visible GPU (the reason named), "cuda:N" with --use-ddp (each worker takes the GPU of
+    its local rank), more --nprocs than GPUs."""
+    from ._device import plan_launch, resolve
     try:
-        resolve(cfg.device, data_parallel=args.use_ddp)
+        if args.use_ddp:
+            from ._dist import place_from_env
+            place = place_from_env()
+            if place is None:  # codext.launch() starts the workers: decided without CUDA
+                plan_launch(cfg.device, args.nprocs)
+            else:
+                resolve(cfg.device, data_parallel=True, local_rank=place.local_rank)
+        else:
+            resolve(cfg.device)
     except (ValueError, RuntimeError) as e:
         why = _flagify(str(e))
         if args.resume is not None and "device" not in given:

@@ -238,20 +238,22 @@ def _worker_env(rank, world, port, secret, threads, job_fd, event_fd, progress_f
 
 
 def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print,
-                show_all_ranks=False, env=None, master_port=None, display=None):
+                show_all_ranks=False, env=None, master_port=None, display=None,
+                gpu_workers=False):
     """Starts `nprocs` workers on `job` (a JSON-ready dict with "kind"), supervises them
     and returns rank 0's result. The machinery under launch(); job "selftest" ({"n",
     "steps"}) checks the collectives alone. env: extra variables for the workers.
     master_port: the store's port (None: one the system picks). display: a
     codext._launch_progress.Display that shows the workers' lines and rank 0's progress
-    (None: the lines through log, no progress)."""
+    (None: the lines through log, no progress). gpu_workers: each worker trains on a GPU
+    (codext._device.plan_launch counted them), so the CPU cores do not bound nprocs."""
     if os.environ.get(_dist.ENV_WORKER):
         raise RuntimeError("codext.launch() was called inside a codext worker (a worker cannot "
                            "start workers of its own)")
     if not isinstance(nprocs, int) or nprocs < 1:
         raise ValueError(f"nprocs must be a positive integer, got {nprocs!r}")
     cores = _cores()
-    if nprocs > cores:
+    if nprocs > cores and not gpu_workers:
         raise ValueError(f"nprocs={nprocs} is more than the {cores} CPU cores this process may "
                          f"use (CPU workers; no GPU is used by this build)")
     if nprocs > 64:
@@ -344,17 +346,17 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
 
     config: codext.Config (None: Config.demo()); overrides: Config fields to change
     (launch(cfg, epochs=3)). data: a codext.data Dataset (None: the synthetic set of
-    the config). nprocs: CPU workers (default 1); the engine's threads are split between
-    them.
+    the config). nprocs: workers (default: one per GPU for GPU workers, else 1); the
+    engine's threads are split between them.
 
-    Devices: the workers train on the CPU, whatever GPUs the machine has. The device trainer
-    has no collectives yet (GPU data-parallel training needs the NCCL backend, which is not
-    built), so config.device "cuda" / "cuda:N" is a ValueError saying so, raised here before
-    any worker starts (one GPU: codext.train in this process), and "auto" becomes "cpu"
-    rather than failing: "auto" asks for the best device that works, and for data-parallel
-    workers (one or several: the device trainer cannot join a communicator) that is the
-    CPU; rank 0 says so where this build has the CUDA backend. The launcher itself never
-    loads CUDA to decide this (codext/_device.py).
+    Devices (config.device, decided here without loading CUDA: codext/_device.py,
+    plan_launch): "cuda" starts one worker per visible GPU (nprocs None; CUDA_VISIBLE_DEVICES
+    respected, the GPUs counted through NVML or nvidia-smi), each on the GPU of its rank;
+    more workers than GPUs, a CPU-only build or no visible GPU is an error naming the
+    cause. "auto" does that where this build has a CUDA backend and a GPU is visible, else
+    starts CPU workers; "cpu" starts CPU workers; "cuda:N" is a ValueError (each worker takes
+    its own GPU). GPU workers join through the shared-memory communicator, their gradients
+    staged through host memory (NCCL is not built yet).
 
     timeout: seconds a collective may wait for the other ranks (default: config.timeout,
     else NCCL_TIMEOUT from the environment, else 600). Each worker trains batch_size images
@@ -385,10 +387,13 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
         raise TypeError(f"config must be a codext.Config, got {type(config).__name__}")
     elif overrides:
         config = config.replace(**overrides)
-    nprocs = 1 if nprocs is None else nprocs
     from . import _device
-    _device.resolve(config.device, data_parallel=True)  # "cuda": refused before any worker starts
+    # CPU or GPU workers, and how many: decided here, without loading CUDA
+    worker_device, nprocs, device_notes = _device.plan_launch(config.device, nprocs)
+    config = config.replace(device=worker_device)
     display = _launch_progress.Display(progress, log, config.log_every)  # checks progress
+    for note in device_notes if log is not None and progress is not False else ():
+        log(note)
     from . import _checkpoint, _rundir
     if resume is not None:  # the run's checks, here first so that errors reach the caller
         if overwrite:
@@ -411,22 +416,23 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
     job = {"kind": "train", "config": config.to_json(), "resume": resume and os.path.abspath(resume)}
     result = run_workers(job, nprocs, data=data, timeout=timeout, threads=threads, log=log,
                          show_all_ranks=show_all_ranks, master_port=master_port,
-                         display=display)
+                         display=display, gpu_workers=worker_device == "cuda")
     return result_from_worker(result, config)
 
 
 def train_as_rank(config, data, place, *, resume=None, overwrite=False, timeout=None, log=print):
     """Trains as one rank of a run that torchrun or srun started (place: from
     codext._dist.place_from_env()); returns the TrainResult (rank 0 alone writes files and
-    log lines). CODEXT_FAULT applies as in launch(), and so does the device: the CPU
-    ("cuda" is a ValueError before this rank connects)."""
+    log lines). CODEXT_FAULT applies as in launch(). Config.device "cuda" (or "auto" with a
+    usable GPU) trains on the GPU of the rank's LOCAL_RANK; "cuda:N" is a ValueError before
+    this rank connects."""
     from ._device import resolve
     from ._worker import parse_faults
     from .train import _train
     if config.drop_path_rate:
         raise ValueError(f"Config.drop_path_rate must be 0: the C model has no drop path yet, "
                          f"got {config.drop_path_rate}")
-    resolve(config.device, data_parallel=True)
+    resolve(config.device, data_parallel=True, local_rank=place.local_rank if place else 0)
     faults = parse_faults(os.environ.get("CODEXT_FAULT"))
     conn = _dist.connect(place, timeout=_timeout_from(config.timeout if timeout is None else timeout))
     try:

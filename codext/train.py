@@ -375,8 +375,9 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     config, world_note = config.fit_to_world(world)  # Config.world_size: keep the global batch
     if world_note:
         say(f"note: {world_note}")
-    # where it trains, once: a data-parallel rank on the CPU (its trainer joins collectives)
-    device, device_note = _device.resolve(config.device, data_parallel=conn is not None)
+    # where it trains, once: a data-parallel rank on the GPU of its local rank (or the CPU)
+    device, device_note = _device.resolve(config.device, data_parallel=conn is not None,
+                                          local_rank=conn.place.local_rank if conn else 0)
     if device_note:
         say(device_note)
     run = saved = None
@@ -578,7 +579,7 @@ def train_worker(job, conn, faults):
                     overwrite=not job.get("resume"))
     return {"history": {k: _to_json_list(v.tolist()) for k, v in result.history.items()},
             "best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint,
-            "metrics": result.metrics}
+            "metrics": result.metrics, "device": result.device}
 
 
 def result_from_worker(payload, config):
@@ -588,4 +589,5 @@ def result_from_worker(payload, config):
     return TrainResult(history=_history_arrays(history),
                        best_checkpoint=payload["best_checkpoint"],
                        last_checkpoint=payload["last_checkpoint"],
-                       metrics=dict(payload["metrics"]), config=config)
+                       metrics=dict(payload["metrics"]), config=config,
+                       device=payload.get("device", "cpu"))

@@ -98,7 +98,7 @@ def test_no_amp_and_paired_booleans():
 
 
 def test_demo_defaults_without_dataset_and_flags_still_win(monkeypatch):
-    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto": False)
+    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto", use_ddp=False: False)
     cfg, demo, _ = parse_train([])
     assert demo and cfg == Config.demo()
     cfg, demo, _ = parse_train(["--epochs", "3", "--img-size", "96"])
@@ -107,12 +107,14 @@ def test_demo_defaults_without_dataset_and_flags_still_win(monkeypatch):
     assert not demo and cfg == Config(dataset_path=ROOT)
     cfg, demo, _ = parse_train(["--no-demo"])
     assert not demo and cfg == Config()
-    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto": device != "cpu")
+    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto", use_ddp=False: device != "cpu")
     cfg, demo, _ = parse_train([])                                  # a GPU: the real defaults
     assert not demo and cfg == Config()
     cfg, demo, _ = parse_train(["--device", "cpu"])                 # but the CPU is the demo's
     assert demo and cfg == Config.demo()
-    cfg, demo, _ = parse_train(["--use-ddp"])                       # and so are CPU workers
+    cfg, demo, _ = parse_train(["--use-ddp"])                       # GPU workers: the real job
+    assert not demo and cfg == Config()
+    cfg, demo, _ = parse_train(["--use-ddp", "--device", "cpu"])    # CPU workers: the demo
     assert demo and cfg == Config.demo()
 
 
@@ -120,6 +122,8 @@ def test_gpu_for_training_follows_the_device():
     assert cli.gpu_for_training("cpu") is False
     usable = _device.cuda_status()[0]
     assert cli.gpu_for_training() is usable and cli.gpu_for_training("cuda") is usable
+    # --use-ddp: would codext.launch() start GPU workers (decided without loading CUDA)
+    assert cli.gpu_for_training("auto", use_ddp=True) is (_device.plan_launch("auto", None)[0] == "cuda")
 
 
 def test_demo_banner_names_the_real_job():
@@ -158,9 +162,9 @@ def test_seed_multiprocess_flags_are_ignored_with_a_note():
     (["train", "--device", "gpu"], "error: --device must be 'auto', 'cpu', 'cuda' or 'cuda:N' with "
                                    "N in 0..255 (a GPU is 'cuda'), got 'gpu'"),
     (["train", "--device", "cuda:-1"], "error: --device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
-    (["train", "--use-ddp", "--device", "cuda"], "error: --device 'cuda' in a data-parallel run "
-     "(codext.launch, --use-ddp, torchrun or srun): GPU data-parallel training needs the NCCL "
-     "backend, which is not built yet."),
+    (["train", "--use-ddp", "--device", "cuda:1"], "error: --device 'cuda:1' in a data-parallel "
+     "run (codext.launch, --use-ddp, torchrun or srun): each worker trains on the GPU of its "
+     "local rank; set --device 'cuda'"),
 ])
 def test_usage_errors_exit_2(argv, message, capsys):
     assert cli.main(argv) == 2

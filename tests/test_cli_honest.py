@@ -182,7 +182,7 @@ def test_an_image_size_is_suggested_only_when_the_config_accepts_it():
 # ---- demo defaults the user never set ----------------------------------------------------------
 
 def test_epochs_alone_fits_the_demos_frozen_epochs(monkeypatch):
-    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto": False)
+    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto", use_ddp=False: False)
     demo = codext.Config.demo()
     assert demo.stage1_epochs > 1                        # what makes `--epochs 1` a problem
     cfg, is_demo, notes = parse_train(["--epochs", "1"])
@@ -205,7 +205,7 @@ def test_epochs_alone_fits_the_demos_frozen_epochs(monkeypatch):
 
 
 def test_epochs_alone_trains(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto": False)
+    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto", use_ddp=False: False)
     assert cli.main(["train", "--epochs", "1", "--backbone", "edgenext_tiny_test", "--img-size", "32",
                      "--decoder-dim", "8", "--synthetic-train", "32", "--synthetic-test", "4",
                      "--checkpoint-dir", str(tmp_path / "ck")]) == 0
@@ -214,7 +214,7 @@ def test_epochs_alone_trains(monkeypatch, tmp_path, capsys):
 
 
 def test_demo_with_a_dataset_says_where_it_trains(monkeypatch):
-    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto": False)
+    monkeypatch.setattr(cli, "gpu_for_training", lambda device="auto", use_ddp=False: False)
     here = os.path.dirname(os.path.abspath(__file__))
     cfg, demo, _ = parse_train(["--demo", "--dataset-path", here])
     assert demo and cfg.dataset_path == here

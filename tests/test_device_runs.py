@@ -1,6 +1,7 @@
 """Config.device in runs (issue 10; codext/_device.py): "auto" resolves to the CPU on a build
-or machine without a usable CUDA backend, data-parallel runs refuse "cuda" (no NCCL backend
-yet) and take "auto" as the CPU, and a resumed run may change device, also a run saved
+or machine without a usable CUDA backend, data-parallel runs refuse "cuda:N" (each rank
+takes its local rank's GPU) and "cuda" on a CPU-only build, take "auto" as the CPU there
+(the GPU launch itself: tests/test_emu_launch.py), and a resumed run may change device, also a run saved
 before Config.device existed. The device run itself, against the CPU, is
 tests/test_emu_trainer.py::test_codext_train_on_the_device (the emulated CUDA library)."""
 import doctest
@@ -20,7 +21,6 @@ from codext.train import train
 TINY = dict(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=2, img_size=32,
             batch_size=4, epochs=2, stage1_epochs=1, lr=1e-3, synthetic_train=8,
             synthetic_test=4, amp=False, seed=3)
-NCCL = ("GPU data-parallel training needs the NCCL backend, which is not built yet")
 
 
 def cpu_only():
@@ -113,26 +113,44 @@ def test_a_run_says_where_it_trains_and_returns_it(tmp_path):
 
 # ---- data-parallel runs ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
-def test_data_parallel_runs_refuse_cuda_before_any_worker_starts(device, tmp_path):
+def test_data_parallel_runs_refuse_cuda_n_before_any_worker_starts(tmp_path):
+    """"cuda:N" would put every rank on one GPU: each rank takes the GPU of its local rank."""
     with pytest.raises(ValueError) as e:
-        _device.resolve(device, data_parallel=True)
-    assert f"Config.device {device!r} in a data-parallel run" in str(e.value) and NCCL in str(e.value)
-    cfg = Config(**TINY, device=device, checkpoint_dir=str(tmp_path / "run"))
-    for nprocs in (1, 2):
-        with pytest.raises(ValueError, match="NCCL backend, which is not built yet"):
+        _device.resolve("cuda:1", data_parallel=True)
+    assert "Config.device 'cuda:1' in a data-parallel run" in str(e.value)
+    assert "the GPU of its local rank; set Config.device 'cuda'" in str(e.value)
+    cfg = Config(**TINY, device="cuda:1", checkpoint_dir=str(tmp_path / "run"))
+    for nprocs in (None, 1, 2):
+        with pytest.raises(ValueError, match="the GPU of its local rank"):
             launch(cfg, nprocs=nprocs, log=None)
     assert not (tmp_path / "run").exists()  # refused before the folder was claimed
-    with pytest.raises(ValueError, match="NCCL backend"):  # a torchrun/srun rank: before connecting
+    with pytest.raises(ValueError, match="the GPU of its local rank"):  # a torchrun/srun rank
         train_as_rank(cfg, None, place=None)
 
 
-def test_data_parallel_auto_is_the_cpu_with_a_note_where_cuda_was_built():
-    device, note = _device.resolve("auto", data_parallel=True)
-    assert device == "cpu"
-    assert note == (f"note: Config.device 'auto' trains data-parallel runs on CPU workers: {NCCL}"
-                    if _device.build_has_cuda() else None)
+def test_gpu_workers_on_a_cpu_only_build_are_refused_naming_the_cause(tmp_path, monkeypatch):
+    cpu_only()
+    monkeypatch.delenv("CODEXT_CUDA_LIBRARY", raising=False)
+    if _device.build_has_cuda():
+        pytest.skip("this build has the CUDA backend")
+    cfg = Config(**TINY, device="cuda", checkpoint_dir=str(tmp_path / "run"))
+    with pytest.raises(RuntimeError, match=r"this build of codext has no CUDA backend \(a "
+                                           r"CPU-only build\)"):
+        launch(cfg, log=None)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(RuntimeError, match="needs the CUDA backend"):  # a torchrun/srun rank
+        train_as_rank(cfg, None, place=None)
+
+
+def test_data_parallel_auto_is_the_cpu_without_a_gpu(monkeypatch):
+    cpu_only()
+    monkeypatch.delenv("CODEXT_CUDA_LIBRARY", raising=False)
+    assert _device.resolve("auto", data_parallel=True, local_rank=1) == ("cpu", None)
     assert _device.resolve("cpu", data_parallel=True) == ("cpu", None)
+    device, workers, notes = _device.plan_launch("auto", None)
+    assert (device, workers) == ("cpu", 1)
+    assert bool(notes) == _device.build_has_cuda()  # says why only where CUDA was built
+    assert _device.plan_launch("cpu", 3) == ("cpu", 3, [])
 
 
 # ---- resume ---------------------------------------------------------------------------------
