@@ -183,3 +183,54 @@ def test_cli_resume_of_a_gpu_run_on_the_cpu(stopped, capsys):
     assert "best weights" in out
     assert RunDir(stopped).saved_config()["device"] == "cpu"
     assert len(json.loads(open(os.path.join(stopped, "history.json")).read())["epoch"]) == 2
+
+
+# ---- the launcher's plan for GPU workers (codext/_device.py, plan_launch) ---------------------
+
+@pytest.fixture
+def two_gpus(fake_nvml, tmp_path, monkeypatch):
+    """The fake NVML's two T4s (driver CUDA 12.8) and a CUDA backend library that exists
+    (plan_launch only checks that the file is there; it never loads it)."""
+    library = tmp_path / "libcodext_cuda.so"
+    library.write_bytes(b"")
+    monkeypatch.setenv("CODEXT_NVML_LIBRARY", fake_nvml)
+    monkeypatch.setenv("CODEXT_CUDA_LIBRARY", str(library))
+    for name in ("CUDA_VISIBLE_DEVICES", "FAKE_NVML_COUNT", "FAKE_NVML_FAIL_INIT"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("device", ["cuda", "auto"])
+def test_one_gpu_worker_per_visible_gpu(two_gpus, device):
+    worker, n, notes = _device.plan_launch(device, None)
+    assert (worker, n) == ("cuda", 2)
+    assert notes[0].startswith("2 GPU worker(s): cuda:0 Tesla T4 (sm_75, 15 GiB), cuda:1 Tesla "
+                               "T4 (sm_75, 15 GiB); GPU data-parallel workers join")
+    assert _device.plan_launch(device, 1)[:2] == ("cuda", 1)
+    two_gpus.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert _device.plan_launch(device, None)[:2] == ("cuda", 1)
+
+
+def test_more_workers_than_gpus_is_refused(two_gpus):
+    with pytest.raises(ValueError, match=r"nprocs=3 GPU workers, but 2 GPU\(s\) are visible "
+                                         r"\(cuda:0 Tesla T4, cuda:1 Tesla T4\)"):
+        _device.plan_launch("cuda", 3)
+
+
+def test_no_visible_gpu(two_gpus):
+    two_gpus.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(RuntimeError, match=r"no GPU is visible to this process \(CUDA_VISIBLE_"
+                                           r"DEVICES='' hides the 2 GPU\(s\)\)"):
+        _device.plan_launch("cuda", None)
+    worker, n, notes = _device.plan_launch("auto", None)  # auto: CPU workers, and why
+    assert (worker, n) == ("cpu", 1) and "no GPU is visible (CUDA_VISIBLE_DEVICES=''" in notes[0]
+
+
+def test_a_driver_older_than_the_build(two_gpus, monkeypatch):
+    info = dict(codext.build_info(), cuda_version="13.0")
+    monkeypatch.setattr(_device._C, "build_info", lambda: info)
+    with pytest.raises(RuntimeError, match=r"the NVIDIA driver runs CUDA up to 12.8, but this "
+                                           r"build of codext needs CUDA 13.x"):
+        _device.plan_launch("cuda", None)
+    info["cuda_version"] = "12.9"  # same major: the runtime's minor-version compatibility
+    assert _device.plan_launch("cuda", None)[:2] == ("cuda", 2)
