@@ -408,16 +408,20 @@ static cx_cuda_api api = {
     device_count,        runtime_info,       backend_create, destroy,
     optim_workspace_bytes, optim_step,       optim_reset,    optim_read_result,
     copy_bytes,
+    /* filled by cu_nccl_fill_api (nccl.cu) */
+    NULL,                NULL,               NULL,           NULL,
+    NULL,                NULL,               NULL,           NULL,
 };
 
 CU_EXPORT const cx_cuda_api *cx_cuda_get_api(int abi_version) {
     if (abi_version != CX_CUDA_ABI_VERSION)
         return NULL;
+    cu_nccl_fill_api(&api);
     /* __CUDA_ARCH_LIST__ (nvcc) lists the targets compiled in, e.g. 750,800 */
     snprintf(build_text, sizeof build_text,
-             "built with CUDA %d.%d, cuBLAS %d.%d, cuDNN %d.%d.%d for compute %s",
+             "built with CUDA %d.%d, cuBLAS %d.%d, cuDNN %d.%d.%d, %s for compute %s",
              CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, CUBLAS_VER_MAJOR,
-             CUBLAS_VER_MINOR, CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL,
+             CUBLAS_VER_MINOR, CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL, api.nccl_build,
              CU_STR(__CUDA_ARCH_LIST__));
     return &api;
 }

@@ -113,6 +113,9 @@ void cu_column_sums(cu_state *st, int rows, int cols, const float *dy, const flo
 void cu_channel_sums(cu_state *st, int batch, int channels, int hw, const float *dy,
                      const float *x, const float *saved, float *sum_dy, float *sum_dy_xhat);
 
+/* ---- NCCL (nccl.cu): fills the nccl_* entries of the library's table ---- */
+void cu_nccl_fill_api(cx_cuda_api *api);
+
 /* ---- the ops ----
  * cu_<op> for every op of the table (ops/op_list.h, where shapes are documented), in
  * the file of its family (pointwise.cu, norm.cu, linear.cu, conv.cu, ...). The

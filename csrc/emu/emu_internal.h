@@ -38,6 +38,19 @@ static inline int ranges_overlap(const void *a, size_t a_bytes, const void *b, s
     return a_bytes && b_bytes && x < y + b_bytes && y < x + a_bytes;
 }
 
+/* Work that a library outside the runtime queued on a stream: the emulated NCCL's
+ * collectives (emu_nccl.cc), which wait for other processes and so cannot finish inside
+ * the call that queued them. `pending(stream)` makes what progress it can without
+ * waiting and returns 1 while such work on `stream` is unfinished (stream 0 or the legacy
+ * stream: on any stream); `finish(stream)` waits until it has finished (or its
+ * communicator failed or was aborted). The runtime calls these without holding
+ * big_lock(): cudaStreamQuery answers cudaErrorNotReady while work is pending, and
+ * copies, memsets, launches, event records and synchronizations finish it first, so
+ * the stream's order holds. */
+void set_stream_hooks(int (*pending)(cudaStream_t), void (*finish)(cudaStream_t));
+int stream_work_pending(cudaStream_t stream);
+void stream_work_finish(cudaStream_t stream);
+
 /* Runs the blocks of a checked launch (emu_sched.cc); returns cudaSuccess or the error
  * it recorded. */
 cudaError_t run_grid(const char *name, dim3 grid, dim3 block, size_t shared_bytes,

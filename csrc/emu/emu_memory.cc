@@ -225,6 +225,7 @@ static const char *const KIND_NAMES[] = {"cudaMemcpyHostToHost", "cudaMemcpyHost
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
+    stream_work_finish(stream);
     std::lock_guard<std::recursive_mutex> hold(big_lock());
     const char *call = "cudaMemcpy";
     if (!stream_valid(stream))
@@ -265,6 +266,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
 }
 
 cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t stream) {
+    stream_work_finish(stream);
     std::lock_guard<std::recursive_mutex> hold(big_lock());
     if (!stream_valid(stream))
         return fail(cudaErrorInvalidResourceHandle, "cudaMemset: stream %p is not a live stream",

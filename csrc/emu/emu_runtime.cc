@@ -100,6 +100,21 @@ cudaError_t fail(cudaError_t code, const char *fmt, ...) {
     return code;
 }
 
+static int (*hook_pending)(cudaStream_t);
+static void (*hook_finish)(cudaStream_t);
+
+void set_stream_hooks(int (*pending)(cudaStream_t), void (*finish)(cudaStream_t)) {
+    hook_pending = pending;
+    hook_finish = finish;
+}
+
+int stream_work_pending(cudaStream_t stream) { return hook_pending ? hook_pending(stream) : 0; }
+
+void stream_work_finish(cudaStream_t stream) {
+    if (hook_finish)
+        hook_finish(stream);
+}
+
 int stream_valid(cudaStream_t stream) {
     return !stream || stream == cudaStreamLegacy || stream == cudaStreamPerThread ||
            streams.count(stream);
@@ -112,6 +127,7 @@ size_t dynamic_shared_limit(const void *kernel) {
 
 cudaError_t launch(const char *name, const void *kernel, dim3 grid, dim3 block, size_t shared_bytes,
                    cudaStream_t stream, const kernel_call *call) {
+    stream_work_finish(stream);
     std::lock_guard<std::recursive_mutex> hold(big_lock());
     cudaError_t status = check_dims(name, grid, block);
     if (status != cudaSuccess)
@@ -257,7 +273,10 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) 
     return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+    stream_work_finish(0);
+    return cudaSuccess;
+}
 
 cudaError_t cudaDriverGetVersion(int *version) {
     if (!version)
@@ -311,13 +330,24 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    stream_work_finish(stream);
     std::lock_guard<std::recursive_mutex> hold(big_lock());
     return stream_valid(stream) ? cudaSuccess
                                 : fail(cudaErrorInvalidResourceHandle,
                                        "cudaStreamSynchronize: %p is not a live stream", (void *)stream);
 }
 
-cudaError_t cudaStreamQuery(cudaStream_t stream) { return cudaStreamSynchronize(stream); }
+/* cudaErrorNotReady (not recorded as an error, as CUDA does) while a library's work on the
+ * stream is pending; else cudaStreamSynchronize's answer (everything else has finished). */
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+    {
+        std::lock_guard<std::recursive_mutex> hold(big_lock());
+        if (!stream_valid(stream))
+            return fail(cudaErrorInvalidResourceHandle, "cudaStreamQuery: %p is not a live stream",
+                        (void *)stream);
+    }
+    return stream_work_pending(stream) ? cudaErrorNotReady : cudaStreamSynchronize(stream);
+}
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());
@@ -354,6 +384,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+    stream_work_finish(stream);
     std::lock_guard<std::recursive_mutex> hold(big_lock());
     if (!events.count(event))
         return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: %p is not a live event",

@@ -16,8 +16,9 @@ extern "C" {
 
 /* Bumped whenever cx_cuda_api, cx_cuda_config or cx_backend change shape, so a stale
  * libcodext_cuda.so next to a newer _C is refused with a clear message.
- * 3: the device optimizer (optim_*) and copy_bytes. */
-#define CX_CUDA_ABI_VERSION 3
+ * 3: the device optimizer (optim_*) and copy_bytes.
+ * 4: NCCL (nccl_*). */
+#define CX_CUDA_ABI_VERSION 4
 #define CX_CUDA_ENTRY_POINT "cx_cuda_get_api"
 #define CX_CUDA_LIBRARY_NAME "libcodext_cuda.so"
 
@@ -29,6 +30,18 @@ typedef struct {
     int allow_tf32;    /* 0 (default): fp32 products stay fp32 (no TF32 tensor cores) */
     cx_fail_fn fail;   /* the caller's cx_fail: receives every error message */
 } cx_cuda_config;
+
+/* NCCL (kernels/nccl.cu): the communicator of one GPU rank of a data-parallel run. */
+#define CX_NCCL_ID_BYTES 128 /* NCCL_UNIQUE_ID_BYTES */
+typedef struct cx_nccl cx_nccl; /* the library's; opaque to _C */
+
+typedef struct {
+    cx_fail_fn fail;          /* receives every error message of this communicator */
+    int device;               /* CUDA device ordinal of this rank */
+    const unsigned char *id;  /* [CX_NCCL_ID_BYTES] from nccl_unique_id on one rank */
+    int rank, world;
+    double timeout_s;         /* bound of every wait (init, each collective); <= 0: none */
+} cx_nccl_config;
 
 typedef struct {
     int abi_version;    /* CX_CUDA_ABI_VERSION of the library */
@@ -63,6 +76,37 @@ typedef struct {
      * `be`'s stream; to_device 1: host `src` to device `dst` (src may be reused on return),
      * 0: device `src` to host `dst`, there after the next sync(). Errors are recorded. */
     void (*copy_bytes)(cx_backend *be, void *dst, const void *src, size_t bytes, int to_device);
+
+    /* ---- NCCL (kernels/nccl.cu; docs/distributed.md, "Collectives") ----
+     * A communicator is non-blocking (ncclConfig_t.blocking = 0) with a stream of its own
+     * on config->device. Every wait (the init, each collective's completion) is a watchdog
+     * loop that polls ncclCommGetAsyncError and cudaStreamQuery and is bounded by
+     * timeout_s: on a timeout, an async error or an abort request it aborts the NCCL
+     * communicator (ncclCommAbort) and fails (through config->fail) naming the operation,
+     * the rank and the timeout; every later call then fails at once with that first error.
+     * nccl_build: the NCCL the library was built against ("NCCL 2.28.9", or "emulated
+     * NCCL 2.28.0"). */
+    const char *nccl_build;
+    /* id [CX_NCCL_ID_BYTES]: a fresh ncclUniqueId (one rank makes it, all ranks use it). */
+    cx_status (*nccl_unique_id)(cx_fail_fn fail, unsigned char *id);
+    /* Joins the communicator; waits (watchdog) until every rank has joined. */
+    cx_status (*nccl_create)(const cx_nccl_config *config, cx_nccl **out);
+    /* data [n] float32, replaced by the sum over the ranks (average 0: ncclSum) or the mean
+     * (average 1: ncclAvg). host 0: `data` is device memory of this rank's device whose
+     * writers have finished (the caller synchronized their stream); it is reduced in place
+     * on the communicator's stream, and no copy is made. host 1: host memory, staged through
+     * the communicator's device buffer in chunks. Returns once the result is in `data`. */
+    cx_status (*nccl_all_reduce)(cx_nccl *comm, float *data, size_t n, int average, int host);
+    /* data [n_bytes]: root's bytes into every rank's `data` (device or host memory, as above). */
+    cx_status (*nccl_broadcast)(cx_nccl *comm, void *data, size_t n_bytes, int root, int host);
+    /* An all-reduce of one float of the communicator's device buffer. */
+    cx_status (*nccl_barrier)(cx_nccl *comm);
+    /* ncclCommAbort, now when no call runs, else by the running call's watchdog at its next
+     * poll (which then fails). Thread-safe, callable any time, never waits for peers. */
+    void (*nccl_abort)(cx_nccl *comm);
+    /* Finalizes (bounded by the timeout; aborts instead when it fails) and frees; NULL is
+     * fine. Not while a call runs. */
+    void (*nccl_destroy)(cx_nccl *comm);
 } cx_cuda_api;
 
 /* The library's one exported symbol. NULL when abi_version differs from its own. */
