@@ -1,5 +1,5 @@
 """Rendezvous of a data-parallel run's ranks: who am I, where is the store, how do we find
-the shared-memory segment (docs/distributed.md).
+the shared-memory segment or the NCCL communicator (docs/distributed.md).
 
 Three ways a worker learns its place, checked against each other:
 
@@ -34,6 +34,9 @@ ENV_RANK, ENV_WORLD = "CODEXT_RANK", "CODEXT_WORLD_SIZE"
 ENV_ADDR, ENV_PORT, ENV_SECRET = "CODEXT_STORE_ADDR", "CODEXT_STORE_PORT", "CODEXT_STORE_SECRET"
 ENV_WORKER = "CODEXT_WORKER"  # set in every worker: launch() refuses to run inside one
 SHM_KEY = "shm_name"
+NCCL_KEY = "nccl_unique_id"       # rank 0's ncclUniqueId (128 bytes)
+TRANSPORT_KEY = "gpu_transport"   # rank 0's choice for GPU ranks: b"nccl" or b"shm"
+ENV_TRANSPORT = "CODEXT_GPU_TRANSPORT"  # "shm": GPU ranks stage through shared memory
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
@@ -197,10 +200,11 @@ def read_secret_file(port):
 @dataclasses.dataclass
 class Connection:
     place: Place
-    comm: object                 # _C.ShmComm
+    comm: object                 # _C.ShmComm, or _C.NcclComm for GPU ranks
     store: object                # _C.StoreClient
     server: object = None        # _C.StoreServer when this rank hosts the store
     secret_file: str = None
+    transport: str = "shared memory"  # what carries the collectives, in words (for the log)
 
     def close(self):
         for obj in (self.comm, self.store, self.server):
@@ -249,14 +253,43 @@ def remove_segment(name):
         pass
 
 
-def connect(place, timeout=DEFAULT_TIMEOUT):
+def gpu_ordinal(device):
+    """The CUDA device ordinal of a resolved device string ("cuda:N" -> N), None for "cpu"."""
+    if device is None or not str(device).startswith("cuda"):
+        return None
+    _, _, index = str(device).partition(":")
+    return int(index) if index else 0
+
+
+def _nccl_choice(device, env=None):
+    """(True, NCCL version text) when this GPU rank should use NCCL, else (False, why not)."""
+    env = os.environ if env is None else env
+    if gpu_ordinal(device) is None:
+        return False, "CPU ranks use shared memory"
+    wanted = env.get(ENV_TRANSPORT, "auto")
+    if wanted not in ("auto", "nccl", "shm"):
+        raise ValueError(f"{ENV_TRANSPORT} must be 'auto', 'nccl' or 'shm', got {wanted!r}")
+    if wanted == "shm":
+        return False, f"{ENV_TRANSPORT}=shm"
+    ok, text = _C.nccl_available()
+    if not ok and wanted == "nccl":
+        raise RuntimeError(f"{ENV_TRANSPORT}=nccl but NCCL is not usable: {text}")
+    return ok, text
+
+
+def connect(place, timeout=DEFAULT_TIMEOUT, device=None):
     """Joins the run: the store (hosted here when this is rank 0 of torchrun/Slurm), then
-    the shared-memory communicator. Returns a Connection (close() it)."""
+    the communicator. device: this rank's resolved device ("cpu", "cuda:N"; None: CPU).
+    GPU ranks use NCCL when the loaded CUDA library provides it (rank 0 makes the unique id
+    and shares it through the store; CODEXT_GPU_TRANSPORT=shm forces the staged
+    shared-memory path), else shared memory with the gradients staged through host memory;
+    rank 0 decides and every rank follows. CPU ranks use shared memory. Returns a
+    Connection (close() it); its `transport` says which, in words."""
     if not place.single_host:
         raise RuntimeError(
             f"this run spans several hosts ({place.world} ranks, {place.local_world} on this "
-            f"host): CPU workers communicate through shared memory on one host only, and the "
-            f"NCCL backend for GPUs is not implemented yet")
+            f"host): CPU workers communicate through shared memory on one host only, and "
+            f"multi-host NCCL runs are not supported yet")
     server, secret_file, secret = None, None, place.secret
     host = place.master_addr
     if place.source != "codext.launch" and place.rank == 0:
@@ -274,16 +307,45 @@ def connect(place, timeout=DEFAULT_TIMEOUT):
         host = socket.gethostbyname(host)
     store = _connect_store(place, host, secret, timeout)
     try:
-        if place.source != "codext.launch" and place.rank == 0:
-            store.set(SHM_KEY, segment_name(place.world, log=print).encode())
-        name = store.get(SHM_KEY, timeout).decode()
-        comm = _C.ShmComm(name, place.rank, place.world, timeout=timeout)
+        comm, transport = _join(place, store, timeout, device)
     except BaseException:
         store.close()
         if server is not None:
             server.close()
         raise
-    return Connection(place, comm, store, server, secret_file)
+    return Connection(place, comm, store, server, secret_file, transport)
+
+
+def _join(place, store, timeout, device):
+    """(communicator, transport in words) for this rank (see connect)."""
+    ordinal = gpu_ordinal(device)
+    use_nccl = False
+    if ordinal is not None:
+        if place.rank == 0:
+            use_nccl, text = _nccl_choice(device)
+            store.set(TRANSPORT_KEY, b"nccl" if use_nccl else b"shm")
+            if use_nccl:
+                store.set(NCCL_KEY, _C.nccl_unique_id())
+        use_nccl = store.get(TRANSPORT_KEY, timeout) == b"nccl"
+        if use_nccl and place.rank != 0:
+            ok, text = _C.nccl_available()
+            if not ok:
+                raise RuntimeError(f"rank {place.rank}: rank 0 chose NCCL for the GPU ranks, but "
+                                   f"NCCL is not usable here: {text}")
+    if use_nccl:
+        unique_id = store.get(NCCL_KEY, timeout)
+        comm = _C.NcclComm(unique_id, place.rank, place.world, timeout=timeout, device=ordinal)
+        return comm, (f"NCCL ({text}): device gradients all-reduced in place (ncclAvg), "
+                      f"watchdog timeout {timeout:g} s")
+    if place.source != "codext.launch" and place.rank == 0:
+        store.set(SHM_KEY, segment_name(place.world, log=print).encode())
+    name = store.get(SHM_KEY, timeout).decode()
+    comm = _C.ShmComm(name, place.rank, place.world, timeout=timeout)
+    if ordinal is None:
+        return comm, "shared memory"
+    why = text if place.rank == 0 else "rank 0's choice"
+    return comm, (f"shared memory, device gradients staged through host memory (NCCL not "
+                  f"used: {why})")
 
 
 def _connect_store(place, host, secret, timeout):

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -149,6 +150,11 @@ def test_single_rank_and_bad_arguments():
         _C.ShmComm("no-slash", 0, 1)
     with pytest.raises(ValueError, match="rank 2 is not in a world of 2"):
         _C.ShmComm(shm_name(), 2, 2)
-    with pytest.raises(RuntimeError, match="NCCL backend is not implemented"):
-        _C.nccl_comm()
+    ok, why = _C.nccl_available()  # CPU-only build: no CUDA library, said so (never a fallback)
+    if not ok:
+        assert "without CUDA" in why or "CODEXT_CUDA_LIBRARY" in why, why
+        with pytest.raises(RuntimeError, match=re.escape(why[:40])):
+            _C.NcclComm(bytes(128), 0, 1)
+    with pytest.raises(ValueError, match="128 bytes, got 3"):
+        _C.NcclComm(b"abc", 0, 1)
     assert _C.shm_segment_bytes(2) < 32 << 20 and _C.shm_segment_bytes(64) <= 32 << 20

@@ -1,8 +1,10 @@
 """Data parallelism in the C trainer (csrc/train/trainer.c with csrc/dist): W ranks of
 batch B hold the same weights as one rank of batch W B and as one rank of batch B with W
 accumulation steps, across the stage switch; every rank ends bit-identical."""
+import glob
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -20,17 +22,33 @@ ROOT = os.path.dirname(HERE)
 N_TRAIN = 21  # 5 steps of 4 images per epoch; one image left over each epoch (dropped)
 
 
-def run_ranks(world, args, tmp_path, env=None, timeout=50):
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(world, args, tmp_path, env=None, timeout=50, ranks=None, check=True):
     """Runs `world` ranks of ddp_worker.py (args: its JSON; env: the base environment, by
-    default this process's) and returns each rank's saved arrays."""
+    default this process's) and returns each rank's saved arrays. With args["connect"] each
+    rank gets torchrun's variables (a fresh port, a store secret) to join through
+    codext._dist.connect. ranks: the ranks to start (default all; the others never join).
+    check=False: returns {rank: error text or None} instead of asserting that none failed."""
     name = f"/codext-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     base = os.environ if env is None else env
     env = dict(base, PYTHONPATH=ROOT + os.pathsep + base.get("PYTHONPATH", ""),
                CODEXT_NUM_THREADS="1")
+    per_rank = {r: {} for r in range(world)}
+    if args.get("connect"):
+        per_rank = {r: {"RANK": str(r), "LOCAL_RANK": str(r)} for r in range(world)}
+        env.update(WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(_free_port()), CODEXT_STORE_SECRET=os.urandom(32).hex())
+    ranks = list(range(world)) if ranks is None else ranks
     os.makedirs(tmp_path, exist_ok=True)
-    outs = [str(tmp_path / f"rank{r}.npz") for r in range(world)]
+    outs = {r: str(tmp_path / f"rank{r}.npz") for r in ranks}
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "ddp_worker.py"), name, str(r),
-                               str(world), outs[r], json.dumps(args)], env=env) for r in range(world)]
+                               str(world), outs[r], json.dumps(args)],
+                              env=dict(env, **per_rank[r])) for r in ranks]
     try:
         for p in procs:
             p.wait(timeout=timeout)
@@ -39,10 +57,15 @@ def run_ranks(world, args, tmp_path, env=None, timeout=50):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    errors = [open(o + ".err").read() for o in outs if os.path.exists(o + ".err")]
-    assert not errors, errors
+    errors = {r: open(o + ".err").read() if os.path.exists(o + ".err") else None
+              for r, o in outs.items()}
     assert not os.path.exists("/dev/shm" + name)
-    return [dict(np.load(o)) for o in outs]
+    for p in procs:  # nothing of the emulated NCCL is left in /dev/shm (its ids name the pid)
+        assert not glob.glob(f"/dev/shm/cx-emu-nccl-{p.pid}-*")
+    if not check:
+        return errors
+    assert not any(errors.values()), errors
+    return [dict(np.load(outs[r])) for r in ranks]
 
 
 def single(batch, accum, top_k=0):

@@ -14,8 +14,19 @@ cx_device_step_all_reduce_mean), against two ranks of the CPU trainer.
   7.3e-7; the device's ops round differently, see tests/test_emu_trainer.py), while
   training moved the weights by more than 1e-3.
 
+The same two device ranks joined through codext._dist.connect take NCCL (the emulated NCCL
+of csrc/emu/emu_nccl.cc: rank 0 makes the unique id, the store shares it): the join
+broadcasts the device weights and every gradient bucket is averaged in place in device
+memory (ncclAvg), the loss, out-of-memory count and weight hash go over the staged host
+route. They end with the same bits as the staged run: for 2 ranks ncclAvg (each value x
+0.5, then the sum in rank order, as the emulator sums) and shm's mean (the sum in rank
+order, then x 0.5) are the same exact scalings of the same sums. Failures (timeouts,
+aborts): tests/test_emu_nccl.py.
+
 A build whose staged all-reduce skips the upload back to the device fails the first test
-(the ranks' weights differ); checked by hand when this was written.
+(the ranks' weights differ); so do builds whose NCCL all-reduce used ncclSum instead of
+ncclAvg, or that skipped the device broadcast at the join. Checked by hand when this was
+written.
 """
 import numpy as np
 import pytest
@@ -31,11 +42,19 @@ pytestmark = pytest.mark.timeout(900)
 ARGS = {"n": 8, "batch": 2, "epochs": 2, "oom_step": 2, "oom_rank": 1}
 
 
-def test_two_device_ranks_match_two_cpu_ranks(emulated, library, tmp_path):
+def test_two_device_ranks_match_two_cpu_ranks_over_shm_and_nccl(emulated, library, tmp_path):
     compiler, _ = emulated
     env = emulated_env(library, compiler)
     dev = run_ranks(2, dict(ARGS, device="cuda"), tmp_path / "cuda", env=env, timeout=600)
+    nccl = run_ranks(2, dict(ARGS, device="cuda", connect=True), tmp_path / "nccl", env=env,
+                     timeout=600)
     cpu = run_ranks(2, ARGS, tmp_path / "cpu")
+    assert [str(r["comm_backend"]) for r in nccl] == ["nccl", "nccl"]
+    assert str(nccl[0]["transport"]).startswith("NCCL (emulated NCCL 2.")
+    for key in ("params", "ema", "exp_avg", "loss"):
+        np.testing.assert_array_equal(nccl[0][key], nccl[1][key], err_msg=key)
+        np.testing.assert_array_equal(nccl[0][key], dev[0][key], err_msg=key)
+    assert [int(r["oom_halvings"]) for r in nccl] == [1, 1]
     assert [str(r["backend"]) for r in dev] == ["cuda", "cuda"]
     for key in ("params", "ema", "exp_avg", "loss"):
         np.testing.assert_array_equal(dev[0][key], dev[1][key], err_msg=key)

@@ -1,5 +1,8 @@
 /* _C.ShmComm: the shared-memory collectives (csrc/dist/comm.h) for codext's workers and
- * tests. Every call releases the GIL while it waits on the other ranks. */
+ * tests, and _C.NcclComm (a subtype: the same methods) for GPU ranks. The methods take
+ * host arrays on both (NCCL stages them through device memory: comm.h's host route); the
+ * trainer uses the communicator itself. Every call releases the GIL while it waits on the
+ * other ranks. */
 #define PY_SSIZE_T_CLEAN
 #include "binding.h"
 #include "../dist/comm.h"
@@ -63,12 +66,12 @@ typedef cx_status (*buffer_op)(cx_comm *comm, void *data, size_t n_bytes, int ro
 
 static cx_status reduce_sum(cx_comm *comm, void *data, size_t n_bytes, int root) {
     (void)root;
-    return cx_comm_all_reduce_sum(comm, data, n_bytes / sizeof(float));
+    return cx_comm_host_all_reduce_sum(comm, data, n_bytes / sizeof(float));
 }
 
 static cx_status reduce_mean(cx_comm *comm, void *data, size_t n_bytes, int root) {
     (void)root;
-    return cx_comm_all_reduce_mean(comm, data, n_bytes / sizeof(float));
+    return cx_comm_host_all_reduce_mean(comm, data, n_bytes / sizeof(float));
 }
 
 static PyObject *run_on_buffer(CommObject *self, PyObject *obj, int need_float32, buffer_op op,
@@ -109,7 +112,7 @@ static PyObject *comm_broadcast(CommObject *self, PyObject *args) {
     int root = 0;
     if (!PyArg_ParseTuple(args, "O|i", &arr, &root))
         return NULL;
-    return run_on_buffer(self, arr, 0, cx_comm_broadcast, root);
+    return run_on_buffer(self, arr, 0, cx_comm_host_broadcast, root);
 }
 
 static PyObject *comm_barrier(CommObject *self, PyObject *unused) {
@@ -167,7 +170,14 @@ static PyMethodDef comm_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *comm_get_backend(CommObject *self, void *unused) {
+    if (!self->comm)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(self->comm->ops->name);
+}
+
 static PyGetSetDef comm_getset[] = {
+    {"backend", (getter)comm_get_backend, NULL, "'shm' or 'nccl' (None once closed).", NULL},
     {"rank", (getter)comm_get_rank, NULL, "This process's rank.", NULL},
     {"world", (getter)comm_get_world, NULL, "Number of ranks.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -191,7 +201,8 @@ static PyTypeObject CommType = {
 
 cx_comm *cx_py_comm(PyObject *obj) {
     if (!PyObject_TypeCheck(obj, &CommType)) {
-        PyErr_Format(PyExc_TypeError, "expected a codext._C.ShmComm, got %s", Py_TYPE(obj)->tp_name);
+        PyErr_Format(PyExc_TypeError, "expected a codext._C.ShmComm or NcclComm, got %s",
+                     Py_TYPE(obj)->tp_name);
         return NULL;
     }
     CommObject *self = (CommObject *)obj;
@@ -213,20 +224,82 @@ static PyObject *py_shm_segment_bytes(PyObject *mod, PyObject *args) {
     return PyLong_FromSize_t(cx_comm_shm_segment_bytes(world, (size_t)capacity));
 }
 
-static PyObject *py_nccl_comm(PyObject *mod, PyObject *args) {
+/* NcclComm(unique_id: bytes, rank, world, timeout=600.0, device=0) */
+static int nccl_init(CommObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"unique_id", "rank", "world", "timeout", "device", NULL};
+    const char *id;
+    Py_ssize_t id_len;
+    int rank, world, device = 0;
+    double timeout = 600.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#ii|di", keywords, &id, &id_len, &rank,
+                                     &world, &timeout, &device))
+        return -1;
+    if (self->comm) {
+        PyErr_SetString(PyExc_RuntimeError, "NcclComm is already connected");
+        return -1;
+    }
+    if (id_len != CX_COMM_NCCL_ID_BYTES) {
+        PyErr_Format(PyExc_ValueError, "an NCCL unique id has %d bytes, got %zd",
+                     CX_COMM_NCCL_ID_BYTES, id_len);
+        return -1;
+    }
     cx_comm *comm = NULL;
-    cx_status st = cx_comm_nccl_create(NULL, 0, 0, 1, 0.0, &comm);
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_comm_nccl_create((const unsigned char *)id, rank, world, device, timeout, &comm);
+    Py_END_ALLOW_THREADS
+    if (st != CX_OK) {
+        cx_py_error(st);
+        return -1;
+    }
+    self->comm = comm;
+    return 0;
+}
+
+static PyTypeObject NcclCommType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "codext._C.NcclComm",
+    .tp_basicsize = sizeof(CommObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "NcclComm(unique_id, rank, world, timeout=600.0, device=0): the NCCL "
+              "collectives of `world` GPU ranks (one process each) on CUDA device `device`, "
+              "joined through the bytes of nccl_unique_id() made on one rank. Non-blocking, "
+              "every wait bounded by `timeout` (then aborted, raising RuntimeError naming the "
+              "operation). Its methods take host arrays (staged through device memory); "
+              "Trainer.set_comm reduces the device gradients in place.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)nccl_init,
+    .tp_dealloc = (destructor)comm_dealloc,
+};
+
+static PyObject *py_nccl_unique_id(PyObject *mod, PyObject *unused) {
+    unsigned char id[CX_COMM_NCCL_ID_BYTES];
+    cx_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cx_comm_nccl_unique_id(id);
+    Py_END_ALLOW_THREADS
     if (st != CX_OK)
         return cx_py_error(st);
-    cx_comm_destroy(comm);
-    Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)id, sizeof id);
+}
+
+static PyObject *py_nccl_available(PyObject *mod, PyObject *unused) {
+    char reason[1024] = "";
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = cx_comm_nccl_available(reason, sizeof reason, NULL);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(Os)", ok ? Py_True : Py_False, reason);
 }
 
 PyMethodDef cx_py_dist_methods[] = {
     {"shm_segment_bytes", py_shm_segment_bytes, METH_VARARGS,
      "shm_segment_bytes(world, capacity=0) -> bytes of /dev/shm a ShmComm needs."},
-    {"nccl_comm", py_nccl_comm, METH_VARARGS,
-     "nccl_comm(...): the NCCL backend (not implemented: raises RuntimeError saying so)."},
+    {"nccl_available", py_nccl_available, METH_NOARGS,
+     "nccl_available() -> (bool, text): whether the CUDA library loads and provides NCCL "
+     "(text: its NCCL version, or why not). Loads the CUDA library; creates no context."},
+    {"nccl_unique_id", py_nccl_unique_id, METH_NOARGS,
+     "nccl_unique_id() -> bytes: a fresh ncclUniqueId for NcclComm (made on one rank)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -236,6 +309,14 @@ int cx_py_add_dist_types(PyObject *module) {
     Py_INCREF(&CommType);
     if (PyModule_AddObject(module, "ShmComm", (PyObject *)&CommType) < 0) {
         Py_DECREF(&CommType);
+        return -1;
+    }
+    NcclCommType.tp_base = &CommType; /* the methods and cx_py_comm's type check */
+    if (PyType_Ready(&NcclCommType) < 0)
+        return -1;
+    Py_INCREF(&NcclCommType);
+    if (PyModule_AddObject(module, "NcclComm", (PyObject *)&NcclCommType) < 0) {
+        Py_DECREF(&NcclCommType);
         return -1;
     }
     return 0;

@@ -160,8 +160,9 @@ uint64_t cx_fnv1a_floats(uint64_t h, const float *values, size_t n) {
 cx_status cx_device_step_join(cx_device_step *d, cx_comm *comm, float *params,
                               size_t bucket_floats, uint64_t *hash) {
     cx_backend *be = d->be;
+    int direct = cx_comm_device_buffers(comm); /* NCCL: no host copy, no staging buffer */
     size_t staging = bucket_floats < d->total ? bucket_floats : d->total;
-    if (!d->staging) {
+    if (!direct && !d->staging) {
         d->staging = cx_aligned_alloc((staging ? staging : 1) * sizeof(float));
         if (!d->staging)
             return cx_fail(CX_ENOMEM, "out of host memory for the gradient staging buffer "
@@ -171,13 +172,21 @@ cx_status cx_device_step_join(cx_device_step *d, cx_comm *comm, float *params,
     float *host = cx_aligned_alloc((d->total ? d->total : 1) * sizeof(float));
     if (!host)
         return cx_fail(CX_ENOMEM, "out of host memory for a copy of the %zu weights", d->total);
-    be->download(be, host, params, d->total);
-    cx_status st = be->sync(be);
-    if (st == CX_OK)
-        st = cx_comm_broadcast(comm, host, d->total * sizeof(float), 0);
-    if (st == CX_OK) {
-        be->upload(be, params, host, d->total);
+    cx_status st = be->sync(be); /* the weights' writers have finished */
+    if (st == CX_OK && direct) {
+        st = cx_comm_broadcast(comm, params, d->total * sizeof(float), 0);
+        be->download(be, host, params, d->total); /* for the hash */
+        if (st == CX_OK)
+            st = be->sync(be);
+    } else if (st == CX_OK) {
+        be->download(be, host, params, d->total);
         st = be->sync(be);
+        if (st == CX_OK)
+            st = cx_comm_broadcast(comm, host, d->total * sizeof(float), 0);
+        if (st == CX_OK) {
+            be->upload(be, params, host, d->total);
+            st = be->sync(be);
+        }
     }
     *hash = cx_fnv1a_floats(CX_FNV_OFFSET, host, d->total);
     cx_aligned_free(host);
@@ -187,6 +196,10 @@ cx_status cx_device_step_join(cx_device_step *d, cx_comm *comm, float *params,
 cx_status cx_device_step_all_reduce_mean(cx_device_step *d, cx_comm *comm, float *grads,
                                          size_t n) {
     cx_backend *be = d->be;
+    if (cx_comm_device_buffers(comm)) { /* in place on the device, once the backward is done */
+        CX_TRY(be->sync(be));
+        return cx_comm_all_reduce_mean(comm, grads, n);
+    }
     if (n > d->staging_floats)
         return cx_fail(CX_EINVAL, "a gradient bucket of %zu floats exceeds the staging buffer "
                        "of %zu (join first)", n, d->staging_floats);

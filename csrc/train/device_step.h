@@ -38,7 +38,8 @@ typedef struct {
     unsigned char *mask_host;    /* [count] what `mask` holds (uploaded only on change) */
     int mask_valid;              /* mask_host matches the device copy */
     float *staging;              /* [staging_floats] host copy of one gradient bucket of a
-                                    data-parallel step (cx_device_step_join), else NULL */
+                                    data-parallel step over a host-memory communicator
+                                    (cx_device_step_join), else NULL */
     size_t staging_floats;
 } cx_device_step;
 
@@ -75,18 +76,22 @@ cx_status cx_device_step_upload(cx_device_step *d, const cx_train_state *host);
 /* Step counts only, to host memory [count] (waits). */
 cx_status cx_device_step_download_steps(cx_device_step *d, int64_t *host);
 
-/* Data parallelism through a communicator whose buffers are host memory (the shared-
- * memory backend): the device's gradients travel through a host staging buffer, one
- * bucket at a time (download, all-reduce on the host, upload), so the numbers each rank
- * steps on are the CPU trainer's. NCCL would reduce device memory in place instead.
+/* Data parallelism on the device, two ways, chosen by the communicator (comm.h):
+ *   - one that takes device memory (NCCL: cx_comm_device_buffers): the join broadcasts
+ *     the device weights directly and each gradient bucket is averaged in place on the
+ *     device (ncclAvg), after the backend's stream has finished the backward: no staging;
+ *   - one that takes host memory (shm): the weights travel through a host copy and each
+ *     bucket through a host staging buffer (download, all-reduce on the host, upload), so
+ *     the numbers each rank steps on are the CPU trainer's.
  *
- * join: allocates the staging buffer (bucket_floats, at most the parameter count),
- * replaces `params` (device, [total]) by rank 0's through a host copy, and writes into
- * *hash an FNV-1a hash of the weights now held (the trainer compares it with rank 0's).
- * Not in the step: it allocates. */
+ * join: (host route only) allocates the staging buffer (bucket_floats, at most the
+ * parameter count); replaces `params` (device, [total]) by rank 0's, and writes into *hash
+ * an FNV-1a hash of the weights now held, read back to the host (the trainer compares it
+ * with rank 0's over the host route). Not in the step: it allocates. */
 cx_status cx_device_step_join(cx_device_step *d, cx_comm *comm, float *params,
                               size_t bucket_floats, uint64_t *hash);
-/* grads [n] (device memory, n <= the staging size): replaced by the mean over the ranks. */
+/* grads [n] (device memory; host route: n <= the staging size): replaced by the mean over
+ * the ranks. */
 cx_status cx_device_step_all_reduce_mean(cx_device_step *d, cx_comm *comm, float *grads,
                                          size_t n);
 

@@ -259,17 +259,21 @@ cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
         return cx_fail(CX_EINVAL, "the communicator is rank %d of %d but the trainer was made "
                        "for rank %d of world_size %d", comm->rank, comm->world, t->cfg.rank,
                        t->cfg.world_size);
+    if (!t->dev && cx_comm_device_buffers(comm))
+        return cx_fail(CX_EINVAL, "the '%s' communicator takes device memory, but this trainer's "
+                       "model is on the CPU (CPU ranks use the shared-memory communicator)",
+                       comm->ops->name);
     cx_cod_model *m = t->model;
     size_t total = m->table.total;
     uint64_t mine;
-    if (t->dev) { /* device weights: through a host copy (device_step.h) */
+    if (t->dev) { /* device weights: directly or through a host copy (device_step.h) */
         CX_TRY(cx_device_step_join(t->dev, comm, m->params, DDP_BUCKET_FLOATS, &mine));
     } else {
         CX_TRY(cx_comm_broadcast(comm, m->params, total * sizeof(float), 0));
         mine = cx_fnv1a_floats(CX_FNV_OFFSET, m->params, total);
     }
     uint64_t root = mine;
-    CX_TRY(cx_comm_broadcast(comm, &root, sizeof root, 0));
+    CX_TRY(cx_comm_host_broadcast(comm, &root, sizeof root, 0));
     if (mine != root) {
         cx_fail(CX_ERUNTIME, "rank %d: the weights differ from rank 0's after the broadcast",
                 comm->rank);
@@ -285,7 +289,10 @@ cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
 }
 
 /* Averages the step's gradients (and loss) over the ranks; in sparse mode unites the
- * experts routed to first, so every rank applies the same optimizer mask. */
+ * experts routed to first, so every rank applies the same optimizer mask. The gradients
+ * go through the communicator's own memory (device_step.c decides for device models); the
+ * expert flags and the loss with the out-of-memory count are host values on the host
+ * route (comm.h). */
 static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum, int *oom_ranks) {
     cx_comm *comm = t->comm;
     const cx_param_table *table = &t->model->table;
@@ -293,7 +300,7 @@ static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum, int *oo
         float used[4 * CX_COD_MAX_EXPERTS];
         for (int i = 0; i < 4 * CX_COD_MAX_EXPERTS; i++)
             used[i] = t->used[i / CX_COD_MAX_EXPERTS][i % CX_COD_MAX_EXPERTS];
-        CX_TRY(cx_comm_all_reduce_sum(comm, used, 4 * CX_COD_MAX_EXPERTS));
+        CX_TRY(cx_comm_host_all_reduce_sum(comm, used, 4 * CX_COD_MAX_EXPERTS));
         for (int i = 0; i < 4 * CX_COD_MAX_EXPERTS; i++)
             t->used[i / CX_COD_MAX_EXPERTS][i % CX_COD_MAX_EXPERTS] = used[i] > 0.0f;
     }
@@ -313,7 +320,7 @@ static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum, int *oo
     }
     /* the loss's mean, and (summed) the ranks that ran out of memory in this step */
     float loss_and_oom[2] = {(float)*loss_sum, (float)*oom_ranks};
-    CX_TRY(cx_comm_all_reduce_sum(comm, loss_and_oom, 2));
+    CX_TRY(cx_comm_host_all_reduce_sum(comm, loss_and_oom, 2)); /* host values, any backend */
     *loss_sum = loss_and_oom[0] * (1.0f / (float)comm->world);
     *oom_ranks = (int)loss_and_oom[1];
     return CX_OK;
