@@ -139,7 +139,14 @@ def main():
         rank = place.rank
         job = read_job(int(os.environ["CODEXT_JOB_FD"]))
         faults = parse_faults(os.environ.get("CODEXT_FAULT"))
-        conn = _dist.connect(place, timeout=float(job.get("timeout", _dist.DEFAULT_TIMEOUT)))
+        device = None  # a training GPU rank connects over NCCL when the CUDA library has it
+        if job["kind"] == "train":
+            from ._device import resolve
+            from .config import Config
+            device, _ = resolve(Config.from_json(job["config"]).device, data_parallel=True,
+                                local_rank=place.local_rank)
+        conn = _dist.connect(place, timeout=float(job.get("timeout", _dist.DEFAULT_TIMEOUT)),
+                             device=device)
         if job["kind"] == "selftest":
             result = selftest(job, conn, faults)
         elif job["kind"] == "datacheck":

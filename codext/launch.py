@@ -432,9 +432,11 @@ def train_as_rank(config, data, place, *, resume=None, overwrite=False, timeout=
     if config.drop_path_rate:
         raise ValueError(f"Config.drop_path_rate must be 0: the C model has no drop path yet, "
                          f"got {config.drop_path_rate}")
-    resolve(config.device, data_parallel=True, local_rank=place.local_rank if place else 0)
+    device, _ = resolve(config.device, data_parallel=True,
+                        local_rank=place.local_rank if place else 0)
     faults = parse_faults(os.environ.get("CODEXT_FAULT"))
-    conn = _dist.connect(place, timeout=_timeout_from(config.timeout if timeout is None else timeout))
+    conn = _dist.connect(place, timeout=_timeout_from(config.timeout if timeout is None else timeout),
+                         device=device)
     try:
         if config.num_threads is not None:
             _C.set_num_threads(config.num_threads)

@@ -466,6 +466,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
             f"epoch{'s' if config.epochs != 1 else ''} of {spe} ({steps['stage1_steps']} in "
             f"stage 1, {steps['stage2_steps']} in stage 2); training on "
             f"{_device.describe(device)}; checkpoints in {ckpt_dir}")
+    if conn is not None:  # which transport carries the collectives (codext/_dist.py)
+        say(f"data parallel: {world} ranks, collectives over {conn.transport}")
     for epoch in range(start_epoch, config.epochs):
         stage = 1 if epoch < config.stage1_epochs else 2
         t0 = time.perf_counter()
