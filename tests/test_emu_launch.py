@@ -59,6 +59,9 @@ def test_gpu_workers_match_cpu_workers(emulated, library, fake_nvml, tmp_path):
     assert any(line.startswith("2 GPU worker(s): cuda:0 Tesla T4 (sm_75, 15 GiB), cuda:1 Tesla "
                                "T4 (sm_75, 15 GiB)") for line in gpu["lines"]), gpu["lines"]
     assert gpu["launcher_cuda"] == [], gpu["launcher_cuda"]
+    # the GPU workers' collectives run over the emulated NCCL, the CPU workers' over shm
+    assert any("collectives over NCCL (emulated NCCL 2." in line for line in gpu["lines"]), gpu["lines"]
+    assert any("collectives over shared memory" in line for line in cpu["lines"]), cpu["lines"]
     np.testing.assert_allclose(gpu["loss"], cpu["loss"], rtol=1e-5)
     w_gpu = codext.load(gpu["last"]).state_dict()
     w_cpu = codext.load(cpu["last"]).state_dict()
