@@ -20,7 +20,7 @@ by the CLI before anything starts (codext/cli.py, so that a bad --device is a us
   GPUs a host offers); "auto" is that GPU when the backend is usable, else the CPU. "cuda:N"
   is a ValueError: N would put every rank on one GPU. The device trainer joins the ranks
   through the shared-memory communicator, its gradients staged through host memory
-  (csrc/train/device_step.c); NCCL is not built yet.
+  (csrc/train/device_step.c), or over NCCL in device memory (codext/_dist.py, connect).
 - the launcher (plan_launch, codext.launch): decides CPU or GPU workers and how many
   without loading any CUDA library (the notebook must stay free of a CUDA context): the
   GPUs from NVML or nvidia-smi (codext/_gpus.py), the backend from the build (or
@@ -35,8 +35,8 @@ import re
 from . import _C
 from .config import parse_device
 
-GPU_DDP = ("GPU data-parallel workers join through the shared-memory communicator, their "
-           "gradients staged through host memory (NCCL is not built yet)")
+GPU_DDP = ("their collectives run over NCCL where the CUDA library has it, else through "
+           "host memory (the shared-memory communicator)")
 
 
 def cuda_status():

@@ -356,7 +356,8 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
     cause. "auto" does that where this build has a CUDA backend and a GPU is visible, else
     starts CPU workers; "cpu" starts CPU workers; "cuda:N" is a ValueError (each worker takes
     its own GPU). GPU workers join through the shared-memory communicator, their gradients
-    staged through host memory (NCCL is not built yet).
+    averaged in device memory over NCCL, or staged through host memory by the shared-
+    memory communicator where the CUDA library has no NCCL (codext/_dist.py, connect).
 
     timeout: seconds a collective may wait for the other ranks (default: config.timeout,
     else NCCL_TIMEOUT from the environment, else 600). Each worker trains batch_size images

@@ -205,7 +205,7 @@ def test_one_gpu_worker_per_visible_gpu(two_gpus, device):
     worker, n, notes = _device.plan_launch(device, None)
     assert (worker, n) == ("cuda", 2)
     assert notes[0].startswith("2 GPU worker(s): cuda:0 Tesla T4 (sm_75, 15 GiB), cuda:1 Tesla "
-                               "T4 (sm_75, 15 GiB); GPU data-parallel workers join")
+                               "T4 (sm_75, 15 GiB); their collectives run over NCCL")
     assert _device.plan_launch(device, 1)[:2] == ("cuda", 1)
     two_gpus.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert _device.plan_launch(device, None)[:2] == ("cuda", 1)
