@@ -20,7 +20,8 @@ The layers, lowest first (a folder of csrc/, or kernels/ at the top of the repos
     data, metrics, io         images, masks and augmentation; COD metrics; JSON and
                               safetensors: each sits on core alone
     dist                      collectives (shared memory, NCCL) and the rendezvous store:
-                              sits on core alone
+                              sits on core, and on ops for the NCCL backend alone (its
+                              calls go through the CUDA library's table, ops/cuda_abi.h)
     train                     optimiser, state, the trainer loop: sits on model, data,
                               metrics, io and dist
     python                    the CPython bindings of codext._C: may include any layer
@@ -53,7 +54,7 @@ ALLOWED = {
     "data": {"core"},
     "metrics": {"core"},
     "io": {"core"},
-    "dist": {"core"},
+    "dist": {"core", "ops"},
     "train": {"core", "ops", "model", "data", "metrics", "io", "dist"},
     "python": {"core", "ops", "cpu", "model", "data", "metrics", "io", "dist", "train"},
     "testing": {"core", "ops", "cpu", "model", "data", "metrics", "io", "dist", "train", "python",
