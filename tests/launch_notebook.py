@@ -1,12 +1,19 @@
 """Plays a notebook for tests/test_launch.py: runs codext.launch's workers on a job given
 as JSON in argv[1] and prints what happened (KeyboardInterrupt, an error or the result)."""
 import json
+import signal
 import sys
 
 from codext.launch import run_workers
 
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
+    # Ctrl-C raises KeyboardInterrupt here, as in a Jupyter kernel (which installs its own
+    # handler), even when this process was started with SIGINT ignored: a shell's
+    # background job (`cmd &` without job control, nohup) passes SIG_IGN on to what it runs,
+    # and Python then installs no handler of its own
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     try:
         result = run_workers(args["job"], args["nprocs"], timeout=args.get("timeout"),
                                     log=lambda line: print(line, flush=True),

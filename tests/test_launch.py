@@ -127,14 +127,18 @@ def test_sigint_stops_the_workers_and_raises_keyboardinterrupt(mark, group):
     nb = _notebook(mark, {"job": {"kind": "selftest", "n": 10, "steps": 5}, "nprocs": 2,
                           "timeout": 60, "env": {"CODEXT_FAULT": "1:1:hang"}})
     try:
-        _wait_for_line(nb, "[rank 0] selftest")
+        first = _wait_for_line(nb, "[rank 0] selftest")
         time.sleep(0.3)
         t0 = time.monotonic()
         if group:  # as Jupyter's interrupt may: the whole process group
             os.killpg(nb.pid, signal.SIGINT)
         else:
             nb.send_signal(signal.SIGINT)
-        out = nb.communicate(timeout=15)[0]
+        try:
+            out = nb.communicate(timeout=15)[0]
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the notebook did not stop within 15 s of SIGINT; its first "
+                                 f"lines: {first}") from None
         assert time.monotonic() - t0 < 5
         assert "KEYBOARD-INTERRUPT" in out, out
     finally:
