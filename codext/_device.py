@@ -77,10 +77,9 @@ def resolve(device, data_parallel=False, local_rank=0):
     if canonical == "auto":
         if ok:
             return "cuda:0", None
-        # a CPU-only build on a CPU machine is the expected case: nothing to say
-        note = (f"note: Config.device 'auto' trains on the CPU: the CUDA backend is not "
-                f"usable ({reason})") if build_has_cuda() else None
-        return "cpu", note
+        # the start line says "training on the CPU"; a CUDA build on a machine without a
+        # GPU (CI, a laptop) is as expected as a CPU-only build: nothing more to say
+        return "cpu", None
     if not ok:
         raise RuntimeError(f"Config.device {device!r} needs the CUDA backend, which is not usable "
                            f"here: {reason}. Set Config.device 'cpu' (or 'auto') to train on the "
@@ -141,9 +140,7 @@ def plan_launch(device, nprocs):
     present = _backend_present()
     census = _gpus.visible_gpus() if present else None
     if canonical == "auto" and (census is None or not census.gpus):  # CPU workers
-        notes = [f"note: Config.device 'auto': CPU workers, no GPU is visible ({census.problem})"
-                 ] if present else []
-        return "cpu", 1 if nprocs is None else nprocs, notes
+        return "cpu", 1 if nprocs is None else nprocs, []  # the start line says "the CPU"
     if not present:
         raise RuntimeError("Config.device 'cuda': this build of codext has no CUDA backend (a "
                            "CPU-only build); install a build with CUDA, or set Config.device "

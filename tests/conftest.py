@@ -59,7 +59,11 @@ int nvmlDeviceGetCudaComputeCapability(void *h, int *major, int *minor) {
     *major = 7; *minor = 5;
     return 0;
 }
-int nvmlSystemGetCudaDriverVersion_v2(int *v) { *v = 12080; return 0; }
+int nvmlSystemGetCudaDriverVersion_v2(int *v) {
+    const char *s = getenv("FAKE_NVML_CUDA");
+    *v = s ? atoi(s) : 12080;
+    return 0;
+}
 """
 
 
@@ -67,7 +71,7 @@ int nvmlSystemGetCudaDriverVersion_v2(int *v) { *v = 12080; return 0; }
 def fake_nvml(tmp_path_factory):
     """A fake NVML library (codext/_gpus.py reads it through CODEXT_NVML_LIBRARY) that
     reports two Tesla T4s (sm_75, 15 GiB; FAKE_NVML_COUNT changes the count) and a driver
-    for CUDA 12.8; FAKE_NVML_FAIL_INIT makes nvmlInit fail."""
+    for CUDA 12.8 (FAKE_NVML_CUDA=13000: 13.0); FAKE_NVML_FAIL_INIT makes nvmlInit fail."""
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         pytest.skip("no C compiler for the fake NVML")

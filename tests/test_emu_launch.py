@@ -51,7 +51,7 @@ def test_gpu_workers_match_cpu_workers(emulated, library, fake_nvml, tmp_path):
     import codext
     compiler, _ = emulated
     env = emulated_env(library, compiler, CODEXT_CUDA_LIBRARY=library, CODEXT_EMU_DEVICES="2",
-                       CODEXT_NVML_LIBRARY=fake_nvml)
+                       CODEXT_NVML_LIBRARY=fake_nvml, FAKE_NVML_CUDA="99000")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     gpu = launch_in_child(env, tmp_path / "gpu", "cuda")
     cpu = launch_in_child(env, tmp_path / "cpu", "cpu")
