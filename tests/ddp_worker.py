@@ -5,7 +5,8 @@ Trains the tiny model of tests/test_train.py with the C trainer joined to the ot
 through a ShmComm and saves the final weights (and EMA) to OUT (.npz). Each rank starts
 from different weights (seed 100 + rank): the broadcast must make them rank 0's.
 JSON: n (training images), batch, accum, top_k, epochs (2), device ("cpu", or "cuda" on
-the emulated library named by CODEXT_CUDA_EMULATED), oom_step (an out of memory injected
+the emulated library named by CODEXT_CUDA_EMULATED or a GPU: every rank on cuda:0;
+"cuda:rank": rank r on cuda:r, as NCCL needs on a machine with several GPUs), oom_step (an out of memory injected
 into that global step, -1: none) on rank oom_rank only (default: every rank).
 connect (true: join through codext._dist.connect with the torchrun variables that
 run_ranks sets, so a device rank takes NCCL when the CUDA library provides it, or shared
@@ -34,10 +35,11 @@ if __name__ == "__main__":
     conn = None
     try:
         device = args.get("device", "cpu")
+        device = {"cuda": "cuda:0", "cuda:rank": f"cuda:{rank}"}.get(device, device)
         if args.get("connect"):
             from codext import _dist
             conn = _dist.connect(_dist.place_from_env(), timeout=args.get("timeout", 30),
-                                 device="cuda:0" if device == "cuda" else "cpu")
+                                 device=device)
             comm = conn.comm
         else:
             comm = _C.ShmComm(name, rank, world, timeout=args.get("timeout", 30))

@@ -31,15 +31,12 @@ written.
 import numpy as np
 import pytest
 
+from device_training import DDP_ARGS as ARGS
+from device_training import assert_device_ranks_match_cpu_ranks, ddp_start_weights
 from emu_build import emulated_env
-from opcheck import relative_error
 from test_ddp import run_ranks
 
 pytestmark = pytest.mark.timeout(900)
-
-# 8 images, 2 ranks of batch 2: 2 steps per epoch; epoch 1 frozen backbone, epoch 2 stage 2,
-# whose first step (global step 2) runs out of memory on rank 1 alone
-ARGS = {"n": 8, "batch": 2, "epochs": 2, "oom_step": 2, "oom_rank": 1}
 
 
 def test_two_device_ranks_match_two_cpu_ranks_over_shm_and_nccl(emulated, library, tmp_path):
@@ -55,20 +52,6 @@ def test_two_device_ranks_match_two_cpu_ranks_over_shm_and_nccl(emulated, librar
         np.testing.assert_array_equal(nccl[0][key], nccl[1][key], err_msg=key)
         np.testing.assert_array_equal(nccl[0][key], dev[0][key], err_msg=key)
     assert [int(r["oom_halvings"]) for r in nccl] == [1, 1]
-    assert [str(r["backend"]) for r in dev] == ["cuda", "cuda"]
-    for key in ("params", "ema", "exp_avg", "loss"):
-        np.testing.assert_array_equal(dev[0][key], dev[1][key], err_msg=key)
-    assert int(dev[0]["steps"]) == int(cpu[0]["steps"]) == 4
-    for r in dev + cpu:  # both ranks halved the micro-batch after rank 1's out of memory
-        assert int(r["oom_halvings"]) == 1 and int(r["batch_size"]) == 1
-    np.testing.assert_allclose(dev[0]["loss"], cpu[0]["loss"], rtol=1e-5)
-    assert relative_error(dev[0]["params"], cpu[0]["params"]) < 1e-5
-    assert relative_error(dev[0]["ema"], cpu[0]["ema"]) < 1e-5
-    moved = relative_error(cpu[0]["params"], _start_weights())
-    assert moved > 1e-3  # the comparisons above could fail
+    assert int(dev[0]["steps"]) == 4 and int(dev[0]["batch_size"]) == 1
+    assert_device_ranks_match_cpu_ranks(dev, cpu, ddp_start_weights())
 
-
-def _start_weights():
-    from codext.model import Model
-    return Model(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3, img_size=32,
-                 seed=100)._native.params()

@@ -45,18 +45,14 @@ the EMA checks, and only those.
 When the CUDA backend cannot run the model yet (ops other branches are adding), the test
 fails with the loader's message naming every missing op: it never skips for that.
 """
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from emu_build import ROOT, emulated_env, mutated_kernels
+from device_training import CODEXT_TRAIN_CHECKS, TRAINER_CHECKS, assert_all_pass, report
+from device_training import run_child as run_trainer_child
+from emu_build import emulated_env, mutated_kernels
 
 pytestmark = pytest.mark.timeout(1800)
 
-CHILD = os.path.join(ROOT, "tests", "emu_trainer_child.py")
 # the planted bug: the optimizer's update kernel never writes the EMA
 SKIP_EMA = ("device/optim.cuh",
             "            ema[j] = __fmaf_rn(p, h.ema_take, __fmul_rn(ema[j], h.ema_keep));\n",
@@ -64,41 +60,12 @@ SKIP_EMA = ("device/optim.cuh",
 
 
 def run_child(compiler, lib, out, mode):
-    env = emulated_env(lib, compiler)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run([sys.executable, CHILD, str(out), mode], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=1500)
-    assert res.returncode == 0 and out.exists(), (res.stdout + res.stderr)[-6000:]
-    result = json.loads(out.read_text())
-    assert "error" not in result, result["error"]
-    if "missing_ops" in result:
-        pytest.fail("the CUDA backend cannot run the tiny model yet (the device trainer's "
-                    f"end-to-end test needs every op): {result['missing_ops']}")
-    return result
-
-
-def report(result):
-    lines = [f"{name:32s} {'ok ' if c['ok'] else 'BAD'} max_rel {c['max_rel']:.3g} (tol "
-             f"{c['tol']:g}){'' if c['ok'] else ' at ' + str(c['worst'])}"
-             for name, c in result["checks"].items()]
-    return "\n".join(lines) + f"\ntimings (s): {result['timings']}"
+    return run_trainer_child(emulated_env(lib, compiler), out, mode)
 
 
 def test_device_trainer_matches_the_cpu_trainer(emulated, library, tmp_path):
     compiler, _ = emulated
-    result = run_child(compiler, library, tmp_path / "result.json", "all")
-    text = report(result)
-    print(text)
-    expected = {"forward_outputs", "loss_parts_stage1", "loss_parts_stage2", "gradients_stage1",
-                "gradients_stage2", "step_losses", "step_grad_norms", "step_lrs",
-                "run_position", "retries_happened", "param_steps", "after3_weights",
-                "after3_ema", "after3_exp_avg", "after3_exp_avg_sq", "device_state_loads_on_cpu",
-                "cpu_state_loads_on_device", "continued_weights", "continued_ema",
-                "continued_param_steps", "python_host_copies", "overflow_stops_the_run",
-                "sparse_param_steps", "sparse_weights"}
-    assert expected <= set(result["checks"]), text
-    bad = [name for name, c in result["checks"].items() if not c["ok"]]
-    assert not bad, text
+    assert_all_pass(run_child(compiler, library, tmp_path / "result.json", "all"), TRAINER_CHECKS)
 
 
 def test_a_device_optimizer_without_ema_is_caught(emulated, tmp_path):
@@ -112,13 +79,5 @@ def test_a_device_optimizer_without_ema_is_caught(emulated, tmp_path):
 
 def test_codext_train_on_the_device(emulated, library, tmp_path):
     compiler, _ = emulated
-    result = run_child(compiler, library, tmp_path / "result.json", "codext.train")
-    text = report(result)
-    print(text)
-    expected = {"auto_is_the_gpu", "train_ran_on_the_device", "train_step_losses",
-                "train_losses_not_the_cpus_bits", "train_epoch_losses", "train_step_lrs",
-                "train_last_weights", "train_val_scores", "train_best_weights",
-                "train_device_validation", "train_resumes_on_the_cpu"}
-    assert expected <= set(result["checks"]), text
-    bad = [name for name, c in result["checks"].items() if not c["ok"]]
-    assert not bad, text
+    assert_all_pass(run_child(compiler, library, tmp_path / "result.json", "codext.train"),
+                    CODEXT_TRAIN_CHECKS)

@@ -75,7 +75,7 @@ if not ok:
 EOF
 
 section "pytest tests/gpu"
-timeout 240 "$PY" -m pytest tests/gpu -q -rs -p no:cacheprovider || fail "tests/gpu"
+timeout 420 "$PY" -m pytest tests/gpu -q -rs -p no:cacheprovider || fail "tests/gpu"
 
 section "pytest tests/test_build.py (CODEXT_EXPECT_CUDA=1)"
 CODEXT_EXPECT_CUDA=1 timeout 60 "$PY" -m pytest tests/test_build.py -q -rs -p no:cacheprovider || fail "tests/test_build.py"

@@ -1,0 +1,64 @@
+"""Training on a real GPU against the CPU (issues 9 and 10): the comparisons that
+tests/test_emu_trainer.py and tests/test_emu_ddp.py make on the CUDA emulator in CI, made
+here on the GPU with cuDNN, cuBLAS and (with two GPUs) NCCL, which the emulator replaces.
+
+- the C trainer on the device against the CPU trainer (forward, gradients, three
+  optimizer steps with loss scaling, an overflow and an out of memory, states that move
+  between the two, sparse MoE): tests/emu_trainer_child.py's checks and tolerances;
+- codext.train end to end with Config.device "cuda" and "cpu";
+- two device ranks on one GPU joined over shared memory (the staged host route), and on
+  two GPUs over NCCL, against two CPU ranks: identical bits on every rank, the CPU's
+  numbers to 1e-5.
+
+The tolerances are the emulator's, whose cuDNN and cuBLAS are plain fp32 loops; the GPU's
+libraries pick other algorithms (TF32 stays off: kernels/conv.cu, backend_cuda.cu), so a
+failure here first asks whether the tolerance or the device code is wrong.
+On the emulator these would repeat the tests above: tests/test_emu_backend.py leaves this
+file out, and CODEXT_GPU_TEST_BACKEND=cpu (the harness check) has no device to compare."""
+import os
+
+import pytest
+
+from device_training import (CODEXT_TRAIN_CHECKS, DDP_ARGS, TRAINER_CHECKS, assert_all_pass,
+                             assert_device_ranks_match_cpu_ranks, ddp_start_weights, run_child)
+from test_ddp import run_ranks
+
+pytestmark = [
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(os.environ.get("CODEXT_GPU_TEST_BACKEND", "cuda") == "cpu",
+                       reason="compares the GPU with the CPU: no GPU under CODEXT_GPU_TEST_BACKEND=cpu"),
+    pytest.mark.skipif(bool(os.environ.get("CODEXT_CUDA_EMULATED")),
+                       reason="on the emulator: tests/test_emu_trainer.py and test_emu_ddp.py"),
+]
+
+
+def test_device_trainer_matches_the_cpu_trainer(tmp_path):
+    assert_all_pass(run_child(dict(os.environ), tmp_path / "result.json", "all", timeout=500),
+                    TRAINER_CHECKS)
+
+
+def test_codext_train_on_the_device(tmp_path):
+    assert_all_pass(run_child(dict(os.environ), tmp_path / "result.json", "codext.train",
+                              timeout=500), CODEXT_TRAIN_CHECKS)
+
+
+def test_two_ranks_on_one_gpu_over_shared_memory_match_two_cpu_ranks(tmp_path):
+    env = dict(os.environ, CODEXT_GPU_TRANSPORT="shm")
+    dev = run_ranks(2, dict(DDP_ARGS, device="cuda", connect=True), tmp_path / "cuda", env=env,
+                    timeout=300)
+    cpu = run_ranks(2, DDP_ARGS, tmp_path / "cpu", timeout=300)
+    assert [str(r["comm_backend"]) for r in dev] == ["shm", "shm"]
+    assert_device_ranks_match_cpu_ranks(dev, cpu, ddp_start_weights())
+
+
+def test_two_gpus_over_nccl_match_two_cpu_ranks(tmp_path):
+    from codext._gpus import visible_gpus
+    gpus = visible_gpus().gpus
+    if len(gpus) < 2:
+        pytest.skip(f"NCCL between two ranks needs two GPUs; {len(gpus)} visible")
+    dev = run_ranks(2, dict(DDP_ARGS, device="cuda:rank", connect=True), tmp_path / "nccl",
+                    timeout=300)
+    cpu = run_ranks(2, DDP_ARGS, tmp_path / "cpu", timeout=300)
+    assert [str(r["comm_backend"]) for r in dev] == ["nccl", "nccl"]
+    assert str(dev[0]["transport"]).startswith("NCCL")
+    assert_device_ranks_match_cpu_ranks(dev, cpu, ddp_start_weights())
