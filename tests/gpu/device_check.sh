@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with an NVIDIA GPU: builds codext with CUDA for the GPU's
 # architecture (printing ptxas's resource report of the kernels), runs the GPU tests, then
-# the backbone benchmark if there is one.
+# the backbone and training-step benchmarks.
 # Runs from any directory; the whole script stays under 8 minutes (each step has its
 # own timeout). Exit status: the first failing step's.
 #
@@ -97,6 +97,10 @@ if [ -f bench/backbone.py ]; then
 else
     echo "bench/backbone.py does not exist yet: skipped"
 fi
+
+section "bench/train_step.py (a whole training step, CPU and GPU)"
+timeout 180 "$PY" bench/train_step.py --backbone edgenext_small --img-size 256 --batch 16 \
+    --steps 3 --epochs 2 || fail "bench/train_step.py"
 
 section "result"
 [ "$status" -eq 0 ] && echo "device check passed" || echo "device check FAILED"
