@@ -34,8 +34,10 @@ typedef struct {
     double *partials;   /* [batch, chunks_per_image, 4] (forward) */
 } loss_job;
 
-static inline double sigmoid(double x) {
-    return x >= 0.0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+/* sigmoid(x) from e = exp(-|x|), which the BCE term needs too: 1 / (1 + e) for x >= 0,
+ * e / (1 + e) below (exp(-x) resp. exp(x) are that same e), so one exp per element. */
+static inline double sigmoid_from(double x, double e) {
+    return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
 /* Task i = (image, chunk): finishes the weight map and writes the chunk's four sums. */
@@ -52,8 +54,8 @@ static void forward_chunks(void *ctx, int64_t begin, int64_t end) {
             float wf = 1.0f + 5.0f * fabsf(weight[i] - y[i]);
             weight[i] = wf;
             double wgt = wf, xi = x[i], yi = y[i];
-            double p = sigmoid(xi);
-            double bce = (xi > 0.0 ? xi : 0.0) - xi * yi + log1p(exp(-fabs(xi)));
+            double e = exp(-fabs(xi)), p = sigmoid_from(xi, e);
+            double bce = (xi > 0.0 ? xi : 0.0) - xi * yi + log1p(e);
             sum_w += wgt;
             sum_bce += wgt * bce;
             inter += wgt * p * yi;
@@ -113,7 +115,7 @@ static void backward_chunks(void *ctx, int64_t begin, int64_t end) {
         double num = inter + 1.0, den = uni - inter + 1.0;
         double bce_scale = dloss / sum_w, iou_scale = dloss / (den * den);
         for (size_t i = start; i < stop; i++) {
-            double wgt = weight[i], yi = y[i], p = sigmoid(x[i]);
+            double wgt = weight[i], yi = y[i], xi = x[i], p = sigmoid_from(xi, exp(-fabs(xi)));
             double grad = wgt * ((p - yi) * bce_scale +
                                  p * (1.0 - p) * (num - yi * (den + num)) * iou_scale);
             dx[i] += (float)grad;
