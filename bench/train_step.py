@@ -18,14 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import codext  # noqa: E402
-from codext import _C  # noqa: E402
-
-
-def cuda_usable():
-    if not codext.build_info().get("cuda"):
-        return False, "a CPU-only build"
-    ok, reason = _C.cuda_backend_available()
-    return bool(ok), reason
+from codext import _C, _device  # noqa: E402
 
 
 def time_steps(device, args, data):
@@ -63,7 +56,8 @@ def main():
         if args.device not in ("all", device):
             continue
         if device == "cuda":
-            ok, reason = cuda_usable()
+            ok, reason = (_device.cuda_status() if _device.build_has_cuda()
+                          else (False, "a CPU-only build"))
             if not ok:
                 rows.append((device, None, f"not run: {reason}"))
                 continue
