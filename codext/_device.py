@@ -163,3 +163,23 @@ def plan_launch(device, nprocs):
     shown = ", ".join(f"cuda:{g.ordinal} {g.name} ({g.arch or 'sm_?'}, "
                       f"{g.memory_bytes / 2**30:.0f} GiB)" for g in gpus[:workers])
     return "cuda", workers, [f"{workers} GPU worker(s): {shown}; {GPU_DDP}"]
+
+
+# The start line's words for each precision (codext/train.py).
+PRECISION_NOTES = {"fp32": "", "fp16": " in mixed precision (fp16, dynamic loss scaling)",
+                   "bf16": " in mixed precision (bf16)"}
+
+
+def mixed_precision(model, amp):
+    """Config.amp on a CUDA device: the model's products in bf16 on sm_80+ (Ampere and
+    newer), else in fp16, whose step needs dynamic loss scaling (kernels/precision.cu;
+    docs/backends.md, "Mixed precision"). Returns the precision set ("fp32" without amp or
+    on the CPU, where amp has no effect)."""
+    if not amp or model.device == "cpu":
+        return "fp32"
+    try:
+        model._native.set_precision("bf16")
+        return "bf16"
+    except ValueError:  # before sm_80 (T4, P100): no bf16
+        model._native.set_precision("fp16")
+        return "fp16"

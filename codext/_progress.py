@@ -113,9 +113,13 @@ def _time_text(seconds):
 def epoch_line(row, epochs):
     """One line for an ended epoch. row: {"epoch" (0-based), "stage", "loss" (the epoch's
     mean), "lr" (head lr of its last step), "images_per_s", "seconds", "metrics" (validation
-    scores, empty when not evaluated), "best" (the best epoch so far)}."""
+    scores, empty when not evaluated), "best" (the best epoch so far), and optionally
+    "data_wait_ms" (the mean time a step waited for its batches: about 0 while the
+    prefetch keeps up)}."""
     line = (f"epoch {row['epoch'] + 1}/{epochs} stage {row['stage']} loss {row['loss']:.4f} "
             f"lr {row['lr']:.3e} {row['images_per_s']:.1f} img/s {row['seconds']:.1f}s")
+    if row.get("data_wait_ms") is not None:
+        line += f" data wait {row['data_wait_ms']:.1f} ms/step"
     metrics = row.get("metrics") or {}
     if metrics:
         line += " | " + " ".join(f"{k} {metrics[k]:.4f}" for k in METRICS if k in metrics)
@@ -126,7 +130,8 @@ def epoch_line(row, epochs):
 
 def _table_columns(epochs, metrics):
     return ([("epoch", max(5, 2 * len(str(epochs)) + 1)), ("stage", 5), ("loss", 8),
-             ("lr", 9), ("img/s", 8), ("time", 7)] + [(m, max(7, len(m))) for m in metrics])
+             ("lr", 9), ("img/s", 8), ("time", 7), ("wait_ms", 7)] +
+            [(m, max(7, len(m))) for m in metrics])
 
 
 def table_header(epochs, metrics=METRICS):
@@ -138,7 +143,8 @@ def table_row(row, epochs, metrics=METRICS):
     after the best epoch so far."""
     scores = row.get("metrics") or {}
     cells = [f"{row['epoch'] + 1}/{epochs}", str(row["stage"]), f"{row['loss']:.4f}",
-             f"{row['lr']:.3e}", f"{row['images_per_s']:.1f}", _time_text(row["seconds"])]
+             f"{row['lr']:.3e}", f"{row['images_per_s']:.1f}", _time_text(row["seconds"]),
+             "-" if row.get("data_wait_ms") is None else f"{row['data_wait_ms']:.1f}"]
     cells += [f"{scores[m]:.4f}" if m in scores else "-" for m in metrics]
     widths = [width for _, width in _table_columns(epochs, metrics)]
     text = "  ".join(cell.rjust(width) for cell, width in zip(cells, widths))

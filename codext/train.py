@@ -341,8 +341,11 @@ def train(config, data=None, *, resume=None, overwrite=False, progress=True, log
     "auto" is the GPU when the CUDA backend is usable; "cuda" where it is not is a
     RuntimeError naming why). On a GPU the model, its gradients, activations, AdamW moments
     and EMA live in device memory and validation runs there too (docs/training.md, "On a
-    CUDA device"); the checkpoints are the same files either way. amp has no effect yet:
-    both trainers run in float32 (fp16/bf16 are not written). gradient_checkpointing makes
+    CUDA device"); the checkpoints are the same files either way. amp on a GPU runs the
+    products (linear layers, dense convolutions) on half operands with float32
+    accumulation: bf16 on sm_80+, else fp16 with dynamic loss scaling (a step whose
+    gradients overflow is skipped and the scale halved); weights, optimizer, norms and the
+    loss stay float32. On the CPU amp has no effect. gradient_checkpointing makes
     stage-2 steps recompute each backbone stage in backward: less activation memory, the
     same weights bit for bit, slower steps (docs/training.md). With progress the C loop runs
     chunks of steps between two reports (about twice a second on a terminal, log_every
@@ -413,6 +416,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     elif config.pretrained:
         model.load_backbone(resolve_pretrained(config.pretrained))
 
+    precision = _device.mixed_precision(model, config.amp)
     n_train = len(train_split.images)
     trainer = _C.Trainer(
         model._native, n_train, config.img_size, config.img_size,
@@ -423,7 +427,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         min_lr=config.min_lr, weight_decay=config.weight_decay, betas=config.betas,
         eps=config.eps, grad_clip=config.grad_clip or 0.0, ema_decay=config.ema_decay,
         seed=config.seed, augment=True, world_size=world, rank=rank,
-        gradient_checkpointing=config.gradient_checkpointing)
+        loss_scaling=precision == "fp16", gradient_checkpointing=config.gradient_checkpointing)
     hist = {"step_loss": [], "step_lr": [], "step_epoch": [], "epoch": [], "epoch_loss": [],
             "epoch_seconds": [], "epoch_images_per_s": []}
     best = {"epoch": None, "value": None, "metrics": {}}
@@ -438,7 +442,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         say(f"the run is finished: all {saved.epoch} epochs done (step {saved.step}), nothing "
             f"to train; its results {where}" if saved.epoch >= config.epochs else
             f"resuming from epoch {saved.epoch}, step {saved.step}, {where}; writing there; "
-            f"training on {_device.describe(device)}")
+            f"training on {_device.describe(device)}{_device.PRECISION_NOTES[precision]}")
     if conn is not None:
         trainer.set_comm(conn.comm)
 
@@ -446,6 +450,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
     images_per_step = config.batch_size * config.accumulation_steps * world
     # every rank validates, on the run's device
     eval_model = _new_model(config, device) if test_split is not None else None
+    if eval_model is not None:  # validation in the training's precision, as autocast does
+        _device.mixed_precision(eval_model, config.amp)
     reported = False
     # CODEXT_FAULT: an "oom" is reported by the C step itself (every rank then halves the
     # micro-batch and runs the step again); the other kinds stop this rank before their step
@@ -465,14 +471,15 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
             f"{steps['total_steps']} optimizer steps of {images_per_step} images: {config.epochs} "
             f"epoch{'s' if config.epochs != 1 else ''} of {spe} ({steps['stage1_steps']} in "
             f"stage 1, {steps['stage2_steps']} in stage 2); training on "
-            f"{_device.describe(device)}; checkpoints in {ckpt_dir}")
+            f"{_device.describe(device)}{_device.PRECISION_NOTES[precision]}; checkpoints in "
+            f"{ckpt_dir}")
     if conn is not None:  # which transport carries the collectives (codext/_dist.py)
         say(f"data parallel: {world} ranks, collectives over {conn.transport}")
     for epoch in range(start_epoch, config.epochs):
         stage = 1 if epoch < config.stage1_epochs else 2
         t0 = time.perf_counter()
         done = 0
-        first = trainer.state()["step"]
+        first, waited_before = trainer.state()["step"], trainer.state()["data_wait_seconds"]
         oom = next((f for f in my_ooms if first <= f < first + spe), None)
         if oom is not None:
             trainer.inject_oom(oom)
@@ -485,6 +492,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
             inject(faults[(rank, fault)], rank, fault)
         done += _run_steps(trainer, train_split, loss_buf, lr_buf, live, epoch)
         seconds = time.perf_counter() - t0
+        data_wait_ms = 1e3 * (trainer.state()["data_wait_seconds"] - waited_before) / max(spe, 1)
         halvings_seen = _report_halvings(trainer.state(), halvings_seen, world,
                                          live.message if live is not None else say)
         if done != spe:
@@ -543,7 +551,8 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
 
         row = {"epoch": epoch, "epochs": config.epochs, "stage": stage, "loss": epoch_loss,
                "lr": float(lr_buf[-1]), "images_per_s": hist["epoch_images_per_s"][-1],
-               "seconds": seconds, "metrics": scores, "best": improved}
+               "seconds": seconds, "metrics": scores, "best": improved,
+               "data_wait_ms": data_wait_ms}
         if live is not None:
             live.epoch(row)
         else:

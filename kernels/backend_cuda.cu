@@ -225,6 +225,9 @@ static void destroy(cx_backend *be) {
         for (int i = 0; i < CU_SCRATCH_SLOTS; i++)
             if (st->scratch[i])
                 cudaFree(st->scratch[i]);
+        for (int i = 0; i < CX_CUDA_MARKS; i++)
+            if (st->marks[i])
+                cudaEventDestroy(st->marks[i]);
         if (st->workspace)
             cudaFree(st->workspace);
         if (st->cudnn)
@@ -314,10 +317,19 @@ static cx_status backend_create(const cx_cuda_config *config, cx_backend **out) 
     st->device = config->device;
     st->deterministic = config->deterministic;
     st->allow_tf32 = config->allow_tf32;
+    st->precision = CX_PRECISION_FP32;
     st->fail = fail;
     fill_table(be);
     const char *step = "cudaSetDevice";
     cudaError_t cuda_status = cudaSetDevice(config->device);
+    if (cuda_status == cudaSuccess) {
+        step = "cudaDeviceGetAttribute (compute capability)";
+        cuda_status = cudaDeviceGetAttribute(&st->cc_major, cudaDevAttrComputeCapabilityMajor,
+                                             config->device);
+    }
+    if (cuda_status == cudaSuccess)
+        cuda_status = cudaDeviceGetAttribute(&st->cc_minor, cudaDevAttrComputeCapabilityMinor,
+                                             config->device);
     if (cuda_status == cudaSuccess) {
         step = "cudaStreamCreate";
         cuda_status = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
@@ -401,6 +413,72 @@ static void copy_bytes(cx_backend *be, void *dst, const void *src, size_t bytes,
                                        st->stream), to_device ? "upload" : "download");
 }
 
+/* ---- mixed precision (precision.cu) ---- */
+
+static cx_status backend_set_precision(cx_backend *be, int precision) {
+    cu_state *st = cu_get(be);
+    if (precision < CX_PRECISION_FP32 || precision > CX_PRECISION_BF16)
+        return st->fail(CX_EINVAL, "unknown precision %d (fp32 0, fp16 1, bf16 2)", precision);
+    if (precision == CX_PRECISION_BF16 && st->cc_major < 8)
+        return st->fail(CX_EINVAL, "bf16 needs a GPU of compute capability 8.0 or newer "
+                        "(Ampere); device %d is sm_%d%d: use fp16 (with loss scaling) there",
+                        st->device, st->cc_major, st->cc_minor);
+    st->precision = precision;
+    return CX_OK;
+}
+
+/* ---- pinned host memory ---- */
+
+static void *host_alloc(cx_backend *be, size_t bytes) {
+    cu_state *st = cu_get(be);
+    void *ptr = NULL;
+    cudaError_t status = cudaHostAlloc(&ptr, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (status != cudaSuccess) {
+        cudaGetLastError();
+        st->fail(status == cudaErrorMemoryAllocation ? CX_ENOMEM : CX_ERUNTIME,
+                 "cudaHostAlloc of %zu bytes of pinned host memory failed: %s", bytes,
+                 cudaGetErrorString(status));
+        return NULL;
+    }
+    return ptr;
+}
+
+static void host_free(cx_backend *be, void *ptr) {
+    if (ptr)
+        cu_ok_cuda(cu_get(be), cudaFreeHost(ptr), "cudaFreeHost");
+}
+
+/* ---- stream marks ---- */
+
+static cx_status stream_mark(cx_backend *be, int slot) {
+    cu_state *st = cu_get(be);
+    if (slot < 0 || slot >= CX_CUDA_MARKS)
+        return st->fail(CX_EINVAL, "stream mark slot %d is outside 0..%d", slot,
+                        CX_CUDA_MARKS - 1);
+    cudaError_t e = cudaSuccess;
+    if (!st->marks[slot])
+        e = cudaEventCreateWithFlags(&st->marks[slot], cudaEventDisableTiming);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(st->marks[slot], st->stream);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return st->fail(CX_ERUNTIME, "stream mark %d on device %d: %s", slot, st->device,
+                        cudaGetErrorString(e));
+    }
+    return CX_OK;
+}
+
+static cx_status stream_wait_mark(cx_backend *be, int slot) {
+    cu_state *st = cu_get(be);
+    if (slot < 0 || slot >= CX_CUDA_MARKS || !st->marks[slot])
+        return st->fail(CX_EINVAL, "stream mark slot %d was never recorded", slot);
+    cudaError_t e = cudaEventSynchronize(st->marks[slot]);
+    if (e != cudaSuccess)
+        return st->fail(CX_ERUNTIME, "waiting for stream mark %d on device %d: %s", slot,
+                        st->device, cudaGetErrorString(e));
+    return CX_OK;
+}
+
 static char build_text[256];
 
 static cx_cuda_api api = {
@@ -411,6 +489,8 @@ static cx_cuda_api api = {
     /* filled by cu_nccl_fill_api (nccl.cu) */
     NULL,                NULL,               NULL,           NULL,
     NULL,                NULL,               NULL,           NULL,
+    backend_set_precision, host_alloc,    host_free,
+    stream_mark,         stream_wait_mark,
 };
 
 CU_EXPORT const cx_cuda_api *cx_cuda_get_api(int abi_version) {

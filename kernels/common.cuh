@@ -30,7 +30,12 @@
 #include "ops/cuda_abi.h"
 #include "ops/ops.h"
 
-#define CU_SCRATCH_SLOTS 4
+/* Scratch slots 0-3 are the ops' own; 4-6 hold the half (bf16) operands and results of
+ * the mixed-precision products (precision.cu). */
+#define CU_SCRATCH_SLOTS 7
+#define CU_SLOT_LOW_A 4
+#define CU_SLOT_LOW_B 5
+#define CU_SLOT_LOW_C 6
 #define CU_CONV_CACHE 64
 /* Largest cuDNN workspace an algorithm may ask for. */
 #define CU_CONV_WORKSPACE_LIMIT ((size_t)512 << 20)
@@ -39,6 +44,7 @@
 struct cu_conv_choice {
     cx_conv_shape shape;
     int direction; /* 0 forward, 1 backward data, 2 backward filter */
+    int precision; /* cx_precision of the data (float, half or bf16 tensors) */
     int algo;
     int math_type; /* cudnnMathType_t to run it with */
     size_t workspace_bytes;
@@ -49,6 +55,8 @@ struct cu_state {
     int device;
     int deterministic;
     int allow_tf32;
+    int precision;           /* cx_precision (cuda_abi.h); CX_PRECISION_FP32 at creation */
+    int cc_major, cc_minor;  /* the device's compute capability */
     cx_fail_fn fail;
     cudaStream_t stream;
     cublasHandle_t cublas;
@@ -64,6 +72,7 @@ struct cu_state {
     cu_conv_choice conv_cache[CU_CONV_CACHE];
     int conv_cache_next;
     unsigned char supported[CX_OP_COUNT]; /* supports(): a cu_<op> is defined */
+    cudaEvent_t marks[CX_CUDA_MARKS];     /* stream_mark's events (NULL until first used) */
 };
 
 static inline cu_state *cu_get(cx_backend *be) { return (cu_state *)be->impl; }
@@ -88,6 +97,23 @@ static inline int cu_ok_launch(cu_state *st, const char *what) {
  * buffer waits for the queued work that may still use the old one. */
 float *cu_scratch(cu_state *st, int slot, size_t n_floats);
 void *cu_workspace(cu_state *st, size_t bytes);
+
+/* ---- mixed precision (precision.cu) ----
+ * cu_low_precision: 1 when products run on half (bf16) operands.
+ * cu_lowered: src [n] float32 rounded to the backend's half type (round to nearest even)
+ *   in scratch `slot` (CU_SLOT_LOW_*); NULL with the error recorded.
+ * cu_low_buffer: room for n half (bf16) values in scratch `slot`.
+ * cu_widen: dst [n] float32 = (accumulate ? dst : 0) + src [n] half (bf16), exact.
+ * cu_low_blas_type / cu_low_dnn_type: the half type as cuBLAS's cudaDataType and cuDNN's
+ *   cudnnDataType_t. */
+static inline int cu_low_precision(const cu_state *st) {
+    return st->precision != CX_PRECISION_FP32;
+}
+const void *cu_lowered(cu_state *st, int slot, const float *src, size_t n);
+void *cu_low_buffer(cu_state *st, int slot, size_t n);
+void cu_widen(cu_state *st, const void *src, float *dst, size_t n, int accumulate);
+cudaDataType cu_low_blas_type(const cu_state *st);
+cudnnDataType_t cu_low_dnn_type(const cu_state *st);
 
 /* ---- launch helpers ---- */
 #define CU_BLOCK 256

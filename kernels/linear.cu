@@ -9,10 +9,31 @@
  *   dw        dW = X dY^T         sgemm(N, T, m=in,  n=out,  k=rows), beta 1
  * (dW = dw^T [in, out] is dw [out, in] row-major.) beta = 1 makes the backward
  * accumulate. The handle's math mode is full fp32 unless TF32 was allowed at creation;
- * dbias is a fixed-order column sum of dy (reduce.cu). Host side; the bias kernel is in
- * device/linear.cuh. */
+ * dbias is a fixed-order column sum of dy (reduce.cu). Under mixed precision (FP16, BF16)
+ * both operands of each product are rounded to half (bf16) first and cublasGemmEx
+ * multiplies them with float32 accumulation into the float32 result (tensor cores where
+ * the GPU has them; precision.cu). Host side; the bias kernel is in device/linear.cuh. */
 #include "common.cuh"
 #include "device/linear.cuh"
+
+/* C [ldc x n] = op(A) op(B) + beta C, column-major (cuBLAS's sgemm arguments); a_count and
+ * b_count: the elements of A and B as stored (for their half copies). 1 on success. */
+static int gemm(cu_state *st, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                const float *A, int lda, size_t a_count, const float *B, int ldb,
+                size_t b_count, float beta, float *C, int ldc, const char *what) {
+    const float one = 1.0f;
+    if (!cu_low_precision(st))
+        return cu_ok_cublas(st, cublasSgemm(st->cublas, ta, tb, m, n, k, &one, A, lda, B, ldb,
+                                            &beta, C, ldc), what);
+    const void *a_low = cu_lowered(st, CU_SLOT_LOW_A, A, a_count);
+    const void *b_low = a_low ? cu_lowered(st, CU_SLOT_LOW_B, B, b_count) : NULL;
+    if (!b_low)
+        return 0;
+    cudaDataType low = cu_low_blas_type(st);
+    return cu_ok_cublas(st, cublasGemmEx(st->cublas, ta, tb, m, n, k, &one, a_low, low, lda,
+                                         b_low, low, ldb, &beta, C, CUDA_R_32F, ldc,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), what);
+}
 
 void cu_linear_forward(cx_backend *be, int rows, int in_features, int out_features,
                        const float *x, const float *w, const float *bias, float *y) {
@@ -25,12 +46,9 @@ void cu_linear_forward(cx_backend *be, int rows, int in_features, int out_featur
                         "linear_forward"))
             return;
     } else {
-        const float one = 1.0f, zero = 0.0f;
-        if (!cu_ok_cublas(st,
-                          cublasSgemm(st->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out_features, rows,
-                                      in_features, &one, w, in_features, x, in_features, &zero,
-                                      y, out_features),
-                          "linear_forward (sgemm)"))
+        if (!gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, out_features, rows, in_features, w,
+                  in_features, (size_t)out_features * in_features, x, in_features,
+                  (size_t)rows * in_features, 0.0f, y, out_features, "linear_forward (gemm)"))
             return;
     }
     if (bias) {
@@ -46,20 +64,17 @@ void cu_linear_backward(cx_backend *be, int rows, int in_features, int out_featu
     cu_state *st = cu_get(be);
     if (rows <= 0 || out_features <= 0)
         return; /* every gradient is an empty sum */
-    const float one = 1.0f;
+    size_t w_count = (size_t)out_features * in_features, x_count = (size_t)rows * in_features;
+    size_t dy_count = (size_t)rows * out_features;
     if (dx && in_features > 0 &&
-        !cu_ok_cublas(st,
-                      cublasSgemm(st->cublas, CUBLAS_OP_N, CUBLAS_OP_N, in_features, rows,
-                                  out_features, &one, w, in_features, dy, out_features, &one,
-                                  dx, in_features),
-                      "linear_backward dx (sgemm)"))
+        !gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, in_features, rows, out_features, w, in_features,
+              w_count, dy, out_features, dy_count, 1.0f, dx, in_features,
+              "linear_backward dx (gemm)"))
         return;
     if (dw && in_features > 0 &&
-        !cu_ok_cublas(st,
-                      cublasSgemm(st->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in_features,
-                                  out_features, rows, &one, x, in_features, dy, out_features,
-                                  &one, dw, in_features),
-                      "linear_backward dw (sgemm)"))
+        !gemm(st, CUBLAS_OP_N, CUBLAS_OP_T, in_features, out_features, rows, x, in_features,
+              x_count, dy, out_features, dy_count, 1.0f, dw, in_features,
+              "linear_backward dw (gemm)"))
         return;
     if (dbias)
         cu_column_sums(st, rows, out_features, dy, NULL, NULL, dbias, NULL);

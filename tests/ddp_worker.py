@@ -13,7 +13,8 @@ run_ranks sets, so a device rank takes NCCL when the CUDA library provides it, o
 memory under CODEXT_GPU_TRANSPORT=shm; else a ShmComm named SHM_NAME), timeout (s, 30),
 abort_rank (that rank aborts the communicator right after joining and fails; the others
 must fail in their next collective), stall_rank (that rank connects, then sleeps twice the
-timeout without taking part and fails). Failures go to OUT.err as "Type: message [after T s]"
+timeout without taking part and fails), overlap (default true: gradient buckets averaged
+while the last backward runs; false: after it), bucket_floats (0: the trainer's default). Failures go to OUT.err as "Type: message [after T s]"
 (T: seconds since the worker started)."""
 import json
 import os
@@ -54,7 +55,8 @@ if __name__ == "__main__":
         trainer = _C.Trainer(model._native, args["n"], 32, 32, batch_size=args["batch"],
                              accumulation_steps=args.get("accum", 1), epochs=epochs,
                              stage1_epochs=1, lr=1e-3, grad_clip=0.5, seed=11, world_size=world,
-                             rank=rank)
+                             rank=rank, overlap_comm=args.get("overlap", True),
+                             bucket_floats=args.get("bucket_floats", 0))
         if args.get("oom_step", -1) >= 0 and rank == args.get("oom_rank", rank):
             trainer.inject_oom(args["oom_step"])
         trainer.set_comm(comm)
@@ -70,6 +72,7 @@ if __name__ == "__main__":
         np.savez(out, params=model._native.params(), ema=trainer.ema(),
                  exp_avg=trainer.exp_avg(), loss=np.array(losses), steps=state["step"],
                  comm_seconds=state["comm_seconds"], oom_halvings=state["oom_halvings"],
+                 overlapped_buckets=state["overlapped_buckets"],
                  batch_size=state["batch_size"], backend=trainer.backend(),
                  comm_backend=comm.backend, transport=conn.transport if conn else "shared memory")
     except Exception as e:

@@ -24,7 +24,8 @@ CODEXT_TRAIN_CHECKS = {
     "auto_is_the_gpu", "train_ran_on_the_device", "train_step_losses",
     "train_losses_not_the_cpus_bits", "train_epoch_losses", "train_step_lrs",
     "train_last_weights", "train_val_scores", "train_best_weights", "train_device_validation",
-    "train_resumes_on_the_cpu"}
+    "train_resumes_on_the_cpu", "amp_says_its_precision", "amp_step_losses", "amp_not_the_fp32_bits",
+    "amp_loss_scale"}
 
 
 def run_child(env, out, mode, timeout=1500):

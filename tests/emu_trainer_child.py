@@ -10,6 +10,7 @@ run); "codext.train" runs codext.train end to end with Config.device "cuda" and 
 (codext_train below). Every comparison is recorded, not asserted, so that the parent can say which ones a
 broken library fails; max_rel is max |device - cpu| / max |cpu| over a tensor (0/0 = 0)."""
 import json
+import math
 import os
 import sys
 import tempfile
@@ -346,6 +347,41 @@ def codext_train():
     ok = again.device == "cpu" and again.history["step_loss"].tobytes() == losses_d.tobytes()
     checks["train_resumes_on_the_cpu"] = {"max_rel": 0.0 if ok else float("inf"), "tol": 0.0,
                                           "ok": bool(ok), "worst": None if ok else again.device}
+    codext_train_amp(cpu, losses_d)
+
+
+# Config.amp on the device: fp16 products with dynamic loss scaling before sm_80 (the
+# emulator is a T4, sm_75), bf16 from sm_80 on. The losses follow the CPU's float32 run to
+# TOL_AMP (half operands: ~1e-3 relative per product, bf16 ~8e-3) but are not the fp32
+# device run's; the state records the loss scale (fp16: a power of two at most 2^16, where it
+# starts: each step whose half gradients overflowed halved it and ran again; the tiny test
+# model settles at 16 on the emulator; bf16: no scaling, 1).
+TOL_AMP = 2e-2
+
+
+def codext_train_amp(cpu, losses_fp32):
+    import re
+    sm = int(re.search(r"\(sm_(\d+)", _C.cuda_backend_available()[1]).group(1))
+    note = "(bf16)" if sm >= 80 else "(fp16, dynamic loss scaling)"
+    lines = []
+    cfg = codext.Config(**dict(RUN, amp=True), device="cuda", checkpoint_dir=tempfile.mkdtemp())
+    amp = timed("codext.train(cuda, amp)", codext.train, cfg, progress=True, log=lines.append)
+    ok = any(f"in mixed precision {note}" in line for line in lines)
+    checks["amp_says_its_precision"] = {"max_rel": 0.0 if ok else float("inf"), "tol": 0.0, "ok": ok,
+                               "worst": None if ok else lines[:1]}
+    losses = amp.history["step_loss"]
+    check("amp_step_losses", [(f"step{i}", a, c) for i, (a, c) in
+                              enumerate(zip(losses, cpu.history["step_loss"]))], TOL_AMP)
+    checks["amp_step_losses"]["ok"] &= bool(len(losses) == 4)
+    differs = losses.tobytes() != losses_fp32.tobytes()
+    checks["amp_not_the_fp32_bits"] = {"max_rel": 0.0, "tol": 0.0, "ok": differs,
+                                       "worst": None if differs else "identical"}
+    from codext import _rundir
+    run = _rundir.RunDir.for_resume(cfg.checkpoint_dir)
+    scale = float(_rundir.read_metadata(run.state_path)["loss_scale"])
+    mantissa, exponent = math.frexp(scale)
+    ok = scale == 1.0 if sm >= 80 else (mantissa == 0.5 and 1 <= exponent <= 17)
+    checks["amp_loss_scale"] = {"max_rel": 0.0, "tol": 0.0, "ok": ok, "worst": scale}
 
 
 def main():

@@ -119,6 +119,30 @@ def test_sparse_experts_stay_identical_across_ranks(tmp_path):
     assert relative_error(r0["params"], accum["params"]) < 1e-6
 
 
+@pytest.mark.parametrize("extra", [{}, {"top_k": 1}, {"accum": 2, "oom_step": 3, "oom_rank": 1}],
+                         ids=["dense", "sparse", "accumulation-and-oom"])
+def test_buckets_averaged_during_backward_give_the_bits_of_buckets_after_it(tmp_path, extra):
+    """Small buckets (2048 floats: dozens per step) averaged by the communication thread
+    as the backward makes them final (csrc/train/buckets.h), against the same run averaging
+    them after the backward: the ranks end with the same bits. Most buckets went during
+    the backward (released by it: how many the thread averaged before the backward ended
+    is timing); with an out-of-memory step on rank 1 (its last backward never runs, so
+    its buckets all go after) the ranks still agree."""
+    args = dict({"n": N_TRAIN, "batch": 2, "bucket_floats": 2048}, **extra)
+    over = run_ranks(2, dict(args, overlap=True), tmp_path / "over")
+    after = run_ranks(2, dict(args, overlap=False), tmp_path / "after")
+    for key in ("params", "ema", "loss"):
+        np.testing.assert_array_equal(over[0][key], over[1][key])
+        np.testing.assert_array_equal(over[0][key], after[0][key])
+    steps = int(over[0]["steps"])
+    # 140k parameters in 2048-float buckets: ~70 a step (stage 1 fewer), nearly all released
+    # before the backward ends (the last ones, below the backbone's first stage, after)
+    assert int(over[0]["overlapped_buckets"]) >= 30 * steps
+    assert int(after[0]["overlapped_buckets"]) == int(after[1]["overlapped_buckets"]) == 0
+    if "oom_step" in extra:
+        assert int(over[0]["oom_halvings"]) == int(over[1]["oom_halvings"]) == 1
+
+
 def test_world_size_checks():
     model = Model(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3, img_size=32, seed=1)
     with pytest.raises(ValueError, match="rank 2 of world_size 2"):

@@ -268,6 +268,20 @@ def test_emulated_sgemm_against_numpy(emu):
     assert out["math_tf32"] == out["destroy"] == out["property"] == "0" and out["major"] == "12"
 
 
+def test_emulated_gemmex_reads_half_and_bf16_operands(emu):
+    """cublasGemmEx with half and bf16 copies of the same small-integer A and B gives
+    sgemm's NN result exactly; its buffers are checked in 2-byte elements (A ends at the
+    allocation's last byte from element 18, one element past it from 19); operands of two
+    types are refused."""
+    out = emu.run("cublas")
+    assert out["gemmex_half"] == out["gemmex_bf16"] == out["gemmex_fits"] == "0", out["gemmex_half_message"]
+    assert out["c_gemmex_half"] == out["c_gemmex_bf16"] == out["c_NN"]
+    assert out["gemmex_short"] == CUBLAS_EXECUTION_FAILED
+    assert "62 bytes" in out["gemmex_short_message"] and "past the end" in out["gemmex_short_message"]
+    assert out["gemmex_mixed"] == "15"  # CUBLAS_STATUS_NOT_SUPPORTED
+    assert "A type 2, B type 0" in out["gemmex_mixed_message"]
+
+
 def test_emulated_sgemm_refuses_what_it_cannot_do_right(emu):
     out = emu.run("cublas")
     assert out["lda_too_small"] == out["bad_op"] == out["c_is_a"] == out["math_99"] == CUBLAS_INVALID_VALUE
@@ -325,8 +339,10 @@ def test_emulated_cudnn_against_numpy(emu):
 
 def test_emulated_cudnn_refuses_what_it_cannot_do_right(emu):
     out = emu.run("cudnn")
-    assert out["nhwc"] == out["half"] == out["fft"] == out["flipped"] == CUDNN_NOT_SUPPORTED
-    assert "NCHW (0) float (0) only" in out["nhwc_message"]
+    assert out["nhwc"] == out["double"] == out["fft"] == out["flipped"] == CUDNN_NOT_SUPPORTED
+    assert "NCHW (0) in float (0), half (2) or bfloat16 (9) only" in out["nhwc_message"]
+    assert out["half_desc"] == "0" and out["mixed_types"] == CUDNN_NOT_SUPPORTED
+    assert "data types x 2, w 0, y 0: the emulator has one data type for all three" in out["mixed_types_message"]
     assert "forward algorithm 4 is not one the emulator runs" in out["fft_message"]
     assert "CUDNN_CROSS_CORRELATION in float only" in out["flipped_message"]
     for key in ("zero_dim", "unset_desc", "wrong_y", "workspace_short", "y_is_x", "groups_3_forward"):

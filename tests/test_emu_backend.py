@@ -37,20 +37,21 @@ pytestmark = pytest.mark.timeout(900)
 MUTATIONS = [
     # linear backward: dx overwritten instead of accumulated (cuBLAS beta 0): the
     # emulated cuBLAS honours beta, test_backward_accumulates sees it
-    ("linear.cu", "    const float one = 1.0f;\n    if (dx && in_features > 0 &&",
-     "    const float one = 1.0f, zero_ = 0.0f;\n    if (dx && in_features > 0 &&"),
-    ("linear.cu", "out_features, &one, w, in_features, dy, out_features, &one,",
-     "out_features, &one, w, in_features, dy, out_features, &zero_,"),
+    ("linear.cu", "w_count, dy, out_features, dy_count, 1.0f, dx, in_features,",
+     "w_count, dy, out_features, dy_count, 0.0f, dx, in_features,"),
     # conv forward: the bias indexed by element instead of by channel (device code)
     ("device/conv.cuh", "bias[(i / (size_t)hw) % (size_t)channels]", "bias[i % (size_t)channels]"),
     # conv backward filter: the workspace the algorithm asked for is not passed on
-    ("conv.cu", "choice->workspace_bytes, &one, d.w, dw)", "0, &one, d.w, dw)"),
+    ("conv.cu", "choice->workspace_bytes, &beta, d.w,", "0, &beta, d.w,"),
+    # mixed precision: a half data gradient overwrites dx instead of adding to it
+    ("conv.cu", "cu_widen(st, dx_out, dx, x_count(s), 1);", "cu_widen(st, dx_out, dx, x_count(s), 0);"),
 ]
 
 
-def run_gpu_tests(compiler, lib, *pytest_args):
-    """tests/gpu in a subprocess on the emulated library; (returncode, output)."""
-    env = emulated_env(lib, compiler)
+def run_gpu_tests(compiler, lib, *pytest_args, env=None):
+    """tests/gpu in a subprocess on the emulated library (with `env` added to its
+    environment); (returncode, output)."""
+    env = dict(emulated_env(lib, compiler), **(env or {}))
     # test_device_training.py compares training on a GPU with the CPU: on the emulator
     # that is test_emu_trainer.py's and test_emu_ddp.py's work
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
@@ -90,6 +91,16 @@ def test_gpu_suite_passes_on_the_emulator(emulated, library):
     assert counts.get("passed", 0) >= 250 and set(counts) <= {"passed", "in"}, output[-3000:]
 
 
+def test_bf16_runs_on_an_emulated_sm80(emulated, library):
+    """bf16 needs sm_80+: on the emulator reporting sm_80 every op-test case runs in bf16
+    against the CPU backend (on the default sm_75 each bf16 call must be refused)."""
+    compiler, _ = emulated
+    code, output = run_gpu_tests(compiler, library, "-k", "bf16", env={"CODEXT_EMU_SM": "80"})
+    counts = summary_counts(output)
+    assert code == 0, output[-6000:]
+    assert counts.get("passed", 0) >= 50 and set(counts) <= {"passed", "deselected", "in"}, output[-3000:]
+
+
 def test_planted_bugs_are_caught(emulated, tmp_path):
     """The op tests catch each bug of MUTATIONS (and the tests that should not notice a
     bug do not)."""
@@ -108,3 +119,5 @@ def test_planted_bugs_are_caught(emulated, tmp_path):
     assert "test_backward_matches_numpy[conv1x1_no_bias]" in failed, failed
     assert re.search(r"cuDNN error in conv2d backward filter .*CUDNN_STATUS_BAD_PARAM.*needs \d+ "
                      r"bytes of workspace, 0 were given", output), output[-6000:]
+    # a half data gradient that overwrites dx: the mixed-precision accumulation check sees it
+    assert "test_low_precision_matches_cpu_backend[conv3x3-fp16]" in failed, failed

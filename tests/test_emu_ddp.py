@@ -18,7 +18,8 @@ The same two device ranks joined through codext._dist.connect take NCCL (the emu
 of csrc/emu/emu_nccl.cc: rank 0 makes the unique id, the store shares it): the join
 broadcasts the device weights and every gradient bucket is averaged in place in device
 memory (ncclAvg), the loss, out-of-memory count and weight hash go over the staged host
-route. They end with the same bits as the staged run: for 2 ranks ncclAvg (each value x
+route; the buckets go while the backward runs (released by its hook, each NCCL call after
+the stream mark of its release). They end with the same bits as the staged run: for 2 ranks ncclAvg (each value x
 0.5, then the sum in rank order, as the emulator sums) and shm's mean (the sum in rank
 order, then x 0.5) are the same exact scalings of the same sums. Failures (timeouts,
 aborts): tests/test_emu_nccl.py.
@@ -43,8 +44,11 @@ def test_two_device_ranks_match_two_cpu_ranks_over_shm_and_nccl(emulated, librar
     compiler, _ = emulated
     env = emulated_env(library, compiler)
     dev = run_ranks(2, dict(ARGS, device="cuda"), tmp_path / "cuda", env=env, timeout=600)
-    nccl = run_ranks(2, dict(ARGS, device="cuda", connect=True), tmp_path / "nccl", env=env,
-                     timeout=600)
+    # NCCL takes device memory: its buckets (small here, dozens a step) go from a
+    # communication thread while the last backward runs, each after the stream mark
+    # recorded where the backward made it final (csrc/train/buckets.h)
+    nccl = run_ranks(2, dict(ARGS, device="cuda", connect=True, bucket_floats=2048),
+                     tmp_path / "nccl", env=env, timeout=600)
     cpu = run_ranks(2, ARGS, tmp_path / "cpu")
     assert [str(r["comm_backend"]) for r in nccl] == ["nccl", "nccl"]
     assert str(nccl[0]["transport"]).startswith("NCCL (emulated NCCL 2.")
@@ -52,6 +56,9 @@ def test_two_device_ranks_match_two_cpu_ranks_over_shm_and_nccl(emulated, librar
         np.testing.assert_array_equal(nccl[0][key], nccl[1][key], err_msg=key)
         np.testing.assert_array_equal(nccl[0][key], dev[0][key], err_msg=key)
     assert [int(r["oom_halvings"]) for r in nccl] == [1, 1]
+    assert min(int(r["overlapped_buckets"]) for r in nccl) >= 30 * int(nccl[0]["steps"])
+    # staged through host memory on the backend's stream: after the backward, not overlapped
+    assert [int(r["overlapped_buckets"]) for r in dev] == [0, 0]
     assert int(dev[0]["steps"]) == 4 and int(dev[0]["batch_size"]) == 1
     assert_device_ranks_match_cpu_ranks(dev, cpu, ddp_start_weights())
 

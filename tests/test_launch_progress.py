@@ -301,4 +301,4 @@ def test_a_jupyter_kernel_with_widgets_gets_tqdm_autos_bar(monkeypatch):
     assert [l.split()[3] for l in lines if l.startswith("epoch ") and " step " in l] == \
         ["3/4", "2/4"]                                   # global steps 3 and 6
     assert table(lines)[0] == {"epoch": "1/2", "stage": "1", "loss": "0.2500", "lr": "1.000e-03",
-                               "img/s": "8.0", "time": "2.0s"}    # no metric columns
+                               "img/s": "8.0", "time": "2.0s", "wait_ms": "-"}  # no metrics

@@ -95,3 +95,46 @@ def test_scaler_settings_are_checked(kwargs, message):
     for ok in (dict(loss_scale_init=1.0), dict(loss_scale_init=2.0 ** 24),
                dict(loss_scale_growth_interval=1)):
         _C.Trainer(model._native, 8, 32, 32, batch_size=4, epochs=1, loss_scaling=True, **ok)
+
+
+def test_the_saved_scale_carries_over_only_between_runs_that_scale(tmp_path):
+    """The state file records whether its scale is live ("loss_scaling"): a run that starts
+    scaling (a CPU or bf16 run resumed on an fp16 GPU) starts from loss_scale_init, not from
+    the 1 an unscaled run saved; scaled runs carry their scale; a run that stops keeps 1.
+    A file written before the key existed reads as unscaled; any other value is refused,
+    naming the file."""
+    from test_bad_input_rundir import set_meta
+    data = codext.data.synthetic(N_TRAIN, 0, 32, seed=2)
+
+    def trainer(**scaling):
+        model = Model(backbone="edgenext_tiny_test", decoder_dim=16, num_experts=3,
+                      img_size=32, seed=100)
+        t = _C.Trainer(model._native, N_TRAIN, 32, 32, batch_size=4, epochs=2,
+                       stage1_epochs=1, lr=1e-3, seed=11, **scaling)
+        return model, t
+
+    def saved(name, **scaling):
+        model, t = trainer(**scaling)
+        t.run_epoch(data.train.images, data.train.masks, max_steps=2)
+        t.save_state(str(tmp_path / name))
+        return str(tmp_path / name), t.state()
+
+    def loaded(path, **scaling):
+        _, t = trainer(**scaling)
+        t.load_state(path)
+        return t.state()
+
+    scaled = dict(loss_scaling=True, loss_scale_init=2.0 ** 10, loss_scale_growth_interval=1)
+    plain_file, _ = saved("plain.safetensors")
+    scaled_file, scaled_state = saved("scaled.safetensors", **scaled)
+    assert scaled_state["loss_scale"] == 2.0 ** 12  # grew after each of its 2 steps
+    starts = loaded(plain_file, **dict(scaled, loss_scale_init=2.0 ** 16))
+    assert (starts["loss_scale"], starts["loss_scale_good_steps"]) == (2.0 ** 16, 0)
+    assert loaded(scaled_file, **dict(scaled, loss_scale_init=2.0 ** 16))["loss_scale"] == 2.0 ** 12
+    assert loaded(scaled_file)["loss_scale"] == 1.0
+    set_meta(scaled_file, loss_scaling=None)  # as written before the key existed
+    assert loaded(scaled_file, **dict(scaled, loss_scale_init=2.0 ** 16))["loss_scale"] == 2.0 ** 16
+    for bad in ("2", "-1", "yes"):
+        set_meta(scaled_file, loss_scaling=bad)
+        with pytest.raises(OSError, match=f"{scaled_file}: training state (metadata )?\"?loss_scaling"):
+            loaded(scaled_file, **scaled)

@@ -1,7 +1,9 @@
-/* The emulated cuBLAS: what kernels/ calls (handles and their settings, cublasSgemm), so
- * that the CUDA backend's linear layers run on the CUDA emulator (docs/emulator.md).
+/* The emulated cuBLAS: what kernels/ calls (handles and their settings, cublasSgemm,
+ * cublasGemmEx), so that the CUDA backend's linear layers run on the CUDA emulator
+ * (docs/emulator.md).
  *
- * cublasSgemm is the textbook triple loop, accumulated in double and rounded to float
+ * Both products are the textbook triple loop (GemmEx reads its half or bf16 operands
+ * exactly as the values they hold), accumulated in double and rounded to float
  * once per element, reading and writing the emulator's device memory directly (host code
  * between device_memory_open and device_memory_close). It is a reference, not a model of
  * cuBLAS's kernels: it says whether our calls ask for the right product, not what
@@ -59,10 +61,19 @@ const char *op_name(cublasOperation_t op) {
 
 /* Bytes spanned by a column-major rows x cols matrix with leading dimension ld (0 when
  * empty). */
-size_t matrix_bytes(int rows, int cols, int ld) {
+size_t matrix_bytes(int rows, int cols, int ld, size_t element_bytes) {
     if (rows <= 0 || cols <= 0)
         return 0;
-    return ((size_t)(cols - 1) * (size_t)ld + (size_t)rows) * sizeof(float);
+    return ((size_t)(cols - 1) * (size_t)ld + (size_t)rows) * element_bytes;
+}
+
+/* Element i of a matrix of `type` (CUDA_R_32F, 16F or 16BF) as a float (exact). */
+float element(const void *m, cudaDataType type, size_t i) {
+    if (type == CUDA_R_16F)
+        return cx_emu::half_bits_to_float(((const uint16_t *)m)[i]);
+    if (type == CUDA_R_16BF)
+        return cx_emu::bfloat16_bits_to_float(((const uint16_t *)m)[i]);
+    return ((const float *)m)[i];
 }
 
 /* A scalar argument: a host float, or a device float under CUBLAS_POINTER_MODE_DEVICE. */
@@ -75,7 +86,7 @@ cublasStatus_t read_scalar(const cublasHandle_t handle, const float *p, const ch
     char why[512];
     if (!cx_emu::device_range_ok(p, sizeof(float), name, why, sizeof why))
         return refuse(CUBLAS_STATUS_EXECUTION_FAILED,
-                      "cublasSgemm (CUBLAS_POINTER_MODE_DEVICE): %s", why);
+                      "cublas gemm (CUBLAS_POINTER_MODE_DEVICE): %s", why);
     cx_emu::device_memory_open();
     *out = *p;
     cx_emu::device_memory_close();
@@ -201,19 +212,20 @@ const char *cublasGetStatusString(cublasStatus_t status) {
     return described;
 }
 
-cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
+/* C (float) = alpha op(A) op(B) + beta C with A and B of `type`; `call` names the entry
+ * point in messages. */
+static cublasStatus_t gemm(const char *call, cublasHandle_t handle, cublasOperation_t transa,
                            cublasOperation_t transb, int m, int n, int k, const float *alpha,
-                           const float *A, int lda, const float *B, int ldb, const float *beta,
-                           float *C, int ldc) {
-    std::lock_guard<std::recursive_mutex> hold(big_lock());
+                           const void *A, int lda, const void *B, int ldb, cudaDataType type,
+                           const float *beta, float *C, int ldc) {
     if (!handle_valid(handle))
-        return refuse(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSgemm: %p is not a live handle",
-                      (void *)handle);
+        return refuse(CUBLAS_STATUS_NOT_INITIALIZED, "%s: %p is not a live handle",
+                      call, (void *)handle);
     /* the argument checks cuBLAS documents (CUBLAS_OP_C is CUBLAS_OP_T for real data) */
     for (cublasOperation_t op : {transa, transb})
         if (op != CUBLAS_OP_N && op != CUBLAS_OP_T && op != CUBLAS_OP_C)
-            return refuse(CUBLAS_STATUS_INVALID_VALUE, "cublasSgemm: %d is not a cublasOperation_t",
-                          (int)op);
+            return refuse(CUBLAS_STATUS_INVALID_VALUE, "%s: %d is not a cublasOperation_t",
+                          call, (int)op);
     bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
     int a_rows = ta ? k : m, a_cols = ta ? m : k; /* A as stored */
     int b_rows = tb ? n : k, b_cols = tb ? k : n;
@@ -221,15 +233,15 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
         ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1))
         return refuse(
             CUBLAS_STATUS_INVALID_VALUE,
-            "cublasSgemm(%s, %s, m=%d, n=%d, k=%d, lda=%d, ldb=%d, ldc=%d): sizes must "
+            "%s(%s, %s, m=%d, n=%d, k=%d, lda=%d, ldb=%d, ldc=%d): sizes must "
             "be >= 0 and each leading dimension at least the rows of its matrix as stored "
             "(%d, %d, %d)",
-            op_name(transa), op_name(transb), m, n, k, lda, ldb, ldc, a_rows, b_rows, m);
+            call, op_name(transa), op_name(transb), m, n, k, lda, ldb, ldc, a_rows, b_rows, m);
     if (!alpha || !beta)
-        return refuse(CUBLAS_STATUS_INVALID_VALUE, "cublasSgemm: alpha or beta is NULL");
+        return refuse(CUBLAS_STATUS_INVALID_VALUE, "%s: alpha or beta is NULL", call);
     if (!cx_emu::stream_valid(handle->stream))
         return refuse(CUBLAS_STATUS_EXECUTION_FAILED,
-                      "cublasSgemm: the handle's stream %p is no longer live",
+                      "%s: the handle's stream %p is no longer live", call,
                       (void *)handle->stream);
     float a_scale, b_scale;
     cublasStatus_t status = read_scalar(handle, alpha, "alpha", &a_scale);
@@ -241,21 +253,22 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
         return CUBLAS_STATUS_SUCCESS;
     /* BLAS: A and B are not read when alpha is 0 or k is 0; C is not read when beta is 0 */
     bool reads_ab = a_scale != 0.0f && k > 0;
-    size_t a_bytes = reads_ab ? matrix_bytes(a_rows, a_cols, lda) : 0;
-    size_t b_bytes = reads_ab ? matrix_bytes(b_rows, b_cols, ldb) : 0;
-    size_t c_bytes = matrix_bytes(m, n, ldc);
+    size_t ab_element = type == CUDA_R_32F ? sizeof(float) : sizeof(uint16_t);
+    size_t a_bytes = reads_ab ? matrix_bytes(a_rows, a_cols, lda, ab_element) : 0;
+    size_t b_bytes = reads_ab ? matrix_bytes(b_rows, b_cols, ldb, ab_element) : 0;
+    size_t c_bytes = matrix_bytes(m, n, ldc, sizeof(float));
     char why[512];
     if ((reads_ab && !cx_emu::device_range_ok(A, a_bytes, "A", why, sizeof why)) ||
         (reads_ab && !cx_emu::device_range_ok(B, b_bytes, "B", why, sizeof why)) ||
         !cx_emu::device_range_ok(C, c_bytes, "C", why, sizeof why))
         return refuse(CUBLAS_STATUS_EXECUTION_FAILED,
-                      "cublasSgemm(%s, %s, m=%d, n=%d, k=%d, lda=%d, ldb=%d, ldc=%d): %s",
-                      op_name(transa), op_name(transb), m, n, k, lda, ldb, ldc, why);
+                      "%s(%s, %s, m=%d, n=%d, k=%d, lda=%d, ldb=%d, ldc=%d): %s",
+                      call, op_name(transa), op_name(transb), m, n, k, lda, ldb, ldc, why);
     if (cx_emu::ranges_overlap(C, c_bytes, A, a_bytes) ||
         cx_emu::ranges_overlap(C, c_bytes, B, b_bytes))
         return refuse(CUBLAS_STATUS_INVALID_VALUE,
-                      "cublasSgemm: C overlaps %s (cuBLAS's result would be undefined)",
-                      cx_emu::ranges_overlap(C, c_bytes, A, a_bytes) ? "A" : "B");
+                      "%s: C overlaps %s (cuBLAS's result would be undefined)",
+                      call, cx_emu::ranges_overlap(C, c_bytes, A, a_bytes) ? "A" : "B");
 
     cx_emu::device_memory_open();
     for (int j = 0; j < n; j++)
@@ -263,8 +276,8 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
             double sum = 0.0;
             if (reads_ab)
                 for (int p = 0; p < k; p++) {
-                    float a = ta ? A[p + (size_t)i * lda] : A[i + (size_t)p * lda];
-                    float b = tb ? B[j + (size_t)p * ldb] : B[p + (size_t)j * ldb];
+                    float a = element(A, type, ta ? p + (size_t)i * lda : i + (size_t)p * lda);
+                    float b = element(B, type, tb ? j + (size_t)p * ldb : p + (size_t)j * ldb);
                     sum += (double)a * (double)b;
                 }
             float *c = &C[i + (size_t)j * ldc];
@@ -275,4 +288,34 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
         }
     cx_emu::device_memory_close();
     return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
+                           cublasOperation_t transb, int m, int n, int k, const float *alpha,
+                           const float *A, int lda, const float *B, int ldb, const float *beta,
+                           float *C, int ldc) {
+    std::lock_guard<std::recursive_mutex> hold(big_lock());
+    return gemm("cublasSgemm", handle, transa, transb, m, n, k, alpha, A, lda, B, ldb,
+                CUDA_R_32F, beta, C, ldc);
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
+                            cublasOperation_t transb, int m, int n, int k, const void *alpha,
+                            const void *A, cudaDataType Atype, int lda, const void *B,
+                            cudaDataType Btype, int ldb, const void *beta, void *C,
+                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
+                            cublasGemmAlgo_t algo) {
+    std::lock_guard<std::recursive_mutex> hold(big_lock());
+    bool known = Atype == CUDA_R_32F || Atype == CUDA_R_16F || Atype == CUDA_R_16BF;
+    if (!known || Btype != Atype || Ctype != CUDA_R_32F || computeType != CUBLAS_COMPUTE_32F)
+        return refuse(CUBLAS_STATUS_NOT_SUPPORTED,
+                      "cublasGemmEx: A type %d, B type %d, C type %d, compute type %d: the "
+                      "emulator has A and B of one type (CUDA_R_32F, 16F or 16BF), C CUDA_R_32F "
+                      "and CUBLAS_COMPUTE_32F only", (int)Atype, (int)Btype, (int)Ctype,
+                      (int)computeType);
+    if (algo != CUBLAS_GEMM_DEFAULT && algo != CUBLAS_GEMM_DEFAULT_TENSOR_OP)
+        return refuse(CUBLAS_STATUS_INVALID_VALUE, "cublasGemmEx: algorithm %d is not one the "
+                      "emulator knows", (int)algo);
+    return gemm("cublasGemmEx", handle, transa, transb, m, n, k, (const float *)alpha, A, lda,
+                B, ldb, Atype, (const float *)beta, (float *)C, ldc);
 }

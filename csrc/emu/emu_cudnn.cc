@@ -2,6 +2,10 @@
  * CUDA backend's convolutions run on the CUDA emulator (docs/emulator.md says what is
  * supported, what is refused and what is not modelled).
  *
+ * Tensors are float, half or bf16 (one type for x, w and y; compute in float: cuDNN's
+ * PSEUDO_HALF and PSEUDO_BFLOAT16 configurations); half inputs are read exactly and the
+ * result rounded once to the output's type.
+ *
  * The three convolutions are one reference loop over every (image, output channel,
  * output pixel, input channel of the group, kernel tap) whose input pixel lies inside the
  * image, accumulating in double into a host buffer, then written once as
@@ -29,9 +33,11 @@ struct cx_emu_cudnn_context {
 };
 struct cx_emu_cudnn_tensor {
     int set, n, c, h, w;
+    cudnnDataType_t type;
 };
 struct cx_emu_cudnn_filter {
     int set, k, c, h, w;
+    cudnnDataType_t type;
 };
 struct cx_emu_cudnn_convolution {
     int set, pad_h, pad_w, u, v, dilation_h, dilation_w, groups;
@@ -86,6 +92,10 @@ enum { FORWARD = 0, BACKWARD_DATA = 1, BACKWARD_FILTER = 2 };
 struct problem {
     int batch, in_c, in_h, in_w, out_c, out_h, out_w, k_h, k_w, groups;
     int pad_h, pad_w, u, v, dilation_h, dilation_w;
+    cudnnDataType_t type; /* of x, w and y alike (float, or half / bf16 with float compute) */
+    size_t element_bytes() const {
+        return type == CUDNN_DATA_FLOAT ? sizeof(float) : sizeof(uint16_t);
+    }
     size_t x_count() const {
         return (size_t)batch * in_c * in_h * in_w;
     }
@@ -114,8 +124,12 @@ cudnnStatus_t describe(const char *call, const cx_emu_cudnn_tensor *x, const cx_
                       "%s: x has %d channels and the filter [%d, %d, %d, %d] with %d groups needs "
                       "%d, and its %d outputs divisible by the groups",
                       call, x->c, w->k, w->c, w->h, w->w, conv->groups, w->c * conv->groups, w->k);
+    if (x->type != w->type || (y && y->type != x->type))
+        return refuse(CUDNN_STATUS_NOT_SUPPORTED, "%s: data types x %d, w %d, y %d: the "
+                      "emulator has one data type for all three", call, (int)x->type,
+                      (int)w->type, y ? (int)y->type : (int)x->type);
     *p = problem{x->n, x->c, x->h, x->w, w->k, 0, 0, w->h, w->w, conv->groups, conv->pad_h,
-                 conv->pad_w, conv->u, conv->v, conv->dilation_h, conv->dilation_w};
+                 conv->pad_w, conv->u, conv->v, conv->dilation_h, conv->dilation_w, x->type};
     p->out_h = out_size(x->h, conv->pad_h, w->h, conv->dilation_h, conv->u);
     p->out_w = out_size(x->w, conv->pad_w, w->w, conv->dilation_w, conv->v);
     if (p->out_h <= 0 || p->out_w <= 0)
@@ -165,7 +179,7 @@ size_t workspace_bytes(const algo_info &a, const problem &p) {
     if (a.workspace == 1)
         return (size_t)p.out_h * p.out_w * p.k_h * p.k_w * sizeof(int);
     if (a.workspace == 2)
-        return p.w_count() * sizeof(float);
+        return p.w_count() * p.element_bytes();
     return 0;
 }
 
@@ -229,8 +243,8 @@ cudnnStatus_t workspace_size(int direction, const char *call, cudnnHandle_t hand
  * dw += dy * x. */
 cudnnStatus_t convolve(int direction, const char *call, cudnnHandle_t handle, const problem &p,
                        cudnnStatus_t described, int algo, void *workspace, size_t workspace_size,
-                       const void *alpha, const void *beta, const float *x, const float *w,
-                       const float *y, float *out) {
+                       const void *alpha, const void *beta, const void *x, const void *w,
+                       const void *y, void *out) {
     if (cudnnStatus_t status = first_problem(call, handle, described))
         return status;
     const algo_info *a = find_algo(direction, algo, call);
@@ -250,8 +264,8 @@ cudnnStatus_t convolve(int direction, const char *call, cudnnHandle_t handle, co
         return refuse(CUDNN_STATUS_EXECUTION_FAILED, "%s: %s", call, why);
     /* the buffers: x, w and y (dy) with the output among them */
     const void *ptrs[3] = {x, w, y};
-    size_t bytes[3] = {p.x_count() * sizeof(float), p.w_count() * sizeof(float),
-                       p.y_count() * sizeof(float)};
+    size_t es = p.element_bytes();
+    size_t bytes[3] = {p.x_count() * es, p.w_count() * es, p.y_count() * es};
     const char *names[3][3] = {{"x", "w", "y"}, {"dx", "w", "dy"}, {"x", "dw", "dy"}};
     int out_slot = direction == FORWARD ? 2 : direction == BACKWARD_DATA ? 0 : 1;
     ptrs[out_slot] = out;
@@ -264,7 +278,7 @@ cudnnStatus_t convolve(int direction, const char *call, cudnnHandle_t handle, co
                           names[direction][out_slot], names[direction][i]);
     std::vector<double> sum;
     try {
-        sum.assign(bytes[out_slot] / sizeof(float), 0.0);
+        sum.assign(bytes[out_slot] / es, 0.0);
     } catch (const std::bad_alloc &) {
         return refuse(CUDNN_STATUS_ALLOC_FAILED, "%s: no host memory for the reference sums", call);
     }
@@ -272,7 +286,17 @@ cudnnStatus_t convolve(int direction, const char *call, cudnnHandle_t handle, co
     cx_emu::device_memory_open();
     if (need)
         memset(workspace, 0xFF, need);
-    const float *in_y = y;
+    /* the inputs as floats: in place for float data, else widened copies (exact) */
+    std::vector<float> widened[3];
+    const float *in[3] = {(const float *)ptrs[0], (const float *)ptrs[1], (const float *)ptrs[2]};
+    for (int i = 0; i < 3 && p.type != CUDNN_DATA_FLOAT; i++)
+        if (i != out_slot) {
+            widened[i].resize(bytes[i] / es);
+            for (size_t j = 0; j < widened[i].size(); j++)
+                widened[i][j] = cx_emu::load_low(ptrs[i], p.type == CUDNN_DATA_BFLOAT16, j);
+            in[i] = widened[i].data();
+        }
+    const float *in_x = in[0], *in_w = in[1], *in_y = in[2];
     int cin_g = p.in_c / p.groups, cout_g = p.out_c / p.groups;
     for (int b = 0; b < p.batch; b++)
         for (int oc = 0; oc < p.out_c; oc++)
@@ -292,20 +316,28 @@ cudnnStatus_t convolve(int direction, const char *call, cudnnHandle_t handle, co
                                 size_t xi = (((size_t)b * p.in_c + ic) * p.in_h + iy) * p.in_w + ix;
                                 size_t wi = (((size_t)oc * cin_g + icl) * p.k_h + ky) * p.k_w + kx;
                                 if (direction == FORWARD)
-                                    sum[yi] += (double)x[xi] * (double)w[wi];
+                                    sum[yi] += (double)in_x[xi] * (double)in_w[wi];
                                 else if (direction == BACKWARD_DATA)
-                                    sum[xi] += (double)in_y[yi] * (double)w[wi];
+                                    sum[xi] += (double)in_y[yi] * (double)in_w[wi];
                                 else
-                                    sum[wi] += (double)in_y[yi] * (double)x[xi];
+                                    sum[wi] += (double)in_y[yi] * (double)in_x[xi];
                             }
                         }
                     }
                 }
+    bool bf16 = p.type == CUDNN_DATA_BFLOAT16;
     for (size_t i = 0; i < sum.size(); i++) {
         double result = (double)a_scale * sum[i];
-        if (b_scale != 0.0f)
-            result += (double)b_scale * (double)out[i];
-        out[i] = (float)result;
+        if (p.type == CUDNN_DATA_FLOAT) {
+            float *o = (float *)out;
+            if (b_scale != 0.0f)
+                result += (double)b_scale * (double)o[i];
+            o[i] = (float)result;
+        } else {
+            if (b_scale != 0.0f)
+                result += (double)b_scale * (double)cx_emu::load_low(out, bf16, i);
+            cx_emu::store_low(out, bf16, i, (float)result);
+        }
     }
     cx_emu::device_memory_close();
     return CUDNN_STATUS_SUCCESS;
@@ -322,9 +354,11 @@ cudnnStatus_t check_dims(const char *call, int a, int b, int c, int d) {
 }
 
 cudnnStatus_t check_layout(const char *call, cudnnTensorFormat_t format, cudnnDataType_t type) {
-    if (format != CUDNN_TENSOR_NCHW || type != CUDNN_DATA_FLOAT)
+    if (format != CUDNN_TENSOR_NCHW ||
+        (type != CUDNN_DATA_FLOAT && type != CUDNN_DATA_HALF && type != CUDNN_DATA_BFLOAT16))
         return refuse(CUDNN_STATUS_NOT_SUPPORTED,
-                      "%s: format %d, data type %d: the emulator has NCHW (0) float (0) only",
+                      "%s: format %d, data type %d: the emulator has NCHW (0) in float (0), "
+                      "half (2) or bfloat16 (9) only",
                       call, (int)format, (int)type);
     return CUDNN_STATUS_SUCCESS;
 }
@@ -407,7 +441,7 @@ static cudnnStatus_t set_4d(T *desc, const char *call, cudnnTensorFormat_t forma
     if (status == CUDNN_STATUS_SUCCESS)
         status = check_dims(call, n, c, h, w);
     if (status == CUDNN_STATUS_SUCCESS)
-        *desc = T{1, n, c, h, w};
+        *desc = T{1, n, c, h, w, type};
     return status;
 }
 
@@ -525,7 +559,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
     problem p;
     cudnnStatus_t described = describe(__func__, x_desc, w_desc, conv, y_desc, &p);
     return convolve(FORWARD, __func__, handle, p, described, algo, workspace, workspace_bytes,
-                    alpha, beta, (const float *)x, (const float *)w, nullptr, (float *)y);
+                    alpha, beta, x, w, nullptr, y);
 }
 
 /* ---- backward data: w, dy -> dx ---- */
@@ -566,7 +600,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
     problem p;
     cudnnStatus_t described = describe(__func__, dx_desc, w_desc, conv, dy_desc, &p);
     return convolve(BACKWARD_DATA, __func__, handle, p, described, algo, workspace, workspace_bytes,
-                    alpha, beta, nullptr, (const float *)w, (const float *)dy, (float *)dx);
+                    alpha, beta, nullptr, w, dy, dx);
 }
 
 /* ---- backward filter: x, dy -> dw ---- */
@@ -607,6 +641,5 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
     problem p;
     cudnnStatus_t described = describe(__func__, x_desc, dw_desc, conv, dy_desc, &p);
     return convolve(BACKWARD_FILTER, __func__, handle, p, described, algo, workspace,
-                    workspace_bytes, alpha, beta, (const float *)x, nullptr, (const float *)dy,
-                    (float *)dw);
+                    workspace_bytes, alpha, beta, x, nullptr, dy, dw);
 }

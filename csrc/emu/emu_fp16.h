@@ -60,6 +60,16 @@ static inline uint16_t float_to_bfloat16_bits(float f) {
 }
 
 static inline float bfloat16_bits_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
+
+/* Element i of an array of half (bf16 = true: bfloat16) values, as a float (exact); and
+ * the store that rounds a float to it (to nearest even). */
+static inline float load_low(const void *data, bool bf16, size_t i) {
+    uint16_t bits = ((const uint16_t *)data)[i];
+    return bf16 ? bfloat16_bits_to_float(bits) : half_bits_to_float(bits);
+}
+static inline void store_low(void *data, bool bf16, size_t i, float value) {
+    ((uint16_t *)data)[i] = bf16 ? float_to_bfloat16_bits(value) : float_to_half_bits(value);
+}
 } // namespace cx_emu
 
 /* Both types: construction from float rounds; conversion to float is exact. */

@@ -221,7 +221,17 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
         return fail(cudaErrorInvalidDevice, "cudaGetDeviceProperties(%d): the emulator has %d "
                     "device(s) (CODEXT_EMU_DEVICES)", device, device_count());
     memset(prop, 0, sizeof *prop);
-    snprintf(prop->name, sizeof prop->name, "Tesla T4 (CUDA emulator)");
+    /* a T4 (sm_75); CODEXT_EMU_SM=80 (two or three digits) reports another architecture,
+     * so tests reach what depends on it (bf16 needs sm_80) */
+    const char *sm = getenv("CODEXT_EMU_SM");
+    int arch = sm && strlen(sm) >= 2 && strlen(sm) <= 3 && strspn(sm, "0123456789") == strlen(sm)
+                   ? atoi(sm) : 75;
+    prop->major = arch / 10;
+    prop->minor = arch % 10;
+    if (arch == 75)
+        snprintf(prop->name, sizeof prop->name, "Tesla T4 (CUDA emulator)");
+    else
+        snprintf(prop->name, sizeof prop->name, "sm_%d GPU (CUDA emulator)", arch);
     size_t free_bytes = 0;
     cudaMemGetInfo(&free_bytes, &prop->totalGlobalMem);
     prop->sharedMemPerBlock = CX_EMU_SHARED_DEFAULT;
@@ -236,8 +246,6 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
     prop->maxGridSize[2] = 65535;
     prop->clockRate = 1590000;
     prop->totalConstMem = 65536;
-    prop->major = 7;
-    prop->minor = 5;
     prop->multiProcessorCount = 40;
     prop->memoryClockRate = 5001000;
     prop->memoryBusWidth = 256;

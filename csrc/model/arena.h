@@ -34,15 +34,29 @@ void cx_arena_release(cx_arena *arena, size_t mark);
 cx_status cx_arena_reserve(cx_arena *arena, cx_backend *be, size_t floats);
 void cx_arena_free(cx_arena *arena);
 
+/* Called by a backward pass whenever every gradient at offsets >= `offset` of the
+ * parameter buffer is final for this pass (queued on the backend, maybe not yet computed:
+ * a device hook records where the stream is). The trainer launches gradient buckets from
+ * it while the rest of the backward runs (csrc/train/buckets.h). */
+typedef void (*cx_grads_final_fn)(void *ctx, size_t offset);
+
 /* What forward and backward code needs to run: the backend, the arena, the parameter
  * values and (for backward) the gradient buffer; grads NULL means no parameter
- * gradients (a frozen part). */
+ * gradients (a frozen part); grads_final (may be NULL): the hook above. */
 typedef struct {
     cx_backend *be;
     cx_arena *arena;
     const float *params;
     float *grads;
+    cx_grads_final_fn grads_final;
+    void *grads_final_ctx;
 } cx_exec;
+
+/* Tells ex's hook, if any, that gradients at offsets >= offset are final. */
+static inline void cx_exec_grads_final(const cx_exec *ex, size_t offset) {
+    if (ex->grads && ex->grads_final)
+        ex->grads_final(ex->grads_final_ctx, offset);
+}
 
 #define CX_TAKE(ex, ptr, n)                                                              \
     do {                                                                                 \

@@ -70,8 +70,9 @@ static cx_status plan_passes(cx_backbone *bb, int batch, int height, int width, 
                              cx_arena *counting) {
     cx_backend recorder;
     cx_backend_null_recording(&recorder, used);
-    cx_exec ex = {&recorder, counting, bb->params ? bb->params : plan_placeholder,
-                  bb->grads ? bb->grads : plan_placeholder};
+    cx_exec ex = {.be = &recorder, .arena = counting,
+                  .params = bb->params ? bb->params : plan_placeholder,
+                  .grads = bb->grads ? bb->grads : plan_placeholder};
     size_t n_in = (size_t)batch * 3 * height * width;
     float *x, *dx, *dfeatures[4];
     CX_TAKE(&ex, x, n_in);
@@ -112,7 +113,7 @@ cx_status cx_backbone_forward(cx_backbone *bb, const float *x_host, int batch, i
         CX_TRY(plan(bb, batch, height, width));
     cx_backend *be = bb->be;
     cx_arena_release(&bb->arena, 0);
-    cx_exec ex = {be, &bb->arena, bb->params, bb->grads};
+    cx_exec ex = {.be = be, .arena = &bb->arena, .params = bb->params, .grads = bb->grads};
     size_t n_in = (size_t)batch * 3 * height * width;
     CX_TAKE(&ex, bb->input, n_in);
     be->upload(be, bb->input, x_host, n_in);
@@ -130,7 +131,7 @@ cx_status cx_backbone_backward(cx_backbone *bb, const float *const dfeatures_hos
         return cx_fail(CX_EINVAL, "backward() needs a forward() first");
     cx_backend *be = bb->be;
     cx_arena_release(&bb->arena, bb->after_forward);
-    cx_exec ex = {be, &bb->arena, bb->params, bb->grads};
+    cx_exec ex = {.be = be, .arena = &bb->arena, .params = bb->params, .grads = bb->grads};
     const cx_edgenext *net = &bb->net;
     int batch = net->batch, height = net->height, width = net->width;
     float *dfeatures[4], *dx;

@@ -167,6 +167,12 @@ typedef struct {
     cx_cod_decoder decoder;
     cx_param_table table;
     size_t backbone_floats;  /* parameters [0, backbone_floats) are the backbone's */
+    size_t neck_start[4], decoder_start; /* where neck i's and the decoder's parameters begin
+                                            (the table is backbone, necks 0..3, decoder) */
+    /* The backward's hook (arena.h, cx_grads_final_fn), or NULL; the trainer sets it for
+     * the step's last micro-batch (cx_cod_set_grads_final). */
+    cx_grads_final_fn grads_final;
+    void *grads_final_ctx;
     cx_backend *be;
     float *params, *grads;   /* table.total floats each */
     cx_arena arena;
@@ -205,6 +211,9 @@ cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *p
  * touching any gradient. Sparse mode downloads the gate-weight gradients (one host sync
  * per scale). May be called again after the same loss (gradients add up). */
 cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone);
+/* The hook later backward passes call as their gradients become final, from the end of the
+ * parameter buffer down (decoder, necks 3..0, backbone stages 3..0); fn NULL: none. */
+void cx_cod_set_grads_final(cx_cod_model *m, cx_grads_final_fn fn, void *ctx);
 void cx_cod_zero_grads(cx_cod_model *m);
 /* After a forward: probabilities sigmoid(out_0) [B, 1, H, W] into probs_host. A logit
  * that is not finite fails (CX_ERUNTIME, counting them): sigmoid would turn it into a

@@ -40,9 +40,12 @@ static cx_status check_config(const cx_cod_config *cfg, cx_edgenext_config *back
 static cx_status declare(cx_cod_model *m, const cx_edgenext_config *backbone) {
     CX_TRY(cx_edgenext_declare(&m->backbone, backbone, &m->table, "backbone."));
     m->backbone_floats = m->table.total;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) {
+        m->neck_start[i] = m->table.total;
         CX_TRY(cx_cod_neck_declare(&m->neck[i], i, backbone->dims[i], m->cfg.decoder_dim,
                                    m->cfg.num_experts, m->cfg.top_k, &m->table));
+    }
+    m->decoder_start = m->table.total;
     return cx_cod_decoder_declare(&m->decoder, m->cfg.decoder_dim, &m->table);
 }
 
@@ -280,6 +283,7 @@ static cx_status backward_pass(cx_cod_model *m, cx_exec *ex, float loss_scale,
         CX_TAKE_ZERO(ex, dnecks[i], (size_t)B * m->cfg.decoder_dim * dec->h[i] * dec->w[i]);
     mark = cx_arena_mark(ex->arena);
     CX_TRY(cx_cod_decoder_backward(&m->decoder, ex, dlogits, dnecks));
+    cx_exec_grads_final(ex, m->decoder_start);
     cx_arena_release(ex->arena, mark);
     for (int i = 0; i < 4; i++) {
         dfeatures[i] = NULL;
@@ -291,6 +295,7 @@ static cx_status backward_pass(cx_cod_model *m, cx_exec *ex, float loss_scale,
     for (int i = 3; i >= 0; i--) {
         mark = cx_arena_mark(ex->arena);
         CX_TRY(cx_cod_neck_backward(&m->neck[i], ex, dnecks[i], dbalance, dfeatures[i]));
+        cx_exec_grads_final(ex, m->neck_start[i]);
         cx_arena_release(ex->arena, mark);
     }
     if (train_backbone)
@@ -309,8 +314,9 @@ static cx_status plan_passes(cx_cod_model *m, int B, int H, int W, int mode, cx_
     CX_TRY(host_buffers(m, B));
     cx_backend recorder;
     cx_backend_null_recording(&recorder, used);
-    cx_exec ex = {&recorder, counting, m->params ? m->params : plan_placeholder,
-                  m->grads ? m->grads : plan_placeholder};
+    cx_exec ex = {.be = &recorder, .arena = counting,
+                  .params = m->params ? m->params : plan_placeholder,
+                  .grads = m->grads ? m->grads : plan_placeholder};
     m->batch = B;
     m->height = H;
     m->width = W;
@@ -387,7 +393,7 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
     m->width = width;
     m->mode = mode;
     cx_arena_release(&m->arena, 0);
-    cx_exec ex = {m->be, &m->arena, m->params, m->grads};
+    cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads};
     cx_status st = forward_pass(m, &ex, x_host, batch, height, width, mode);
     m->after_forward = m->arena.used;
     CX_TRY(cx_exec_finish(m->be, st));
@@ -400,7 +406,7 @@ cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *p
         return cx_fail(CX_ERUNTIME, "loss() needs a training-mode forward() first");
     m->have_loss = 0;
     cx_arena_release(&m->arena, m->after_forward);
-    cx_exec ex = {m->be, &m->arena, m->params, m->grads};
+    cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads};
     CX_TRY(cx_exec_finish(m->be, loss_pass(m, &ex, y_host)));
     m->after_loss = m->arena.used;
     m->have_loss = 1;
@@ -417,8 +423,14 @@ cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone)
                        "forward (mode train_head keeps no backbone activations): pass "
                        "train_backbone 0, or forward in mode train or train_checkpoint");
     cx_arena_release(&m->arena, m->after_loss);
-    cx_exec ex = {m->be, &m->arena, m->params, m->grads};
+    cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads,
+                  .grads_final = m->grads_final, .grads_final_ctx = m->grads_final_ctx};
     return cx_exec_finish(m->be, backward_pass(m, &ex, loss_scale, train_backbone));
+}
+
+void cx_cod_set_grads_final(cx_cod_model *m, cx_grads_final_fn fn, void *ctx) {
+    m->grads_final = fn;
+    m->grads_final_ctx = ctx;
 }
 
 cx_status cx_cod_probabilities(cx_cod_model *m, float *probs_host) {

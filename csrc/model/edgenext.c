@@ -137,6 +137,7 @@ cx_status cx_edgenext_declare(cx_edgenext *net, const cx_edgenext_config *cfg,
         return cx_fail(CX_EINVAL, "config %s: dims must be divisible by heads %d", cfg->name,
                        cfg->heads);
     declarer d = {table, prefix, ""};
+    net->stage_start[0] = table->total;
     snprintf(d.scope, sizeof d.scope, "stem.");
     CX_TRY(add_conv(&d, "0", cfg->dims[0], 3, 4, &net->stem_w, &net->stem_b));
     CX_TRY(add_norm(&d, "1", cfg->dims[0], &net->stem_norm_w, &net->stem_norm_b));
@@ -146,6 +147,7 @@ cx_status cx_edgenext_declare(cx_edgenext *net, const cx_edgenext_config *cfg,
             return cx_fail(CX_EINVAL, "config %s: bad depth %d in stage %d", cfg->name,
                            cfg->depths[s], s);
         if (s > 0) {
+            net->stage_start[s] = table->total;
             snprintf(d.scope, sizeof d.scope, "stages.%d.downsample.", s);
             CX_TRY(add_norm(&d, "0", cfg->dims[s - 1], &net->ds_norm_w[s], &net->ds_norm_b[s]));
             CX_TRY(add_conv(&d, "1", cfg->dims[s], cfg->dims[s - 1], 2, &net->ds_w[s],

@@ -83,6 +83,8 @@ typedef struct {
     cx_edgenext_config cfg;
     size_t stem_w, stem_b, stem_norm_w, stem_norm_b;
     size_t ds_norm_w[4], ds_norm_b[4], ds_w[4], ds_b[4]; /* stages 1..3 */
+    size_t stage_start[4]; /* stage s's parameters (its stem or downsample, its blocks) lie
+                              at offsets [stage_start[s], stage_start[s + 1]) */
     int n_blocks[4];
     cx_edgenext_block blocks[4][CX_EDGENEXT_MAX_BLOCKS];
     /* activations of the last forward (after a RECOMPUTE or NO_BACKWARD forward only the

@@ -194,6 +194,7 @@ cx_status cx_edgenext_backward(cx_edgenext *net, cx_exec *ex, float *const dfeat
             dcur = din;
         }
         CX_TRY(entry_backward(net, ex, s, dcur, dfeatures, dx));
+        cx_exec_grads_final(ex, net->stage_start[s]); /* stages below write none of these */
         cx_arena_release(ex->arena, stage_mark);
     }
     return CX_OK;

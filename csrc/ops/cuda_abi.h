@@ -17,10 +17,13 @@ extern "C" {
 /* Bumped whenever cx_cuda_api, cx_cuda_config or cx_backend change shape, so a stale
  * libcodext_cuda.so next to a newer _C is refused with a clear message.
  * 3: the device optimizer (optim_*) and copy_bytes.
- * 4: NCCL (nccl_*). */
-#define CX_CUDA_ABI_VERSION 4
+ * 4: NCCL (nccl_*).
+ * 5: mixed precision (backend_set_precision), pinned host memory (host_alloc, host_free),
+ *    stream marks (stream_mark, stream_wait_mark). */
+#define CX_CUDA_ABI_VERSION 5
 #define CX_CUDA_ENTRY_POINT "cx_cuda_get_api"
 #define CX_CUDA_LIBRARY_NAME "libcodext_cuda.so"
+#define CX_CUDA_MARKS 16
 
 typedef cx_status (*cx_fail_fn)(cx_status code, const char *fmt, ...);
 
@@ -30,6 +33,14 @@ typedef struct {
     int allow_tf32;    /* 0 (default): fp32 products stay fp32 (no TF32 tensor cores) */
     cx_fail_fn fail;   /* the caller's cx_fail: receives every error message */
 } cx_cuda_config;
+
+/* The precision of a CUDA backend's products (backend_set_precision; kernels/precision.cu):
+ * FP32: every op in float32 (the default; the CPU backend's arithmetic);
+ * FP16, BF16: mixed precision. The matrix products (linear) and dense convolutions take
+ *   their operands rounded to half (bf16) and accumulate in float32; every buffer the ops
+ *   exchange stays float32, and so do norms, softmax, reductions, the loss and the
+ *   optimizer. BF16 needs compute capability 8.0 or newer. */
+typedef enum { CX_PRECISION_FP32 = 0, CX_PRECISION_FP16 = 1, CX_PRECISION_BF16 = 2 } cx_precision;
 
 /* NCCL (kernels/nccl.cu): the communicator of one GPU rank of a data-parallel run. */
 #define CX_NCCL_ID_BYTES 128 /* NCCL_UNIQUE_ID_BYTES */
@@ -107,6 +118,26 @@ typedef struct {
     /* Finalizes (bounded by the timeout; aborts instead when it fails) and frees; NULL is
      * fine. Not while a call runs. */
     void (*nccl_destroy)(cx_nccl *comm);
+
+    /* The precision of `be`'s ops from now on (cx_precision). Fails (CX_EINVAL, through the
+     * backend's fail) for an unknown value, or BF16 on a device older than sm_80, naming
+     * the device; the precision is then unchanged. */
+    cx_status (*backend_set_precision)(cx_backend *be, int precision);
+
+    /* Page-locked (pinned) host memory for the batches the trainer uploads (cudaHostAlloc):
+     * a copy from it is a DMA transfer that need not be staged. NULL on failure, with the
+     * error reported through the backend's fail; host_free(be, NULL) is fine. */
+    void *(*host_alloc)(cx_backend *be, size_t bytes);
+    void (*host_free)(cx_backend *be, void *ptr);
+
+    /* Marks on be's stream, for another thread to wait on (the trainer's gradient buckets,
+     * csrc/train/buckets.h): stream_mark records where the stream has got to in slot
+     * 0..CX_CUDA_MARKS-1 (a CUDA event, created on the slot's first use); stream_wait_mark,
+     * callable from any thread, returns once the stream has passed that record. Neither
+     * touches the backend's recorded error: failures go through its fail, on the calling
+     * thread. */
+    cx_status (*stream_mark)(cx_backend *be, int slot);
+    cx_status (*stream_wait_mark)(cx_backend *be, int slot);
 } cx_cuda_api;
 
 /* The library's one exported symbol. NULL when abi_version differs from its own. */

@@ -146,6 +146,20 @@ void cx_cuda_backend_destroy(cx_backend *be) {
         api->backend_destroy(be);
 }
 
+cx_status cx_cuda_backend_set_precision(cx_backend *be, int precision) {
+    const cx_cuda_api *api = NULL;
+    CX_TRY(cx_cuda_load(&api));
+    return api->backend_set_precision(be, precision);
+}
+
+int cx_precision_from_name(const char *name) {
+    static const char *const names[] = {"fp32", "fp16", "bf16"};
+    for (int i = 0; i < 3; i++)
+        if (name && strcmp(name, names[i]) == 0)
+            return i;
+    return -1;
+}
+
 static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
 static cx_backend *shared_backend;
 

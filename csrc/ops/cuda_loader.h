@@ -34,6 +34,11 @@ int cx_cuda_available(char *reason, size_t size);
 cx_status cx_cuda_backend_create(int device, int deterministic, int allow_tf32,
                                  cx_backend **out);
 void cx_cuda_backend_destroy(cx_backend *be);
+/* Sets a CUDA backend's precision (cx_precision, cuda_abi.h); CX_EINVAL for BF16 on a
+ * device older than sm_80 or an unknown value. */
+cx_status cx_cuda_backend_set_precision(cx_backend *be, int precision);
+/* "fp32", "fp16" or "bf16" -> cx_precision; -1 for anything else. */
+int cx_precision_from_name(const char *name);
 
 /* A process-wide CUDA backend for the tests: device $CODEXT_CUDA_DEVICE (default 0),
  * deterministic, no TF32. Created on first use and kept until the process exits. */

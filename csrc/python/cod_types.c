@@ -13,6 +13,7 @@ typedef struct {
     PyObject_HEAD
     cx_cod_model *model;
     cx_backend *cuda; /* owned; NULL on the CPU backend */
+    int precision;    /* cx_precision of `cuda` (CX_PRECISION_FP32 on the CPU) */
 } CODModelObject;
 
 static void release(CODModelObject *self) {
@@ -47,6 +48,7 @@ static int cod_init(CODModelObject *self, PyObject *args, PyObject *kwargs) {
     }
     strcpy(cfg.backbone, backbone);
     release(self);
+    self->precision = CX_PRECISION_FP32;
     cx_status st = CX_OK;
     cx_backend *be = cx_backend_cpu();
     Py_BEGIN_ALLOW_THREADS
@@ -493,6 +495,34 @@ done:
     return result;
 }
 
+/* set_precision(name): "fp32", "fp16" or "bf16" for the model's CUDA backend (mixed
+ * precision of its products, ops/cuda_abi.h); the CPU backend takes "fp32" only. */
+static PyObject *cod_set_precision(CODModelObject *self, PyObject *arg) {
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    int precision = name ? cx_precision_from_name(name) : -1;
+    if (precision < 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "precision must be 'fp32', 'fp16' or 'bf16', got %R",
+                         arg);
+        return NULL;
+    }
+    if (!self->cuda) {
+        if (precision != CX_PRECISION_FP32)
+            return PyErr_Format(PyExc_ValueError, "precision '%s' needs a CUDA device: the CPU "
+                                "backend computes in fp32", name);
+        Py_RETURN_NONE;
+    }
+    if (cx_cuda_backend_set_precision(self->cuda, precision) != CX_OK)
+        return cx_py_error(CX_EINVAL);
+    self->precision = precision;
+    Py_RETURN_NONE;
+}
+
+static PyObject *cod_precision(CODModelObject *self, PyObject *unused) {
+    static const char *const names[] = {"fp32", "fp16", "bf16"};
+    return PyUnicode_FromString(names[self->precision]);
+}
+
 static PyObject *cod_arena_bytes(CODModelObject *self, PyObject *unused) {
     return PyLong_FromSize_t(cx_cod_arena_bytes(self->model));
 }
@@ -522,6 +552,9 @@ static PyMethodDef cod_methods[] = {
     {"upload_params", (PyCFunction)cod_upload_params, METH_O,
      "upload_params(values): writes the whole parameter buffer from a float32 [total] array."},
     {"backend", (PyCFunction)cod_backend, METH_NOARGS, "'cpu' or 'cuda'."},
+    {"set_precision", (PyCFunction)cod_set_precision, METH_O,
+     "set_precision('fp32' | 'fp16' | 'bf16'): mixed precision of a CUDA model's products."},
+    {"precision", (PyCFunction)cod_precision, METH_NOARGS, "'fp32', 'fp16' or 'bf16'."},
     {"param_table", (PyCFunction)cod_param_table, METH_NOARGS, "[(name, shape, offset, decay)] in buffer order."},
     {"config", (PyCFunction)cod_config, METH_NOARGS, "The configuration as a dict."},
     {"forward", (PyCFunction)cod_forward, METH_VARARGS,

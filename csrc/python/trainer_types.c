@@ -11,6 +11,9 @@ typedef struct {
     cx_trainer *trainer;
     PyObject *model_obj; /* keeps the model alive */
     PyObject *comm_obj;  /* keeps the communicator alive (data parallelism) */
+    /* the images and masks of the last run_epoch: the batch prefetch may still read them
+     * (a worker thread builds the next batch from them after run_epoch returns) */
+    PyObject *images_obj, *masks_obj;
     int busy;            /* a run_epoch / step is in progress (GIL released) */
 } TrainerObject;
 
@@ -21,26 +24,28 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
                                "weight_decay", "betas", "eps", "grad_clip", "ema_decay", "seed",
                                "augment", "world_size", "rank", "loss_scaling",
                                "loss_scale_init", "loss_scale_growth_interval",
-                               "gradient_checkpointing", NULL};
+                               "gradient_checkpointing", "prefetch", "overlap_comm",
+                               "bucket_floats", NULL};
     PyObject *model_obj;
     long long n_train, epochs = 1, stage1_epochs = 0;
     int height, width, batch_size = 1, accumulation = 1, augment = 1, world_size = 1, rank = 0;
-    int loss_scaling = 0, checkpointing = 0;
-    long long growth_interval = 2000;
+    int loss_scaling = 0, checkpointing = 0, prefetch = -1, overlap_comm = 1;
+    long long growth_interval = 2000, bucket_floats = 0;
     const char *scheduler = "onecycle";
     unsigned long long seed = 0;
     cx_trainer_config cfg = {.lr = 2.5e-4, .stage2_lr = -1.0, .backbone_lr_mult = 0.1,
                              .warmup_epochs = 0.0, .min_lr = 1e-6, .weight_decay = 1e-4,
                              .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .grad_clip = 0.5,
                              .ema_decay = 0.999, .loss_scale_init = 65536.0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpiipdLp", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OLii|$iiLLsdddddd(dd)dddKpiipdLpipL", keywords,
                                      &model_obj, &n_train, &height, &width, &batch_size,
                                      &accumulation, &epochs, &stage1_epochs, &scheduler, &cfg.lr,
                                      &cfg.stage2_lr, &cfg.backbone_lr_mult, &cfg.warmup_epochs,
                                      &cfg.min_lr, &cfg.weight_decay, &cfg.beta1, &cfg.beta2,
                                      &cfg.eps, &cfg.grad_clip, &cfg.ema_decay, &seed, &augment,
                                      &world_size, &rank, &loss_scaling, &cfg.loss_scale_init,
-                                     &growth_interval, &checkpointing))
+                                     &growth_interval, &checkpointing, &prefetch,
+                                     &overlap_comm, &bucket_floats))
         return -1;
     cx_cod_model *model = cx_py_cod_model(model_obj);
     if (!model)
@@ -71,6 +76,9 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
     cfg.loss_scale_growth_interval = growth_interval;
     cfg.rank = rank;
     cfg.gradient_checkpointing = checkpointing;
+    cfg.prefetch = prefetch;
+    cfg.overlap_comm = overlap_comm;
+    cfg.bucket_floats = bucket_floats;
     cfg.augment_config = cx_augment_defaults();
     if (!model) {
         PyErr_SetString(PyExc_ValueError, "model is not initialised");
@@ -93,7 +101,9 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs) {
 }
 
 static void trainer_dealloc(TrainerObject *self) {
-    cx_trainer_free(self->trainer);
+    cx_trainer_free(self->trainer); /* joins the prefetch worker: then the data may go */
+    Py_XDECREF(self->images_obj);
+    Py_XDECREF(self->masks_obj);
     Py_XDECREF(self->model_obj);
     Py_XDECREF(self->comm_obj);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -180,6 +190,16 @@ static PyObject *trainer_run_epoch(TrainerObject *self, PyObject *args, PyObject
     }
     int64_t n_done = 0;
     cx_status st;
+    /* a batch prefetched by the last call reads the arrays it was given: they stay alive
+     * while it may run (trainer_dealloc joins the worker first), and new arrays drop it */
+    if (self->images_obj != images || self->masks_obj != masks) {
+        if (t->prefetch)
+            cx_prefetch_drop(t->prefetch);
+        Py_INCREF(images);
+        Py_INCREF(masks);
+        Py_XSETREF(self->images_obj, images);
+        Py_XSETREF(self->masks_obj, masks);
+    }
     self->busy = 1;
     t->interrupted = check_signals;
     Py_BEGIN_ALLOW_THREADS
@@ -310,8 +330,12 @@ static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
         return NULL;
     const cx_trainer *t = self->trainer;
     const cx_train_state *s = &t->state;
+    int64_t hits = 0, misses = 0;
+    if (t->prefetch)
+        cx_prefetch_counts(t->prefetch, &hits, &misses);
     return Py_BuildValue(
-        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L,s:i,s:i,s:L,s:L,s:i,s:d,s:d,s:L,s:L}",
+        "{s:L,s:L,s:L,s:i,s:L,s:L,s:K,s:L,s:L,s:L,s:L,s:L,s:i,s:i,s:L,s:L,s:i,s:d,s:d,s:L,s:L,"
+        "s:d,s:L,s:L,s:L}",
         "step",
         (long long)s->step, "epoch", (long long)s->epoch, "epoch_step", (long long)s->epoch_step,
         "stage", s->stage, "stage_step", (long long)s->stage_step, "ema_updates",
@@ -323,7 +347,9 @@ static PyObject *trainer_state(TrainerObject *self, PyObject *unused) {
         (long long)t->oom_halvings, "oom_last_step", (long long)t->oom_last_step,
         "oom_last_ranks", t->oom_last_ranks, "comm_seconds", t->comm_seconds, "loss_scale",
         s->loss_scale, "loss_scale_good_steps", (long long)s->loss_scale_good_steps,
-        "overflow_retries", (long long)t->overflow_retries);
+        "overflow_retries", (long long)t->overflow_retries, "data_wait_seconds",
+        t->data_wait_seconds, "prefetch_hits", (long long)hits, "prefetch_misses",
+        (long long)misses, "overlapped_buckets", (long long)t->overlapped_buckets);
 }
 
 /* inject_oom / inject_overflow(step, times=1): the fault fires in `times` attempts of global
@@ -546,7 +572,8 @@ static PyTypeObject TrainerType = {
               "stage1_epochs, scheduler, lr, stage2_lr, backbone_lr_mult, warmup_epochs, "
               "min_lr, weight_decay, betas, eps, grad_clip, ema_decay, seed, augment, world_size=1, "
               "rank=0, loss_scaling=False, loss_scale_init=65536.0, "
-              "loss_scale_growth_interval=2000, gradient_checkpointing=False): the C training "
+              "loss_scale_growth_interval=2000, gradient_checkpointing=False, prefetch=-1, "
+              "overlap_comm=True, bucket_floats=0): the C training "
               "loop over a _C.CODModel (on a backend='cuda' model the optimizer state lives "
               "on the device; ema() and the like return host copies).",
     .tp_new = PyType_GenericNew,

@@ -3,7 +3,8 @@
  * build compiles with its symbols visible) and calls the engine there, so both modules
  * share one thread pool, one allocator and one error state.
  *
- *   op(name, inputs, iargs=(), fargs=(), backward=False, backend="cpu", unsupported=())
+ *   op(name, inputs, iargs=(), fargs=(), backward=False, backend="cpu", unsupported=(),
+ *      precision="fp32")
  *       -> [arrays]: one entry of the op-test runner (op_runner.h: the calling convention)
  *       on the backend ("cpu" with the `unsupported` ops refused, or "cuda")
  *   op_names(), op_info(name)       the runner's entries and what each returns and calls
@@ -156,13 +157,21 @@ static int parse_numbers(PyObject *obj, const char *what, int is_int, int64_t *i
 static PyObject *py_op(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
     static char *keywords[] = {"name", "inputs", "iargs", "fargs", "backward", "backend",
-                               "unsupported", NULL};
-    const char *name, *backend_name = "cpu";
+                               "unsupported", "precision", NULL};
+    const char *name, *backend_name = "cpu", *precision_name = "fp32";
     PyObject *inputs, *iargs = NULL, *fargs = NULL, *unsupported = NULL;
     int backward = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|OOpsO", keywords, &name, &inputs, &iargs,
-                                     &fargs, &backward, &backend_name, &unsupported))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|OOpsOs", keywords, &name, &inputs, &iargs,
+                                     &fargs, &backward, &backend_name, &unsupported,
+                                     &precision_name))
         return NULL;
+    int precision = cx_precision_from_name(precision_name);
+    if (precision < 0)
+        return PyErr_Format(PyExc_ValueError, "precision must be 'fp32', 'fp16' or 'bf16', got "
+                            "'%s'", precision_name);
+    if (precision != CX_PRECISION_FP32 && strcmp(backend_name, "cuda") != 0)
+        return PyErr_Format(PyExc_ValueError, "precision '%s' is the CUDA backend's (the CPU "
+                            "backend computes in fp32)", precision_name);
     cx_op_set refused;
     cx_backend refusing;
     cx_backend *backend = backend_named(backend_name);
@@ -207,7 +216,17 @@ static PyObject *py_op(PyObject *self, PyObject *args, PyObject *kwargs) {
     call.binding = &binding;
     cx_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = cx_op_runner_run(backend, name, &call);
+    /* the shared backend runs this call in `precision`, then returns to fp32 */
+    st = precision != CX_PRECISION_FP32 ? cx_cuda_backend_set_precision(backend, precision)
+                                        : CX_OK;
+    if (st == CX_OK)
+        st = cx_op_runner_run(backend, name, &call);
+    if (precision != CX_PRECISION_FP32) {
+        if (st == CX_OK)
+            st = cx_cuda_backend_set_precision(backend, CX_PRECISION_FP32);
+        else
+            cx_cuda_backend_set_precision(backend, CX_PRECISION_FP32); /* keeps the first error */
+    }
     Py_END_ALLOW_THREADS
     if (st != CX_OK) {
         cx_py_error(st);
@@ -368,7 +387,8 @@ static PyObject *py_test_skip_recompute(PyObject *self, PyObject *arg) {
 
 static PyMethodDef module_methods[] = {
     {"op", (PyCFunction)(void (*)(void))py_op, METH_VARARGS | METH_KEYWORDS,
-     "op(name, inputs, iargs=(), fargs=(), backward=False, backend='cpu', unsupported=()) -> "
+     "op(name, inputs, iargs=(), fargs=(), backward=False, backend='cpu', unsupported=(), "
+     "precision='fp32') -> "
      "list of float32 "
      "arrays: forward -> outputs then saved state; backward (inputs, output gradients, "
      "optional starting gradients) -> one gradient per input."},

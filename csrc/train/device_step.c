@@ -248,6 +248,14 @@ cx_status cx_trainer_host_state(const cx_trainer *t, cx_train_state *host) {
 }
 
 cx_status cx_trainer_install_state(cx_trainer *t, cx_train_state *loaded) {
+    /* the loss scale carries over between runs that both scale (fp16); a run that starts
+     * scaling (a CPU or bf16 run resumed on an fp16 GPU) starts from loss_scale_init, and
+     * one that stops keeps 1 */
+    if (loaded->loss_scaling != t->cfg.loss_scaling) {
+        loaded->loss_scale = t->cfg.loss_scaling ? t->cfg.loss_scale_init : 1.0;
+        loaded->loss_scale_good_steps = 0;
+        loaded->loss_scaling = t->cfg.loss_scaling;
+    }
     if (!t->dev) {
         cx_train_state old = t->state;
         t->state = *loaded;

@@ -45,10 +45,10 @@ void cx_train_state_free(cx_train_state *state) {
 
 enum { META_FORMAT, META_VERSION, META_STEP, META_EPOCH, META_EPOCH_STEP, META_STAGE,
        META_STAGE_STEP, META_SEED, META_EMA_UPDATES, META_LOSS_SCALE, META_SCALE_GOOD,
-       META_PARAM_STEPS, N_META };
+       META_PARAM_STEPS, META_LOSS_SCALING, N_META };
 static const char *const meta_key[N_META] = {
     "format", "format_version", "step", "epoch", "epoch_step", "stage", "stage_step", "seed",
-    "ema_updates", "loss_scale", "loss_scale_good_steps", "param_steps"};
+    "ema_updates", "loss_scale", "loss_scale_good_steps", "param_steps", "loss_scaling"};
 
 /* "[a,b,c]" of the step counts; malloc'ed, NULL when out of memory. */
 static char *steps_json(const int64_t *steps, int count) {
@@ -116,6 +116,7 @@ cx_status cx_train_state_save(const char *path, const cx_param_table *table,
     snprintf(scalars[META_EMA_UPDATES], 32, "%" PRId64, state->ema_updates);
     snprintf(scalars[META_LOSS_SCALE], 32, "%.17g", state->loss_scale);
     snprintf(scalars[META_SCALE_GOOD], 32, "%" PRId64, state->loss_scale_good_steps);
+    snprintf(scalars[META_LOSS_SCALING], 32, "%d", state->loss_scaling ? 1 : 0);
     for (int k = 0; k < N_META; k++) {
         keys[k] = meta_key[k];
         values[k] = scalars[k];
@@ -285,6 +286,13 @@ static cx_status load_from(cx_st_file *file, const cx_param_table *table, cx_tra
     CX_TRY(meta_int(file, "stage_step", 0, &state->stage_step));
     CX_TRY(meta_int(file, "ema_updates", 0, &state->ema_updates));
     CX_TRY(meta_int(file, "loss_scale_good_steps", 0, &state->loss_scale_good_steps));
+    int64_t scaling = 0; /* absent in files written before it existed: not scaling */
+    if (cx_train_state_meta(file, "loss_scaling"))
+        CX_TRY(meta_int(file, "loss_scaling", 0, &scaling));
+    if (scaling > 1)
+        return cx_fail(CX_EIO, "%s: training state loss_scaling %lld is not 0 or 1", file->path,
+                       (long long)scaling);
+    state->loss_scaling = (int)scaling;
     CX_TRY(meta_text(file, "seed", &text));
     char *end;
     errno = 0;

@@ -25,6 +25,13 @@ static cx_status check_config(const cx_trainer_config *c) {
     if (c->stage1_epochs < 0 || c->stage1_epochs > c->epochs)
         return cx_fail(CX_EINVAL, "stage1_epochs must lie in [0, epochs = %lld], got %lld",
                        (long long)c->epochs, (long long)c->stage1_epochs);
+    if (c->bucket_floats < 0 || c->bucket_floats > CX_TRAINER_MAX_ROWS)
+        return cx_fail(CX_EINVAL, "bucket_floats must be in 0..%lld, got %lld",
+                       (long long)CX_TRAINER_MAX_ROWS, (long long)c->bucket_floats);
+    if (c->overlap_comm < 0 || c->overlap_comm > 1)
+        return cx_fail(CX_EINVAL, "overlap_comm must be 0 or 1, got %d", c->overlap_comm);
+    if (c->prefetch < -1 || c->prefetch > 1)
+        return cx_fail(CX_EINVAL, "prefetch must be -1 (auto), 0 or 1, got %d", c->prefetch);
     if (c->scheduler != CX_SCHEDULE_ONECYCLE && c->scheduler != CX_SCHEDULE_COSINE)
         return cx_fail(CX_EINVAL, "unknown scheduler %d", (int)c->scheduler);
     if (!(c->lr > 0 && isfinite(c->lr)) || !(c->stage2_lr > 0 && isfinite(c->stage2_lr)))
@@ -144,16 +151,30 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     t->mask = calloc((size_t)count + 1, 1);
     t->expert_of = calloc((size_t)count + 1, sizeof(int));
     t->perm = malloc((size_t)n_train * sizeof(int64_t));
-    t->x = cx_aligned_alloc((size_t)cfg->batch_size * 3 * plane * sizeof(float));
-    t->y = cx_aligned_alloc((size_t)cfg->batch_size * plane * sizeof(float));
-    if (!t->mask || !t->expert_of || !t->perm || !t->x || !t->y) {
+    int prefetch = cfg->prefetch < 0 ? device : cfg->prefetch;
+    if (!prefetch) { /* else the prefetch's two buffers hold the batches */
+        t->x = cx_aligned_alloc((size_t)cfg->batch_size * 3 * plane * sizeof(float));
+        t->y = cx_aligned_alloc((size_t)cfg->batch_size * plane * sizeof(float));
+    }
+    if (!t->mask || !t->expert_of || !t->perm || (!prefetch && (!t->x || !t->y))) {
         cx_trainer_free(t);
         return cx_fail(CX_ENOMEM, "out of memory for the trainer's buffers (%lld rows, batch "
                        "%d of %dx%d)", (long long)n_train, cfg->batch_size, height, width);
     }
+    if (prefetch) {
+        size_t x_floats = (size_t)cfg->batch_size * 3 * plane, y_floats = x_floats / 3;
+        st = device ? cx_prefetch_create(x_floats, y_floats, t->dev->api->host_alloc,
+                                         t->dev->api->host_free, model->be, &t->prefetch)
+                    : cx_prefetch_create(x_floats, y_floats, NULL, NULL, NULL, &t->prefetch);
+        if (st != CX_OK) {
+            cx_trainer_free(t);
+            return st;
+        }
+    }
     map_experts(&model->table, t->expert_of);
     t->state.seed = cfg->seed;
     t->state.loss_scale = cfg->loss_scaling ? cfg->loss_scale_init : 1.0;
+    t->state.loss_scaling = cfg->loss_scaling;
     if (!device) /* the device's EMA started as a copy in cx_device_step_create */
         cx_ema_init(&model->table, model->params, t->state.ema);
     *out = t;
@@ -203,6 +224,8 @@ cx_status cx_trainer_check_state(const cx_trainer *t, const cx_train_state *s, c
 void cx_trainer_free(cx_trainer *t) {
     if (!t)
         return;
+    cx_prefetch_free(t->prefetch); /* joins the worker first: it reads the data */
+    cx_buckets_free(t->buckets);
     cx_train_state_free(&t->state);
     cx_device_step_free(t->dev);
     free(t->mask);
@@ -245,85 +268,6 @@ static void note_routing(cx_trainer *t) {
         for (int e = 0; e < m->cfg.num_experts; e++)
             if (m->neck[i].n_rows[e] > 0)
                 t->used[i][e] = 1;
-}
-
-/* ---- data parallelism ------------------------------------------------------------------ */
-
-#define DDP_BUCKET_FLOATS ((size_t)1 << 20)
-
-/* FNV-1a over the bytes of the weights: equal weights on every rank, checked cheaply. */
-cx_status cx_trainer_set_comm(cx_trainer *t, cx_comm *comm) {
-    if (!comm)
-        return cx_fail(CX_EINVAL, "set_comm needs a communicator");
-    if (comm->world != t->cfg.world_size || comm->rank != t->cfg.rank)
-        return cx_fail(CX_EINVAL, "the communicator is rank %d of %d but the trainer was made "
-                       "for rank %d of world_size %d", comm->rank, comm->world, t->cfg.rank,
-                       t->cfg.world_size);
-    if (!t->dev && cx_comm_device_buffers(comm))
-        return cx_fail(CX_EINVAL, "the '%s' communicator takes device memory, but this trainer's "
-                       "model is on the CPU (CPU ranks use the shared-memory communicator)",
-                       comm->ops->name);
-    cx_cod_model *m = t->model;
-    size_t total = m->table.total;
-    uint64_t mine;
-    if (t->dev) { /* device weights: directly or through a host copy (device_step.h) */
-        CX_TRY(cx_device_step_join(t->dev, comm, m->params, DDP_BUCKET_FLOATS, &mine));
-    } else {
-        CX_TRY(cx_comm_broadcast(comm, m->params, total * sizeof(float), 0));
-        mine = cx_fnv1a_floats(CX_FNV_OFFSET, m->params, total);
-    }
-    uint64_t root = mine;
-    CX_TRY(cx_comm_host_broadcast(comm, &root, sizeof root, 0));
-    if (mine != root) {
-        cx_fail(CX_ERUNTIME, "rank %d: the weights differ from rank 0's after the broadcast",
-                comm->rank);
-        cx_comm_abort(comm, cx_last_error());
-        return CX_ERUNTIME;
-    }
-    if (t->state.step == 0 && t->dev)
-        CX_TRY(cx_device_step_ema_init(t->dev, m->params));
-    else if (t->state.step == 0)
-        cx_ema_init(&m->table, m->params, t->state.ema);
-    t->comm = comm;
-    return CX_OK;
-}
-
-/* Averages the step's gradients (and loss) over the ranks; in sparse mode unites the
- * experts routed to first, so every rank applies the same optimizer mask. The gradients
- * go through the communicator's own memory (device_step.c decides for device models); the
- * expert flags and the loss with the out-of-memory count are host values on the host
- * route (comm.h). */
-static cx_status ddp_reduce(cx_trainer *t, int sparse, double *loss_sum, int *oom_ranks) {
-    cx_comm *comm = t->comm;
-    const cx_param_table *table = &t->model->table;
-    if (sparse) {
-        float used[4 * CX_COD_MAX_EXPERTS];
-        for (int i = 0; i < 4 * CX_COD_MAX_EXPERTS; i++)
-            used[i] = t->used[i / CX_COD_MAX_EXPERTS][i % CX_COD_MAX_EXPERTS];
-        CX_TRY(cx_comm_host_all_reduce_sum(comm, used, 4 * CX_COD_MAX_EXPERTS));
-        for (int i = 0; i < 4 * CX_COD_MAX_EXPERTS; i++)
-            t->used[i / CX_COD_MAX_EXPERTS][i % CX_COD_MAX_EXPERTS] = used[i] > 0.0f;
-    }
-    /* the trained parameters' span: the same on every rank (the stage mask) */
-    size_t begin = table->total, end = 0;
-    for (int i = 0; i < table->count; i++)
-        if (t->mask[i]) {
-            const cx_param *p = &table->items[i];
-            begin = p->offset < begin ? p->offset : begin;
-            end = p->offset + p->numel > end ? p->offset + p->numel : end;
-        }
-    for (size_t hi = end; hi > begin;) { /* buckets from the end: backward's order */
-        size_t lo = hi - begin > DDP_BUCKET_FLOATS ? hi - DDP_BUCKET_FLOATS : begin;
-        CX_TRY(t->dev ? cx_device_step_all_reduce_mean(t->dev, comm, t->model->grads + lo, hi - lo)
-                      : cx_comm_all_reduce_mean(comm, t->model->grads + lo, hi - lo));
-        hi = lo;
-    }
-    /* the loss's mean, and (summed) the ranks that ran out of memory in this step */
-    float loss_and_oom[2] = {(float)*loss_sum, (float)*oom_ranks};
-    CX_TRY(cx_comm_host_all_reduce_sum(comm, loss_and_oom, 2)); /* host values, any backend */
-    *loss_sum = loss_and_oom[0] * (1.0f / (float)comm->world);
-    *oom_ranks = (int)loss_and_oom[1];
-    return CX_OK;
 }
 
 static double monotonic_seconds(void) {
@@ -375,8 +319,10 @@ static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
         t->step_retry = 0;
         st = step_body(t, next_batch, ctx);
     } while (st == CX_OK && t->step_retry);
-    if (st != CX_OK && t->comm) /* the other ranks must not wait for this one */
+    if (st != CX_OK && t->comm) { /* the other ranks must not wait for this one */
         cx_comm_abort(t->comm, cx_last_error());
+        st = cx_trainer_ddp_step_failed(t, st);
+    }
     return st;
 }
 
@@ -413,8 +359,12 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
             CX_TRY(cx_trainer_check_loss(t, at.stage, micro));
             if (sparse)
                 note_routing(t);
-            /* the twin: (loss / A).backward(), of loss x scale under loss scaling */
+            /* the twin: (loss / A).backward(), of loss x scale under loss scaling; the last
+             * one averages gradient buckets over the ranks as they become final */
+            if (micro == A - 1)
+                cx_trainer_ddp_backward_begins(t);
             st = cx_cod_backward(m, (float)(s->loss_scale / A), train_backbone);
+            cx_trainer_ddp_backward_ends(t);
         }
         if (st == CX_ENOMEM) {
             oom_ranks = 1;
@@ -427,7 +377,7 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
         cx_trainer_inject_overflow(t);
     if (t->comm) {
         double began = monotonic_seconds();
-        CX_TRY(ddp_reduce(t, sparse, &loss_sum, &oom_ranks));
+        CX_TRY(cx_trainer_ddp_reduce(t, sparse, &loss_sum, &oom_ranks));
         t->comm_seconds += monotonic_seconds() - began;
     }
     if (oom_ranks > 0) /* every rank discards the step: nothing below has run */
@@ -487,17 +437,43 @@ typedef struct {
     int64_t epoch_step;
 } epoch_batches;
 
+/* Micro-batch `micro` of epoch step `epoch_step` as a job for cx_augment_batch. */
+static cx_batch_job batch_job(const cx_trainer *t, const epoch_batches *e, int64_t epoch_step,
+                              int micro) {
+    int A = t->cfg.accumulation_steps, B = t->cfg.batch_size;
+    int64_t W = t->cfg.world_size, r = t->cfg.rank;
+    return (cx_batch_job){.images = e->images, .masks = e->masks, .n_images = t->n_train,
+                          .height = t->height, .width = t->width,
+                          .rows = t->perm + ((epoch_step * W + r) * A + micro) * B,
+                          .batch = B, .seed = t->cfg.seed, .epoch = (uint64_t)t->state.epoch,
+                          .augment = t->cfg.augment, .augment_config = t->cfg.augment_config};
+}
+
 static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x,
                             const float **y) {
     const epoch_batches *e = ctx;
-    int A = t->cfg.accumulation_steps, B = t->cfg.batch_size;
-    int64_t W = t->cfg.world_size, r = t->cfg.rank;
-    const int64_t *rows = t->perm + ((e->epoch_step * W + r) * A + micro) * B;
-    CX_TRY(cx_augment_batch(e->images, e->masks, t->n_train, t->height, t->width, rows, B,
-                            t->cfg.seed, (uint64_t)t->state.epoch, t->cfg.augment,
-                            &t->cfg.augment_config, t->x, t->y));
-    *x = t->x;
-    *y = t->y;
+    cx_batch_job job = batch_job(t, e, e->epoch_step, micro);
+    if (!t->prefetch) {
+        double began = monotonic_seconds();
+        CX_TRY(cx_augment_batch(job.images, job.masks, job.n_images, job.height, job.width,
+                                job.rows, job.batch, job.seed, job.epoch, job.augment,
+                                &job.augment_config, t->x, t->y));
+        t->data_wait_seconds += monotonic_seconds() - began;
+        *x = t->x;
+        *y = t->y;
+        return CX_OK;
+    }
+    double waited;
+    CX_TRY(cx_prefetch_take(t->prefetch, &job, x, y, &waited));
+    t->data_wait_seconds += waited;
+    /* the next micro-batch of this epoch, built while this one trains */
+    if (micro + 1 < t->cfg.accumulation_steps) {
+        cx_batch_job next = batch_job(t, e, e->epoch_step, micro + 1);
+        cx_prefetch_ask(t->prefetch, &next);
+    } else if (e->epoch_step + 1 < t->steps_per_epoch) {
+        cx_batch_job next = batch_job(t, e, e->epoch_step + 1, 0);
+        cx_prefetch_ask(t->prefetch, &next);
+    }
     return CX_OK;
 }
 
@@ -522,6 +498,8 @@ cx_status cx_trainer_run_epoch(cx_trainer *t, const uint8_t *images, const uint8
                        (long long)s->epoch, (long long)s->epoch_step,
                        (long long)t->steps_per_epoch);
     if (t->perm_epoch != s->epoch) {
+        if (t->prefetch) /* a job of the old order may still read it */
+            cx_prefetch_settle(t->prefetch);
         cx_trainer_permutation(t->cfg.seed, (uint64_t)s->epoch, t->n_train, t->perm);
         t->perm_epoch = s->epoch;
     }

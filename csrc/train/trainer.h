@@ -61,8 +61,10 @@
 #include "../data/data.h"
 #include "../dist/comm.h"
 #include "../model/cod.h"
+#include "buckets.h"
 #include "device_step.h"
 #include "optim.h"
+#include "prefetch.h"
 #include "train_state.h"
 
 /* Upper bounds of the configuration (codext/config.py has the same ones): every size and
@@ -100,7 +102,17 @@ typedef struct {
     int gradient_checkpointing; /* 1: stage-2 forwards keep only the backbone's stage inputs
                                    and features; backward recomputes each stage (the same
                                    bits, less activation memory, one more backbone forward) */
+    int prefetch;           /* run_epoch builds the next micro-batch on a worker thread while
+                               the current one trains (prefetch.h): 1 on, 0 off, -1 (auto) on
+                               for a CUDA model (pinned buffers), off on the CPU, whose
+                               threads the step's ops already keep busy */
+    int overlap_comm;       /* data parallelism: 1 (default from Python) averages gradient
+                               buckets on a communication thread while the last micro-batch's
+                               backward runs (buckets.h), 0 after it; the same bits either way */
+    int64_t bucket_floats;  /* gradient bucket size in floats (0: CX_DDP_BUCKET_FLOATS) */
 } cx_trainer_config;
+
+#define CX_DDP_BUCKET_FLOATS ((int64_t)1 << 20) /* 4 MiB of float32 per bucket */
 
 /* A fault tests inject (Trainer.inject_oom, Trainer.inject_overflow): it fires in `times`
  * attempts of global step `step` (step -1: none). */
@@ -133,7 +145,10 @@ typedef struct {
     unsigned char used[4][CX_COD_MAX_EXPERTS]; /* sparse: experts routed to in this step */
     int64_t *perm;          /* [n_train] the current epoch's order */
     int64_t perm_epoch;     /* epoch `perm` belongs to (-1: none) */
-    float *x, *y;           /* one micro-batch: [B, 3, H, W], [B, 1, H, W] */
+    float *x, *y;           /* one micro-batch: [B, 3, H, W], [B, 1, H, W] (no prefetch) */
+    cx_prefetch *prefetch;  /* the batch worker (cfg.prefetch), else NULL */
+    double data_wait_seconds; /* run_epoch's steps waiting for their batches (the worker, or
+                                 building them): about zero when prefetching keeps up */
     cx_trainer_step_info last;
     /* Asked between optimizer steps of run_epoch (may be NULL): nonzero stops the epoch
      * there (CX_ERUNTIME "interrupted"); the state is that of a step boundary, and the
@@ -154,8 +169,12 @@ typedef struct {
     int step_retry;          /* step_body: the step was discarded, run it again */
     cx_trainer_fault overflow_fault; /* tests: the step's gradients get an infinity */
     int64_t overflow_retries;     /* steps run again after a loss-scale back-off */
-    double comm_seconds;     /* wall time spent in the steps' collectives (waiting for the
-                                slowest rank included), for bench/ddp_threads.py */
+    double comm_seconds;     /* wall time the steps waited for their collectives after the
+                                backward (the slowest rank included; what the overlap did not
+                                hide), for bench/ddp_threads.py */
+    cx_buckets *buckets;     /* the communication thread (cfg.overlap_comm), else NULL */
+    int buckets_begun;       /* this step's buckets have begun (the last backward started) */
+    int64_t overlapped_buckets; /* buckets the last backwards released to the thread */
 } cx_trainer;
 
 /* Validates cfg against the model and data size, computes the plan (steps_per_epoch =
@@ -198,6 +217,18 @@ cx_status cx_trainer_run_epoch(cx_trainer *t, const uint8_t *images, const uint8
  *   [m B, (m + 1) B). Used by run_epoch and by tests on a fixed batch. Advances
  *   state.step (not the epoch position). */
 cx_status cx_trainer_step(cx_trainer *t, const float *x, const float *y, int height, int width);
+
+/* ---- the data-parallel part of a step (ddp_step.c) ------------------------------------ */
+/* Before the step's last backward: starts the buckets and hooks them to the backward. */
+void cx_trainer_ddp_backward_begins(cx_trainer *t);
+/* After it: unhooks. */
+void cx_trainer_ddp_backward_ends(cx_trainer *t);
+/* A step failed with `failure` (the communicator is aborted): unhooks, waits for the
+ * thread, and returns `failure` with its message kept. */
+cx_status cx_trainer_ddp_step_failed(cx_trainer *t, cx_status failure);
+/* Averages the gradients (the rest of the buckets), the sparse expert flags and the loss
+ * with the out-of-memory count over the ranks. */
+cx_status cx_trainer_ddp_reduce(cx_trainer *t, int sparse, double *loss_sum, int *oom_ranks);
 
 /* ---- the training state on the host (device_step.c) ---------------------------------- */
 /* The state in host memory, for saving and for Python: `host` was allocated for the model's

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cudnn.h>
 
 #include "launch.cuh"
@@ -81,6 +83,45 @@ static void cublas_cases(void) {
     show_blas("device_mode_host_alpha", cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &alpha, A,
                                                     LD, B, LD, d_scalars + 1, C, LD));
     cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST);
+    /* GemmEx: the NN product again from half and bf16 copies of A and B (small integers:
+     * exact in both), into float C */
+    __half a16[LD * LD], b16[LD * LD];
+    __nv_bfloat16 a_bf[LD * LD], b_bf[LD * LD];
+    for (int i = 0; i < LD * LD; i++) {
+        a16[i] = __float2half(a[i]), b16[i] = __float2half(b[i]);
+        a_bf[i] = __float2bfloat16(a[i]), b_bf[i] = __float2bfloat16(b[i]);
+    }
+    void *A16, *B16, *A_BF, *B_BF;
+    cudaMalloc(&A16, sizeof a16), cudaMalloc(&B16, sizeof b16);
+    cudaMalloc(&A_BF, sizeof a_bf), cudaMalloc(&B_BF, sizeof b_bf);
+    cudaMemcpy(A16, a16, sizeof a16, cudaMemcpyHostToDevice);
+    cudaMemcpy(B16, b16, sizeof b16, cudaMemcpyHostToDevice);
+    cudaMemcpy(A_BF, a_bf, sizeof a_bf, cudaMemcpyHostToDevice);
+    cudaMemcpy(B_BF, b_bf, sizeof b_bf, cudaMemcpyHostToDevice);
+    cudaMemcpy(C, c, sizeof c, cudaMemcpyHostToDevice);
+    show_blas("gemmex_half", cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &alpha, A16,
+                                          CUDA_R_16F, LD, B16, CUDA_R_16F, LD, &beta, C,
+                                          CUDA_R_32F, LD, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    print_device("c_gemmex_half", C, LD * N);
+    cudaMemcpy(C, c, sizeof c, cudaMemcpyHostToDevice);
+    show_blas("gemmex_bf16", cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &alpha, A_BF,
+                                          CUDA_R_16BF, LD, B_BF, CUDA_R_16BF, LD, &beta, C,
+                                          CUDA_R_32F, LD, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    print_device("c_gemmex_bf16", C, LD * N);
+    show_blas("gemmex_mixed", cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &alpha, A16,
+                                           CUDA_R_16F, LD, B, CUDA_R_32F, LD, &beta, C,
+                                           CUDA_R_32F, LD, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    /* A spans 31 halves (62 bytes) of its 98: from element 18 it ends at the allocation's
+     * last byte, from 19 one element (2 bytes) past it */
+    show_blas("gemmex_fits", cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &alpha,
+                                          (__half *)A16 + 18, CUDA_R_16F, LD, B16, CUDA_R_16F, LD,
+                                          &beta, C, CUDA_R_32F, LD, CUBLAS_COMPUTE_32F,
+                                          CUBLAS_GEMM_DEFAULT));
+    show_blas("gemmex_short", cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &alpha,
+                                           (__half *)A16 + 19, CUDA_R_16F, LD, B16, CUDA_R_16F, LD,
+                                           &beta, C, CUDA_R_32F, LD, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT));
+    cudaFree(A16), cudaFree(B16), cudaFree(A_BF), cudaFree(B_BF);
     /* refusals */
     show_blas("lda_too_small",
               cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &alpha, A, 2, B, LD, &beta, C, LD));
@@ -170,13 +211,19 @@ static void cudnn_cases(void) {
     /* refusals */
     show_dnn("nhwc",
              cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 2, 4, 5, 6));
-    show_dnn("half",
-             cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NCHW, CUDNN_DATA_HALF, 2, 4, 5, 6));
+    show_dnn("double",
+             cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NCHW, CUDNN_DATA_DOUBLE, 2, 4, 5, 6));
     show_dnn("zero_dim",
              cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 2, 0, 5, 6));
     show_dnn("unset_desc", cudnnConvolutionForward(h, &one, bad, X, wd, W, cd,
                                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, NULL,
                                                    0, &zero, yd, Y));
+    /* half data is accepted, but x, w and y must share one type */
+    show_dnn("half_desc",
+             cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NCHW, CUDNN_DATA_HALF, 2, 4, 5, 6));
+    show_dnn("mixed_types", cudnnConvolutionForward(h, &one, bad, X, wd, W, cd,
+                                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, NULL,
+                                                    0, &zero, yd, Y));
     cudnnSetTensor4dDescriptor(bad, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 2, 6, 2, 7);
     show_dnn("wrong_y", cudnnConvolutionForward(h, &one, xd, X, wd, W, cd,
                                                 CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, NULL, 0,

@@ -1,6 +1,7 @@
 /* The CUDA emulator's cuBLAS (csrc/emu/emu_cublas.cc): the part of cublas_v2.h that
  * kernels/ uses, with cuBLAS's names and numbers: handles and their settings, the status
- * text and cublasSgemm, computed by a plain reference loop on the emulator's device
+ * text, cublasSgemm and cublasGemmEx (float, half or bf16 operands into a float result),
+ * computed by a plain reference loop on the emulator's device
  * memory. The enums have int as their underlying type (C++ only), so that an out-of-range
  * value reaches the emulator as a value it refuses, not as undefined behaviour. What it
  * refuses and what it does not model is in docs/emulator.md. */
@@ -47,6 +48,8 @@ typedef enum : int {
     CUBLAS_TF32_TENSOR_OP_MATH = 3,
     CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION = 16
 } cublasMath_t;
+typedef enum : int { CUBLAS_COMPUTE_32F = 68 } cublasComputeType_t;
+typedef enum : int { CUBLAS_GEMM_DEFAULT = -1, CUBLAS_GEMM_DEFAULT_TENSOR_OP = 99 } cublasGemmAlgo_t;
 
 cublasStatus_t cublasCreate(cublasHandle_t *handle);
 cublasStatus_t cublasDestroy(cublasHandle_t handle);
@@ -63,5 +66,14 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
                            cublasOperation_t transb, int m, int n, int k, const float *alpha,
                            const float *A, int lda, const float *B, int ldb, const float *beta,
                            float *C, int ldc);
+/* The same with typed A and B: Atype == Btype, one of CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF;
+ * C CUDA_R_32F; computeType CUBLAS_COMPUTE_32F (alpha, beta float); anything else is
+ * refused with CUBLAS_STATUS_NOT_SUPPORTED. */
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
+                            cublasOperation_t transb, int m, int n, int k, const void *alpha,
+                            const void *A, cudaDataType Atype, int lda, const void *B,
+                            cudaDataType Btype, int ldb, const void *beta, void *C,
+                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
+                            cublasGemmAlgo_t algo);
 
 #endif

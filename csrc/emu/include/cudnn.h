@@ -38,7 +38,8 @@ typedef enum : int {
 typedef enum : int {
     CUDNN_DATA_FLOAT = 0,
     CUDNN_DATA_DOUBLE = 1,
-    CUDNN_DATA_HALF = 2
+    CUDNN_DATA_HALF = 2,
+    CUDNN_DATA_BFLOAT16 = 9
 } cudnnDataType_t;
 typedef enum : int {
     CUDNN_TENSOR_NCHW = 0,
