@@ -243,6 +243,34 @@ def segment_name(world, log=None, shm_dir="/dev/shm"):
     return "file:" + path
 
 
+# NCCL's shared-memory transport keeps its buffers in /dev/shm (several MiB per channel and
+# pair of GPUs); Docker's default 64 MB (Kaggle) is not enough and NCCL then fails at its
+# first collective. Below this much free space the GPU workers run with NCCL_SHM_DISABLE=1
+# (NCCL takes P2P or its network transport between the GPUs instead).
+NCCL_SHM_MIN_FREE = 512 << 20
+
+
+def nccl_shm_env(log=None, shm_dir="/dev/shm", environ=None):
+    """{"NCCL_SHM_DISABLE": "1"} for GPU workers when shm_dir has less than
+    NCCL_SHM_MIN_FREE free (saying so through log), else {}; a NCCL_SHM_DISABLE the user
+    set is left alone."""
+    environ = os.environ if environ is None else environ
+    if "NCCL_SHM_DISABLE" in environ:
+        return {}
+    try:
+        st = os.statvfs(shm_dir)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = 0
+    if free >= NCCL_SHM_MIN_FREE:
+        return {}
+    if log is not None:
+        log(f"codext: {shm_dir} has {free / 2**20:.1f} MiB free, less than NCCL's shared-memory "
+            f"transport needs ({NCCL_SHM_MIN_FREE >> 20} MiB): the GPU workers run with "
+            f"NCCL_SHM_DISABLE=1 (NCCL uses P2P or sockets between the GPUs)")
+    return {"NCCL_SHM_DISABLE": "1"}
+
+
 def remove_segment(name):
     """Removes a segment left by ranks that died before attaching (normally rank 0 has
     already unlinked it)."""

@@ -237,16 +237,9 @@ def _worker_env(rank, world, port, secret, threads, job_fd, event_fd, progress_f
     return env
 
 
-def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print,
-                show_all_ranks=False, env=None, master_port=None, display=None,
-                gpu_workers=False):
-    """Starts `nprocs` workers on `job` (a JSON-ready dict with "kind"), supervises them
-    and returns rank 0's result. The machinery under launch(); job "selftest" ({"n",
-    "steps"}) checks the collectives alone. env: extra variables for the workers.
-    master_port: the store's port (None: one the system picks). display: a
-    codext._launch_progress.Display that shows the workers' lines and rank 0's progress
-    (None: the lines through log, no progress). gpu_workers: each worker trains on a GPU
-    (codext._device.plan_launch counted them), so the CPU cores do not bound nprocs."""
+def _check_workers(nprocs, gpu_workers, master_port):
+    """The checks of a launch that need no worker: each a clear error, raised before
+    anything is written (launch() runs them before it claims the checkpoint folder)."""
     if os.environ.get(_dist.ENV_WORKER):
         raise RuntimeError("codext.launch() was called inside a codext worker (a worker cannot "
                            "start workers of its own)")
@@ -258,6 +251,30 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
                          f"use (CPU workers; no GPU is used by this build)")
     if nprocs > 64:
         raise ValueError(f"nprocs={nprocs}: the shared-memory backend takes at most 64 workers")
+    if master_port is not None and not (isinstance(master_port, int) and 1 <= master_port <= 65535):
+        raise ValueError(f"master_port must be a port number in 1..65535, got {master_port!r}")
+    if master_port is not None:  # taken now: say so before the folder is touched
+        import socket
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", master_port))
+            except OSError as e:
+                raise OSError(f"master port {master_port}: the port is taken ({e.strerror}); "
+                              f"choose another or leave it to codext") from None
+
+
+def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print,
+                show_all_ranks=False, env=None, master_port=None, display=None,
+                gpu_workers=False):
+    """Starts `nprocs` workers on `job` (a JSON-ready dict with "kind"), supervises them
+    and returns rank 0's result. The machinery under launch(); job "selftest" ({"n",
+    "steps"}) checks the collectives alone. env: extra variables for the workers.
+    master_port: the store's port (None: one the system picks). display: a
+    codext._launch_progress.Display that shows the workers' lines and rank 0's progress
+    (None: the lines through log, no progress). gpu_workers: each worker trains on a GPU
+    (codext._device.plan_launch counted them), so the CPU cores do not bound nprocs."""
+    _check_workers(nprocs, gpu_workers, master_port)
+    cores = _cores()
     timeout = _timeout_from(timeout)
     threads = threads or max(1, cores // nprocs)
     display = display if display is not None else _launch_progress.Display(False, log)
@@ -266,8 +283,8 @@ def run_workers(job, nprocs, *, data=None, timeout=None, threads=None, log=print
     if data is not None:
         job["data"] = data.share()
 
-    if master_port is not None and not (isinstance(master_port, int) and 1 <= master_port <= 65535):
-        raise ValueError(f"master_port must be a port number in 1..65535, got {master_port!r}")
+    if gpu_workers and nprocs > 1:  # NCCL's shared-memory transport and a small /dev/shm
+        env = dict(_dist.nccl_shm_env(log), **(env or {}))
     secret = secrets.token_bytes(32)
     try:
         server = _C.StoreServer("127.0.0.1", master_port or 0, secret)
@@ -403,7 +420,14 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
         if isinstance(nprocs, int):
             run.check_world_size(nprocs)
         config = config.replace(checkpoint_dir=run.folder)
-    os.makedirs(config.checkpoint_dir, exist_ok=True)
+    # every check that needs no worker, before the folder is touched (overwrite deletes)
+    _check_workers(nprocs if nprocs is not None else 1, worker_device == "cuda", master_port)
+    _timeout_from(timeout if timeout is not None else config.timeout)
+    try:
+        os.makedirs(config.checkpoint_dir, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"checkpoint_dir {config.checkpoint_dir!r} cannot be created: "
+                      f"{e.strerror}") from None
     if not os.access(config.checkpoint_dir, os.W_OK):
         raise OSError(f"checkpoint_dir {config.checkpoint_dir!r} is not writable")
     if resume is None:

@@ -5,6 +5,7 @@
  * is NULL, see common.cuh) gets a stub that records "not implemented" for sync() to
  * report, and supports() answers 0 for it. */
 #include "common.cuh"
+#include "device/probe.cuh"
 #include "ops/cuda_optim.h"
 
 #include <stdarg.h>
@@ -228,8 +229,16 @@ static void destroy(cx_backend *be) {
         for (int i = 0; i < CX_CUDA_MARKS; i++)
             if (st->marks[i])
                 cudaEventDestroy(st->marks[i]);
+        if (st->copy_stream)
+            cudaStreamSynchronize(st->copy_stream);
+        for (int i = 0; i < CX_CUDA_COPY_SLOTS; i++)
+            if (st->copy_done[i])
+                cudaEventDestroy(st->copy_done[i]);
+        if (st->copy_stream)
+            cudaStreamDestroy(st->copy_stream);
         if (st->workspace)
             cudaFree(st->workspace);
+        cu_conv_plans_free(st);
         if (st->cudnn)
             cudnnDestroy(st->cudnn);
         if (st->cublas)
@@ -339,6 +348,21 @@ static cx_status backend_create(const cx_cuda_config *config, cx_backend **out) 
         destroy(be);
         return fail(CX_ERUNTIME, "%s on device %d failed: %s (%s)", step, config->device,
                     cudaGetErrorString(cuda_status), cudaGetErrorName(cuda_status));
+    }
+    /* a kernel image for this GPU: launched once, it fails at once where there is none */
+    CX_LAUNCH(probe_kernel, 1, 32, 0, st->stream)(0, NULL);
+    cuda_status = cudaGetLastError();
+    if (cuda_status == cudaSuccess)
+        cuda_status = cudaStreamSynchronize(st->stream);
+    if (cuda_status != cudaSuccess) {
+        cudaGetLastError();
+        int major = st->cc_major, minor = st->cc_minor;
+        destroy(be); /* frees st */
+        return fail(CX_ERUNTIME, "device %d (sm_%d%d) cannot run this build's kernels, built for "
+                    "%s: %s (%s); rebuild codext on this machine (pip install from source, or "
+                    "set CODEXT_CUDA_ARCHS=%d%d)", config->device, major, minor,
+                    CU_STR(__CUDA_ARCH_LIST__), cudaGetErrorString(cuda_status),
+                    cudaGetErrorName(cuda_status), major, minor);
     }
     cublasStatus_t blas = cublasCreate(&st->cublas);
     if (blas == CUBLAS_STATUS_SUCCESS)
@@ -479,6 +503,58 @@ static cx_status stream_wait_mark(cx_backend *be, int slot) {
     return CX_OK;
 }
 
+static cx_status memory_info(cx_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    cu_state *st = cu_get(be);
+    cudaError_t e = cudaMemGetInfo(free_bytes, total_bytes);
+    if (e != cudaSuccess)
+        return st->fail(CX_ERUNTIME, "cudaMemGetInfo on device %d: %s", st->device,
+                        cudaGetErrorString(e));
+    return CX_OK;
+}
+
+/* ---- the data path's copy stream ---- */
+
+static cx_status copy_stream_setup(cx_backend *be) {
+    cu_state *st = cu_get(be);
+    if (st->copy_stream)
+        return CX_OK;
+    cudaError_t e = cudaStreamCreateWithFlags(&st->copy_stream, cudaStreamNonBlocking);
+    for (int i = 0; i < CX_CUDA_COPY_SLOTS && e == cudaSuccess; i++)
+        e = cudaEventCreateWithFlags(&st->copy_done[i], cudaEventDisableTiming);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return st->fail(CX_ERUNTIME, "creating the copy stream on device %d: %s", st->device,
+                        cudaGetErrorString(e));
+    }
+    return CX_OK;
+}
+
+static cx_status copy_upload(cx_backend *be, void *dst, const void *src, size_t bytes, int slot) {
+    cu_state *st = cu_get(be);
+    if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
+        return st->fail(CX_EINVAL, "copy_upload: slot %d without copy_stream_setup", slot);
+    cudaError_t e = bytes ? cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
+                                            st->copy_stream)
+                          : cudaSuccess;
+    if (e == cudaSuccess)
+        e = cudaEventRecord(st->copy_done[slot], st->copy_stream);
+    if (e != cudaSuccess)
+        return st->fail(CX_ERUNTIME, "batch upload on the copy stream of device %d: %s",
+                        st->device, cudaGetErrorString(e));
+    return CX_OK;
+}
+
+static cx_status wait_copy(cx_backend *be, int slot) {
+    cu_state *st = cu_get(be);
+    if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
+        return st->fail(CX_EINVAL, "wait_copy: slot %d without copy_stream_setup", slot);
+    cudaError_t e = cudaStreamWaitEvent(st->stream, st->copy_done[slot], 0);
+    if (e != cudaSuccess)
+        return st->fail(CX_ERUNTIME, "waiting for the batch upload on device %d: %s",
+                        st->device, cudaGetErrorString(e));
+    return CX_OK;
+}
+
 static char build_text[256];
 
 static cx_cuda_api api = {
@@ -490,7 +566,8 @@ static cx_cuda_api api = {
     NULL,                NULL,               NULL,           NULL,
     NULL,                NULL,               NULL,           NULL,
     backend_set_precision, host_alloc,    host_free,
-    stream_mark,         stream_wait_mark,
+    stream_mark,         stream_wait_mark,   memory_info,
+    copy_stream_setup,   copy_upload,        wait_copy,
 };
 
 CU_EXPORT const cx_cuda_api *cx_cuda_get_api(int abi_version) {

@@ -36,19 +36,22 @@
 #define CU_SLOT_LOW_A 4
 #define CU_SLOT_LOW_B 5
 #define CU_SLOT_LOW_C 6
-#define CU_CONV_CACHE 64
 /* Largest cuDNN workspace an algorithm may ask for. */
 #define CU_CONV_WORKSPACE_LIMIT ((size_t)512 << 20)
 
-/* A cuDNN algorithm chosen for one convolution shape and direction. */
+/* One convolution as cuDNN runs it (conv.cu): the shape, direction and data precision,
+ * its descriptors (made once) and the algorithm chosen for it (once). */
 struct cu_conv_choice {
     cx_conv_shape shape;
     int direction; /* 0 forward, 1 backward data, 2 backward filter */
     int precision; /* cx_precision of the data (float, half or bf16 tensors) */
     int algo;
-    int math_type; /* cudnnMathType_t to run it with */
+    int math_type; /* cudnnMathType_t it runs with (set on its descriptor) */
+    int direct;    /* 1: no cuDNN algorithm passed the filters: the direct kernels run it */
     size_t workspace_bytes;
-    int valid;
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
 };
 
 struct cu_state {
@@ -69,10 +72,14 @@ struct cu_state {
     size_t scratch_floats[CU_SCRATCH_SLOTS];
     void *workspace; /* cuDNN workspace */
     size_t workspace_bytes;
-    cu_conv_choice conv_cache[CU_CONV_CACHE];
-    int conv_cache_next;
+    /* every convolution met so far, with its descriptors and algorithm (conv.cu): grows
+     * when a new shape appears (the first steps), never evicts */
+    cu_conv_choice *conv_plans;
+    int n_conv_plans, conv_plans_capacity;
     unsigned char supported[CX_OP_COUNT]; /* supports(): a cu_<op> is defined */
     cudaEvent_t marks[CX_CUDA_MARKS];     /* stream_mark's events (NULL until first used) */
+    cudaStream_t copy_stream;             /* the data path's (copy_stream_setup), or NULL */
+    cudaEvent_t copy_done[CX_CUDA_COPY_SLOTS];
 };
 
 static inline cu_state *cu_get(cx_backend *be) { return (cu_state *)be->impl; }
@@ -138,6 +145,9 @@ void cu_column_sums(cu_state *st, int rows, int cols, const float *dy, const flo
                     const float *saved, float *sum_dy, float *sum_dy_xhat);
 void cu_channel_sums(cu_state *st, int batch, int channels, int hw, const float *dy,
                      const float *x, const float *saved, float *sum_dy, float *sum_dy_xhat);
+
+/* ---- convolution plans (conv.cu): destroys every plan's descriptors ---- */
+void cu_conv_plans_free(cu_state *st);
 
 /* ---- NCCL (nccl.cu): fills the nccl_* entries of the library's table ---- */
 void cu_nccl_fill_api(cx_cuda_api *api);

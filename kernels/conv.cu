@@ -8,73 +8,69 @@
  *   - TF32 not allowed: no tensor-op algorithms, and the descriptor runs in
  *     CUDNN_FMA_MATH (CUDNN_DEFAULT_MATH would permit TF32 on sm_80+);
  *   - a workspace of at most CU_CONV_WORKSPACE_LIMIT.
- * The choice is cached per (shape, direction, precision). Backward passes beta = 1 so dx
+ * A plan per (shape, direction, precision) holds the descriptors and the choice, made the
+ * first time that convolution runs and kept for the backend's life in a growing table
+ * that never evicts (the model's few dozen convolutions, each made once). Backward passes beta = 1 so dx
  * and dw accumulate; the bias gradient is a fixed-order channel sum (reduce.cu).
  * Mixed precision (FP16, BF16; precision.cu): a dense convolution (groups 1) runs on half
  * (bf16) copies of its operands with float32 compute (cuDNN's PSEUDO_HALF / PSEUDO_BFLOAT16
  * configurations, tensor-op algorithms allowed), writes a half result and widens it into
- * the float32 output (backward: adds it). Grouped and depthwise convolutions, which are
+ * the float32 output (backward data: adds it); its filter gradient stays float32 (a sum over
+ * the whole batch, which would overflow half). Grouped and depthwise convolutions, which are
  * bound by memory traffic rather than arithmetic, stay float32.
- * Depthwise convolutions go through cuDNN too for now (correct, not fast).
+ * Depthwise convolutions (groups == in_ch == out_ch > 1) do not go through cuDNN, whose
+ * grouped kernels are slow for them: our direct kernels of device/direct_conv.cuh (one
+ * thread per output or input-gradient element, one block per filter element for the filter
+ * gradient; fixed summation orders), always in float32. The same kernels are the fallback
+ * of any other convolution for which cuDNN offers no algorithm that passes the filters
+ * above (a deterministic backend and no deterministic algorithm, or none within the
+ * workspace limit): slow but deterministic, in float32; the plan records it, so cuDNN is
+ * asked once per shape.
  * Host side; the bias kernel is in device/conv.cuh. */
 #include "common.cuh"
 #include "device/conv.cuh"
+#include "device/direct_conv.cuh"
 
+#include <stdlib.h>
 #include <string.h>
 
 enum { DIR_FORWARD = 0, DIR_BACKWARD_DATA = 1, DIR_BACKWARD_FILTER = 2 };
-static const char *const dir_names[] = {"forward", "backward data", "backward filter"};
 
-struct conv_descs {
-    cudnnTensorDescriptor_t x, y;
-    cudnnFilterDescriptor_t w;
-    cudnnConvolutionDescriptor_t conv;
-};
-
-static void destroy_descs(conv_descs *d) {
-    if (d->x)
-        cudnnDestroyTensorDescriptor(d->x);
-    if (d->y)
-        cudnnDestroyTensorDescriptor(d->y);
-    if (d->w)
-        cudnnDestroyFilterDescriptor(d->w);
-    if (d->conv)
-        cudnnDestroyConvolutionDescriptor(d->conv);
-}
-
-static int make_descs(cu_state *st, const cx_conv_shape *s, int low, conv_descs *d) {
-    memset(d, 0, sizeof *d);
+/* The descriptors of plan p for its shape and precision (low: half or bf16 data). */
+static int make_descs(cu_state *st, const cx_conv_shape *s, int low, cu_conv_choice *p) {
     cudnnDataType_t type = low ? cu_low_dnn_type(st) : CUDNN_DATA_FLOAT;
     int out_h = cx_conv_out_h(s), out_w = cx_conv_out_w(s);
-    if (!cu_ok_cudnn(st, cudnnCreateTensorDescriptor(&d->x), "conv2d descriptors") ||
-        !cu_ok_cudnn(st, cudnnCreateTensorDescriptor(&d->y), "conv2d descriptors") ||
-        !cu_ok_cudnn(st, cudnnCreateFilterDescriptor(&d->w), "conv2d descriptors") ||
-        !cu_ok_cudnn(st, cudnnCreateConvolutionDescriptor(&d->conv), "conv2d descriptors"))
+    if (!cu_ok_cudnn(st, cudnnCreateTensorDescriptor(&p->x), "conv2d descriptors") ||
+        !cu_ok_cudnn(st, cudnnCreateTensorDescriptor(&p->y), "conv2d descriptors") ||
+        !cu_ok_cudnn(st, cudnnCreateFilterDescriptor(&p->w), "conv2d descriptors") ||
+        !cu_ok_cudnn(st, cudnnCreateConvolutionDescriptor(&p->conv), "conv2d descriptors"))
         return 0;
-    if (!cu_ok_cudnn(st, cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, type,
+    if (!cu_ok_cudnn(st, cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, type,
                                                     s->batch, s->in_ch, s->in_h, s->in_w),
                      "conv2d x descriptor") ||
-        !cu_ok_cudnn(st, cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, type,
+        !cu_ok_cudnn(st, cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, type,
                                                     s->batch, s->out_ch, out_h, out_w),
                      "conv2d y descriptor") ||
-        !cu_ok_cudnn(st, cudnnSetFilter4dDescriptor(d->w, type, CUDNN_TENSOR_NCHW,
+        !cu_ok_cudnn(st, cudnnSetFilter4dDescriptor(p->w, type, CUDNN_TENSOR_NCHW,
                                                     s->out_ch, s->in_ch / s->groups, s->k_h,
                                                     s->k_w),
                      "conv2d w descriptor") ||
-        !cu_ok_cudnn(st, cudnnSetConvolution2dDescriptor(d->conv, s->pad_h, s->pad_w, s->stride,
+        !cu_ok_cudnn(st, cudnnSetConvolution2dDescriptor(p->conv, s->pad_h, s->pad_w, s->stride,
                                                          s->stride, s->dilation, s->dilation,
                                                          CUDNN_CROSS_CORRELATION,
                                                          CUDNN_DATA_FLOAT),
                      "conv2d descriptor") ||
-        !cu_ok_cudnn(st, cudnnSetConvolutionGroupCount(d->conv, s->groups),
+        !cu_ok_cudnn(st, cudnnSetConvolutionGroupCount(p->conv, s->groups),
                      "conv2d group count") ||
-        !cu_ok_cudnn(st, cudnnSetConvolutionMathType(d->conv, low ? CUDNN_TENSOR_OP_MATH
+        /* what the heuristics are asked about: tensor cores for half data, TF32 only when
+         * allowed (DEFAULT math would permit it on sm_80+) */
+        !cu_ok_cudnn(st, cudnnSetConvolutionMathType(p->conv, low ? CUDNN_TENSOR_OP_MATH
                                                          : st->allow_tf32 ? CUDNN_DEFAULT_MATH
                                                                           : CUDNN_FMA_MATH),
                      "conv2d math type"))
         return 0;
     int n, c, h, w;
-    if (!cu_ok_cudnn(st, cudnnGetConvolution2dForwardOutputDim(d->conv, d->x, d->w, &n, &c, &h, &w),
+    if (!cu_ok_cudnn(st, cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &n, &c, &h, &w),
                      "conv2d output size"))
         return 0;
     if (n != s->batch || c != s->out_ch || h != out_h || w != out_w) {
@@ -85,8 +81,30 @@ static int make_descs(cu_state *st, const cx_conv_shape *s, int low, conv_descs 
     return 1;
 }
 
-static cudnnStatus_t workspace_size(cu_state *st, const conv_descs *d, int direction, int algo,
-                                    size_t *bytes) {
+static void destroy_descs(cu_conv_choice *p) {
+    if (p->x)
+        cudnnDestroyTensorDescriptor(p->x);
+    if (p->y)
+        cudnnDestroyTensorDescriptor(p->y);
+    if (p->w)
+        cudnnDestroyFilterDescriptor(p->w);
+    if (p->conv)
+        cudnnDestroyConvolutionDescriptor(p->conv);
+    p->x = p->y = NULL;
+    p->w = NULL;
+    p->conv = NULL;
+}
+
+void cu_conv_plans_free(cu_state *st) {
+    for (int i = 0; i < st->n_conv_plans; i++)
+        destroy_descs(&st->conv_plans[i]);
+    free(st->conv_plans);
+    st->conv_plans = NULL;
+    st->n_conv_plans = st->conv_plans_capacity = 0;
+}
+
+static cudnnStatus_t workspace_size(cu_state *st, const cu_conv_choice *d, int direction,
+                                    int algo, size_t *bytes) {
     switch (direction) {
     case DIR_FORWARD:
         return cudnnGetConvolutionForwardWorkspaceSize(st->cudnn, d->x, d->w, d->conv, d->y,
@@ -100,10 +118,10 @@ static cudnnStatus_t workspace_size(cu_state *st, const conv_descs *d, int direc
     }
 }
 
-/* The first heuristic candidate that passes the filters (see the top of the file). */
+/* The first heuristic candidate that passes the filters (see the top of the file); sets
+ * the plan's algorithm, math type (also on its descriptor) and workspace size. */
 template <typename Perf>
-static int pick(cu_state *st, const conv_descs *d, int direction, const Perf *perf, int n,
-                cu_conv_choice *choice) {
+static int pick(cu_state *st, cu_conv_choice *choice, const Perf *perf, int n) {
     /* tensor cores: always for half data, for float data only when TF32 is allowed */
     int tensor_ok = st->allow_tf32 || choice->precision != CX_PRECISION_FP32;
     for (int i = 0; i < n; i++) {
@@ -118,8 +136,9 @@ static int pick(cu_state *st, const conv_descs *d, int direction, const Perf *pe
             continue;
         cudnnMathType_t math = tensor_ok ? p->mathType : CUDNN_FMA_MATH;
         size_t bytes = 0;
-        if (cudnnSetConvolutionMathType(d->conv, math) != CUDNN_STATUS_SUCCESS ||
-            workspace_size(st, d, direction, (int)p->algo, &bytes) != CUDNN_STATUS_SUCCESS ||
+        if (cudnnSetConvolutionMathType(choice->conv, math) != CUDNN_STATUS_SUCCESS ||
+            workspace_size(st, choice, choice->direction, (int)p->algo, &bytes) !=
+                CUDNN_STATUS_SUCCESS ||
             bytes > CU_CONV_WORKSPACE_LIMIT)
             continue;
         choice->algo = (int)p->algo;
@@ -130,88 +149,91 @@ static int pick(cu_state *st, const conv_descs *d, int direction, const Perf *pe
     return 0;
 }
 
-static const cu_conv_choice *choose(cu_state *st, const cx_conv_shape *s, int direction,
-                                    int precision, const conv_descs *d) {
-    for (int i = 0; i < CU_CONV_CACHE; i++) {
-        const cu_conv_choice *c = &st->conv_cache[i];
-        if (c->valid && c->direction == direction && c->precision == precision &&
-            !memcmp(&c->shape, s, sizeof *s))
-            return c;
-    }
-    cu_conv_choice choice;
-    memset(&choice, 0, sizeof choice);
-    choice.shape = *s;
-    choice.direction = direction;
-    choice.precision = precision;
+/* Asks cuDNN's heuristics for the plan's direction and picks: 1 when one passed, -1 when
+ * none did (nothing recorded: the direct kernels run it), 0 on an error (recorded). */
+static int choose(cu_state *st, cu_conv_choice *c) {
     int max_count = 0, returned = 0, found = 0;
     cudnnStatus_t status;
-    if (direction == DIR_FORWARD) {
+    if (c->direction == DIR_FORWARD) {
         cudnnConvolutionFwdAlgoPerf_t perf[16];
         status = cudnnGetConvolutionForwardAlgorithmMaxCount(st->cudnn, &max_count);
         if (status == CUDNN_STATUS_SUCCESS)
             status = cudnnGetConvolutionForwardAlgorithm_v7(
-                st->cudnn, d->x, d->w, d->conv, d->y, max_count < 16 ? max_count : 16,
+                st->cudnn, c->x, c->w, c->conv, c->y, max_count < 16 ? max_count : 16,
                 &returned, perf);
         if (status == CUDNN_STATUS_SUCCESS)
-            found = pick(st, d, direction, perf, returned, &choice);
-    } else if (direction == DIR_BACKWARD_DATA) {
+            found = pick(st, c, perf, returned);
+    } else if (c->direction == DIR_BACKWARD_DATA) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[16];
         status = cudnnGetConvolutionBackwardDataAlgorithmMaxCount(st->cudnn, &max_count);
         if (status == CUDNN_STATUS_SUCCESS)
             status = cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                st->cudnn, d->w, d->y, d->conv, d->x, max_count < 16 ? max_count : 16,
+                st->cudnn, c->w, c->y, c->conv, c->x, max_count < 16 ? max_count : 16,
                 &returned, perf);
         if (status == CUDNN_STATUS_SUCCESS)
-            found = pick(st, d, direction, perf, returned, &choice);
+            found = pick(st, c, perf, returned);
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
         status = cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(st->cudnn, &max_count);
         if (status == CUDNN_STATUS_SUCCESS)
             status = cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                st->cudnn, d->x, d->y, d->conv, d->w, max_count < 16 ? max_count : 16,
+                st->cudnn, c->x, c->y, c->conv, c->w, max_count < 16 ? max_count : 16,
                 &returned, perf);
         if (status == CUDNN_STATUS_SUCCESS)
-            found = pick(st, d, direction, perf, returned, &choice);
+            found = pick(st, c, perf, returned);
     }
     if (!cu_ok_cudnn(st, status, "conv2d algorithm query"))
-        return NULL;
-    if (!found) {
-        cu_record(st, CX_ERUNTIME,
-                  "conv2d %s: cuDNN offers no %s%salgorithm%s within %zu MiB of workspace for "
-                  "x [%d, %d, %d, %d], w [%d, %d, %d, %d], stride %d, pad %d/%d, dilation %d, "
-                  "groups %d", dir_names[direction], st->deterministic ? "deterministic " : "",
-                  precision == CX_PRECISION_FP16   ? "fp16 "
-                  : precision == CX_PRECISION_BF16 ? "bf16 "
-                                                   : "",
-                  st->allow_tf32 || precision != CX_PRECISION_FP32 ? "" : " without TF32",
-                  CU_CONV_WORKSPACE_LIMIT >> 20,
-                  s->batch, s->in_ch, s->in_h, s->in_w, s->out_ch, s->in_ch / s->groups,
-                  s->k_h, s->k_w, s->stride, s->pad_h, s->pad_w, s->dilation, s->groups);
-        return NULL;
-    }
-    choice.valid = 1;
-    cu_conv_choice *slot = &st->conv_cache[st->conv_cache_next];
-    st->conv_cache_next = (st->conv_cache_next + 1) % CU_CONV_CACHE;
-    *slot = choice;
-    return slot;
+        return 0;
+    if (!found) /* the direct kernels take it (see the top of the file) */
+        return -1;
+    return cu_ok_cudnn(st, cudnnSetConvolutionMathType(c->conv, (cudnnMathType_t)c->math_type),
+                       "conv2d math type");
 }
 
-/* Descriptors set up for `direction` with its cached algorithm and workspace. */
+/* The plan for (shape, direction, precision): found, or made now (descriptors and the
+ * algorithm, once per plan), with the workspace it needs; NULL with the error recorded. */
 static const cu_conv_choice *prepare(cu_state *st, const cx_conv_shape *s, int direction,
-                                     int low, conv_descs *d, void **workspace) {
-    if (!make_descs(st, s, low, d))
+                                     int low, void **workspace) {
+    int precision = low ? st->precision : CX_PRECISION_FP32;
+    const cu_conv_choice *plan = NULL;
+    for (int i = 0; i < st->n_conv_plans && !plan; i++) {
+        const cu_conv_choice *c = &st->conv_plans[i];
+        if (c->direction == direction && c->precision == precision &&
+            !memcmp(&c->shape, s, sizeof *s))
+            plan = c;
+    }
+    if (!plan) {
+        if (st->n_conv_plans == st->conv_plans_capacity) {
+            int grown = st->conv_plans_capacity ? 2 * st->conv_plans_capacity : 64;
+            void *more = realloc(st->conv_plans, (size_t)grown * sizeof *st->conv_plans);
+            if (!more) {
+                cu_record(st, CX_ENOMEM, "conv2d: out of host memory for convolution plans");
+                return NULL;
+            }
+            st->conv_plans = (cu_conv_choice *)more;
+            st->conv_plans_capacity = grown;
+        }
+        cu_conv_choice fresh;
+        memset(&fresh, 0, sizeof fresh);
+        fresh.shape = *s;
+        fresh.direction = direction;
+        fresh.precision = precision;
+        int chosen = make_descs(st, s, low, &fresh) ? choose(st, &fresh) : 0;
+        if (chosen == 0) {
+            destroy_descs(&fresh);
+            return NULL;
+        }
+        fresh.direct = chosen < 0;
+        st->conv_plans[st->n_conv_plans] = fresh;
+        plan = &st->conv_plans[st->n_conv_plans++];
+    }
+    *workspace = NULL;
+    if (plan->direct)
+        return plan;
+    *workspace = cu_workspace(st, plan->workspace_bytes);
+    if (plan->workspace_bytes && !*workspace)
         return NULL;
-    const cu_conv_choice *choice =
-        choose(st, s, direction, low ? st->precision : CX_PRECISION_FP32, d);
-    if (!choice)
-        return NULL;
-    if (!cu_ok_cudnn(st, cudnnSetConvolutionMathType(d->conv, (cudnnMathType_t)choice->math_type),
-                     "conv2d math type"))
-        return NULL;
-    *workspace = cu_workspace(st, choice->workspace_bytes);
-    if (choice->workspace_bytes && !*workspace)
-        return NULL;
-    return choice;
+    return plan;
 }
 
 static int conv_is_empty(const cx_conv_shape *s) {
@@ -230,6 +252,42 @@ static size_t y_count(const cx_conv_shape *s) {
     return (size_t)s->batch * s->out_ch * cx_conv_out_h(s) * cx_conv_out_w(s);
 }
 
+/* A depthwise convolution: our kernels (see the top of the file). */
+static int is_depthwise(const cx_conv_shape *s) {
+    return s->groups > 1 && s->groups == s->in_ch && s->out_ch == s->in_ch;
+}
+
+static cx_direct_conv direct_geometry(const cx_conv_shape *s) {
+    cx_direct_conv g = {s->batch, s->in_ch, s->out_ch, s->in_h, s->in_w, cx_conv_out_h(s),
+                        cx_conv_out_w(s), s->k_h, s->k_w, s->stride, s->pad_h, s->pad_w,
+                        s->dilation, s->in_ch / s->groups, s->out_ch / s->groups};
+    return g;
+}
+
+static void direct_forward(cu_state *st, const cx_conv_shape *s, const float *x,
+                           const float *w, const float *bias, float *y) {
+    size_t n = y_count(s);
+    CX_LAUNCH(direct_conv_forward_kernel, cu_blocks(n, CU_BLOCK), CU_BLOCK, 0, st->stream)(
+        direct_geometry(s), x, w, bias, y);
+    cu_ok_launch(st, "conv2d forward (direct)");
+}
+
+static int direct_backward_data(cu_state *st, const cx_conv_shape *s, const float *w,
+                                const float *dy, float *dx) {
+    size_t n = x_count(s);
+    CX_LAUNCH(direct_conv_backward_data_kernel, cu_blocks(n, CU_BLOCK), CU_BLOCK, 0,
+              st->stream)(direct_geometry(s), w, dy, dx);
+    return cu_ok_launch(st, "conv2d backward data (direct)");
+}
+
+static int direct_backward_filter(cu_state *st, const cx_conv_shape *s, const float *x,
+                                  const float *dy, float *dw) {
+    unsigned blocks = (unsigned)w_count(s); /* one per filter element */
+    CX_LAUNCH(direct_conv_backward_filter_kernel, blocks, CX_DIRECT_FILTER_BLOCK, 0,
+              st->stream)(direct_geometry(s), x, dy, dw);
+    return cu_ok_launch(st, "conv2d backward filter (direct)");
+}
+
 /* Mixed precision for this convolution: dense ones only (see the top of the file). */
 static int conv_low(const cu_state *st, const cx_conv_shape *s) {
     return cu_low_precision(st) && s->groups == 1;
@@ -240,10 +298,17 @@ void cu_conv2d_forward(cx_backend *be, const cx_conv_shape *s, const float *x, c
     cu_state *st = cu_get(be);
     if (conv_is_empty(s))
         return;
+    if (is_depthwise(s)) {
+        direct_forward(st, s, x, w, bias, y);
+        return;
+    }
     int low = conv_low(st, s);
-    conv_descs d;
     void *workspace = NULL;
-    const cu_conv_choice *choice = prepare(st, s, DIR_FORWARD, low, &d, &workspace);
+    const cu_conv_choice *choice = prepare(st, s, DIR_FORWARD, low, &workspace);
+    if (choice && choice->direct) { /* no cuDNN algorithm passed the filters */
+        direct_forward(st, s, x, w, bias, y);
+        return;
+    }
     /* the operands and the result as cuDNN sees them: float32, or half copies */
     const void *x_in = x, *w_in = w;
     void *y_out = y;
@@ -256,11 +321,11 @@ void cu_conv2d_forward(cx_backend *be, const cx_conv_shape *s, const float *x, c
     }
     if (choice) {
         const float one = 1.0f, zero = 0.0f;
-        int ok = cu_ok_cudnn(st, cudnnConvolutionForward(st->cudnn, &one, d.x, x_in, d.w, w_in,
-                                                         d.conv,
+        int ok = cu_ok_cudnn(st, cudnnConvolutionForward(st->cudnn, &one, choice->x, x_in,
+                                                         choice->w, w_in, choice->conv,
                                                          (cudnnConvolutionFwdAlgo_t)choice->algo,
                                                          workspace, choice->workspace_bytes,
-                                                         &zero, d.y, y_out),
+                                                         &zero, choice->y, y_out),
                              "conv2d forward");
         if (ok && low)
             cu_widen(st, y_out, y, y_count(s), 0);
@@ -272,15 +337,15 @@ void cu_conv2d_forward(cx_backend *be, const cx_conv_shape *s, const float *x, c
             cu_ok_launch(st, "conv2d forward (bias)");
         }
     }
-    destroy_descs(&d);
 }
 
 /* dx += the data gradient (float32, or a half result widened and added). 1 on success. */
 static int backward_data(cu_state *st, const cx_conv_shape *s, int low, const float *w,
                          const float *dy, float *dx) {
-    conv_descs d;
     void *workspace = NULL;
-    const cu_conv_choice *choice = prepare(st, s, DIR_BACKWARD_DATA, low, &d, &workspace);
+    const cu_conv_choice *choice = prepare(st, s, DIR_BACKWARD_DATA, low, &workspace);
+    if (choice && choice->direct)
+        return direct_backward_data(st, s, w, dy, dx);
     const void *w_in = w, *dy_in = dy;
     void *dx_out = dx;
     float beta = 1.0f; /* float32: cuDNN accumulates into dx itself */
@@ -294,45 +359,34 @@ static int backward_data(cu_state *st, const cx_conv_shape *s, int low, const fl
     }
     const float one = 1.0f;
     int ok = choice && cu_ok_cudnn(st, cudnnConvolutionBackwardData(
-                                           st->cudnn, &one, d.w, w_in, d.y, dy_in, d.conv,
+                                           st->cudnn, &one, choice->w, w_in, choice->y, dy_in,
+                                           choice->conv,
                                            (cudnnConvolutionBwdDataAlgo_t)choice->algo,
-                                           workspace, choice->workspace_bytes, &beta, d.x,
+                                           workspace, choice->workspace_bytes, &beta, choice->x,
                                            dx_out),
                                    "conv2d backward data");
-    destroy_descs(&d);
     if (ok && low)
         cu_widen(st, dx_out, dx, x_count(s), 1);
     return ok;
 }
 
-/* dw += the filter gradient, as backward_data. */
-static int backward_filter(cu_state *st, const cx_conv_shape *s, int low, const float *x,
+/* dw += the filter gradient, in float32 in every precision: it sums over every pixel of
+ * the batch, and a half result overflows at 65504, which under loss scaling (2^16 at the
+ * start) it does at once, sending the scale down for no good reason. */
+static int backward_filter(cu_state *st, const cx_conv_shape *s, const float *x,
                            const float *dy, float *dw) {
-    conv_descs d;
     void *workspace = NULL;
-    const cu_conv_choice *choice = prepare(st, s, DIR_BACKWARD_FILTER, low, &d, &workspace);
-    const void *x_in = x, *dy_in = dy;
-    void *dw_out = dw;
-    float beta = 1.0f;
-    if (choice && low) {
-        x_in = cu_lowered(st, CU_SLOT_LOW_A, x, x_count(s));
-        dy_in = x_in ? cu_lowered(st, CU_SLOT_LOW_C, dy, y_count(s)) : NULL;
-        dw_out = dy_in ? cu_low_buffer(st, CU_SLOT_LOW_B, w_count(s)) : NULL;
-        beta = 0.0f;
-        if (!dw_out)
-            choice = NULL;
-    }
+    const cu_conv_choice *choice = prepare(st, s, DIR_BACKWARD_FILTER, 0, &workspace);
+    if (choice && choice->direct)
+        return direct_backward_filter(st, s, x, dy, dw);
     const float one = 1.0f;
-    int ok = choice && cu_ok_cudnn(st, cudnnConvolutionBackwardFilter(
-                                           st->cudnn, &one, d.x, x_in, d.y, dy_in, d.conv,
-                                           (cudnnConvolutionBwdFilterAlgo_t)choice->algo,
-                                           workspace, choice->workspace_bytes, &beta, d.w,
-                                           dw_out),
-                                   "conv2d backward filter");
-    destroy_descs(&d);
-    if (ok && low)
-        cu_widen(st, dw_out, dw, w_count(s), 1);
-    return ok;
+    return choice && cu_ok_cudnn(st, cudnnConvolutionBackwardFilter(
+                                         st->cudnn, &one, choice->x, x, choice->y, dy,
+                                         choice->conv,
+                                         (cudnnConvolutionBwdFilterAlgo_t)choice->algo,
+                                         workspace, choice->workspace_bytes, &one, choice->w,
+                                         dw),
+                                 "conv2d backward filter");
 }
 
 void cu_conv2d_backward(cx_backend *be, const cx_conv_shape *s, const float *x,
@@ -340,11 +394,18 @@ void cu_conv2d_backward(cx_backend *be, const cx_conv_shape *s, const float *x,
     cu_state *st = cu_get(be);
     if (conv_is_empty(s))
         return;
-    int low = conv_low(st, s);
-    if (dx && !backward_data(st, s, low, w, dy, dx))
-        return;
-    if (dw && !backward_filter(st, s, low, x, dy, dw))
-        return;
+    if (is_depthwise(s)) {
+        if (dx && !direct_backward_data(st, s, w, dy, dx))
+            return;
+        if (dw && !direct_backward_filter(st, s, x, dy, dw))
+            return;
+    } else {
+        int low = conv_low(st, s);
+        if (dx && !backward_data(st, s, low, w, dy, dx))
+            return;
+        if (dw && !backward_filter(st, s, x, dy, dw))
+            return;
+    }
     if (dbias)
         cu_channel_sums(st, s->batch, s->out_ch, cx_conv_out_h(s) * cx_conv_out_w(s), dy, NULL,
                         NULL, dbias, NULL);

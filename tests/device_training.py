@@ -16,7 +16,7 @@ CHILD = os.path.join(ROOT, "tests", "emu_trainer_child.py")
 TRAINER_CHECKS = {
     "forward_outputs", "loss_parts_stage1", "loss_parts_stage2", "gradients_stage1",
     "gradients_stage2", "step_losses", "step_grad_norms", "step_lrs", "run_position",
-    "retries_happened", "param_steps", "after3_weights", "after3_ema", "after3_exp_avg",
+    "retries_happened", "param_steps", "device_prefetch", "after3_weights", "after3_ema", "after3_exp_avg",
     "after3_exp_avg_sq", "device_state_loads_on_cpu", "cpu_state_loads_on_device",
     "continued_weights", "continued_ema", "continued_param_steps", "python_host_copies",
     "overflow_stops_the_run", "sparse_param_steps", "sparse_weights"}

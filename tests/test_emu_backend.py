@@ -42,7 +42,11 @@ MUTATIONS = [
     # conv forward: the bias indexed by element instead of by channel (device code)
     ("device/conv.cuh", "bias[(i / (size_t)hw) % (size_t)channels]", "bias[i % (size_t)channels]"),
     # conv backward filter: the workspace the algorithm asked for is not passed on
-    ("conv.cu", "choice->workspace_bytes, &beta, d.w,", "0, &beta, d.w,"),
+    ("conv.cu", "choice->workspace_bytes, &one, choice->w,", "0, &one, choice->w,"),
+    # depthwise filter gradient: the tree over the block without its barrier (a thread
+    # reads a partner's partial before the partner has added to it)
+    ("device/direct_conv.cuh", "            partial[threadIdx.x] += partial[threadIdx.x + half];\n        __syncthreads();",
+     "            partial[threadIdx.x] += partial[threadIdx.x + half];"),
     # mixed precision: a half data gradient overwrites dx instead of adding to it
     ("conv.cu", "cu_widen(st, dx_out, dx, x_count(s), 1);", "cu_widen(st, dx_out, dx, x_count(s), 0);"),
 ]
@@ -81,6 +85,25 @@ def test_the_library_is_the_emulator_behind_the_cuda_abi(emulated, library):
     assert library in res.stdout, res.stdout
 
 
+def test_a_gpu_without_a_kernel_image_is_refused_at_creation(emulated, library):
+    """A GPU the build has no kernel image for (an architecture below the build's, no PTX to
+    JIT: a P100 under a build for sm_75 and up) fails when the backend is created, naming
+    the device, its architecture and what to do, not at the first op of a step."""
+    compiler, _ = emulated
+    env = emulated_env(library, compiler, CODEXT_CUDA_LIBRARY=library,
+                       CODEXT_EMU_NO_KERNEL_IMAGE="1")
+    code = ("import codext\n"
+            "try:\n"
+            "    codext.Model(backbone='edgenext_tiny_test', decoder_dim=8, num_experts=2, device='cuda')\n"
+            "except RuntimeError as e:\n"
+            "    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "device 0 (sm_75) cannot run this build's kernels" in res.stdout, res.stdout
+    assert "cudaErrorNoKernelImageForDevice" in res.stdout and "CODEXT_CUDA_ARCHS=75" in res.stdout
+
+
 def test_gpu_suite_passes_on_the_emulator(emulated, library):
     """Every test of tests/gpu passes and none skips: the ops the backend implements run
     on the emulator against NumPy and the CPU backend; the others are refused by name."""
@@ -101,6 +124,18 @@ def test_bf16_runs_on_an_emulated_sm80(emulated, library):
     assert counts.get("passed", 0) >= 50 and set(counts) <= {"passed", "deselected", "in"}, output[-3000:]
 
 
+def test_convolutions_without_a_deterministic_cudnn_algorithm_fall_back(emulated, library):
+    """The emulated cuDNN told to offer no deterministic algorithm: the deterministic
+    backend runs every convolution on its direct kernels (kernels/device/direct_conv.cuh)
+    instead of failing, and the conv cases still match NumPy and the CPU backend."""
+    compiler, _ = emulated
+    code, output = run_gpu_tests(compiler, library, "-k", "conv and not low_precision",
+                                 env={"CODEXT_EMU_CUDNN_NONDETERMINISTIC": "1"})
+    counts = summary_counts(output)
+    assert code == 0, output[-6000:]
+    assert counts.get("passed", 0) >= 60 and set(counts) <= {"passed", "deselected", "in"}, output[-3000:]
+
+
 def test_planted_bugs_are_caught(emulated, tmp_path):
     """The op tests catch each bug of MUTATIONS (and the tests that should not notice a
     bug do not)."""
@@ -113,7 +148,11 @@ def test_planted_bugs_are_caught(emulated, tmp_path):
     assert {"test_backward_accumulates[linear]", "test_backward_accumulates[linear_big]"} <= failed, failed
     assert not failed & {"test_backward_matches_numpy[linear]", "test_matches_cpu_backend[linear]"}, failed
     # the bias is wrong wherever there is one, and only there
-    assert {"test_forward_matches_numpy[conv3x3]", "test_forward_matches_numpy[conv_dw7x7]"} <= failed, failed
+    assert "test_forward_matches_numpy[conv3x3]" in failed, failed
+    # (depthwise convolutions add their bias in their own kernel)
+    assert "test_forward_matches_numpy[conv_dw7x7]" not in failed, failed
+    # the depthwise filter gradient without its barrier is wrong; its forward is not
+    assert {"test_backward_matches_numpy[conv_dw7x7]", "test_backward_matches_numpy[conv_dw3x3_big]"} <= failed, failed
     assert "test_forward_matches_numpy[conv1x1_no_bias]" not in failed, failed
     # the emulated cuDNN refuses the backward filter without its workspace, saying why
     assert "test_backward_matches_numpy[conv1x1_no_bias]" in failed, failed

@@ -44,10 +44,10 @@ def test_two_device_ranks_match_two_cpu_ranks_over_shm_and_nccl(emulated, librar
     compiler, _ = emulated
     env = emulated_env(library, compiler)
     dev = run_ranks(2, dict(ARGS, device="cuda"), tmp_path / "cuda", env=env, timeout=600)
-    # NCCL takes device memory: its buckets (small here, dozens a step) go from a
+    # NCCL takes device memory: its buckets (small here, about 17 a step) go from a
     # communication thread while the last backward runs, each after the stream mark
     # recorded where the backward made it final (csrc/train/buckets.h)
-    nccl = run_ranks(2, dict(ARGS, device="cuda", connect=True, bucket_floats=2048),
+    nccl = run_ranks(2, dict(ARGS, device="cuda", connect=True, bucket_floats=8192),
                      tmp_path / "nccl", env=env, timeout=600)
     cpu = run_ranks(2, ARGS, tmp_path / "cpu")
     assert [str(r["comm_backend"]) for r in nccl] == ["nccl", "nccl"]
@@ -56,7 +56,8 @@ def test_two_device_ranks_match_two_cpu_ranks_over_shm_and_nccl(emulated, librar
         np.testing.assert_array_equal(nccl[0][key], nccl[1][key], err_msg=key)
         np.testing.assert_array_equal(nccl[0][key], dev[0][key], err_msg=key)
     assert [int(r["oom_halvings"]) for r in nccl] == [1, 1]
-    assert min(int(r["overlapped_buckets"]) for r in nccl) >= 30 * int(nccl[0]["steps"])
+    # (rank 1's halved step released none: its last backward never ran; observed 64 and 46)
+    assert min(int(r["overlapped_buckets"]) for r in nccl) >= 8 * int(nccl[0]["steps"])
     # staged through host memory on the backend's stream: after the backward, not overlapped
     assert [int(r["overlapped_buckets"]) for r in dev] == [0, 0]
     assert int(dev[0]["steps"]) == 4 and int(dev[0]["batch_size"]) == 1

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+import codext
 from codext import _dist
 from codext.launch import WorkerError, run_workers
 
@@ -90,10 +91,14 @@ def test_oom_fault_is_reported(mark):
         selftest(2, mark, fault="1:1:oom")
 
 
-def test_hang_times_out_naming_the_stalled_rank(mark):
+@pytest.mark.parametrize("how", ["argument", "NCCL_TIMEOUT"])
+def test_hang_times_out_naming_the_stalled_rank(mark, how, monkeypatch):
+    """The timeout as launch's argument, or from the seed's NCCL_TIMEOUT alone."""
+    if how == "NCCL_TIMEOUT":
+        monkeypatch.setenv("NCCL_TIMEOUT", "3")
     t0 = time.monotonic()
     with pytest.raises(WorkerError) as info:
-        selftest(2, mark, fault="1:2:hang", timeout=3)
+        selftest(2, mark, fault="1:2:hang", timeout=3 if how == "argument" else None)
     elapsed = time.monotonic() - t0
     assert 3 <= elapsed < 15, elapsed
     assert info.value.rank == 0
@@ -260,3 +265,48 @@ def test_a_small_dev_shm_falls_back_to_a_file_backed_segment(mark, monkeypatch, 
     assert result["value"] == 3.0
     assert any("using a file-backed segment in " + str(tmp_path) in l for l in lines), lines
     assert os.listdir(tmp_path) == [], "the file-backed segment was left behind"
+
+
+def test_a_small_dev_shm_disables_nccls_shared_memory_transport(tmp_path, monkeypatch):
+    """NCCL keeps its shared-memory transport's buffers in /dev/shm: GPU workers get
+    NCCL_SHM_DISABLE=1 when it has less than NCCL_SHM_MIN_FREE free, and the log says so;
+    a setting of the user's wins; with room, nothing is set."""
+    import collections
+    Vfs = collections.namedtuple("Vfs", "f_bavail f_frsize")
+    lines = []
+    monkeypatch.setattr(os, "statvfs", lambda path: Vfs(64 << 20 >> 12, 4096))  # Docker's 64 MB
+    assert _dist.nccl_shm_env(lines.append, environ={}) == {"NCCL_SHM_DISABLE": "1"}
+    assert "64.0 MiB free" in lines[0] and "NCCL_SHM_DISABLE=1" in lines[0]
+    assert _dist.nccl_shm_env(lines.append, environ={"NCCL_SHM_DISABLE": "0"}) == {}
+    edge = _dist.NCCL_SHM_MIN_FREE
+    monkeypatch.setattr(os, "statvfs", lambda path: Vfs(edge // 4096, 4096))
+    assert _dist.nccl_shm_env(None, environ={}) == {}
+    monkeypatch.setattr(os, "statvfs", lambda path: Vfs(edge // 4096 - 1, 4096))
+    assert _dist.nccl_shm_env(None, environ={}) == {"NCCL_SHM_DISABLE": "1"}
+
+
+def test_launch_refuses_before_it_touches_the_checkpoint_folder(tmp_path, monkeypatch):
+    """Every check that needs no worker runs before launch() claims the folder: with
+    overwrite=True a refused launch must not have deleted the old run."""
+    import socket
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "last.safetensors").write_bytes(b"an old run")
+    cfg = codext.Config.demo(checkpoint_dir=str(folder), epochs=1, synthetic_train=8,
+                             synthetic_test=0, device="cpu")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(OSError, match=f"master port {port}: the port is taken"):
+            codext.launch(cfg, nprocs=1, overwrite=True, master_port=port, log=None)
+    with pytest.raises(ValueError, match="more than the .* CPU cores"):
+        codext.launch(cfg, nprocs=1000, overwrite=True, log=None)
+    monkeypatch.setenv("CODEXT_WORKER", "1")
+    with pytest.raises(RuntimeError, match="inside a codext worker"):
+        codext.launch(cfg, nprocs=1, overwrite=True, log=None)
+    assert (folder / "last.safetensors").read_bytes() == b"an old run"
+    with pytest.raises(OSError, match="cannot be created"):
+        monkeypatch.delenv("CODEXT_WORKER")
+        codext.launch(cfg.replace(checkpoint_dir=str(folder / "last.safetensors" / "x")),
+                      nprocs=1, log=None)

@@ -18,6 +18,7 @@
  * workspace handling run; every algorithm computes the same loop. */
 #include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -217,7 +218,11 @@ cudnnStatus_t heuristics(int direction, const char *call, cudnnHandle_t handle, 
         perf[n].status = a.status;
         perf[n].time = -1.0f; /* heuristics: nothing was timed */
         perf[n].memory = workspace_bytes(a, p);
-        perf[n].determinism = a.determinism;
+        /* CODEXT_EMU_CUDNN_NONDETERMINISTIC=1: no algorithm is deterministic (tests of the
+         * backend's fallback to its direct kernels) */
+        const char *nondet = getenv("CODEXT_EMU_CUDNN_NONDETERMINISTIC");
+        perf[n].determinism = nondet && strcmp(nondet, "1") == 0 ? CUDNN_NON_DETERMINISTIC
+                                                                 : a.determinism;
         perf[n].mathType = a.math;
         n++;
     }

@@ -42,6 +42,7 @@ const error_name ERRORS[] = {
     {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
     {cudaErrorIllegalAddress, "cudaErrorIllegalAddress", "an illegal memory access was encountered"},
     {cudaErrorLaunchOutOfResources, "cudaErrorLaunchOutOfResources", "too many resources requested for launch"},
+    {cudaErrorNoKernelImageForDevice, "cudaErrorNoKernelImageForDevice", "no kernel image is available for execution on the device"},
     {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
     {cudaErrorNotSupported, "cudaErrorNotSupported", "operation not supported"},
     {cudaErrorUnknown, "cudaErrorUnknown", "unknown error"},
@@ -129,6 +130,12 @@ cudaError_t launch(const char *name, const void *kernel, dim3 grid, dim3 block, 
                    cudaStream_t stream, const kernel_call *call) {
     stream_work_finish(stream);
     std::lock_guard<std::recursive_mutex> hold(big_lock());
+    /* CODEXT_EMU_NO_KERNEL_IMAGE=1: the library was "built" for other GPUs (tests of the
+     * backend's probe at creation) */
+    const char *no_image = getenv("CODEXT_EMU_NO_KERNEL_IMAGE");
+    if (no_image && strcmp(no_image, "1") == 0)
+        return fail(cudaErrorNoKernelImageForDevice, "kernel '%s': no kernel image for this "
+                    "device (CODEXT_EMU_NO_KERNEL_IMAGE=1)", name);
     cudaError_t status = check_dims(name, grid, block);
     if (status != cudaSuccess)
         return status;

@@ -54,6 +54,7 @@ enum cudaError_t {
     cudaErrorIllegalAddress = 700,
     cudaErrorLaunchOutOfResources = 701,
     cudaErrorLaunchFailure = 719,
+    cudaErrorNoKernelImageForDevice = 209,
     cudaErrorNotSupported = 801,
     cudaErrorUnknown = 999,
 };

@@ -205,6 +205,12 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
 /* After a TRAIN forward: y_host [B, 1, H, W] in {0, 1}. Fills m->parts (and *parts when
  * not NULL): total = L0 + ds (L1 + L2 + L3) + bw balance, L_k the batch mean of wbce+wiou. */
 cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *parts);
+/* The same with the batch already in the backend's memory (the trainer's copy-stream
+ * uploads, csrc/train/prefetch.h): copied on the backend's stream instead of uploaded.
+ * The caller orders the upload before them (cuda_abi.h wait_copy). */
+cx_status cx_cod_forward_device(cx_cod_model *m, const float *x_device, int batch, int height,
+                                int width, int mode);
+cx_status cx_cod_loss_device(cx_cod_model *m, const float *y_device, cx_cod_loss_parts *parts);
 /* After cx_cod_loss: ACCUMULATES loss_scale * d total / d params into m->grads.
  * train_backbone 0 (stage 1): no backward through the backbone at all; its gradients are
  * not touched. train_backbone 1 after a TRAIN_HEAD forward fails (CX_ERUNTIME) before

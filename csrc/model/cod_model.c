@@ -169,12 +169,16 @@ static float *loss_staging(const cx_cod_model *m) {
 
 /* ---- the passes (run against the real backend, or the null one while planning) -------- */
 
-static cx_status forward_pass(cx_cod_model *m, cx_exec *ex, const float *x_host, int B, int H,
-                              int W, int mode) {
+/* x: host memory, or (x_on_device) the backend's memory, copied on its stream. */
+static cx_status forward_pass(cx_cod_model *m, cx_exec *ex, const float *x, int x_on_device,
+                              int B, int H, int W, int mode) {
     cx_backend *be = ex->be;
     size_t n_in = (size_t)B * 3 * H * W;
     CX_TAKE(ex, m->input, n_in);
-    be->upload(be, m->input, x_host, n_in);
+    if (x_on_device)
+        be->copy(be, m->input, x, n_in);
+    else
+        be->upload(be, m->input, x, n_in);
     cx_edgenext_keep keep = mode == CX_COD_TRAIN              ? CX_EDGENEXT_KEEP_ALL
                             : mode == CX_COD_TRAIN_CHECKPOINT ? CX_EDGENEXT_RECOMPUTE
                                                               : CX_EDGENEXT_NO_BACKWARD;
@@ -203,12 +207,15 @@ static double output_weight(const cx_cod_model *m, int k) {
     return k == 0 ? 1.0 : (double)m->cfg.ds_weight;
 }
 
-static cx_status loss_pass(cx_cod_model *m, cx_exec *ex, const float *y_host) {
+static cx_status loss_pass(cx_cod_model *m, cx_exec *ex, const float *y, int y_on_device) {
     cx_backend *be = ex->be;
     int B = m->batch, H = m->height, W = m->width;
     size_t plane = (size_t)H * W;
     CX_TAKE(ex, m->target, (size_t)B * plane);
-    be->upload(be, m->target, y_host, (size_t)B * plane);
+    if (y_on_device)
+        be->copy(be, m->target, y, (size_t)B * plane);
+    else
+        be->upload(be, m->target, y, (size_t)B * plane);
     for (int k = 0; k < 4; k++) {
         CX_TAKE(ex, m->loss_values[k], (size_t)B);
         CX_TAKE(ex, m->loss_saved[k], cx_structure_loss_saved_floats(B, H, W));
@@ -320,9 +327,9 @@ static cx_status plan_passes(cx_cod_model *m, int B, int H, int W, int mode, cx_
     m->batch = B;
     m->height = H;
     m->width = W;
-    cx_status st = forward_pass(m, &ex, NULL, B, H, W, mode);
+    cx_status st = forward_pass(m, &ex, NULL, 0, B, H, W, mode);
     if (st == CX_OK && cx_cod_mode_trains(mode))
-        st = loss_pass(m, &ex, NULL);
+        st = loss_pass(m, &ex, NULL, 0);
     if (st == CX_OK && cx_cod_mode_trains(mode))
         st = backward_pass(m, &ex, 1.0f, mode != CX_COD_TRAIN_HEAD);
     m->have_forward = m->have_loss = 0;
@@ -381,8 +388,8 @@ cx_status cx_cod_plan_bytes(cx_cod_model *m, int batch, int height, int width, i
     return CX_OK;
 }
 
-cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
-                         int width, int mode) {
+static cx_status forward(cx_cod_model *m, const float *x, int x_on_device, int batch,
+                         int height, int width, int mode) {
     CX_TRY(check_shape(m, batch, height, width, mode));
     m->have_forward = m->have_loss = 0;
     if (batch != m->plan_batch || height != m->plan_height || width != m->plan_width ||
@@ -394,25 +401,44 @@ cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int he
     m->mode = mode;
     cx_arena_release(&m->arena, 0);
     cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads};
-    cx_status st = forward_pass(m, &ex, x_host, batch, height, width, mode);
+    cx_status st = forward_pass(m, &ex, x, x_on_device, batch, height, width, mode);
     m->after_forward = m->arena.used;
     CX_TRY(cx_exec_finish(m->be, st));
     m->have_forward = 1;
     return CX_OK;
 }
 
-cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *parts) {
+cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
+                         int width, int mode) {
+    return forward(m, x_host, 0, batch, height, width, mode);
+}
+
+cx_status cx_cod_forward_device(cx_cod_model *m, const float *x_device, int batch, int height,
+                                int width, int mode) {
+    return forward(m, x_device, 1, batch, height, width, mode);
+}
+
+static cx_status loss(cx_cod_model *m, const float *y, int y_on_device,
+                      cx_cod_loss_parts *parts) {
     if (!m->have_forward || !cx_cod_mode_trains(m->mode))
         return cx_fail(CX_ERUNTIME, "loss() needs a training-mode forward() first");
     m->have_loss = 0;
     cx_arena_release(&m->arena, m->after_forward);
     cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads};
-    CX_TRY(cx_exec_finish(m->be, loss_pass(m, &ex, y_host)));
+    CX_TRY(cx_exec_finish(m->be, loss_pass(m, &ex, y, y_on_device)));
     m->after_loss = m->arena.used;
     m->have_loss = 1;
     if (parts)
         *parts = m->parts;
     return CX_OK;
+}
+
+cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *parts) {
+    return loss(m, y_host, 0, parts);
+}
+
+cx_status cx_cod_loss_device(cx_cod_model *m, const float *y_device, cx_cod_loss_parts *parts) {
+    return loss(m, y_device, 1, parts);
 }
 
 cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone) {

@@ -19,11 +19,13 @@ extern "C" {
  * 3: the device optimizer (optim_*) and copy_bytes.
  * 4: NCCL (nccl_*).
  * 5: mixed precision (backend_set_precision), pinned host memory (host_alloc, host_free),
- *    stream marks (stream_mark, stream_wait_mark). */
+ *    stream marks (stream_mark, stream_wait_mark), memory_info, the copy stream
+ *    (copy_stream_setup, copy_upload, wait_copy). */
 #define CX_CUDA_ABI_VERSION 5
 #define CX_CUDA_ENTRY_POINT "cx_cuda_get_api"
 #define CX_CUDA_LIBRARY_NAME "libcodext_cuda.so"
 #define CX_CUDA_MARKS 16
+#define CX_CUDA_COPY_SLOTS 2
 
 typedef cx_status (*cx_fail_fn)(cx_status code, const char *fmt, ...);
 
@@ -138,6 +140,20 @@ typedef struct {
      * thread. */
     cx_status (*stream_mark)(cx_backend *be, int slot);
     cx_status (*stream_wait_mark)(cx_backend *be, int slot);
+
+    /* The device's free and total memory (cudaMemGetInfo: every process's use counts). */
+    cx_status (*memory_info)(cx_backend *be, size_t *free_bytes, size_t *total_bytes);
+
+    /* The copy stream of the trainer's data path (csrc/train/prefetch.h): a second stream
+     * of be's device with CX_CUDA_COPY_SLOTS events. setup (once, from the thread that owns
+     * be; idempotent) creates them. copy_upload, callable from any thread after setup,
+     * queues a host-to-device copy of `bytes` on the copy stream (src: pinned host memory,
+     * unchanged until the copy is done) and records slot `slot` behind it. wait_copy makes
+     * be's stream wait (on the device, the host does not) for the last copy recorded in
+     * `slot`. Failures go through be's fail on the calling thread. */
+    cx_status (*copy_stream_setup)(cx_backend *be);
+    cx_status (*copy_upload)(cx_backend *be, void *dst, const void *src, size_t bytes, int slot);
+    cx_status (*wait_copy)(cx_backend *be, int slot);
 } cx_cuda_api;
 
 /* The library's one exported symbol. NULL when abi_version differs from its own. */

@@ -152,6 +152,12 @@ cx_status cx_cuda_backend_set_precision(cx_backend *be, int precision) {
     return api->backend_set_precision(be, precision);
 }
 
+cx_status cx_cuda_backend_memory(cx_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    const cx_cuda_api *api = NULL;
+    CX_TRY(cx_cuda_load(&api));
+    return api->memory_info(be, free_bytes, total_bytes);
+}
+
 int cx_precision_from_name(const char *name) {
     static const char *const names[] = {"fp32", "fp16", "bf16"};
     for (int i = 0; i < 3; i++)

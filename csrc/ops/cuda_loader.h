@@ -37,6 +37,8 @@ void cx_cuda_backend_destroy(cx_backend *be);
 /* Sets a CUDA backend's precision (cx_precision, cuda_abi.h); CX_EINVAL for BF16 on a
  * device older than sm_80 or an unknown value. */
 cx_status cx_cuda_backend_set_precision(cx_backend *be, int precision);
+/* The device's free and total memory (cuda_abi.h memory_info). */
+cx_status cx_cuda_backend_memory(cx_backend *be, size_t *free_bytes, size_t *total_bytes);
 /* "fp32", "fp16" or "bf16" -> cx_precision; -1 for anything else. */
 int cx_precision_from_name(const char *name);
 

@@ -523,6 +523,17 @@ static PyObject *cod_precision(CODModelObject *self, PyObject *unused) {
     return PyUnicode_FromString(names[self->precision]);
 }
 
+/* device_memory() -> (free, total) bytes of the model's GPU (every process's use counts) */
+static PyObject *cod_device_memory(CODModelObject *self, PyObject *unused) {
+    if (!self->cuda)
+        return PyErr_Format(PyExc_ValueError, "device_memory() is for a model on a CUDA device");
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cx_cuda_backend_memory(self->cuda, &free_bytes, &total_bytes) != CX_OK)
+        return cx_py_error(CX_ERUNTIME);
+    return Py_BuildValue("(KK)", (unsigned long long)free_bytes,
+                         (unsigned long long)total_bytes);
+}
+
 static PyObject *cod_arena_bytes(CODModelObject *self, PyObject *unused) {
     return PyLong_FromSize_t(cx_cod_arena_bytes(self->model));
 }
@@ -555,6 +566,8 @@ static PyMethodDef cod_methods[] = {
     {"set_precision", (PyCFunction)cod_set_precision, METH_O,
      "set_precision('fp32' | 'fp16' | 'bf16'): mixed precision of a CUDA model's products."},
     {"precision", (PyCFunction)cod_precision, METH_NOARGS, "'fp32', 'fp16' or 'bf16'."},
+    {"device_memory", (PyCFunction)cod_device_memory, METH_NOARGS,
+     "(free, total) bytes of the model's GPU."},
     {"param_table", (PyCFunction)cod_param_table, METH_NOARGS, "[(name, shape, offset, decay)] in buffer order."},
     {"config", (PyCFunction)cod_config, METH_NOARGS, "The configuration as a dict."},
     {"forward", (PyCFunction)cod_forward, METH_VARARGS,

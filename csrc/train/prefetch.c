@@ -13,6 +13,8 @@ struct cx_prefetch {
     size_t x_floats, y_floats;
     cx_host_free_fn release;
     cx_backend *be;
+    cx_batch_ready_fn ready;
+    void *ready_ctx;
     int handed; /* the buffer the last take handed out (the step trains on it) */
 
     pthread_t thread;
@@ -37,9 +39,13 @@ static double now_seconds(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static cx_status build(const cx_batch_job *j, float *x, float *y) {
-    return cx_augment_batch(j->images, j->masks, j->n_images, j->height, j->width, j->rows,
-                            j->batch, j->seed, j->epoch, j->augment, &j->augment_config, x, y);
+/* The batch of job j into buffer `slot`, then the ready hook. */
+static cx_status build(const cx_prefetch *p, const cx_batch_job *j, int slot) {
+    float *x = p->x[slot], *y = p->y[slot];
+    CX_TRY(cx_augment_batch(j->images, j->masks, j->n_images, j->height, j->width, j->rows,
+                            j->batch, j->seed, j->epoch, j->augment, &j->augment_config, x, y));
+    size_t n_y = (size_t)j->batch * (size_t)j->height * (size_t)j->width;
+    return p->ready ? p->ready(p->ready_ctx, slot, x, 3 * n_y, y, n_y) : CX_OK;
 }
 
 static void *worker_main(void *arg) {
@@ -53,7 +59,7 @@ static void *worker_main(void *arg) {
         cx_batch_job job = p->job;
         int slot = p->job_slot;
         pthread_mutex_unlock(&p->lock);
-        cx_status st = build(&job, p->x[slot], p->y[slot]);
+        cx_status st = build(p, &job, slot);
         pthread_mutex_lock(&p->lock);
         p->job_status = st;
         if (st != CX_OK) /* the message is this thread's: keep it for the take */
@@ -92,7 +98,8 @@ static void free_buffers(cx_prefetch *p) {
 }
 
 cx_status cx_prefetch_create(size_t x_floats, size_t y_floats, cx_host_alloc_fn alloc,
-                             cx_host_free_fn release, cx_backend *be, cx_prefetch **out) {
+                             cx_host_free_fn release, cx_backend *be, cx_batch_ready_fn ready,
+                             void *ready_ctx, cx_prefetch **out) {
     *out = NULL;
     if ((alloc == NULL) != (release == NULL))
         return cx_fail(CX_EINVAL, "prefetch: host_alloc and host_free come together");
@@ -103,6 +110,8 @@ cx_status cx_prefetch_create(size_t x_floats, size_t y_floats, cx_host_alloc_fn 
     p->y_floats = y_floats;
     p->release = release;
     p->be = be;
+    p->ready = ready;
+    p->ready_ctx = ready_ctx;
     int ok = 1;
     for (int i = 0; i < 2; i++) {
         size_t xb = x_floats * sizeof(float), yb = y_floats * sizeof(float);
@@ -155,7 +164,7 @@ static int fits(const cx_prefetch *p, const cx_batch_job *job) {
 }
 
 cx_status cx_prefetch_take(cx_prefetch *p, const cx_batch_job *job, const float **x,
-                           const float **y, double *waited) {
+                           const float **y, int *slot_out, double *waited) {
     if (!fits(p, job))
         return cx_fail(CX_EINVAL, "prefetch: a batch of %lld images of %dx%d does not fit "
                        "buffers of %zu floats", (long long)job->batch, job->height, job->width,
@@ -174,12 +183,13 @@ cx_status cx_prefetch_take(cx_prefetch *p, const cx_batch_job *job, const float 
     if (hit && st != CX_OK)
         return cx_fail(st, "%s", error);
     if (!hit)
-        CX_TRY(build(job, p->x[slot], p->y[slot]));
+        CX_TRY(build(p, job, slot));
     p->hits += hit;
     p->misses += !hit;
     p->handed = slot;
     *x = p->x[slot];
     *y = p->y[slot];
+    *slot_out = slot;
     *waited = now_seconds() - began;
     return CX_OK;
 }

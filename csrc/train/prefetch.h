@@ -39,10 +39,18 @@ typedef struct cx_prefetch cx_prefetch;
 typedef void *(*cx_host_alloc_fn)(cx_backend *be, size_t bytes);
 typedef void (*cx_host_free_fn)(cx_backend *be, void *ptr);
 
+/* Called once a batch is built into buffer `slot` (x: n_x floats, y: n_y), on the thread
+ * that built it (the worker, or a take that built it itself): the CUDA trainer queues its
+ * copy to the device there, on the copy stream. An error fails that batch's take. */
+typedef cx_status (*cx_batch_ready_fn)(void *ctx, int slot, const float *x, size_t n_x,
+                                       const float *y, size_t n_y);
+
 /* Two buffers of x_floats ([B, 3, H, W]) and y_floats ([B, 1, H, W]) and the worker
- * thread. The allocations happen here, never in a step. */
+ * thread; ready (may be NULL) with ready_ctx, as above. The allocations happen here, never
+ * in a step. */
 cx_status cx_prefetch_create(size_t x_floats, size_t y_floats, cx_host_alloc_fn alloc,
-                             cx_host_free_fn release, cx_backend *be, cx_prefetch **out);
+                             cx_host_free_fn release, cx_backend *be, cx_batch_ready_fn ready,
+                             void *ready_ctx, cx_prefetch **out);
 /* Finishes the worker's job, stops the thread, frees the buffers; NULL is fine. */
 void cx_prefetch_free(cx_prefetch *p);
 
@@ -51,7 +59,7 @@ void cx_prefetch_free(cx_prefetch *p);
  * the batch itself. An error of the worker's augmentation is reported here, with its
  * message. */
 cx_status cx_prefetch_take(cx_prefetch *p, const cx_batch_job *job, const float **x,
-                           const float **y, double *waited);
+                           const float **y, int *slot, double *waited);
 /* Starts building `next` on the worker, into the buffer the last take did not hand out.
  * A job still running is finished first (and dropped). A batch that does not fit the
  * buffers is not asked for (its take will say why). */

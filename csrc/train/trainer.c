@@ -86,6 +86,33 @@ static void map_experts(const cx_param_table *table, int *expert_of) {
     }
 }
 
+/* The prefetch's `ready` on a CUDA model: the batch built into host buffer `slot` (pinned)
+ * is queued on the copy stream into device buffer `slot` (prefetch.h). */
+static cx_status upload_batch(void *ctx, int slot, const float *x, size_t n_x, const float *y,
+                              size_t n_y) {
+    cx_trainer *t = ctx;
+    const cx_cuda_api *api = t->dev->api;
+    cx_backend *be = t->model->be;
+    CX_TRY(api->copy_upload(be, t->batch_dev_x[slot], x, n_x * sizeof(float), slot));
+    return api->copy_upload(be, t->batch_dev_y[slot], y, n_y * sizeof(float), slot);
+}
+
+/* A CUDA model's data path: the copy stream, two device batch buffers and the prefetch with
+ * pinned host buffers whose batches go up on the copy stream while the step computes. */
+static cx_status device_batches(cx_trainer *t, size_t x_floats, size_t y_floats) {
+    cx_backend *be = t->model->be;
+    const cx_cuda_api *api = t->dev->api;
+    CX_TRY(api->copy_stream_setup(be));
+    for (int i = 0; i < 2; i++) {
+        t->batch_dev_x[i] = be->alloc(be, x_floats * sizeof(float));
+        t->batch_dev_y[i] = t->batch_dev_x[i] ? be->alloc(be, y_floats * sizeof(float)) : NULL;
+        if (!t->batch_dev_y[i])
+            return CX_ENOMEM; /* alloc reported it */
+    }
+    return cx_prefetch_create(x_floats, y_floats, api->host_alloc, api->host_free, be,
+                              upload_batch, t, &t->prefetch);
+}
+
 cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
                             int64_t n_train, int height, int width, cx_trainer **out) {
     *out = NULL;
@@ -163,9 +190,9 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
     }
     if (prefetch) {
         size_t x_floats = (size_t)cfg->batch_size * 3 * plane, y_floats = x_floats / 3;
-        st = device ? cx_prefetch_create(x_floats, y_floats, t->dev->api->host_alloc,
-                                         t->dev->api->host_free, model->be, &t->prefetch)
-                    : cx_prefetch_create(x_floats, y_floats, NULL, NULL, NULL, &t->prefetch);
+        st = device ? device_batches(t, x_floats, y_floats)
+                    : cx_prefetch_create(x_floats, y_floats, NULL, NULL, NULL, NULL, NULL,
+                                         &t->prefetch);
         if (st != CX_OK) {
             cx_trainer_free(t);
             return st;
@@ -225,6 +252,13 @@ void cx_trainer_free(cx_trainer *t) {
     if (!t)
         return;
     cx_prefetch_free(t->prefetch); /* joins the worker first: it reads the data */
+    for (int i = 0; i < 2; i++) { /* the copy stream is idle: the prefetch is joined and
+                                     every upload was waited for by a finished step */
+        if (t->batch_dev_x[i])
+            t->model->be->free(t->model->be, t->batch_dev_x[i]);
+        if (t->batch_dev_y[i])
+            t->model->be->free(t->model->be, t->batch_dev_y[i]);
+    }
     cx_buckets_free(t->buckets);
     cx_train_state_free(&t->state);
     cx_device_step_free(t->dev);
@@ -259,8 +293,10 @@ void cx_trainer_permutation(uint64_t seed, uint64_t epoch, int64_t n, int64_t *p
 /* ---- one optimizer step ----------------------------------------------------------------- */
 
 /* Supplies micro-batch m: *x [B, 3, H, W], *y [B, 1, H, W]. */
+/* Micro-batch `micro` of the step into *x, *y: host memory, or (*on_device 1) the
+ * backend's memory with its upload ordered before the step's work (the copy stream). */
 typedef cx_status (*batch_fn)(void *ctx, cx_trainer *t, int micro, const float **x,
-                              const float **y);
+                              const float **y, int *on_device);
 
 static void note_routing(cx_trainer *t) {
     const cx_cod_model *m = t->model;
@@ -349,13 +385,15 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
     int oom_ranks = 0; /* this rank's micro-batches ran out of memory (then, all ranks') */
     for (int micro = 0; micro < A && !oom_ranks; micro++) {
         const float *x, *y;
-        CX_TRY(next_batch(ctx, t, micro, &x, &y));
+        int on_device = 0;
+        CX_TRY(next_batch(ctx, t, micro, &x, &y, &on_device));
         cx_status st = micro == 0 && cx_trainer_fault_fires(&t->oom_fault, s->step)
                            ? cx_fail(CX_ENOMEM, "injected out-of-memory in step %lld",
                                      (long long)s->step)
-                           : cx_cod_forward(m, x, B, t->height, t->width, mode);
+                           : on_device ? cx_cod_forward_device(m, x, B, t->height, t->width, mode)
+                                       : cx_cod_forward(m, x, B, t->height, t->width, mode);
         if (st == CX_OK) {
-            CX_TRY(cx_cod_loss(m, y, NULL));
+            CX_TRY(on_device ? cx_cod_loss_device(m, y, NULL) : cx_cod_loss(m, y, NULL));
             CX_TRY(cx_trainer_check_loss(t, at.stage, micro));
             if (sparse)
                 note_routing(t);
@@ -414,7 +452,8 @@ typedef struct {
 } fixed_batches;
 
 static cx_status fixed_next(void *ctx, cx_trainer *t, int micro, const float **x,
-                            const float **y) {
+                            const float **y, int *on_device) {
+    *on_device = 0;
     const fixed_batches *f = ctx;
     size_t plane = (size_t)t->height * t->width, rows = (size_t)micro * t->cfg.batch_size;
     *x = f->x + rows * 3 * plane;
@@ -450,9 +489,10 @@ static cx_batch_job batch_job(const cx_trainer *t, const epoch_batches *e, int64
 }
 
 static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x,
-                            const float **y) {
+                            const float **y, int *on_device) {
     const epoch_batches *e = ctx;
     cx_batch_job job = batch_job(t, e, e->epoch_step, micro);
+    *on_device = 0;
     if (!t->prefetch) {
         double began = monotonic_seconds();
         CX_TRY(cx_augment_batch(job.images, job.masks, job.n_images, job.height, job.width,
@@ -464,8 +504,15 @@ static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x
         return CX_OK;
     }
     double waited;
-    CX_TRY(cx_prefetch_take(t->prefetch, &job, x, y, &waited));
+    int slot;
+    CX_TRY(cx_prefetch_take(t->prefetch, &job, x, y, &slot, &waited));
     t->data_wait_seconds += waited;
+    if (t->batch_dev_x[0]) { /* uploaded on the copy stream: the step's stream waits for it */
+        CX_TRY(t->dev->api->wait_copy(t->model->be, slot));
+        *x = t->batch_dev_x[slot];
+        *y = t->batch_dev_y[slot];
+        *on_device = 1;
+    }
     /* the next micro-batch of this epoch, built while this one trains */
     if (micro + 1 < t->cfg.accumulation_steps) {
         cx_batch_job next = batch_job(t, e, e->epoch_step, micro + 1);

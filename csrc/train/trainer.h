@@ -147,6 +147,8 @@ typedef struct {
     int64_t perm_epoch;     /* epoch `perm` belongs to (-1: none) */
     float *x, *y;           /* one micro-batch: [B, 3, H, W], [B, 1, H, W] (no prefetch) */
     cx_prefetch *prefetch;  /* the batch worker (cfg.prefetch), else NULL */
+    float *batch_dev_x[2], *batch_dev_y[2]; /* CUDA + prefetch: the device copies of the
+                                               prefetch's two buffers (copy stream) */
     double data_wait_seconds; /* run_epoch's steps waiting for their batches (the worker, or
                                  building them): about zero when prefetching keeps up */
     cx_trainer_step_info last;

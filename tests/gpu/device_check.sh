@@ -98,9 +98,12 @@ else
     echo "bench/backbone.py does not exist yet: skipped"
 fi
 
-section "bench/train_step.py (a whole training step, CPU and GPU)"
-timeout 180 "$PY" bench/train_step.py --backbone edgenext_small --img-size 256 --batch 16 \
-    --steps 3 --epochs 2 || fail "bench/train_step.py"
+section "bench/train_step.py (a whole training step: GPU fp32 and amp, the PyTorch twin)"
+# the twin needs torch and timm: with them in this Python it runs beside codext, else not
+twin=()
+"$PY" -c "import torch, timm" 2>/dev/null && twin=(--twin) || echo "no torch + timm here: the twin is not timed"
+timeout 240 "$PY" bench/train_step.py --backbone edgenext_small --img-size 256 --batch 16 \
+    --steps 3 --epochs 2 --device cuda "${twin[@]}" || fail "bench/train_step.py"
 
 section "result"
 [ "$status" -eq 0 ] && echo "device check passed" || echo "device check FAILED"

@@ -348,6 +348,11 @@ CASES = [
     conv_case("conv_dw7x7", (2, 5, 12, 13), (5, 1, 7, 7), 1, 3, 3, 1, 5),
     conv_case("conv_dw3x3_dil2", (1, 4, 11, 9), (4, 1, 3, 3), 1, 2, 2, 2, 4),
     conv_case("conv_grouped_3x", (1, 4, 8, 8), (12, 1, 3, 3), 1, 1, 1, 1, 4),
+    # depthwise (groups == in == out): our kernels, not cuDNN (kernels/device/depthwise.cuh);
+    # strided, unbiased, and big enough that each filter-gradient thread sums many terms
+    conv_case("conv_dw5x5s2", (1, 6, 13, 10), (6, 1, 5, 5), 2, 2, 2, 1, 6),
+    conv_case("conv_dw3x3_no_bias", (2, 3, 7, 9), (3, 1, 3, 3), 1, 1, 1, 1, 3, bias=False),
+    conv_case("conv_dw3x3_big", (2, 3, 40, 37), (3, 1, 3, 3), 1, 1, 1, 1, 3),
     conv_case("conv1x1_no_bias", (2, 10, 5, 5), (7, 10, 1, 1), 1, 0, 0, 1, 1, bias=False),
     conv_case("conv3x3s2_odd", (1, 3, 9, 7), (5, 3, 3, 3), 2, 1, 1, 1, 1),
     pool_case("avgpool3x3s2", "avgpool2d", (2, 3, 9, 7), (3, 2, 1, 1)),
