@@ -468,8 +468,12 @@ static void *host_alloc(cx_backend *be, size_t bytes) {
 }
 
 static void host_free(cx_backend *be, void *ptr) {
-    if (ptr)
-        cu_ok_cuda(cu_get(be), cudaFreeHost(ptr), "cudaFreeHost");
+    cu_state *st = cu_get(be);
+    if (!ptr)
+        return;
+    if (st->copy_stream) /* an upload queued from this buffer may still be running */
+        cu_ok_cuda(st, cudaStreamSynchronize(st->copy_stream), "copy stream (host_free)");
+    cu_ok_cuda(st, cudaFreeHost(ptr), "cudaFreeHost");
 }
 
 /* ---- stream marks ---- */
@@ -496,7 +500,11 @@ static cx_status stream_wait_mark(cx_backend *be, int slot) {
     cu_state *st = cu_get(be);
     if (slot < 0 || slot >= CX_CUDA_MARKS || !st->marks[slot])
         return st->fail(CX_EINVAL, "stream mark slot %d was never recorded", slot);
-    cudaError_t e = cudaEventSynchronize(st->marks[slot]);
+    /* another thread (the trainer's communication thread): its current device is 0 until
+     * set, and a call on device 0 would make a context there for nothing */
+    cudaError_t e = cudaSetDevice(st->device);
+    if (e == cudaSuccess)
+        e = cudaEventSynchronize(st->marks[slot]);
     if (e != cudaSuccess)
         return st->fail(CX_ERUNTIME, "waiting for stream mark %d on device %d: %s", slot,
                         st->device, cudaGetErrorString(e));
@@ -505,7 +513,9 @@ static cx_status stream_wait_mark(cx_backend *be, int slot) {
 
 static cx_status memory_info(cx_backend *be, size_t *free_bytes, size_t *total_bytes) {
     cu_state *st = cu_get(be);
-    cudaError_t e = cudaMemGetInfo(free_bytes, total_bytes);
+    cudaError_t e = cudaSetDevice(st->device);
+    if (e == cudaSuccess)
+        e = cudaMemGetInfo(free_bytes, total_bytes);
     if (e != cudaSuccess)
         return st->fail(CX_ERUNTIME, "cudaMemGetInfo on device %d: %s", st->device,
                         cudaGetErrorString(e));
@@ -521,8 +531,15 @@ static cx_status copy_stream_setup(cx_backend *be) {
     cudaError_t e = cudaStreamCreateWithFlags(&st->copy_stream, cudaStreamNonBlocking);
     for (int i = 0; i < CX_CUDA_COPY_SLOTS && e == cudaSuccess; i++)
         e = cudaEventCreateWithFlags(&st->copy_done[i], cudaEventDisableTiming);
-    if (e != cudaSuccess) {
+    if (e != cudaSuccess) { /* undo, so that a later setup tries again from nothing */
         cudaGetLastError();
+        for (int i = 0; i < CX_CUDA_COPY_SLOTS; i++)
+            if (st->copy_done[i])
+                cudaEventDestroy(st->copy_done[i]);
+        if (st->copy_stream)
+            cudaStreamDestroy(st->copy_stream);
+        memset(st->copy_done, 0, sizeof st->copy_done);
+        st->copy_stream = NULL;
         return st->fail(CX_ERUNTIME, "creating the copy stream on device %d: %s", st->device,
                         cudaGetErrorString(e));
     }
@@ -533,9 +550,10 @@ static cx_status copy_upload(cx_backend *be, void *dst, const void *src, size_t 
     cu_state *st = cu_get(be);
     if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
         return st->fail(CX_EINVAL, "copy_upload: slot %d without copy_stream_setup", slot);
-    cudaError_t e = bytes ? cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
-                                            st->copy_stream)
-                          : cudaSuccess;
+    /* the prefetch's worker thread: its current device is 0 until set (stream_wait_mark) */
+    cudaError_t e = cudaSetDevice(st->device);
+    if (e == cudaSuccess && bytes)
+        e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, st->copy_stream);
     if (e == cudaSuccess)
         e = cudaEventRecord(st->copy_done[slot], st->copy_stream);
     if (e != cudaSuccess)

@@ -1,5 +1,7 @@
 """Plays a notebook for tests/test_launch.py: runs codext.launch's workers on a job given
-as JSON in argv[1] and prints what happened (KeyboardInterrupt, an error or the result)."""
+as JSON in argv[1] ({"job": ..., "nprocs": ...}, or {"launch": Config fields, "nprocs":
+...} for a real codext.launch training run) and prints what happened (KeyboardInterrupt,
+an error or the result)."""
 import json
 import signal
 import sys
@@ -15,10 +17,17 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     try:
-        result = run_workers(args["job"], args["nprocs"], timeout=args.get("timeout"),
-                                    log=lambda line: print(line, flush=True),
-                                    env=args.get("env"))
-        print("RESULT", json.dumps(result), flush=True)
+        if "launch" in args:  # a real training run: codext.launch(Config(**launch), ...)
+            import codext
+            result = codext.launch(codext.Config(**args["launch"]), nprocs=args["nprocs"],
+                                   timeout=args.get("timeout"),
+                                   log=lambda line: print(line, flush=True))
+            print("RESULT", json.dumps({"epochs": len(result.history["epoch"])}), flush=True)
+        else:
+            result = run_workers(args["job"], args["nprocs"], timeout=args.get("timeout"),
+                                 log=lambda line: print(line, flush=True),
+                                 env=args.get("env"))
+            print("RESULT", json.dumps(result), flush=True)
     except KeyboardInterrupt:
         print("KEYBOARD-INTERRUPT", flush=True)
     except Exception as e:

@@ -153,6 +153,42 @@ def test_sigint_stops_the_workers_and_raises_keyboardinterrupt(mark, group):
     assert marked(mark) == [] and our_segments(nb.pid) == []
 
 
+def test_sigint_during_training_keeps_the_last_checkpoint_which_resumes(mark, tmp_path):
+    """Ctrl-C in the middle of a real launch: rank 1 hangs in the second epoch's first step
+    (CODEXT_FAULT), after the first epoch's checkpoint set was written; SIGINT to the
+    notebook stops every worker within 5 s and raises KeyboardInterrupt, nothing is left
+    behind, and the run resumes from that checkpoint to the end with two workers."""
+    folder = tmp_path / "run"
+    fields = dict(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=2, img_size=32,
+                  epochs=3, stage1_epochs=1, lr=1e-3, synthetic_train=8, synthetic_test=2,
+                  seed=3, amp=False, num_threads=1, batch_size=2, device="cpu",
+                  checkpoint_dir=str(folder))
+    env = dict(os.environ, CODEXT_TEST_MARK=mark, CODEXT_FAULT="1:2:hang",  # 2 steps an epoch
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    nb = subprocess.Popen([sys.executable, os.path.join(HERE, "launch_notebook.py"),
+                           json.dumps({"launch": fields, "nprocs": 2, "timeout": 60})],
+                          stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (folder / "history.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (folder / "history.json").exists(), "the first epoch's checkpoint never came"
+        time.sleep(0.5)  # rank 1 is hanging in step 2, rank 0 waits for it in a collective
+        t0 = time.monotonic()
+        nb.send_signal(signal.SIGINT)
+        out = nb.communicate(timeout=15)[0]
+        assert time.monotonic() - t0 < 5, out
+        assert "KEYBOARD-INTERRUPT" in out, out
+    finally:
+        if nb.poll() is None:
+            nb.kill()
+            nb.wait()
+    assert marked(mark) == [] and our_segments(nb.pid) == []
+    result = codext.launch(codext.Config(**fields), nprocs=2, resume=str(folder), log=None,
+                           timeout=60)
+    assert len(result.history["epoch"]) == 3 and result.history["epoch"][0] == 0
+
+
 def test_workers_die_with_a_killed_notebook(mark):
     nb = _notebook(mark, {"job": {"kind": "selftest", "n": 10, "steps": 5}, "nprocs": 2,
                           "timeout": 60, "env": {"CODEXT_FAULT": "1:1:hang"}})

@@ -101,8 +101,8 @@ def test_the_saved_scale_carries_over_only_between_runs_that_scale(tmp_path):
     """The state file records whether its scale is live ("loss_scaling"): a run that starts
     scaling (a CPU or bf16 run resumed on an fp16 GPU) starts from loss_scale_init, not from
     the 1 an unscaled run saved; scaled runs carry their scale; a run that stops keeps 1.
-    A file written before the key existed reads as unscaled; any other value is refused,
-    naming the file."""
+    A file written before the key existed is judged by its scale; any other value of the
+    key is refused, naming the file."""
     from test_bad_input_rundir import set_meta
     data = codext.data.synthetic(N_TRAIN, 0, 32, seed=2)
 
@@ -132,8 +132,12 @@ def test_the_saved_scale_carries_over_only_between_runs_that_scale(tmp_path):
     assert (starts["loss_scale"], starts["loss_scale_good_steps"]) == (2.0 ** 16, 0)
     assert loaded(scaled_file, **dict(scaled, loss_scale_init=2.0 ** 16))["loss_scale"] == 2.0 ** 12
     assert loaded(scaled_file)["loss_scale"] == 1.0
-    set_meta(scaled_file, loss_scaling=None)  # as written before the key existed
-    assert loaded(scaled_file, **dict(scaled, loss_scale_init=2.0 ** 16))["loss_scale"] == 2.0 ** 16
+    # files written before the key existed: a scale that moved (or counted good steps) was
+    # live and carries over; 1 with no good steps was not, and the scaled run starts afresh
+    set_meta(scaled_file, loss_scaling=None)
+    assert loaded(scaled_file, **dict(scaled, loss_scale_init=2.0 ** 16))["loss_scale"] == 2.0 ** 12
+    set_meta(plain_file, loss_scaling=None)
+    assert loaded(plain_file, **dict(scaled, loss_scale_init=2.0 ** 16))["loss_scale"] == 2.0 ** 16
     for bad in ("2", "-1", "yes"):
         set_meta(scaled_file, loss_scaling=bad)
         with pytest.raises(OSError, match=f"{scaled_file}: training state (metadata )?\"?loss_scaling"):

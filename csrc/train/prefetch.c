@@ -122,10 +122,11 @@ cx_status cx_prefetch_create(size_t x_floats, size_t y_floats, cx_host_alloc_fn 
     if (!ok) {
         free_buffers(p);
         free(p);
-        /* host_alloc reported its own error (pinned memory); say what it was for */
-        return cx_fail(CX_ENOMEM, "no %shost memory for two batch buffers of %zu floats%s%s",
-                       alloc ? "pinned " : "", x_floats + y_floats, alloc ? ": " : "",
-                       alloc ? cx_last_error() : "");
+        if (alloc) /* host_alloc reported its own error: say what it was for, before it */
+            return cx_fail_context(CX_ENOMEM, "no pinned host memory for two batch buffers of "
+                                   "%zu floats: ", x_floats + y_floats);
+        return cx_fail(CX_ENOMEM, "no host memory for two batch buffers of %zu floats",
+                       x_floats + y_floats);
     }
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);

@@ -286,9 +286,11 @@ static cx_status load_from(cx_st_file *file, const cx_param_table *table, cx_tra
     CX_TRY(meta_int(file, "stage_step", 0, &state->stage_step));
     CX_TRY(meta_int(file, "ema_updates", 0, &state->ema_updates));
     CX_TRY(meta_int(file, "loss_scale_good_steps", 0, &state->loss_scale_good_steps));
-    int64_t scaling = 0; /* absent in files written before it existed: not scaling */
+    int64_t scaling = 0;
     if (cx_train_state_meta(file, "loss_scaling"))
         CX_TRY(meta_int(file, "loss_scaling", 0, &scaling));
+    else /* a file written before the key existed: a scale that moved was live */
+        scaling = -1;
     if (scaling > 1)
         return cx_fail(CX_EIO, "%s: training state loss_scaling %lld is not 0 or 1", file->path,
                        (long long)scaling);
@@ -308,6 +310,8 @@ static cx_status load_from(cx_st_file *file, const cx_param_table *table, cx_tra
         return cx_fail(CX_EIO, "%s: training state loss_scale \"%.40s\" is not a positive number",
                        file->path, text);
     state->loss_scale = scale;
+    if (scaling < 0)
+        state->loss_scaling = scale != 1.0 || state->loss_scale_good_steps > 0;
     CX_TRY(meta_text(file, "param_steps", &text));
     CX_TRY(parse_steps(file, text, table->count, state->param_steps));
     /* zero first: moments of parameters with step count 0 are not stored */

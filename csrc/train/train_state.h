@@ -33,8 +33,9 @@ typedef struct {
     /* EMA */
     int64_t ema_updates;   /* updates done = t of the next update */
     /* mixed precision (dynamic loss scaling; 1 and 0 without AMP) */
-    int loss_scaling;      /* the scale below is live (the run scales its loss: fp16); files
-                              written before this field read as 0 */
+    int loss_scaling;      /* the scale below is live (the run scales its loss: fp16); a file
+                              written before this field: live when the scale is not 1 or
+                              its good-step count is not 0 */
     double loss_scale;
     int64_t loss_scale_good_steps; /* finite steps since the scale last changed */
     /* buffers in the parameter table's layout, owned by the caller */

@@ -252,8 +252,8 @@ void cx_trainer_free(cx_trainer *t) {
     if (!t)
         return;
     cx_prefetch_free(t->prefetch); /* joins the worker first: it reads the data */
-    for (int i = 0; i < 2; i++) { /* the copy stream is idle: the prefetch is joined and
-                                     every upload was waited for by a finished step */
+    for (int i = 0; i < 2; i++) { /* the copy stream is idle: freeing the prefetch's pinned
+                                     buffers waited for it (host_free) */
         if (t->batch_dev_x[i])
             t->model->be->free(t->model->be, t->batch_dev_x[i]);
         if (t->batch_dev_y[i])
@@ -399,8 +399,13 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
                 note_routing(t);
             /* the twin: (loss / A).backward(), of loss x scale under loss scaling; the last
              * one averages gradient buckets over the ranks as they become final */
-            if (micro == A - 1)
+            if (micro == A - 1) {
+                /* tests: the fault's infinity goes in before the last backward (gradients
+                 * add up, so it stays), not after it: by then the communication thread may
+                 * already be averaging the buckets */
+                cx_trainer_inject_overflow(t);
                 cx_trainer_ddp_backward_begins(t);
+            }
             st = cx_cod_backward(m, (float)(s->loss_scale / A), train_backbone);
             cx_trainer_ddp_backward_ends(t);
         }
@@ -411,8 +416,6 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
         CX_TRY(st);
         loss_sum += m->parts.total;
     }
-    if (!oom_ranks)
-        cx_trainer_inject_overflow(t);
     if (t->comm) {
         double began = monotonic_seconds();
         CX_TRY(cx_trainer_ddp_reduce(t, sparse, &loss_sum, &oom_ranks));
