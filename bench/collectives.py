@@ -12,8 +12,16 @@ of the same bytes in one process. The all-reduce moves each byte about 3 times p
 machine expect it a few times below memcpy. On 2 shared cores the ranks also compete with
 everything else running.
 
-Measured (2 ranks, best of 20, 2-core VM shared with other jobs, load average ~9.5, so the
-all-reduce mostly waits for the other rank to be scheduled):
+Measured on a quiet 2-core VM (2 ranks, best of 10, 2026-12-06, `python bench/collectives.py`):
+
+    gradient of                                 MiB  all-reduce ms    GB/s  memcpy ms    GB/s  ratio
+    edgenext_xx_small, D 32, 7 experts          5.1           0.80    6.69       0.12   44.02    6.6x
+    edgenext_base, D 64, 7 experts             71.1          15.99    4.66       5.37   13.90    3.0x
+
+At the full model's size the all-reduce costs 3x a memcpy, which is what moving each byte
+3 times costs; the small gradient fits in cache for the memcpy, not for the 2-rank
+exchange. Earlier, on the same kind of VM shared with other jobs (load average ~9.5, so
+the all-reduce mostly waited for the other rank to be scheduled; best of 20):
 
     gradient of                                 MiB  all-reduce ms    GB/s  memcpy ms    GB/s  ratio
     edgenext_xx_small, D 32, 7 experts          5.1           6.89    0.78       0.33   16.26   20.9x
