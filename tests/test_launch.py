@@ -106,9 +106,9 @@ def test_hang_times_out_naming_the_stalled_rank(mark, how, monkeypatch):
     assert our_segments() == []
 
 
-def _notebook(mark, args):
+def _notebook(mark, args, **env_extra):
     env = dict(os.environ, CODEXT_TEST_MARK=mark,
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
     return subprocess.Popen([sys.executable, os.path.join(HERE, "launch_notebook.py"),
                              json.dumps(args)], stdout=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
@@ -163,11 +163,8 @@ def test_sigint_during_training_keeps_the_last_checkpoint_which_resumes(mark, tm
                   epochs=3, stage1_epochs=1, lr=1e-3, synthetic_train=8, synthetic_test=2,
                   seed=3, amp=False, num_threads=1, batch_size=2, device="cpu",
                   checkpoint_dir=str(folder))
-    env = dict(os.environ, CODEXT_TEST_MARK=mark, CODEXT_FAULT="1:2:hang",  # 2 steps an epoch
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    nb = subprocess.Popen([sys.executable, os.path.join(HERE, "launch_notebook.py"),
-                           json.dumps({"launch": fields, "nprocs": 2, "timeout": 60})],
-                          stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    nb = _notebook(mark, {"launch": fields, "nprocs": 2, "timeout": 60},
+                   CODEXT_FAULT="1:2:hang")  # 2 steps an epoch: rank 1 hangs in epoch 2
     try:
         deadline = time.monotonic() + 60
         while not (folder / "history.json").exists() and time.monotonic() < deadline:

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define MAX_RELEASES CX_CUDA_MARKS
 
@@ -28,15 +27,8 @@ struct cx_buckets {
     size_t release_offset[MAX_RELEASES];
     cx_status status;
     char error[512];
-    double last_wait;
     int64_t last_early; /* buckets of the last step released before finish */
 };
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Under lock: the low end of the bucket below hi. */
 static size_t bucket_lo(const cx_buckets *b, size_t hi) {
@@ -169,7 +161,6 @@ void cx_buckets_grads_final(void *ctx, size_t offset) {
 }
 
 cx_status cx_buckets_finish(cx_buckets *b) {
-    double began = now_seconds();
     pthread_mutex_lock(&b->lock);
     if (!b->active) { /* a step whose last backward never ran: every bucket now */
         pthread_mutex_unlock(&b->lock);
@@ -190,11 +181,8 @@ cx_status cx_buckets_finish(cx_buckets *b) {
     cx_status st = b->status;
     char error[sizeof b->error];
     memcpy(error, b->error, sizeof error);
-    b->last_wait = now_seconds() - began;
     pthread_mutex_unlock(&b->lock);
     return st == CX_OK ? CX_OK : cx_fail(st, "%s", error);
 }
-
-double cx_buckets_last_wait(const cx_buckets *b) { return b->last_wait; }
 
 int64_t cx_buckets_early(const cx_buckets *b) { return b->last_early; }

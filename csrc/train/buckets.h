@@ -49,10 +49,9 @@ void cx_buckets_grads_final(void *ctx, size_t offset);
  * the first error (with its message). */
 cx_status cx_buckets_finish(cx_buckets *b);
 
-/* Seconds the last finish waited for the thread (communication not hidden by backward),
- * and how many of its step's buckets the backward released (the thread could average
- * them while the backward ran; how many it did is a matter of timing). */
-double cx_buckets_last_wait(const cx_buckets *b);
+/* How many of the last finished step's buckets the backward released (the thread could
+ * average them while the backward ran; how many it did is a matter of timing; the time
+ * the step waited is the trainer's comm_seconds). */
 int64_t cx_buckets_early(const cx_buckets *b);
 
 #endif

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct cx_prefetch {
     float *x[2], *y[2];
@@ -32,12 +31,6 @@ struct cx_prefetch {
 
     int64_t hits, misses;
 };
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* The batch of job j into buffer `slot`, then the ready hook. */
 static cx_status build(const cx_prefetch *p, const cx_batch_job *j, int slot) {
@@ -165,12 +158,11 @@ static int fits(const cx_prefetch *p, const cx_batch_job *job) {
 }
 
 cx_status cx_prefetch_take(cx_prefetch *p, const cx_batch_job *job, const float **x,
-                           const float **y, int *slot_out, double *waited) {
+                           const float **y, int *slot_out) {
     if (!fits(p, job))
         return cx_fail(CX_EINVAL, "prefetch: a batch of %lld images of %dx%d does not fit "
                        "buffers of %zu floats", (long long)job->batch, job->height, job->width,
                        p->x_floats);
-    double began = now_seconds();
     pthread_mutex_lock(&p->lock);
     int hit = p->asked && same_job(&p->job, job);
     wait_finished(p); /* a stale job too: it writes a buffer this take may use */
@@ -191,7 +183,6 @@ cx_status cx_prefetch_take(cx_prefetch *p, const cx_batch_job *job, const float 
     *x = p->x[slot];
     *y = p->y[slot];
     *slot_out = slot;
-    *waited = now_seconds() - began;
     return CX_OK;
 }
 

@@ -7,8 +7,8 @@
  * batch the worker was asked for waits for it (about zero when augmenting is faster than a
  * step); any other batch (the first of a run_epoch call after an out-of-memory halving
  * changed the micro-batch, or a call on other arrays) is built on the calling thread, and
- * a stale job is finished and dropped first. The time a take waits (for the worker, or
- * building itself) is the step's data wait, which the trainer sums for the log.
+ * a stale job is finished and dropped first. The time a take takes (waiting for the
+ * worker, or building) is the step's data wait, which the trainer times and sums.
  *
  * The batch is a pure function of the job (cx_augment_batch: seed, epoch and row keys),
  * so prefetching changes no bit of any run. */
@@ -54,12 +54,12 @@ cx_status cx_prefetch_create(size_t x_floats, size_t y_floats, cx_host_alloc_fn 
 /* Finishes the worker's job, stops the thread, frees the buffers; NULL is fine. */
 void cx_prefetch_free(cx_prefetch *p);
 
-/* The batch of `job` into *x, *y (valid until the ask that follows the next take; the
- * batch must fit the buffers). *waited: the seconds this call waited for the worker or built
- * the batch itself. An error of the worker's augmentation is reported here, with its
+/* The batch of `job` into *x, *y and its buffer into *slot (valid until the ask that follows
+ * the next take; the batch must fit the buffers), waiting for the worker or building it
+ * here (the caller times this: its data wait). An error of the worker's augmentation is reported here, with its
  * message. */
 cx_status cx_prefetch_take(cx_prefetch *p, const cx_batch_job *job, const float **x,
-                           const float **y, int *slot, double *waited);
+                           const float **y, int *slot);
 /* Starts building `next` on the worker, into the buffer the last take did not hand out.
  * A job still running is finished first (and dropped). A batch that does not fit the
  * buffers is not asked for (its take will say why). */

@@ -496,8 +496,8 @@ static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x
     const epoch_batches *e = ctx;
     cx_batch_job job = batch_job(t, e, e->epoch_step, micro);
     *on_device = 0;
+    double began = monotonic_seconds(); /* the step's data wait, either way */
     if (!t->prefetch) {
-        double began = monotonic_seconds();
         CX_TRY(cx_augment_batch(job.images, job.masks, job.n_images, job.height, job.width,
                                 job.rows, job.batch, job.seed, job.epoch, job.augment,
                                 &job.augment_config, t->x, t->y));
@@ -506,10 +506,9 @@ static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x
         *y = t->y;
         return CX_OK;
     }
-    double waited;
     int slot;
-    CX_TRY(cx_prefetch_take(t->prefetch, &job, x, y, &slot, &waited));
-    t->data_wait_seconds += waited;
+    CX_TRY(cx_prefetch_take(t->prefetch, &job, x, y, &slot));
+    t->data_wait_seconds += monotonic_seconds() - began;
     if (t->batch_dev_x[0]) { /* uploaded on the copy stream: the step's stream waits for it */
         CX_TRY(t->dev->api->wait_copy(t->model->be, slot));
         *x = t->batch_dev_x[slot];
