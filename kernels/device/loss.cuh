@@ -50,7 +50,7 @@ __global__ void loss_box_rows_kernel(size_t n, int w, const float *target, doubl
 static __device__ void loss_block_sum(double *shared) {
     for (int half = LOSS_BLOCK / 2; half > 0; half /= 2) {
         __syncthreads();
-        if (threadIdx.x < half)
+        if ((int)threadIdx.x < half)
             shared[threadIdx.x] += shared[threadIdx.x + half];
     }
     __syncthreads();

@@ -63,7 +63,7 @@ static __device__ float block_sum(float value, float *shared) {
     shared[threadIdx.x] = value;
     __syncthreads();
     for (int half = CHANNEL_BLOCK / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half)
+        if ((int)threadIdx.x < half)
             shared[threadIdx.x] += shared[threadIdx.x + half];
         __syncthreads();
     }
