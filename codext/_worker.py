@@ -8,8 +8,12 @@ to the launcher: "result" from rank 0, "error" with the traceback from any rank)
 dataset's memfds (mapped read-only). Its stdout and stderr are a pipe the launcher reads.
 
 Fault injection for tests: CODEXT_FAULT="rank:step:kind[,rank:step:kind...]" with kind
-kill (SIGKILL itself), raise (RuntimeError), hang (sleeps forever, so its peers wait in
-their next collective) or oom before global step `step` on rank `rank`. In training, oom
+kill (SIGKILL itself, first printing the time it did so: `injected kill: ... at unix time
+T`), raise (RuntimeError), hang or oom at global step `step` on rank `rank`. A hang stalls
+inside the step's first all-reduce (the rank has posted its data and passed the first
+barrier, then never finishes the collective; comm.h, stall_next_all_reduce), so its peers
+wait in the middle of that collective; without a communicator of two or more ranks it
+sleeps forever before the step. In training, oom
 is reported by the C step itself (Trainer.inject_oom): every rank then halves the
 micro-batch and runs the step again (docs/distributed.md); in the selftest job it raises
 MemoryError.
@@ -52,15 +56,23 @@ def parse_faults(text):
     return faults
 
 
-def inject(kind, rank, step):
+def inject(kind, rank, step, comm=None):
+    """Fires the fault `kind` (see the module's docstring). Returns only for a hang armed
+    in `comm` (the next all-reduce stalls) or raises; kill and a comm-less hang never return."""
     where = f"rank {rank} before step {step} (CODEXT_FAULT)"
     if kind == "kill":
+        print(f"injected kill: {where} at unix time {time.time():.3f}", flush=True)
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "raise":
         raise RuntimeError(f"injected fault: {where}")
     if kind == "oom":
         raise MemoryError(f"injected out-of-memory: {where}")
+    if kind == "hang" and comm is not None and comm.world > 1:
+        print(f"injected hang: rank {rank} stalls inside the first all-reduce of step {step} "
+              f"(CODEXT_FAULT) from unix time {time.time():.3f}", flush=True)
+        comm.stall_next_all_reduce()
+        return
     if kind == "hang":
         print(f"injected hang: {where}", flush=True)
         while True:
@@ -93,7 +105,7 @@ def selftest(job, conn, faults):
     print(f"selftest: {world} ranks, {job['steps']} all-reduces of {buf.size} floats", flush=True)
     for step in range(int(job["steps"])):
         if (rank, step) in faults:
-            inject(faults[(rank, step)], rank, step)
+            inject(faults[(rank, step)], rank, step, conn.comm)
         buf[:] = rank + 1
         conn.comm.all_reduce(buf)
         if not np.all(buf == expected):

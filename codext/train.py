@@ -489,7 +489,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
             if fault > first:
                 done = trainer.run_epoch(train_split.images, train_split.masks, loss_buf, lr_buf,
                                          max_steps=fault - first)
-            inject(faults[(rank, fault)], rank, fault)
+            inject(faults[(rank, fault)], rank, fault, conn.comm)  # a hang returns, armed
         done += _run_steps(trainer, train_split, loss_buf, lr_buf, live, epoch)
         seconds = time.perf_counter() - t0
         data_wait_ms = 1e3 * (trainer.state()["data_wait_seconds"] - waited_before) / max(spe, 1)

@@ -1,6 +1,6 @@
 """A rank for tests/test_collectives.py: python comm_worker.py NAME RANK WORLD ACTION OUT
 
-ACTION is a JSON dict: {"op": "all_reduce" | "broadcast" | "stall" | "exit" | "abort",
+ACTION is a JSON dict: {"op": "all_reduce" | "broadcast" | "stall" | "stall_inside" | "exit" | "abort",
 "n": floats, "capacity": floats per chunk, "timeout": s, "delay": s before the op,
 "seed": data seed, "root": broadcast root, "repeat": calls}. Results go to OUT (.npy) or,
 for a failure, OUT + ".err" (the exception text)."""
@@ -29,6 +29,8 @@ def main():
         if op == "stall" and rank == action.get("who", 1):
             time.sleep(60)
             return
+        if op == "stall_inside" and rank == action.get("who", 1):
+            comm.stall_next_all_reduce()  # CODEXT_FAULT's hang: wedged mid-collective
         if op == "exit" and rank == action.get("who", 1):
             os._exit(3)
         if op == "abort" and rank == action.get("who", 1):

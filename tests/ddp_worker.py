@@ -13,7 +13,9 @@ run_ranks sets, so a device rank takes NCCL when the CUDA library provides it, o
 memory under CODEXT_GPU_TRANSPORT=shm; else a ShmComm named SHM_NAME), timeout (s, 30),
 abort_rank (that rank aborts the communicator right after joining and fails; the others
 must fail in their next collective), stall_rank (that rank connects, then sleeps twice the
-timeout without taking part and fails), overlap (default true: gradient buckets averaged
+timeout without taking part and fails), stall_inside_rank (that rank arms the hang fault of
+CODEXT_FAULT, comm.stall_next_all_reduce: it stalls inside its first training all-reduce
+until its communicator is aborted), overlap (default true: gradient buckets averaged
 while the last backward runs; false: after it), bucket_floats (0: the trainer's default). Failures go to OUT.err as "Type: message [after T s]"
 (T: seconds since the worker started)."""
 import json
@@ -60,6 +62,8 @@ if __name__ == "__main__":
         if args.get("oom_step", -1) >= 0 and rank == args.get("oom_rank", rank):
             trainer.inject_oom(args["oom_step"])
         trainer.set_comm(comm)
+        if rank == args.get("stall_inside_rank", -1):
+            comm.stall_next_all_reduce()
         if rank == args.get("abort_rank", -1):
             comm.abort(f"rank {rank} aborts on purpose")
             raise RuntimeError(f"rank {rank} aborted the communicator on purpose")

@@ -96,6 +96,20 @@ def test_stalled_rank_is_named_after_the_timeout(tmp_path):
     assert elapsed < 15
 
 
+def test_a_rank_stalled_inside_an_all_reduce_is_named_and_woken_by_the_abort(tmp_path):
+    """The hang fault (stall_next_all_reduce): rank 1 posts its chunk and passes the first
+    barrier, then stops; rank 0 waits in the middle of the collective, times out naming
+    rank 1, and its abort wakes rank 1, whose call fails with that reason (no process is
+    left wedged once the run is aborted)."""
+    results, errors, elapsed, _ = run_ranks(
+        2, {"op": "stall_inside", "n": 3000, "capacity": 1000, "timeout": 1.5}, tmp_path, wait=20)
+    assert errors[0] is not None and "timed out after 1.5 s" in errors[0], errors
+    assert "rank 1 did not arrive (stalled)" in errors[0]
+    assert errors[1] is not None and "rank 1 did not arrive (stalled)" in errors[1], errors
+    assert results == [None, None]
+    assert elapsed < 15
+
+
 def test_a_dead_peer_is_reported_without_waiting_for_the_timeout(tmp_path):
     t0 = time.monotonic()
     results, errors, elapsed, _ = run_ranks(2, {"op": "exit", "n": 10, "timeout": 30}, tmp_path,

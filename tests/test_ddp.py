@@ -28,12 +28,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def run_ranks(world, args, tmp_path, env=None, timeout=50, ranks=None, check=True):
+def run_ranks(world, args, tmp_path, env=None, timeout=50, ranks=None, check=True, wait_for=None):
     """Runs `world` ranks of ddp_worker.py (args: its JSON; env: the base environment, by
     default this process's) and returns each rank's saved arrays. With args["connect"] each
     rank gets torchrun's variables (a fresh port, a store secret) to join through
     codext._dist.connect. ranks: the ranks to start (default all; the others never join).
-    check=False: returns {rank: error text or None} instead of asserting that none failed."""
+    check=False: returns {rank: error text or None} instead of asserting that none failed.
+    wait_for: the ranks whose end ends the run (default all started); the rest are killed."""
     name = f"/codext-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     base = os.environ if env is None else env
     env = dict(base, PYTHONPATH=ROOT + os.pathsep + base.get("PYTHONPATH", ""),
@@ -50,8 +51,9 @@ def run_ranks(world, args, tmp_path, env=None, timeout=50, ranks=None, check=Tru
                                str(world), outs[r], json.dumps(args)],
                               env=dict(env, **per_rank[r])) for r in ranks]
     try:
-        for p in procs:
-            p.wait(timeout=timeout)
+        for r, p in zip(ranks, procs):
+            if wait_for is None or r in wait_for:
+                p.wait(timeout=timeout)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -56,6 +56,20 @@ def test_a_rank_that_stops_taking_part_times_out_the_collective(emulated, librar
     assert "stalled on purpose" in (errors[1] or ""), errors[1]
 
 
+def test_a_rank_stalled_inside_a_gradient_all_reduce_times_out_its_peer(emulated, library, tmp_path):
+    """CODEXT_FAULT's hang over NCCL: rank 1 joins, takes part in the join's broadcast, then
+    never enqueues its first training all-reduce; rank 0's NCCL call in that step fails
+    after the timeout (its watchdog), naming the operation. (Rank 1 stays wedged, as a
+    real one would: the launcher kills it; here run_ranks does.)"""
+    compiler, _ = emulated
+    args = dict(ARGS, device="cuda", connect=True, timeout=3, stall_inside_rank=1)
+    errors = run_ranks(2, args, tmp_path, env=emulated_env(library, compiler), timeout=120,
+                       check=False, wait_for=[0])
+    error = errors[0]
+    # the first gradient bucket (ncclAvg, on the communication thread during the backward)
+    assert error and "NCCL all_reduce (ncclAvg) on rank 0 of 2 did not complete within the timeout of 3 s" in error, error
+
+
 def test_an_abort_on_one_rank_fails_the_other_at_once(emulated, library, tmp_path):
     compiler, _ = emulated
     args = dict(ARGS, device="cuda", connect=True, timeout=120, abort_rank=1)

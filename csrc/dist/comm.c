@@ -1,6 +1,8 @@
 /* Backend-independent checks of the collectives (see comm.h). */
 #include "comm.h"
 
+#include <time.h>
+
 cx_status cx_comm_all_reduce_sum(cx_comm *comm, float *data, size_t n) {
     if (!comm)
         return cx_fail(CX_EINVAL, "all_reduce on a closed communicator");
@@ -76,4 +78,15 @@ void cx_comm_abort(cx_comm *comm, const char *reason) {
 void cx_comm_destroy(cx_comm *comm) {
     if (comm)
         comm->ops->destroy(comm);
+}
+
+void cx_comm_stall_next_all_reduce(cx_comm *comm) {
+    if (comm)
+        comm->stall_next_all_reduce = 1;
+}
+
+void cx_comm_stall_until_aborted(cx_comm *comm, int (*aborted)(cx_comm *comm)) {
+    struct timespec slice = {0, 20000000L};
+    while (!aborted(comm))
+        nanosleep(&slice, NULL);
 }

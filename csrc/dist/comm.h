@@ -72,6 +72,12 @@ struct cx_comm {
     const cx_comm_ops *ops;
     int rank, world;
     double timeout_s; /* per call; <= 0: wait forever */
+    /* Fault injection for tests (CODEXT_FAULT's "hang", codext/_worker.py): 1 makes this
+     * rank's next all-reduce stall INSIDE the collective (shm: after its data is posted and
+     * the first barrier passed, so its peers wait in the second; NCCL: before the
+     * enqueue) until the communicator is aborted, as a rank wedged mid-collective would.
+     * Set with cx_comm_stall_next_all_reduce while no collective runs. */
+    int stall_next_all_reduce;
 };
 
 /* Thin wrappers that check the arguments every backend shares. These three take the
@@ -89,6 +95,10 @@ cx_status cx_comm_host_broadcast(cx_comm *comm, void *data, size_t n_bytes, int 
 int cx_comm_device_buffers(const cx_comm *comm);
 cx_status cx_comm_barrier(cx_comm *comm);
 void cx_comm_abort(cx_comm *comm, const char *reason);
+/* See stall_next_all_reduce above. */
+void cx_comm_stall_next_all_reduce(cx_comm *comm);
+/* For the backends: sleeps in 20 ms slices until aborted(comm) is nonzero. */
+void cx_comm_stall_until_aborted(cx_comm *comm, int (*aborted)(cx_comm *comm));
 void cx_comm_destroy(cx_comm *comm);
 
 /* Shared-memory backend. `name` is a POSIX shared-memory name ("/codext-..."), unique to

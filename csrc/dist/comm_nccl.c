@@ -42,15 +42,35 @@ static cx_status check_not_aborted(nccl_comm *c, const char *what) {
     return CX_OK;
 }
 
+static int nccl_aborted(cx_comm *base) {
+    nccl_comm *c = of(base);
+    pthread_mutex_lock(&c->lock);
+    int aborted = c->aborted;
+    pthread_mutex_unlock(&c->lock);
+    return aborted;
+}
+
+/* Fault injection (comm.h): this rank never enqueues its all-reduce; its peers' NCCL
+ * calls wait until their watchdog's timeout aborts them. */
+static cx_status stall_if_asked(nccl_comm *c) {
+    if (!c->base.stall_next_all_reduce)
+        return CX_OK;
+    c->base.stall_next_all_reduce = 0;
+    cx_comm_stall_until_aborted(&c->base, nccl_aborted);
+    return check_not_aborted(c, "all_reduce");
+}
+
 static cx_status nccl_sum(cx_comm *base, float *data, size_t n) {
     nccl_comm *c = of(base);
     CX_TRY(check_not_aborted(c, "all_reduce"));
+    CX_TRY(stall_if_asked(c));
     return c->api->nccl_all_reduce(c->nccl, data, n, 0, 0);
 }
 
 static cx_status nccl_mean(cx_comm *base, float *data, size_t n) {
     nccl_comm *c = of(base);
     CX_TRY(check_not_aborted(c, "all_reduce"));
+    CX_TRY(stall_if_asked(c));
     return c->api->nccl_all_reduce(c->nccl, data, n, 1, 0);
 }
 
@@ -63,6 +83,7 @@ static cx_status nccl_bcast(cx_comm *base, void *data, size_t n_bytes, int root)
 static cx_status nccl_host_sum(cx_comm *base, float *data, size_t n) {
     nccl_comm *c = of(base);
     CX_TRY(check_not_aborted(c, "all_reduce"));
+    CX_TRY(stall_if_asked(c));
     return c->api->nccl_all_reduce(c->nccl, data, n, 0, 1);
 }
 

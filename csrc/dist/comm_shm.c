@@ -245,6 +245,10 @@ static float *slot(shm_comm *c, uint64_t chunk, int rank) {
     return c->sets + ((size_t)(chunk & 1) * (size_t)(c->base.world + 1) + (size_t)rank) * c->cap;
 }
 
+static int shm_aborted(cx_comm *base) {
+    return atomic_load(&((shm_comm *)base)->hdr->aborted) != 0;
+}
+
 static cx_status shm_all_reduce_sum(cx_comm *base, float *data, size_t n) {
     shm_comm *c = (shm_comm *)base;
     int world = base->world, rank = base->rank;
@@ -258,6 +262,11 @@ static cx_status shm_all_reduce_sum(cx_comm *base, float *data, size_t n) {
         uint64_t k = c->chunk++;
         memcpy(slot(c, k, rank), data + done, len * sizeof(float));
         CX_TRY(barrier(c));
+        if (base->stall_next_all_reduce) { /* fault injection (comm.h): wedged mid-collective */
+            base->stall_next_all_reduce = 0;
+            cx_comm_stall_until_aborted(base, shm_aborted);
+            return aborted_error(c);
+        }
         size_t begin = len * (size_t)rank / (size_t)world;
         size_t end = len * (size_t)(rank + 1) / (size_t)world;
         float *result = slot(c, k, world);

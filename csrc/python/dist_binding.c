@@ -138,6 +138,13 @@ static PyObject *comm_abort(CommObject *self, PyObject *reason) {
     Py_RETURN_NONE;
 }
 
+static PyObject *comm_stall_next_all_reduce(CommObject *self, PyObject *unused) {
+    if (!usable(self))
+        return NULL;
+    cx_comm_stall_next_all_reduce(self->comm);
+    Py_RETURN_NONE;
+}
+
 static PyObject *comm_close(CommObject *self, PyObject *unused) {
     if (self->busy) {
         PyErr_SetString(PyExc_RuntimeError, "cannot close a communicator while a collective runs");
@@ -166,6 +173,9 @@ static PyMethodDef comm_methods[] = {
     {"barrier", (PyCFunction)comm_barrier, METH_NOARGS, "Waits for every rank."},
     {"abort", (PyCFunction)comm_abort, METH_O,
      "abort(reason): fail the communicator on every rank (wakes waiting ranks)."},
+    {"stall_next_all_reduce", (PyCFunction)comm_stall_next_all_reduce, METH_NOARGS,
+     "Fault injection for tests (CODEXT_FAULT hang): this rank's next all-reduce, its own "
+     "or the trainer's, stalls inside the collective until the communicator is aborted."},
     {"close", (PyCFunction)comm_close, METH_NOARGS, "Unmaps the segment."},
     {NULL, NULL, 0, NULL},
 };
