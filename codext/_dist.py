@@ -6,9 +6,12 @@ Three ways a worker learns its place, checked against each other:
 - codext.launch() sets CODEXT_RANK, CODEXT_WORLD_SIZE, CODEXT_STORE_ADDR,
   CODEXT_STORE_PORT and CODEXT_STORE_SECRET (hex) for each worker it starts; the launcher
   hosts the store on 127.0.0.1 and has already put the segment's name in it.
-- torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT:
-  rank 0 hosts the store on MASTER_PORT (bound to 127.0.0.1 unless the run spans several
-  hosts) and publishes the segment's name.
+- torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT
+  (and TORCHELASTIC_RUN_ID): its own agent already listens on MASTER_PORT (torch's store),
+  so rank 0 hosts ours on a free port the kernel picks, on 127.0.0.1, and publishes that
+  port with the secret in the rendezvous file below, keyed by MASTER_PORT and the agent's
+  pid (every worker of one torchrun is its child: a file of an earlier run is never read).
+  Variables set by hand without TORCHELASTIC_RUN_ID: rank 0 hosts the store on MASTER_PORT.
 - srun sets SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NODELIST (the first host
   is the master; MASTER_PORT, or 29500).
 
@@ -16,9 +19,10 @@ Where two of them are set they must agree (RANK == SLURM_PROCID, ...): a mismatc
 ValueError naming both variables and values.
 
 The store's secret: CODEXT_STORE_SECRET (hex, at least 16 bytes) when set, which a
-multi-host run must set on every host (the same value). On one host without it, rank 0
-writes a fresh random secret to a file only this user can read (in $XDG_RUNTIME_DIR or
-/tmp/codext-<uid>, mode 0700/0600) keyed by the master port, and the other ranks read it.
+multi-host run must set on every host (the same value). On one host, rank 0 writes the
+store's port and a fresh random secret (or CODEXT_STORE_SECRET's) to a rendezvous file only
+this user can read (in $XDG_RUNTIME_DIR or /tmp/codext-<uid>, mode 0700/0600) keyed by the
+master port (and, under torchrun, the agent's pid), and the other ranks read it.
 """
 import dataclasses
 import os
@@ -51,6 +55,9 @@ class Place:
     master_port: int
     source: str                  # "codext.launch", "torchrun", "slurm"
     secret: bytes = None         # None: make or read the per-user secret file
+    # torchrun's agent (TORCHELASTIC_RUN_ID set): its pid. The agent holds MASTER_PORT, so
+    # our store takes a free port, published in the rendezvous file keyed by this pid.
+    agent_pid: int = None
 
     @property
     def single_host(self):
@@ -154,8 +161,10 @@ def place_from_env(env=None):
         local_rank = rank if addr in LOOPBACK else 0
     if local_world is None:
         local_world = world if addr in LOOPBACK else 1
+    agent = os.getppid() if source == "torchrun" and "TORCHELASTIC_RUN_ID" in env else None
     return Place(rank=rank, world=world, local_rank=local_rank, local_world=local_world,
-                 master_addr=addr, master_port=port, source=source, secret=_secret_from_env(env))
+                 master_addr=addr, master_port=port, source=source, secret=_secret_from_env(env),
+                 agent_pid=agent)
 
 
 # ---- the per-user secret file (one host, no CODEXT_STORE_SECRET) ------------------------------
@@ -172,27 +181,40 @@ def _secret_dir():
     return base
 
 
-def _secret_path(port):
-    return os.path.join(_secret_dir(), f"codext-store-{port}.secret")
+def _secret_path(port, agent_pid=None):
+    tail = f"-{agent_pid}" if agent_pid else ""
+    return os.path.join(_secret_dir(), f"codext-store-{port}{tail}.secret")
 
 
-def write_secret_file(port):
-    path = _secret_path(port)
-    value = secrets.token_bytes(32)
+def write_secret_file(port, store_port=None, secret=None, agent_pid=None):
+    """Rank 0's rendezvous file: the store's port and its secret (a fresh one unless given),
+    written whole (a rename) so a reader never sees half. Returns (secret, path)."""
+    path = _secret_path(port, agent_pid)
+    value = secrets.token_bytes(32) if secret is None else secret
     tmp = f"{path}.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(value)
+        f.write(b"%d\n%s\n" % (port if store_port is None else store_port, value.hex().encode()))
     os.replace(tmp, path)
     return value, path
 
 
-def read_secret_file(port):
+def read_secret_file(port, agent_pid=None):
+    """(store port, secret) from rank 0's rendezvous file, or None while it is missing or
+    not in this format (an older codext's file: rank 0 replaces it)."""
     try:
-        with open(_secret_path(port), "rb") as f:
-            return f.read()
+        with open(_secret_path(port, agent_pid), "rb") as f:
+            text = f.read()
     except FileNotFoundError:
         return None
+    try:
+        port_text, secret_text = text.split(b"\n")[:2]
+        store_port, value = int(port_text), bytes.fromhex(secret_text.decode())
+    except ValueError:
+        return None
+    if not 1 <= store_port <= 65535 or len(value) < 16:
+        return None
+    return store_port, value
 
 
 # ---- connecting ---------------------------------------------------------------------------------
@@ -322,26 +344,49 @@ def connect(place, timeout=DEFAULT_TIMEOUT, device=None):
     host = place.master_addr
     if place.source != "codext.launch" and place.rank == 0:
         bind = "127.0.0.1" if host in LOOPBACK else "0.0.0.0"
-        if secret is None:
-            secret, secret_file = write_secret_file(place.master_port)
+        # under torchrun its agent listens on MASTER_PORT: ours takes a free port
+        port = 0 if place.agent_pid else place.master_port
+        if secret is None or place.agent_pid:
+            secret = secret if secret is not None else secrets.token_bytes(32)
         try:
-            server = _C.StoreServer(bind, place.master_port, secret)
+            server = _C.StoreServer(bind, port, secret)
         except RuntimeError as e:
             raise RuntimeError(f"rank 0 cannot host the rendezvous store on port "
                                f"{place.master_port} ({place.source}'s MASTER_PORT): {e}") from None
+        if place.secret is None or place.agent_pid:
+            try:
+                _, secret_file = write_secret_file(place.master_port, server.port, secret,
+                                                   place.agent_pid)
+            except BaseException:
+                server.close()
+                raise
     if host in ("localhost", "0.0.0.0", "::1"):
         host = "127.0.0.1"
     else:
         host = socket.gethostbyname(host)
-    store = _connect_store(place, host, secret, timeout)
+    try:
+        store = _connect_store(place, host, secret, timeout)
+    except BaseException:
+        _drop(server, secret_file)
+        raise
     try:
         comm, transport = _join(place, store, timeout, device)
     except BaseException:
         store.close()
-        if server is not None:
-            server.close()
+        _drop(server, secret_file)
         raise
     return Connection(place, comm, store, server, secret_file, transport)
+
+
+def _drop(server, secret_file):
+    """Rank 0's store and rendezvous file, after a failed join."""
+    if server is not None:
+        server.close()
+    if secret_file:
+        try:
+            os.unlink(secret_file)
+        except FileNotFoundError:
+            pass
 
 
 def _join(place, store, timeout, device):
@@ -377,21 +422,22 @@ def _join(place, store, timeout, device):
 
 
 def _connect_store(place, host, secret, timeout):
-    if secret is not None:
+    if secret is not None and not place.agent_pid:
         return _C.StoreClient(host, place.master_port, secret, timeout)
-    # one host without CODEXT_STORE_SECRET: rank 0 writes the secret file; a file left by
-    # an earlier run on the same port fails the proof, so read it again until rank 0's
+    # one host: rank 0 writes the rendezvous file (the store's port and secret); a file left
+    # by an earlier run on the same port fails the proof, so read it again until rank 0's
     deadline = time.monotonic() + timeout
     while True:
-        value = read_secret_file(place.master_port)
-        if value is not None:
+        found = read_secret_file(place.master_port, place.agent_pid)
+        if found is not None:
+            store_port, value = found
             try:
-                return _C.StoreClient(host, place.master_port, value, min(5.0, timeout))
+                return _C.StoreClient(host, store_port, value if secret is None else secret,
+                                      min(5.0, timeout))
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise
         elif time.monotonic() > deadline:
-            raise RuntimeError(f"rank {place.rank}: rank 0 did not publish the store secret "
-                               f"within {timeout:.0f} s (set {ENV_SECRET} on every rank, or "
-                               f"check that rank 0 started)")
+            raise RuntimeError(f"rank {place.rank}: rank 0 did not publish the store's port and "
+                               f"secret within {timeout:.0f} s (check that rank 0 started)")
         time.sleep(0.05)

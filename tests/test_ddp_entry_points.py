@@ -8,6 +8,8 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from test_launch import marked
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,24 +33,36 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_torchrun_style_ranks_train_together(tmp_path):
-    port = free_port()
+@pytest.mark.parametrize("agent", [True, False])
+def test_torchrun_style_ranks_train_together(tmp_path, agent):
+    """As torchrun starts them. agent=True: as real torchrun does, its agent (here: this
+    test) listens on MASTER_PORT with torch's store and sets TORCHELASTIC_RUN_ID; rank 0
+    hosts ours on a free port and publishes it in the rendezvous file keyed by the agent's
+    pid (the first real torchrun run found rank 0 failing on "Address already in use").
+    agent=False: the variables set by hand; rank 0 hosts the store on MASTER_PORT."""
     ck = tmp_path / "ck"
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "codext", "train", "--use-ddp", *TINY, "--checkpoint-dir", str(ck)],
-        env=env_with(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, LOCAL_WORLD_SIZE=2,
-                     MASTER_ADDR="127.0.0.1", MASTER_PORT=port, TORCHELASTIC_RUN_ID="t"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
-        for r in range(2)]
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=50))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    with socket.socket() as agent_store:
+        agent_store.bind(("127.0.0.1", 0))
+        agent_store.listen()
+        port = agent_store.getsockname()[1] if agent else free_port()
+        if not agent:
+            agent_store.close()
+        extra = {"TORCHELASTIC_RUN_ID": "t"} if agent else {}
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "codext", "train", "--use-ddp", *TINY, "--checkpoint-dir", str(ck)],
+            env=env_with(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, LOCAL_WORLD_SIZE=2,
+                         MASTER_ADDR="127.0.0.1", MASTER_PORT=port, **extra),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+            for r in range(2)]
+        outs = []
+        try:
+            for p in procs:
+                outs.append(p.communicate(timeout=50))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out + err
     assert "epoch 2/2" in outs[0][0] and "best weights" in outs[0][0]
