@@ -341,13 +341,15 @@ def connect(place, timeout=DEFAULT_TIMEOUT, device=None):
             f"host): CPU workers communicate through shared memory on one host only, and "
             f"multi-host NCCL runs are not supported yet")
     server, secret_file, secret = None, None, place.secret
-    host = place.master_addr
+    # every rank is on this host (checked above): the store listens on loopback and is
+    # reached there, whatever MASTER_ADDR or Slurm's node list name this host as
+    host = place.master_addr if place.source == "codext.launch" else "127.0.0.1"
     if place.source != "codext.launch" and place.rank == 0:
-        bind = "127.0.0.1" if host in LOOPBACK else "0.0.0.0"
+        bind = "127.0.0.1"
         # under torchrun its agent listens on MASTER_PORT: ours takes a free port
         port = 0 if place.agent_pid else place.master_port
-        if secret is None or place.agent_pid:
-            secret = secret if secret is not None else secrets.token_bytes(32)
+        if secret is None:
+            secret = secrets.token_bytes(32)
         try:
             server = _C.StoreServer(bind, port, secret)
         except RuntimeError as e:

@@ -349,3 +349,35 @@ def test_launch_refuses_before_it_touches_the_checkpoint_folder(tmp_path, monkey
         monkeypatch.delenv("CODEXT_WORKER")
         codext.launch(cfg.replace(checkpoint_dir=str(folder / "last.safetensors" / "x")),
                       nprocs=1, log=None)
+
+
+def test_a_single_host_slurm_or_torchrun_store_listens_on_loopback_only(monkeypatch):
+    """MASTER_ADDR (or Slurm's first node) names this host by its network name: the store
+    still binds to 127.0.0.1 and the ranks reach it there (nothing listens on the network
+    for a run that never leaves this host)."""
+    seen = {}
+    real_server, real_client = _dist._C.StoreServer, _dist._C.StoreClient
+
+    def server(host, port, secret):
+        seen["bind"] = host
+        return real_server(host, port, secret)
+
+    def client(host, port, secret, timeout):
+        seen["reach"] = host
+        return real_client(host, port, secret, timeout)
+
+    monkeypatch.setattr(_dist._C, "StoreServer", server)
+    monkeypatch.setattr(_dist._C, "StoreClient", client)
+    import socket as sockets
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    place = _dist.place_from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0",
+                                  "SLURM_NNODES": "1", "MASTER_PORT": str(port),
+                                  "SLURM_JOB_NODELIST": sockets.gethostname()})
+    place = _dist.Place(**dict(place.__dict__, world=1, local_world=1))  # alone: no peer to wait for
+    conn = _dist.connect(place, timeout=10)
+    try:
+        assert seen == {"bind": "127.0.0.1", "reach": "127.0.0.1"}
+    finally:
+        conn.close()
