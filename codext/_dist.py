@@ -9,9 +9,9 @@ Three ways a worker learns its place, checked against each other:
 - torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT
   (and TORCHELASTIC_RUN_ID): its own agent already listens on MASTER_PORT (torch's store),
   so rank 0 hosts ours on a free port the kernel picks, on 127.0.0.1, and publishes that
-  port with the secret in the rendezvous file below, keyed by MASTER_PORT and the agent's
-  pid (every worker of one torchrun is its child: a file of an earlier run is never read).
-  Variables set by hand without TORCHELASTIC_RUN_ID: rank 0 hosts the store on MASTER_PORT.
+  port in the rendezvous file below, keyed by MASTER_PORT, TORCHELASTIC_RUN_ID and
+  TORCHELASTIC_RESTART_COUNT (what every worker of one attempt shares). Variables set by
+  hand without TORCHELASTIC_RUN_ID: rank 0 hosts the store on MASTER_PORT.
 - srun sets SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NODELIST (the first host
   is the master; MASTER_PORT, or 29500).
 
@@ -20,9 +20,12 @@ ValueError naming both variables and values.
 
 The store's secret: CODEXT_STORE_SECRET (hex, at least 16 bytes) when set, which a
 multi-host run must set on every host (the same value). On one host, rank 0 writes the
-store's port and a fresh random secret (or CODEXT_STORE_SECRET's) to a rendezvous file only
-this user can read (in $XDG_RUNTIME_DIR or /tmp/codext-<uid>, mode 0700/0600) keyed by the
-master port (and, under torchrun, the agent's pid), and the other ranks read it.
+store's port and, without CODEXT_STORE_SECRET, a fresh random secret to a rendezvous file
+only this user can read (in $XDG_RUNTIME_DIR or /tmp/codext-<uid>, mode 0700/0600) keyed
+by the master port (and, under torchrun, its run id and restart count); the other ranks
+read it, and rank 0 removes it once every rank has joined. A file an earlier run left
+behind under the same key can be read before rank 0 replaces it: it fails the store's
+proof (another secret) or finds no store, and the reader reads the file again.
 """
 import dataclasses
 import os
@@ -55,9 +58,10 @@ class Place:
     master_port: int
     source: str                  # "codext.launch", "torchrun", "slurm"
     secret: bytes = None         # None: make or read the per-user secret file
-    # torchrun's agent (TORCHELASTIC_RUN_ID set): its pid. The agent holds MASTER_PORT, so
-    # our store takes a free port, published in the rendezvous file keyed by this pid.
-    agent_pid: int = None
+    # under torchrun's agent (TORCHELASTIC_RUN_ID set): its run id and restart count. The
+    # agent holds MASTER_PORT, so our store takes a free port, published in the rendezvous
+    # file keyed by these. None: not under the agent.
+    agent_run: str = None
 
     @property
     def single_host(self):
@@ -161,10 +165,12 @@ def place_from_env(env=None):
         local_rank = rank if addr in LOOPBACK else 0
     if local_world is None:
         local_world = world if addr in LOOPBACK else 1
-    agent = os.getppid() if source == "torchrun" and "TORCHELASTIC_RUN_ID" in env else None
+    agent = None
+    if source == "torchrun" and "TORCHELASTIC_RUN_ID" in env:
+        agent = f"{env['TORCHELASTIC_RUN_ID']}\0{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     return Place(rank=rank, world=world, local_rank=local_rank, local_world=local_world,
                  master_addr=addr, master_port=port, source=source, secret=_secret_from_env(env),
-                 agent_pid=agent)
+                 agent_run=agent)
 
 
 # ---- the per-user secret file (one host, no CODEXT_STORE_SECRET) ------------------------------
@@ -181,15 +187,17 @@ def _secret_dir():
     return base
 
 
-def _secret_path(port, agent_pid=None):
-    tail = f"-{agent_pid}" if agent_pid else ""
+def _secret_path(port, agent_run=None):
+    # the run id is the user's text (torchrun --rdzv_id): hashed into the name
+    tail = "-" + _C.sha256(agent_run.encode()).hex()[:16] if agent_run else ""
     return os.path.join(_secret_dir(), f"codext-store-{port}{tail}.secret")
 
 
-def write_secret_file(port, store_port=None, secret=None, agent_pid=None):
-    """Rank 0's rendezvous file: the store's port and its secret (a fresh one unless given),
-    written whole (a rename) so a reader never sees half. Returns (secret, path)."""
-    path = _secret_path(port, agent_pid)
+def write_secret_file(port, store_port=None, secret=None, agent_run=None):
+    """Rank 0's rendezvous file: the store's port and the secret (a fresh one when None;
+    b"" writes none: the ranks have CODEXT_STORE_SECRET), written whole (a rename) so a
+    reader never sees half. Returns (secret, path)."""
+    path = _secret_path(port, agent_run)
     value = secrets.token_bytes(32) if secret is None else secret
     tmp = f"{path}.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -199,11 +207,11 @@ def write_secret_file(port, store_port=None, secret=None, agent_pid=None):
     return value, path
 
 
-def read_secret_file(port, agent_pid=None):
-    """(store port, secret) from rank 0's rendezvous file, or None while it is missing or
-    not in this format (an older codext's file: rank 0 replaces it)."""
+def read_secret_file(port, agent_run=None):
+    """(store port, secret or None) from rank 0's rendezvous file, or None while it is
+    missing or not in this format (an older codext's file: rank 0 replaces it)."""
     try:
-        with open(_secret_path(port, agent_pid), "rb") as f:
+        with open(_secret_path(port, agent_run), "rb") as f:
             text = f.read()
     except FileNotFoundError:
         return None
@@ -212,9 +220,9 @@ def read_secret_file(port, agent_pid=None):
         store_port, value = int(port_text), bytes.fromhex(secret_text.decode())
     except ValueError:
         return None
-    if not 1 <= store_port <= 65535 or len(value) < 16:
+    if not 1 <= store_port <= 65535 or 0 < len(value) < 16:
         return None
-    return store_port, value
+    return store_port, value or None
 
 
 # ---- connecting ---------------------------------------------------------------------------------
@@ -346,19 +354,22 @@ def connect(place, timeout=DEFAULT_TIMEOUT, device=None):
     host = place.master_addr if place.source == "codext.launch" else "127.0.0.1"
     if place.source != "codext.launch" and place.rank == 0:
         bind = "127.0.0.1"
-        # under torchrun its agent listens on MASTER_PORT: ours takes a free port
-        port = 0 if place.agent_pid else place.master_port
         if secret is None:
             secret = secrets.token_bytes(32)
         try:
-            server = _C.StoreServer(bind, port, secret)
+            if place.agent_run:  # torchrun's agent listens on MASTER_PORT: ours takes a free port
+                server = _C.StoreServer(bind, 0, secret)
+            else:
+                server = _C.StoreServer(bind, place.master_port, secret)
         except RuntimeError as e:
-            raise RuntimeError(f"rank 0 cannot host the rendezvous store on port "
-                               f"{place.master_port} ({place.source}'s MASTER_PORT): {e}") from None
-        if place.secret is None or place.agent_pid:
-            try:
-                _, secret_file = write_secret_file(place.master_port, server.port, secret,
-                                                   place.agent_pid)
+            where = ("on a free port" if place.agent_run else
+                     f"on port {place.master_port} ({place.source}'s MASTER_PORT)")
+            raise RuntimeError(f"rank 0 cannot host the rendezvous store {where}: {e}") from None
+        if place.secret is None or place.agent_run:
+            try:  # the environment's secret stays out of the file
+                _, secret_file = write_secret_file(place.master_port, server.port,
+                                                   b"" if place.secret else secret,
+                                                   place.agent_run)
             except BaseException:
                 server.close()
                 raise
@@ -373,6 +384,11 @@ def connect(place, timeout=DEFAULT_TIMEOUT, device=None):
         raise
     try:
         comm, transport = _join(place, store, timeout, device)
+        if place.source != "codext.launch" and (place.secret is None or place.agent_run):
+            # a rendezvous file: every rank has read it once every rank is past this barrier
+            comm.barrier()
+            _drop(None, secret_file)
+            secret_file = None
     except BaseException:
         store.close()
         _drop(server, secret_file)
@@ -424,14 +440,14 @@ def _join(place, store, timeout, device):
 
 
 def _connect_store(place, host, secret, timeout):
-    if secret is not None and not place.agent_pid:
+    if secret is not None and not place.agent_run:
         return _C.StoreClient(host, place.master_port, secret, timeout)
     # one host: rank 0 writes the rendezvous file (the store's port and secret); a file left
     # by an earlier run on the same port fails the proof, so read it again until rank 0's
     deadline = time.monotonic() + timeout
     while True:
-        found = read_secret_file(place.master_port, place.agent_pid)
-        if found is not None:
+        found = read_secret_file(place.master_port, place.agent_run)
+        if found is not None and (found[1] is not None or secret is not None):
             store_port, value = found
             try:
                 return _C.StoreClient(host, store_port, value if secret is None else secret,

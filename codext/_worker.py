@@ -12,8 +12,9 @@ kill (SIGKILL itself, first printing the time it did so: `injected kill: ... at 
 T`), raise (RuntimeError), hang or oom at global step `step` on rank `rank`. A hang stalls
 inside the step's first all-reduce (the rank has posted its data and passed the first
 barrier, then never finishes the collective; comm.h, stall_next_all_reduce), so its peers
-wait in the middle of that collective; without a communicator of two or more ranks it
-sleeps forever before the step. In training, oom
+wait in the middle of that collective until their timeout (the peers' abort wakes it over
+shared memory; over NCCL it stays until the launcher kills it); without a communicator of
+two or more ranks it sleeps forever before the step. In training, oom
 is reported by the C step itself (Trainer.inject_oom): every rank then halves the
 micro-batch and runs the step again (docs/distributed.md); in the selftest job it raises
 MemoryError.

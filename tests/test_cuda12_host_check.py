@@ -116,4 +116,17 @@ def test_a_cuda_header_read_from_outside_the_cuda12_folder_fails_the_check(heade
     src.write_text('#include "elsewhere/cudnn.h"\nint value = CX_NOT_CUDNN;\n')
     res = run("--clang", CLANG, "--headers", headers, str(src))
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "elsewhere/cudnn.h, not the CUDA 12 header of" in res.stdout
+    assert "elsewhere/cudnn.h: neither a CUDA 12 header of" in res.stdout
+
+
+def test_a_header_only_another_cuda_has_fails_the_check(headers, tmp_path):
+    """This machine links CUDA 13's headers into /usr/local/include, among them NCCL's
+    nccl_device.h that CUDA 12's NCCL lacks: the -isystem order cannot shadow it, so the
+    check must refuse it by where it was read."""
+    if not os.path.exists("/usr/local/include/nccl_device.h"):
+        pytest.skip("no CUDA 13 headers in /usr/local/include here")
+    src = tmp_path / "new_nccl.cu"
+    src.write_text("#include <nccl_device.h>\n")
+    res = run("--clang", CLANG, "--headers", headers, str(src))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "/usr/local/include/nccl_device.h: neither a CUDA 12 header" in res.stdout

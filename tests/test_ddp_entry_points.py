@@ -33,13 +33,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("agent", [True, False])
-def test_torchrun_style_ranks_train_together(tmp_path, agent):
+@pytest.mark.parametrize("agent,secret", [(True, False), (False, False), (True, True)])
+def test_torchrun_style_ranks_train_together(tmp_path, agent, secret):
     """As torchrun starts them. agent=True: as real torchrun does, its agent (here: this
     test) listens on MASTER_PORT with torch's store and sets TORCHELASTIC_RUN_ID; rank 0
     hosts ours on a free port and publishes it in the rendezvous file keyed by the agent's
     pid (the first real torchrun run found rank 0 failing on "Address already in use").
-    agent=False: the variables set by hand; rank 0 hosts the store on MASTER_PORT."""
+    agent=False: the variables set by hand; rank 0 hosts the store on MASTER_PORT.
+    secret: CODEXT_STORE_SECRET given (then the file carries the port only)."""
     ck = tmp_path / "ck"
     with socket.socket() as agent_store:
         agent_store.bind(("127.0.0.1", 0))
@@ -47,7 +48,9 @@ def test_torchrun_style_ranks_train_together(tmp_path, agent):
         port = agent_store.getsockname()[1] if agent else free_port()
         if not agent:
             agent_store.close()
-        extra = {"TORCHELASTIC_RUN_ID": "t"} if agent else {}
+        extra = {"TORCHELASTIC_RUN_ID": "t", "TORCHELASTIC_RESTART_COUNT": "0"} if agent else {}
+        if secret:
+            extra["CODEXT_STORE_SECRET"] = os.urandom(32).hex()
         procs = [subprocess.Popen(
             [sys.executable, "-m", "codext", "train", "--use-ddp", *TINY, "--checkpoint-dir", str(ck)],
             env=env_with(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, LOCAL_WORLD_SIZE=2,

@@ -381,3 +381,21 @@ def test_a_single_host_slurm_or_torchrun_store_listens_on_loopback_only(monkeypa
         assert seen == {"bind": "127.0.0.1", "reach": "127.0.0.1"}
     finally:
         conn.close()
+
+
+def test_the_rendezvous_file_keeps_the_environments_secret_out_and_ignores_old_formats(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(_dist, "_secret_dir", lambda: str(tmp_path))
+    run = "my run\x000"
+    secret, path = _dist.write_secret_file(29500, 41234, None, run)
+    assert _dist.read_secret_file(29500, run) == (41234, secret) and len(secret) == 32
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert _dist.read_secret_file(29500) is None            # another key: another file
+    assert _dist.read_secret_file(29500, "my run\x001") is None  # the next restart's
+    _dist.write_secret_file(29500, 41235, b"", run)          # CODEXT_STORE_SECRET: port only
+    assert open(path, "rb").read() == b"41235\n\n"
+    assert _dist.read_secret_file(29500, run) == (41235, None)
+    for old in (os.urandom(32), b"70000\nabcd\n", b"x\n", b"1\n" + b"ab" * 8 + b"\n"):
+        open(path, "wb").write(old)                          # an older codext's, or damaged
+        assert _dist.read_secret_file(29500, run) is None
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]  # no temporary left

@@ -19,10 +19,12 @@ CUDA 13 stays nvcc's check.
     python3 tools/cuda12_host_check.py [--headers DIR] [--clang clang++-19] [FILE.cu ...]
 
 --headers: a folder laid out as a CUDA install (include/, bin/, lib64/), made on first use
-from the pinned wheels (PINNED; `pip download`, about 1.7 GB fetched, 8 MB kept) and
+from the pinned wheels (PINNED; `pip download`, about 1.8 GB fetched, 23 MB kept) and
 reused after; default $CODEXT_CUDA12_HEADERS, else ~/.cache/codext-ci/cuda12-headers.
 Warnings are errors (-Wall -Wextra; -Wno-unused-parameter for the stubs of ops a library
-does not implement). Prints one line per file and the header versions checked against.
+does not implement), and so is a header read from anywhere but the CUDA 12 folder, this
+tree, clang's own headers and the C/C++ library's (/usr/include, /usr/lib/gcc). Prints one
+line per file and the header versions checked against.
 
 Exit status: 0 every file compiled; 1 a file failed; 2 no suitable clang or no headers.
 """
@@ -38,7 +40,10 @@ import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What Kaggle's GPU image has: CUDA 12.8, cuDNN 9.8, NCCL 2.25 (docs/cuda-build.md)
+# (CCCL for <nv/target>, which cuda_fp16.hpp includes; cuRAND because clang's CUDA wrapper
+# includes curand_mtgp32_kernel.h)
 PINNED = ("nvidia-cuda-runtime-cu12==12.8.*", "nvidia-cuda-nvcc-cu12==12.8.*",
+          "nvidia-cuda-cccl-cu12==12.8.*", "nvidia-curand-cu12==10.3.9.*",
           "nvidia-cublas-cu12==12.8.*", "nvidia-cudnn-cu12==9.8.*", "nvidia-nccl-cu12==2.25.*")
 CLANGS = ("clang++-21", "clang++-20", "clang++-19", "clang++-18", "clang++-17", "clang++")
 MIN_CLANG = 17
@@ -49,7 +54,8 @@ VERSION_MACROS = (("cuda_runtime_api.h", "CUDART_VERSION"), ("cudnn_version.h", 
                   ("cudnn_version.h", "CUDNN_MINOR"), ("cublas_api.h", "CUBLAS_VER_MAJOR"),
                   ("cublas_api.h", "CUBLAS_VER_MINOR"), ("nccl.h", "NCCL_MAJOR"),
                   ("nccl.h", "NCCL_MINOR"))
-REQUIRED = ("cuda_runtime.h", "crt/host_defines.h", "cublas_v2.h", "cudnn.h", "nccl.h")
+REQUIRED = ("cuda_runtime.h", "crt/host_defines.h", "nv/target", "curand_mtgp32_kernel.h",
+            "cublas_v2.h", "cudnn.h", "nccl.h")
 
 
 def default_headers():
@@ -137,7 +143,7 @@ def main(argv=None):
               f"({args.clang or 'none found'}{f' is clang {major}' if major else ''}; on "
               f"Debian 12: apt-get install clang-19)", file=sys.stderr)
         return 2
-    root = os.path.abspath(args.headers or default_headers())
+    root = os.path.realpath(args.headers or default_headers())
     if not headers_complete(root):
         if args.no_fetch:
             print(f"cuda12_host_check: no CUDA 12 headers in {root}", file=sys.stderr)
@@ -148,14 +154,16 @@ def main(argv=None):
     includes = ["-I" + os.path.join(ROOT, "csrc"), "-I" + os.path.join(ROOT, "kernels")]
     print(f"cuda12_host_check: clang {major}, headers {header_versions(root)}")
     # -isystem puts the CUDA 12 headers ahead of the system folders, where a machine may
-    # hold another CUDA's (this one links CUDA 13's into /usr/local/include); the
-    # dependency list (-MD) names every header read, so one taken from anywhere else is
-    # caught, not trusted.
+    # hold another CUDA's (this one links CUDA 13's into /usr/local/include, with headers
+    # CUDA 12 lacks, such as nccl_device.h); the dependency list (-MD) names every header
+    # read, and one from outside the CUDA 12 folder, this tree, clang's own headers and the
+    # C/C++ library's fails the file.
     includes += ["-isystem", os.path.join(root, "include")]
-    cuda_names = set()
-    for folder, _, names in os.walk(os.path.join(root, "include")):
-        cuda_names.update(os.path.relpath(os.path.join(folder, n), os.path.join(root, "include"))
-                          for n in names)
+    resource = subprocess.run([clang, "-print-resource-dir"], capture_output=True,
+                              text=True).stdout.strip()
+    allowed = [root, os.path.realpath(ROOT), "/usr/include", "/usr/lib/gcc"]
+    if resource:
+        allowed.append(os.path.realpath(resource))
     failed = 0
     with tempfile.TemporaryDirectory(prefix="codext-cuda12-deps-") as scratch:
         deps = os.path.join(scratch, "deps")
@@ -172,11 +180,11 @@ def main(argv=None):
                 read = []
                 if res.returncode == 0:
                     diagnostics.append("clang wrote no dependency list")
-            foreign = [path for path in read
-                       if not os.path.realpath(path).startswith(root + os.sep)
-                       and any(path.endswith(os.sep + n) for n in cuda_names)]
-            diagnostics += [f"read {path}, not the CUDA 12 header of {root}"
-                            for path in foreign[:5]]
+            own = os.path.realpath(src)
+            foreign = [path for path in read if os.path.realpath(path) != own
+                       and not any(os.path.realpath(path).startswith(a + os.sep) for a in allowed)]
+            diagnostics = [f"read {path}: neither a CUDA 12 header of {root} nor a C/C++ "
+                           f"library header" for path in foreign[:5]] + diagnostics
             if res.returncode == 0 and not diagnostics:
                 print(f"  ok      {name}")
             else:

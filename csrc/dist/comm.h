@@ -73,10 +73,12 @@ struct cx_comm {
     int rank, world;
     double timeout_s; /* per call; <= 0: wait forever */
     /* Fault injection for tests (CODEXT_FAULT's "hang", codext/_worker.py): 1 makes this
-     * rank's next all-reduce stall INSIDE the collective (shm: after its data is posted and
-     * the first barrier passed, so its peers wait in the second; NCCL: before the
-     * enqueue) until the communicator is aborted, as a rank wedged mid-collective would.
-     * Set with cx_comm_stall_next_all_reduce while no collective runs. */
+     * rank's next all-reduce of at least one float stall INSIDE the collective, as a rank
+     * wedged mid-collective would. shm: after its data is posted and the first barrier
+     * passed, so its peers wait in the second; a peer's abort (shared) wakes it. NCCL:
+     * before the enqueue; only this rank's own abort wakes it (a peer's watchdog abort
+     * does not reach it), so it stays until killed. Set with
+     * cx_comm_stall_next_all_reduce while no collective runs. */
     int stall_next_all_reduce;
 };
 

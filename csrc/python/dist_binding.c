@@ -175,7 +175,8 @@ static PyMethodDef comm_methods[] = {
      "abort(reason): fail the communicator on every rank (wakes waiting ranks)."},
     {"stall_next_all_reduce", (PyCFunction)comm_stall_next_all_reduce, METH_NOARGS,
      "Fault injection for tests (CODEXT_FAULT hang): this rank's next all-reduce, its own "
-     "or the trainer's, stalls inside the collective until the communicator is aborted."},
+     "or the trainer's, stalls inside the collective (shared memory: until a rank aborts "
+     "the run; NCCL: until this rank's own abort, in practice until it is killed)."},
     {"close", (PyCFunction)comm_close, METH_NOARGS, "Unmaps the segment."},
     {NULL, NULL, 0, NULL},
 };
