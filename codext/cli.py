@@ -69,7 +69,8 @@ FIELD_HELP = {
     "accumulation_steps": "micro-batches per optimizer step",
     "ema_decay": "EMA decay of the weights used for evaluation (0: no EMA)",
     "device": "where the trainer runs: auto (a CUDA GPU when the CUDA backend is usable, else "
-              "the CPU), cpu, cuda or cuda:N; --use-ddp workers train on the CPU",
+              "the CPU), cpu, cuda or cuda:N; --use-ddp workers take the GPU of their local rank "
+              "(or the CPU)",
     "seed": "seed of the init, the shuffling and the augmentation",
     "checkpoint_dir": "where checkpoints, history.json and the best weights go",
     "amp": "mixed precision on the GPU (--no-amp: fp32)",

@@ -347,6 +347,42 @@ def synthetic(n_train=512, n_test=128, img_size=352, seed=0):
 
 # ---- augmentation and resizing -----------------------------------------------------------
 
+def check_config_source(config):
+    """The pre-flight check of what for_config will load: Config.dataset_path, when set,
+    must be a folder (FileNotFoundError / NotADirectoryError naming the field and the
+    path), before a run touches its checkpoint folder."""
+    path = config.dataset_path
+    if path is None:
+        return
+    if not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        hint = f"; {parent} holds: {_layouts.describe(parent)}" if os.path.isdir(parent) else ""
+        raise FileNotFoundError(f"Config.dataset_path {path!r}: no such dataset folder{hint}")
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"Config.dataset_path {path!r} is a file, not a dataset folder "
+                                 f"(unpack archives first)")
+
+
+def for_config(config, log=None):
+    """The dataset a run trains on when its caller passes none: Config.dataset_path loaded
+    at Config.img_size (decoded once into the dataset cache), else the built-in synthetic
+    set of Config.synthetic_train / synthetic_test images (memory checked first, the
+    error naming those fields). log: where "data: ..." is said (None: nowhere)."""
+    if config.dataset_path is not None:
+        check_config_source(config)
+        data = load(config.dataset_path, img_size=config.img_size,
+                    workers=max(1, config.num_workers))
+        if log is not None:
+            log(f"data: {data}")
+        return data
+    _shared.check_memory(synthetic_bytes(config.synthetic_train, config.synthetic_test,
+                                         config.img_size),
+                         f"Config.synthetic_train {config.synthetic_train} and "
+                         f"Config.synthetic_test {config.synthetic_test} at img_size "
+                         f"{config.img_size}")
+    return synthetic(config.synthetic_train, config.synthetic_test, config.img_size, config.seed)
+
+
 def augment_batch(images, masks, indices, seed=0, epoch=0, train=True, **ranges):
     """A float32 batch from dataset rows `indices`, augmented in C.
 

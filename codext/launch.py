@@ -356,6 +356,22 @@ def _supervise(workers, display):
         time.sleep(0.05)
 
 
+def _writable_checkpoint_dir(path):
+    """Creates the folder and proves it writable with a real write (os.access says yes to
+    root on a read-only mount): OSError naming Config.checkpoint_dir."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"checkpoint_dir {path!r} cannot be created: {e.strerror}") from None
+    probe = os.path.join(path, f".codext-write-test-{os.getpid()}")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(f"checkpoint_dir {path!r} is not writable ({e.strerror or e})") from None
+
+
 def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, progress=True,
            show_all_ranks=False, master_port=None, resume=None, overwrite=False, **overrides):
     """Trains with `nprocs` data-parallel workers; returns the same TrainResult as
@@ -423,18 +439,13 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
     # every check that needs no worker, before the folder is touched (overwrite deletes)
     _check_workers(nprocs if nprocs is not None else 1, worker_device == "cuda", master_port)
     _timeout_from(timeout if timeout is not None else config.timeout)
-    try:
-        os.makedirs(config.checkpoint_dir, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"checkpoint_dir {config.checkpoint_dir!r} cannot be created: "
-                      f"{e.strerror}") from None
-    if not os.access(config.checkpoint_dir, os.W_OK):
-        raise OSError(f"checkpoint_dir {config.checkpoint_dir!r} is not writable")
+    if data is None:
+        _data.check_config_source(config)
+    _writable_checkpoint_dir(config.checkpoint_dir)
     if resume is None:
         _checkpoint.claim_folder(os.path.abspath(config.checkpoint_dir), overwrite, log)
-    if data is None:
-        data = _data.synthetic(config.synthetic_train, config.synthetic_test, config.img_size,
-                               config.seed)
+    if data is None:  # Config.dataset_path, loaded once here and shared, else the synthetic set
+        data = _data.for_config(config, log)
     threads = config.num_threads or max(1, _cores() // (nprocs if isinstance(nprocs, int) else 1))
     if timeout is None:
         timeout = config.timeout

@@ -74,3 +74,30 @@ def test_launch_without_a_config_fits_the_demos_frozen_epochs_to_epochs_given(tm
     # a config the user built keeps what they set: the contradiction is theirs to fix
     with pytest.raises(ValueError, match="stage1_epochs"):
         codext.launch(codext.Config.demo(), nprocs=1, epochs=2, checkpoint_dir=str(tmp_path / "x"))
+
+
+def test_config_dataset_path_is_what_train_and_launch_train_on(tmp_path, monkeypatch):
+    """Config.dataset_path with no data argument: the folder is loaded (not the synthetic
+    set); a missing folder is an error naming the field before the checkpoint folder is
+    made, for codext.train and codext.launch alike."""
+    from test_data_load import make_cod10k
+    monkeypatch.setenv("CODEXT_TEST_MARK", uuid.uuid4().hex)
+    monkeypatch.setenv("CODEXT_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "COD10K-v3"
+    make_cod10k(root, n_cam=5, n_noncam=0)
+    small = dict(TINY, batch_size=2, epochs=1, stage1_epochs=0)
+    for run in (lambda cfg: codext.train(cfg, log=None),
+                lambda cfg: codext.launch(cfg, nprocs=1, timeout=60, log=None)):
+        missing = codext.Config(dataset_path=str(tmp_path / "nowhere"),
+                                checkpoint_dir=str(tmp_path / "never"), **small)
+        with pytest.raises(FileNotFoundError, match=r"Config.dataset_path .*nowhere.*: no such dataset folder"):
+            run(missing)
+        assert not (tmp_path / "never").exists()
+    lines = []
+    cfg = codext.Config(dataset_path=str(root), checkpoint_dir=str(tmp_path / "a"), **small)
+    result = codext.train(cfg, log=lines.append)
+    assert any(line.startswith("data: Dataset(") and "train=5" in line for line in lines), lines
+    assert result.history["step_loss"].shape == (2,)   # 5 images, batch 2 (the last one dropped): not synthetic's 17
+    result = codext.launch(cfg.replace(checkpoint_dir=str(tmp_path / "b")), nprocs=1,
+                           timeout=60, log=None)
+    assert result.history["step_loss"].shape == (2,)
