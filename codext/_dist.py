@@ -424,6 +424,8 @@ def _join(place, store, timeout, device):
                 raise RuntimeError(f"rank {place.rank}: rank 0 chose NCCL for the GPU ranks, but "
                                    f"NCCL is not usable here: {text}")
     if use_nccl:
+        if place.source != "codext.launch":  # (codext.launch sets it in the workers' env)
+            os.environ.update(nccl_shm_env(log=print if place.rank == 0 else None))
         unique_id = store.get(NCCL_KEY, timeout)
         comm = _C.NcclComm(unique_id, place.rank, place.world, timeout=timeout, device=ordinal)
         return comm, (f"NCCL ({text}): device gradients all-reduced in place (ncclAvg), "

@@ -324,6 +324,33 @@ def test_a_small_dev_shm_disables_nccls_shared_memory_transport(tmp_path, monkey
     assert _dist.nccl_shm_env(None, environ={}) == {"NCCL_SHM_DISABLE": "1"}
 
 
+def test_torchrun_gpu_ranks_disable_nccls_shm_transport_themselves(monkeypatch):
+    """Under torchrun or srun no launcher of ours sets the workers' environment: a GPU rank
+    that takes NCCL checks /dev/shm itself before the communicator is made."""
+    import collections
+    Vfs = collections.namedtuple("Vfs", "f_bavail f_frsize")
+    monkeypatch.setattr(os, "statvfs", lambda path: Vfs(64 << 20 >> 12, 4096))
+    monkeypatch.setenv("NCCL_SHM_DISABLE", "x")
+    monkeypatch.delenv("NCCL_SHM_DISABLE")  # absent now, and again after the test
+    made = {}
+    monkeypatch.setattr(_dist, "_nccl_choice", lambda device, env=None: (True, "NCCL 2.25 (fake)"))
+    monkeypatch.setattr(_dist._C, "nccl_unique_id", lambda: bytes(128))
+    monkeypatch.setattr(_dist._C, "NcclComm", lambda *a, **k: made.setdefault(
+        "shm_disable", os.environ.get("NCCL_SHM_DISABLE")))
+
+    class Store(dict):
+        def set(self, key, value):
+            self[key] = value
+
+        def get(self, key, timeout=None):
+            return self[key]
+
+    place = _dist.Place(rank=0, world=1, local_rank=0, local_world=1, master_addr="127.0.0.1",
+                        master_port=29500, source="torchrun")
+    _, transport = _dist._join(place, Store(), 5, "cuda:0")
+    assert transport.startswith("NCCL") and made == {"shm_disable": "1"}
+
+
 def test_launch_refuses_before_it_touches_the_checkpoint_folder(tmp_path, monkeypatch):
     """Every check that needs no worker runs before launch() claims the folder: with
     overwrite=True a refused launch must not have deleted the old run."""
