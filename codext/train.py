@@ -424,6 +424,11 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         eps=config.eps, grad_clip=config.grad_clip or 0.0, ema_decay=config.ema_decay,
         seed=config.seed, augment=True, world_size=world, rank=rank,
         loss_scaling=precision == "fp16", gradient_checkpointing=config.gradient_checkpointing)
+    if config.gradient_checkpointing and config.epochs > config.stage1_epochs:
+        plan = {m: model.planned_activation_bytes(config.batch_size, mode=m) / 2**20
+                for m in ("train", "train_checkpoint")}
+        say(f"gradient checkpointing: stage-2 activations {plan['train_checkpoint']:.1f} MiB a "
+            f"micro-batch instead of {plan['train']:.1f} MiB (planned)")
     hist = {"step_loss": [], "step_lr": [], "step_epoch": [], "epoch": [], "epoch_loss": [],
             "epoch_seconds": [], "epoch_images_per_s": []}
     best = {"epoch": None, "value": None, "metrics": {}}

@@ -19,7 +19,10 @@ TRAINER_CHECKS = {
     "retries_happened", "param_steps", "device_prefetch", "after3_weights", "after3_ema", "after3_exp_avg",
     "after3_exp_avg_sq", "device_state_loads_on_cpu", "cpu_state_loads_on_device",
     "continued_weights", "continued_ema", "continued_param_steps", "python_host_copies",
-    "overflow_stops_the_run", "sparse_param_steps", "sparse_weights"}
+    "overflow_stops_the_run", "sparse_param_steps", "sparse_weights",
+    "device_checkpointing_weights", "device_checkpointing_ema"}
+OLD_GPU_CHECKS = {"sm60_is_sm60", "sm60_fp32_step_losses", "amp_says_its_precision",
+                  "amp_step_losses", "amp_not_the_fp32_bits", "amp_loss_scale"}
 CODEXT_TRAIN_CHECKS = {
     "auto_is_the_gpu", "train_ran_on_the_device", "train_step_losses",
     "train_losses_not_the_cpus_bits", "train_epoch_losses", "train_step_lrs",

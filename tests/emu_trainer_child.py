@@ -1,13 +1,14 @@
 """The child process of tests/test_emu_trainer.py: the tiny model and the C trainer on the
 emulated CUDA library (CODEXT_CUDA_EMULATED) against the same on the CPU backend.
 
-    python emu_trainer_child.py OUT.json [all|train|codext.train]
+    python emu_trainer_child.py OUT.json [all|train|codext.train|sm60]
 
 Writes {"checks": {name: {"max_rel": x, "tol": t, "ok": bool, ...}}, "timings": {...}} to
 OUT.json, or {"missing_ops": message} when the CUDA backend cannot run the model yet (the
 message names every op it lacks). "train" runs only the training part (the planted-bug
 run); "codext.train" runs codext.train end to end with Config.device "cuda" and "cpu"
-(codext_train below). Every comparison is recorded, not asserted, so that the parent can say which ones a
+(codext_train below); "sm60" trains with codext.train on an emulated P100 (old_gpu below).
+Every comparison is recorded, not asserted, so that the parent can say which ones a
 broken library fails; max_rel is max |device - cpu| / max |cpu| over a tensor (0/0 = 0)."""
 import json
 import os
@@ -181,6 +182,22 @@ def sparse_moe():
     for name, (a, b) in state_pairs(t_dev, t_cpu, m_dev, m_cpu).items():
         check(f"sparse_{name}", per_param(m_cpu, a, b),
               TOL_MOMENTS if name.startswith("exp_avg") else TOL_WEIGHTS)
+
+
+def checkpointing_on_the_device():
+    """Gradient checkpointing on the device (stage 2 keeps only the backbone's stage inputs
+    and outputs; the backward recomputes each stage): after a stage-1 step and two stage-2
+    steps the weights and EMA are the plain device run's, bit for bit."""
+    images, masks = data(N_TRAIN, 9)
+    runs = []
+    for checkpointing in (False, True):
+        m = model("cuda")
+        t = trainer(m, gradient_checkpointing=checkpointing)
+        for epoch in range(3):
+            timed(f"checkpointing{int(checkpointing)}_step{epoch}", t.run_epoch, images, masks)
+        runs.append((m._native.params(), t.ema()))
+    exact("device_checkpointing_weights", runs[1][0], runs[0][0])
+    exact("device_checkpointing_ema", runs[1][1], runs[0][1])
 
 
 def state_pairs(t_dev, t_cpu, m_dev, m_cpu):
@@ -392,6 +409,25 @@ def codext_train_amp(cpu, losses_fp32):
     checks["amp_loss_scale"] = {"max_rel": 0.0, "tol": 0.0, "ok": ok, "worst": scale}
 
 
+def old_gpu():
+    """On an emulated P100 (CODEXT_EMU_SM=60: no tensor cores, no bf16) codext.train runs on
+    the device in fp32, following the CPU run as on the T4, and with amp in fp16 with
+    dynamic loss scaling (codext_train_amp's checks)."""
+    reason = _C.cuda_backend_available()[1]
+    ok = "(sm_60" in reason
+    checks["sm60_is_sm60"] = {"max_rel": 0.0 if ok else float("inf"), "tol": 0.0, "ok": ok,
+                              "worst": None if ok else reason}
+    results = {}
+    for device in ("cpu", "cuda"):
+        cfg = codext.Config(**RUN, device=device, checkpoint_dir=tempfile.mkdtemp())
+        results[device] = timed(f"codext.train({device})", codext.train, cfg, progress=False)
+    losses_d, losses_c = results["cuda"].history["step_loss"], results["cpu"].history["step_loss"]
+    check("sm60_fp32_step_losses", [(f"step{i}", d, c) for i, (d, c) in
+                                    enumerate(zip(losses_d, losses_c))], TOL_FORWARD)
+    checks["sm60_fp32_step_losses"]["ok"] &= bool(len(losses_d) == 4 and results["cuda"].device == "cuda:0")
+    codext_train_amp(results["cpu"], losses_d)
+
+
 def main():
     out = sys.argv[1]
     mode = sys.argv[2] if len(sys.argv) > 2 else "all"
@@ -407,8 +443,8 @@ def main():
                     json.dump({"missing_ops": str(e)}, f)
                 return 0
             raise
-        if mode == "codext.train":
-            codext_train()
+        if mode in ("codext.train", "sm60"):
+            codext_train() if mode == "codext.train" else old_gpu()
             with open(out, "w") as f:
                 json.dump({"checks": checks, "timings": timings}, f, indent=1)
             return 0
@@ -417,6 +453,7 @@ def main():
             python_api(model("cpu"), model("cuda"))
             overflow_stops(model("cpu"), model("cuda"))
             sparse_moe()
+            checkpointing_on_the_device()
         run = training()
         if mode == "all":
             state_files(*run)

@@ -7,6 +7,7 @@ the same parameters, and every op is deterministic (no dependence on threads or 
 so the recomputed activations, and with them every gradient, are the same bits as the plain
 run's: the tests assert bit equality, not a tolerance. The frozen-backbone forward changes
 only what the backbone keeps, so the head's gradients are the same bits too."""
+import re
 import sys
 
 import numpy as np
@@ -199,9 +200,16 @@ def test_train_passes_the_setting_on_and_a_run_may_switch_it_when_resumed(tmp_pa
     with pytest.raises(Stop):
         codext.train(config("switched", False), data, log=stop_after_epoch)
     first = len(made)
+    lines = []
     switched = codext.train(config("switched", True), data, resume=str(tmp_path / "switched"),
-                            progress=False)
+                            log=lines.append)
     resumed_model = made[first]
+    # the log says what checkpointing saves (the planner's numbers)
+    said = [re.search(r"gradient checkpointing: stage-2 activations ([0-9.]+) MiB a micro-batch "
+                      r"instead of ([0-9.]+) MiB \(planned\)", line) for line in lines]
+    said = [m for m in said if m]
+    assert len(said) == 1, lines
+    assert 0 < float(said[0].group(1)) < float(said[0].group(2)), said[0].group(0)
     assert not plain_model.gradient_checkpointing and resumed_model.gradient_checkpointing
     a, b = (_C.safetensors_load(r.last_checkpoint)[0] for r in (plain, switched))
     assert differing(a, b, list(a)) == []

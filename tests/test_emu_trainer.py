@@ -39,6 +39,10 @@ that never reached the device's validation model, 0.13 off, is caught); the devi
 validation scores equal the CPU's evaluation of the best checkpoint it wrote (1e-4); the
 cuda run's folder resumes with device "cpu". About 10 s after the library's build.
 
+Gradient checkpointing on the device gives the plain device run's weights and EMA bit for
+bit (3 steps across the stage switch). On an emulated P100 (CODEXT_EMU_SM=60) codext.train
+trains in fp32 and, with amp, in fp16 with loss scaling (test_an_emulated_p100_...).
+
 A library built from a copy of kernels/ whose optimizer skips the EMA update must fail
 the EMA checks, and only those.
 
@@ -47,7 +51,7 @@ fails with the loader's message naming every missing op: it never skips for that
 """
 import pytest
 
-from device_training import CODEXT_TRAIN_CHECKS, TRAINER_CHECKS, assert_all_pass, report
+from device_training import CODEXT_TRAIN_CHECKS, OLD_GPU_CHECKS, TRAINER_CHECKS, assert_all_pass, report
 from device_training import run_child as run_trainer_child
 from emu_build import emulated_env, mutated_kernels
 
@@ -81,3 +85,12 @@ def test_codext_train_on_the_device(emulated, library, tmp_path):
     compiler, _ = emulated
     assert_all_pass(run_child(compiler, library, tmp_path / "result.json", "codext.train"),
                     CODEXT_TRAIN_CHECKS)
+
+
+def test_an_emulated_p100_trains_in_fp32_and_in_fp16(emulated, library, tmp_path):
+    """Kaggle's P100 (sm_60): no bf16 and no tensor cores; codext.train in fp32 follows the
+    CPU run, and with amp trains in fp16 with dynamic loss scaling (Kaggle's torch has no
+    sm_60 kernels: these users have only us)."""
+    compiler, _ = emulated
+    env = dict(emulated_env(library, compiler), CODEXT_EMU_SM="60")
+    assert_all_pass(run_trainer_child(env, tmp_path / "result.json", "sm60"), OLD_GPU_CHECKS)
