@@ -6,8 +6,12 @@ a CUDA GPU when the build and the machine have one; prints a table.
 
 On a GPU it times the step in each of --precisions (default fp32 and amp: fp16 products
 with loss scaling before sm_80, bf16 from sm_80, as Config.amp gives; docs/backends.md,
-"Mixed precision"); the CPU computes in fp32 only. The GPU rows give the device memory in
-use after the timed steps (cudaMemGetInfo: the CUDA context included).
+"Mixed precision"; fp16 or bf16 by name: fp16 on an sm_80+ GPU trains as a T4 does); the
+CPU computes in fp32 only. The GPU rows give the device memory in use after the timed steps
+(cudaMemGetInfo: the CUDA context included), for codext and the twin alike. That is each
+one's peak: neither gives memory back during training (codext plans its arena once and its
+scratch only grows; torch's caching allocator keeps what it reserved), and the twin also
+reports torch's own peak allocation.
 
 --twin also times the PyTorch twin (bench/twin_step.py: the same model in torch + timm,
 AMP in the same precision, channels_last) with --twin-python (a Python with torch and
@@ -41,8 +45,12 @@ def time_steps(device, precision, args, data):
     """(seconds per step, the precision it ran in, device memory in use or None)."""
     model = codext.Model(backbone=args.backbone, decoder_dim=args.decoder_dim,
                          num_experts=args.experts, img_size=args.img_size, seed=0, device=device)
-    # amp: what Config.amp gives (bf16 where the GPU has it, else fp16)
-    precision = _device.mixed_precision(model, True) if precision == "amp" else precision
+    # amp: what Config.amp gives (bf16 where the GPU has it, else fp16); fp16 / bf16 as
+    # named (fp16 on an sm_80+ GPU is how a T4 trains: loss scaling included)
+    if precision == "amp":
+        precision = _device.mixed_precision(model, True)
+    elif precision != "fp32":
+        model._native.set_precision(precision)
     n = args.batch * args.steps
     trainer = _C.Trainer(model._native, n, args.img_size, args.img_size, batch_size=args.batch,
                          epochs=1 + args.epochs, stage1_epochs=0, lr=1e-4, seed=1,
@@ -92,16 +100,16 @@ def main():
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs (the best counts)")
     parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
     parser.add_argument("--precisions", default="fp32,amp",
-                        help="GPU precisions to time, comma-separated: fp32, amp")
+                        help="GPU precisions to time, comma-separated: fp32, amp, fp16, bf16")
     parser.add_argument("--twin", action="store_true", help="also time the PyTorch twin")
     parser.add_argument("--twin-python", default=sys.executable,
                         help="a Python with torch and timm for --twin")
     parser.add_argument("--twin-compile", action="store_true",
                         help="with --twin: also the twin under torch.compile")
     args = parser.parse_args()
-    unknown = set(args.precisions.split(",")) - {"fp32", "amp"}
+    unknown = set(args.precisions.split(",")) - {"fp32", "amp", "fp16", "bf16"}
     if unknown:
-        parser.error(f"--precisions: unknown {sorted(unknown)} (fp32, amp)")
+        parser.error(f"--precisions: unknown {sorted(unknown)} (fp32, amp, fp16, bf16)")
     data = codext.data.synthetic(args.batch * args.steps, 0, args.img_size, seed=0)
     rows = []  # (device, who, precision, seconds or None, memory or None, note)
     for device in ("cpu", "cuda"):

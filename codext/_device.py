@@ -30,6 +30,7 @@ Probing the backend loads libcodext_cuda.so and the CUDA libraries into this pro
 loader caches its answer), which is why it happens only where a single-process run is
 about to train anyway.
 """
+import os
 import re
 
 from . import _C
@@ -174,9 +175,18 @@ def mixed_precision(model, amp):
     """Config.amp on a CUDA device: the model's products in bf16 on sm_80+ (Ampere and
     newer), else in fp16, whose step needs dynamic loss scaling (kernels/precision.cu;
     docs/backends.md, "Mixed precision"). Returns the precision set ("fp32" without amp or
-    on the CPU, where amp has no effect)."""
+    on the CPU, where amp has no effect). CODEXT_AMP_DTYPE=fp16 takes fp16 with loss
+    scaling on any GPU (a T4's way, on an A100 or H100: for tests and comparisons); bf16
+    insists on bf16 (refused before sm_80)."""
     if not amp or model.device == "cpu":
         return "fp32"
+    forced = os.environ.get("CODEXT_AMP_DTYPE", "").strip().lower()
+    if forced not in ("", "fp16", "bf16"):
+        raise ValueError(f"CODEXT_AMP_DTYPE must be fp16 or bf16 (or unset: bf16 from sm_80 on, "
+                         f"else fp16), got {forced!r}")
+    if forced:
+        model._native.set_precision(forced)
+        return forced
     try:
         model._native.set_precision("bf16")
         return "bf16"

@@ -232,3 +232,35 @@ def test_a_driver_older_than_the_build(two_gpus, monkeypatch):
         _device.plan_launch("cuda", None)
     info["cuda_version"] = "12.9"  # same major: the runtime's minor-version compatibility
     assert _device.plan_launch("cuda", None)[:2] == ("cuda", 2)
+
+
+def test_amp_dtype_is_chosen_by_the_gpu_unless_codext_amp_dtype_names_one(monkeypatch):
+    """Config.amp: bf16 where the GPU takes it, else fp16 (with loss scaling); the
+    CODEXT_AMP_DTYPE override (fp16: how a T4 trains, on any GPU) and its refusals."""
+    class Native:
+        def __init__(self, sm):
+            self.sm, self.set = sm, []
+
+        def set_precision(self, p):
+            if p == "bf16" and self.sm < 80:
+                raise ValueError("bf16 needs sm_80 or newer (this GPU: sm_75)")
+            self.set.append(p)
+
+    class Model:
+        def __init__(self, sm, device="cuda:0"):
+            self.device, self._native = device, Native(sm)
+
+    monkeypatch.delenv("CODEXT_AMP_DTYPE", raising=False)
+    assert _device.mixed_precision(Model(90), True) == "bf16"
+    assert _device.mixed_precision(Model(75), True) == "fp16"
+    assert _device.mixed_precision(Model(90), False) == "fp32"
+    assert _device.mixed_precision(Model(90, "cpu"), True) == "fp32"
+    monkeypatch.setenv("CODEXT_AMP_DTYPE", "fp16")
+    m = Model(90)
+    assert _device.mixed_precision(m, True) == "fp16" and m._native.set == ["fp16"]
+    monkeypatch.setenv("CODEXT_AMP_DTYPE", "bf16")
+    with pytest.raises(ValueError, match="bf16 needs sm_80"):
+        _device.mixed_precision(Model(75), True)
+    monkeypatch.setenv("CODEXT_AMP_DTYPE", "fp8")
+    with pytest.raises(ValueError, match="CODEXT_AMP_DTYPE must be fp16 or bf16"):
+        _device.mixed_precision(Model(90), True)

@@ -42,6 +42,16 @@ def test_codext_train_on_the_device(tmp_path):
                               timeout=500), CODEXT_TRAIN_CHECKS)
 
 
+def test_codext_train_in_fp16_as_a_t4_does(tmp_path):
+    """T4 (Kaggle's usual GPU) has no bf16: amp there is fp16 with dynamic loss scaling.
+    CODEXT_AMP_DTYPE=fp16 forces that path on whatever GPU runs this (bf16 on sm_80+
+    otherwise): the same end-to-end checks, the amp ones with the T4's precision and its
+    loss scale kept at 2^16."""
+    env = dict(os.environ, CODEXT_AMP_DTYPE="fp16")
+    assert_all_pass(run_child(env, tmp_path / "result.json", "codext.train", timeout=500),
+                    CODEXT_TRAIN_CHECKS)
+
+
 def test_two_ranks_on_one_gpu_over_shared_memory_match_two_cpu_ranks(tmp_path):
     env = dict(os.environ, CODEXT_GPU_TRANSPORT="shm")
     dev = run_ranks(2, dict(DDP_ARGS, device="cuda", connect=True), tmp_path / "cuda", env=env,
