@@ -328,6 +328,20 @@ static cx_status backend_create(const cx_cuda_config *config, cx_backend **out) 
     st->allow_tf32 = config->allow_tf32;
     st->precision = CX_PRECISION_FP32;
     st->fail = fail;
+    const char *choices[2] = {"CODEXT_CUDA_GEMM", "CODEXT_CUDA_CONV"};
+    int *own[2] = {&st->own_gemm, &st->own_conv};
+    for (int i = 0; i < 2; i++) {
+        const char *value = getenv(choices[i]);
+        if (!value || !*value || !strcmp(value, "vendor"))
+            continue;
+        if (strcmp(value, "own") != 0) {
+            free(be);
+            free(st);
+            return fail(CX_EINVAL, "%s must be 'own' (our kernels) or 'vendor' (cuBLAS / cuDNN), "
+                        "got '%s'", choices[i], value);
+        }
+        *own[i] = 1;
+    }
     fill_table(be);
     const char *step = "cudaSetDevice";
     cudaError_t cuda_status = cudaSetDevice(config->device);

@@ -59,6 +59,11 @@ struct cu_state {
     int deterministic;
     int allow_tf32;
     int precision;           /* cx_precision (cuda_abi.h); CX_PRECISION_FP32 at creation */
+    /* our own kernels instead of the vendor's, chosen at creation from the environment:
+     * CODEXT_CUDA_GEMM=own (device/gemm.cuh for cuBLAS), CODEXT_CUDA_CONV=own (the direct
+     * kernels of device/direct_conv.cuh for every cuDNN convolution); for tests that
+     * compare them, and a way round a vendor library's bug */
+    int own_gemm, own_conv;
     int cc_major, cc_minor;  /* the device's compute capability */
     cx_fail_fn fail;
     cudaStream_t stream;

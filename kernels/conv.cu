@@ -218,7 +218,8 @@ static const cu_conv_choice *prepare(cu_state *st, const cx_conv_shape *s, int d
         fresh.shape = *s;
         fresh.direction = direction;
         fresh.precision = precision;
-        int chosen = make_descs(st, s, low, &fresh) ? choose(st, &fresh) : 0;
+        /* CODEXT_CUDA_CONV=own: the direct kernels run every convolution (no cuDNN) */
+        int chosen = st->own_conv ? -1 : make_descs(st, s, low, &fresh) ? choose(st, &fresh) : 0;
         if (chosen == 0) {
             destroy_descs(&fresh);
             return NULL;

@@ -12,9 +12,24 @@
  * dbias is a fixed-order column sum of dy (reduce.cu). Under mixed precision (FP16, BF16)
  * both operands of each product are rounded to half (bf16) first and cublasGemmEx
  * multiplies them with float32 accumulation into the float32 result (tensor cores where
- * the GPU has them; precision.cu). Host side; the bias kernel is in device/linear.cuh. */
+ * the GPU has them; precision.cu). With CODEXT_CUDA_GEMM=own every product runs on our
+ * own kernel instead (device/gemm.cuh: same arguments, same operands, float sums). Host
+ * side; the bias kernel is in device/linear.cuh. */
 #include "common.cuh"
+#include "device/gemm.cuh"
 #include "device/linear.cuh"
+
+/* Our GEMM (device/gemm.cuh) in cuBLAS's arguments; a and b are float or the half copies. */
+template <typename T>
+static int own_gemm(cu_state *st, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                    int k, const T *a, int lda, const T *b, int ldb, float beta, float *c,
+                    int ldc, const char *what) {
+    dim3 grid((unsigned)((m + GEMM_TILE - 1) / GEMM_TILE), (unsigned)((n + GEMM_TILE - 1) / GEMM_TILE));
+    dim3 block(GEMM_TILE, GEMM_TILE);
+    CX_LAUNCH(gemm_tiled_kernel<T>, grid, block, 0, st->stream)(
+        ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    return cu_ok_launch(st, what);
+}
 
 /* C [ldc x n] = op(A) op(B) + beta C, column-major (cuBLAS's sgemm arguments); a_count and
  * b_count: the elements of A and B as stored (for their half copies). 1 on success. */
@@ -22,13 +37,22 @@ static int gemm(cu_state *st, cublasOperation_t ta, cublasOperation_t tb, int m,
                 const float *A, int lda, size_t a_count, const float *B, int ldb,
                 size_t b_count, float beta, float *C, int ldc, const char *what) {
     const float one = 1.0f;
-    if (!cu_low_precision(st))
+    if (!cu_low_precision(st)) {
+        if (st->own_gemm)
+            return own_gemm<float>(st, ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc, what);
         return cu_ok_cublas(st, cublasSgemm(st->cublas, ta, tb, m, n, k, &one, A, lda, B, ldb,
                                             &beta, C, ldc), what);
+    }
     const void *a_low = cu_lowered(st, CU_SLOT_LOW_A, A, a_count);
     const void *b_low = a_low ? cu_lowered(st, CU_SLOT_LOW_B, B, b_count) : NULL;
     if (!b_low)
         return 0;
+    if (st->own_gemm && st->precision == CX_PRECISION_FP16)
+        return own_gemm<__half>(st, ta, tb, m, n, k, (const __half *)a_low, lda,
+                                (const __half *)b_low, ldb, beta, C, ldc, what);
+    if (st->own_gemm)
+        return own_gemm<__nv_bfloat16>(st, ta, tb, m, n, k, (const __nv_bfloat16 *)a_low, lda,
+                                       (const __nv_bfloat16 *)b_low, ldb, beta, C, ldc, what);
     cudaDataType low = cu_low_blas_type(st);
     return cu_ok_cublas(st, cublasGemmEx(st->cublas, ta, tb, m, n, k, &one, a_low, low, lda,
                                          b_low, low, ldb, &beta, C, CUDA_R_32F, ldc,

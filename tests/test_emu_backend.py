@@ -160,3 +160,40 @@ def test_planted_bugs_are_caught(emulated, tmp_path):
                      r"bytes of workspace, 0 were given", output), output[-6000:]
     # a half data gradient that overwrites dx: the mixed-precision accumulation check sees it
     assert "test_low_precision_matches_cpu_backend[conv3x3-fp16]" in failed, failed
+
+
+OWN = {"CODEXT_CUDA_GEMM": "own", "CODEXT_CUDA_CONV": "own"}
+
+
+def test_our_own_gemm_and_convolutions_stand_in_for_cublas_and_cudnn(emulated, library):
+    """CODEXT_CUDA_GEMM=own and CODEXT_CUDA_CONV=own: every linear and convolution case runs
+    on our kernels (kernels/device/gemm.cuh; direct_conv.cuh for every convolution) instead
+    of cuBLAS and cuDNN, in fp32 and on the half copies of fp16, and matches NumPy and the
+    CPU backend (tests/gpu/test_own_kernels.py compares the two paths directly)."""
+    compiler, _ = emulated
+    code, output = run_gpu_tests(compiler, library, "-k", "linear or conv or own_kernels", env=OWN)
+    counts = summary_counts(output)
+    assert code == 0, output[-6000:]
+    assert counts.get("passed", 0) >= 80 and set(counts) <= {"passed", "deselected", "in"}, output[-3000:]
+
+
+def test_the_own_gemm_is_what_runs_when_chosen_and_a_bad_choice_is_refused(emulated, tmp_path):
+    """A GEMM kernel that drops the first term of every k-tile: the linear cases fail with
+    CODEXT_CUDA_GEMM=own and pass without it (the switch reaches linear.cu). A value other
+    than own or vendor refuses to create the backend, naming the variable."""
+    compiler, build = emulated
+    lib = build(mutated_kernels(str(tmp_path / "kernels"), [
+        ("device/gemm.cuh", "for (int t = 0; t < span; t++)", "for (int t = 1; t < span; t++)")]))
+    code, output = run_gpu_tests(compiler, lib, "-k", "matches_numpy and linear", env=OWN)
+    assert code != 0 and "FAILED" in output, output[-3000:]
+    code, output = run_gpu_tests(compiler, lib, "-k", "matches_numpy and linear")
+    assert code == 0, output[-3000:]
+    env = emulated_env(lib, compiler, CODEXT_CUDA_LIBRARY=lib, CODEXT_CUDA_GEMM="fast")
+    code = ("import codext\n"
+            "try:\n"
+            "    codext.Model(backbone='edgenext_tiny_test', decoder_dim=8, num_experts=2, device='cuda')\n"
+            "except (RuntimeError, ValueError) as e:\n"
+            "    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert "CODEXT_CUDA_GEMM must be 'own' (our kernels) or 'vendor'" in res.stdout + res.stderr, res.stdout + res.stderr
