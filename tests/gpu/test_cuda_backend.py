@@ -7,8 +7,10 @@ table the same way for "cpu" and "cuda". Forward calls return the outputs then t
 state; backward calls take the forward inputs, one gradient per output and optionally one
 starting gradient per input (to check accumulation; an empty one passes NULL). The cases
 cover every op of the table (test_cases_cover_the_op_table) in every family, with odd and
-non-square sizes; each has its tolerances (default: forward relative error 1e-5, backward
-1e-4). An op the backend does not support must be refused with an error naming it.
+non-square sizes; each has its tolerances against float64 NumPy (default: forward relative
+error 1e-5, backward 1e-4), and every output and gradient must match the CPU backend's to
+1e-5 (CPU_RTOL: both are float32). An op the backend does not support must be refused with
+an error naming it.
 
 CODEXT_GPU_TEST_BACKEND=cpu runs the same checks on the CPU backend (no GPU needed):
 a check of the runner, of these references and of the CPU ops.
@@ -465,10 +467,17 @@ def test_backward_matches_numpy(case):
             assert err <= case.grad_rtol, f"{case.id}: gradient {k} relative error {err:.2e}"
 
 
+# The device against the CPU backend, both in float32: outputs and gradients to 1e-5
+# relative (the issue's bar; the two sum in other orders, nothing more), looser only where
+# a case says why (CPU_RTOL_EXCEPTIONS).
+CPU_RTOL = 1e-5
+CPU_RTOL_EXCEPTIONS = {}
+
+
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_matches_cpu_backend(case):
     """The CPU backend is the reference (docs/backends.md). The saved state is
-    backend-private and not compared; the outputs and gradients are."""
+    backend-private and not compared; the outputs and gradients are, to CPU_RTOL."""
     if refused(case, False):
         return
     _, inputs, iargs, fargs, outs, dys = prepare(case)
@@ -476,7 +485,8 @@ def test_matches_cpu_backend(case):
     assert len(outs) == len(cpu_outs)
     for k in range(info(case)["outputs"]):
         err = relative_error(outs[k], cpu_outs[k])
-        assert err <= case.rtol, f"{case.id}: output {k} differs from the CPU backend by {err:.2e}"
+        tol = CPU_RTOL_EXCEPTIONS.get(case.id, CPU_RTOL)
+        assert err <= tol, f"{case.id}: output {k} differs from the CPU backend by {err:.2e}"
     if not info(case)["backward"] or refused(case, True):
         return
     grads = run(BACKEND, case.name, inputs, iargs, fargs, grads=dys)
@@ -484,7 +494,8 @@ def test_matches_cpu_backend(case):
     for k, (grad, cpu) in enumerate(zip(grads, cpu_grads)):
         if cpu.size:
             err = relative_error(grad, cpu)
-            assert err <= case.grad_rtol, f"{case.id}: gradient {k} differs from the CPU backend by {err:.2e}"
+            tol = CPU_RTOL_EXCEPTIONS.get(case.id, CPU_RTOL)
+            assert err <= tol, f"{case.id}: gradient {k} differs from the CPU backend by {err:.2e}"
 
 
 @pytest.mark.parametrize("case", BACKWARD_CASES, ids=ids(BACKWARD_CASES))
