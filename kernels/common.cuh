@@ -127,6 +127,16 @@ void cu_widen(cu_state *st, const void *src, float *dst, size_t n, int accumulat
 cudaDataType cu_low_blas_type(const cu_state *st);
 cudnnDataType_t cu_low_dnn_type(const cu_state *st);
 
+/* ---- products (linear.cu) ----
+ * cu_gemm: C [ldc x n] = op(A) op(B) + beta C, column-major (cuBLAS's sgemm arguments);
+ * a_count, b_count: the elements of A and B as stored (for their half copies). With
+ * allow_low and mixed precision both operands are rounded to half first (float sums);
+ * cuBLAS, or our GEMM under CODEXT_CUDA_GEMM=own. 1 on success, 0 with the error
+ * recorded. */
+int cu_gemm(cu_state *st, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+            const float *A, int lda, size_t a_count, const float *B, int ldb, size_t b_count,
+            float beta, float *C, int ldc, int allow_low, const char *what);
+
 /* ---- launch helpers ---- */
 #define CU_BLOCK 256
 /* Blocks for a grid-stride loop over n items (at most 2^20 blocks: the loop covers the

@@ -25,7 +25,9 @@
  * of any other convolution for which cuDNN offers no algorithm that passes the filters
  * above (a deterministic backend and no deterministic algorithm, or none within the
  * workspace limit): slow but deterministic, in float32; the plan records it, so cuDNN is
- * asked once per shape.
+ * asked once per shape. Dense 1x1 convolutions (stride 1, no padding) are products, run
+ * through cuBLAS (or our GEMM) instead of cuDNN: see pointwise() below. With
+ * CODEXT_CUDA_CONV=own every convolution runs on the direct kernels (no cuDNN, no cuBLAS).
  * Host side; the bias kernel is in device/conv.cuh. */
 #include "common.cuh"
 #include "device/conv.cuh"
@@ -289,6 +291,51 @@ static int direct_backward_filter(cu_state *st, const cx_conv_shape *s, const fl
     return cu_ok_launch(st, "conv2d backward filter (direct)");
 }
 
+/* A dense 1x1 convolution (one group, stride 1, no padding) is a product per image, run
+ * through cu_gemm (cuBLAS, or our GEMM): with x_b [in, hw], w [out, in], y_b [out, hw]
+ * row-major, read column-major as x_b^T [hw x in] (ld hw), w^T [in x out] (ld in) and
+ * y_b^T [hw x out] (ld hw):
+ *   forward   y_b^T  = x_b^T w^T            gemm(N, N, m=hw, n=out, k=in)
+ *   data      dx_b^T += dy_b^T w            gemm(N, T, m=hw, n=in,  k=out), beta 1
+ *   filter    dw^T  += x_b dy_b^T, b = 0..  gemm(T, N, m=in, n=out, k=hw),  beta 1, float32
+ * one image after another (a fixed order), mixed precision as cuDNN's path: half operands
+ * for the forward and the data gradient, the filter gradient in float32. */
+static int is_pointwise(const cx_conv_shape *s) {
+    return s->groups == 1 && s->k_h == 1 && s->k_w == 1 && s->stride == 1 && s->pad_h == 0 &&
+           s->pad_w == 0;
+}
+
+static int pointwise(cu_state *st, const cx_conv_shape *s, int direction, const float *x,
+                     const float *w, const float *dy, float *out) {
+    int hw = s->in_h * s->in_w, in = s->in_ch, outc = s->out_ch;
+    size_t x_img = (size_t)in * hw, y_img = (size_t)outc * hw, w_n = (size_t)outc * in;
+    for (int b = 0; b < s->batch; b++) {
+        int ok;
+        if (direction == DIR_FORWARD)
+            ok = cu_gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, hw, outc, in, x + b * x_img, hw, x_img, w,
+                         in, w_n, 0.0f, out + b * y_img, hw, 1, "conv2d forward (1x1 gemm)");
+        else if (direction == DIR_BACKWARD_DATA)
+            ok = cu_gemm(st, CUBLAS_OP_N, CUBLAS_OP_T, hw, in, outc, dy + b * y_img, hw, y_img, w,
+                         in, w_n, 1.0f, out + b * x_img, hw, 1,
+                         "conv2d backward data (1x1 gemm)");
+        else
+            ok = cu_gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, in, outc, hw, x + b * x_img, hw, x_img,
+                         dy + b * y_img, hw, y_img, 1.0f, out, in, 0,
+                         "conv2d backward filter (1x1 gemm)");
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static void add_bias(cu_state *st, const cx_conv_shape *s, const float *bias, float *y) {
+    int hw = cx_conv_out_h(s) * cx_conv_out_w(s);
+    size_t n = (size_t)s->batch * s->out_ch * hw;
+    CX_LAUNCH(add_channel_bias_kernel, cu_blocks(n, CU_BLOCK), CU_BLOCK, 0, st->stream)(
+        n, s->out_ch, hw, bias, y);
+    cu_ok_launch(st, "conv2d forward (bias)");
+}
+
 /* Mixed precision for this convolution: dense ones only (see the top of the file). */
 static int conv_low(const cu_state *st, const cx_conv_shape *s) {
     return cu_low_precision(st) && s->groups == 1;
@@ -301,6 +348,11 @@ void cu_conv2d_forward(cx_backend *be, const cx_conv_shape *s, const float *x, c
         return;
     if (is_depthwise(s)) {
         direct_forward(st, s, x, w, bias, y);
+        return;
+    }
+    if (is_pointwise(s) && !st->own_conv) {
+        if (pointwise(st, s, DIR_FORWARD, x, w, NULL, y) && bias)
+            add_bias(st, s, bias, y);
         return;
     }
     int low = conv_low(st, s);
@@ -330,13 +382,8 @@ void cu_conv2d_forward(cx_backend *be, const cx_conv_shape *s, const float *x, c
                              "conv2d forward");
         if (ok && low)
             cu_widen(st, y_out, y, y_count(s), 0);
-        if (ok && bias) {
-            int hw = cx_conv_out_h(s) * cx_conv_out_w(s);
-            size_t n = (size_t)s->batch * s->out_ch * hw;
-            CX_LAUNCH(add_channel_bias_kernel, cu_blocks(n, CU_BLOCK), CU_BLOCK, 0, st->stream)(
-                n, s->out_ch, hw, bias, y);
-            cu_ok_launch(st, "conv2d forward (bias)");
-        }
+        if (ok && bias)
+            add_bias(st, s, bias, y);
     }
 }
 
@@ -399,6 +446,11 @@ void cu_conv2d_backward(cx_backend *be, const cx_conv_shape *s, const float *x,
         if (dx && !direct_backward_data(st, s, w, dy, dx))
             return;
         if (dw && !direct_backward_filter(st, s, x, dy, dw))
+            return;
+    } else if (is_pointwise(s) && !st->own_conv) {
+        if (dx && !pointwise(st, s, DIR_BACKWARD_DATA, NULL, w, dy, dx))
+            return;
+        if (dw && !pointwise(st, s, DIR_BACKWARD_FILTER, x, NULL, dy, dw))
             return;
     } else {
         int low = conv_low(st, s);

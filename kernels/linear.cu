@@ -31,13 +31,11 @@ static int own_gemm(cu_state *st, cublasOperation_t ta, cublasOperation_t tb, in
     return cu_ok_launch(st, what);
 }
 
-/* C [ldc x n] = op(A) op(B) + beta C, column-major (cuBLAS's sgemm arguments); a_count and
- * b_count: the elements of A and B as stored (for their half copies). 1 on success. */
-static int gemm(cu_state *st, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                const float *A, int lda, size_t a_count, const float *B, int ldb,
-                size_t b_count, float beta, float *C, int ldc, const char *what) {
+int cu_gemm(cu_state *st, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+            const float *A, int lda, size_t a_count, const float *B, int ldb, size_t b_count,
+            float beta, float *C, int ldc, int allow_low, const char *what) {
     const float one = 1.0f;
-    if (!cu_low_precision(st)) {
+    if (!allow_low || !cu_low_precision(st)) {
         if (st->own_gemm)
             return own_gemm<float>(st, ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc, what);
         return cu_ok_cublas(st, cublasSgemm(st->cublas, ta, tb, m, n, k, &one, A, lda, B, ldb,
@@ -70,9 +68,9 @@ void cu_linear_forward(cx_backend *be, int rows, int in_features, int out_featur
                         "linear_forward"))
             return;
     } else {
-        if (!gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, out_features, rows, in_features, w,
+        if (!cu_gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, out_features, rows, in_features, w,
                   in_features, (size_t)out_features * in_features, x, in_features,
-                  (size_t)rows * in_features, 0.0f, y, out_features, "linear_forward (gemm)"))
+                  (size_t)rows * in_features, 0.0f, y, out_features, 1, "linear_forward (gemm)"))
             return;
     }
     if (bias) {
@@ -91,13 +89,13 @@ void cu_linear_backward(cx_backend *be, int rows, int in_features, int out_featu
     size_t w_count = (size_t)out_features * in_features, x_count = (size_t)rows * in_features;
     size_t dy_count = (size_t)rows * out_features;
     if (dx && in_features > 0 &&
-        !gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, in_features, rows, out_features, w, in_features,
-              w_count, dy, out_features, dy_count, 1.0f, dx, in_features,
+        !cu_gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, in_features, rows, out_features, w, in_features,
+              w_count, dy, out_features, dy_count, 1.0f, dx, in_features, 1,
               "linear_backward dx (gemm)"))
         return;
     if (dw && in_features > 0 &&
-        !gemm(st, CUBLAS_OP_N, CUBLAS_OP_T, in_features, out_features, rows, x, in_features,
-              x_count, dy, out_features, dy_count, 1.0f, dw, in_features,
+        !cu_gemm(st, CUBLAS_OP_N, CUBLAS_OP_T, in_features, out_features, rows, x, in_features,
+              x_count, dy, out_features, dy_count, 1.0f, dw, in_features, 1,
               "linear_backward dw (gemm)"))
         return;
     if (dbias)

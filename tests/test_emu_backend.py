@@ -49,6 +49,8 @@ MUTATIONS = [
      "            partial[threadIdx.x] += partial[threadIdx.x + half];"),
     # mixed precision: a half data gradient overwrites dx instead of adding to it
     ("conv.cu", "cu_widen(st, dx_out, dx, x_count(s), 1);", "cu_widen(st, dx_out, dx, x_count(s), 0);"),
+    # a 1x1 convolution's data gradient (a product per image) overwrites dx
+    ("conv.cu", "in, w_n, 1.0f, out + b * x_img, hw, 1,", "in, w_n, 0.0f, out + b * x_img, hw, 1,"),
 ]
 
 
@@ -154,8 +156,13 @@ def test_planted_bugs_are_caught(emulated, tmp_path):
     # the depthwise filter gradient without its barrier is wrong; its forward is not
     assert {"test_backward_matches_numpy[conv_dw7x7]", "test_backward_matches_numpy[conv_dw3x3_big]"} <= failed, failed
     assert "test_forward_matches_numpy[conv1x1_no_bias]" not in failed, failed
-    # the emulated cuDNN refuses the backward filter without its workspace, saying why
-    assert "test_backward_matches_numpy[conv1x1_no_bias]" in failed, failed
+    # the emulated cuDNN refuses the backward filter without its workspace, saying why (a
+    # 1x1 convolution is a product and never asks cuDNN)
+    assert "test_backward_matches_numpy[conv3x3_no_bias]" in failed, failed
+    assert "test_forward_matches_numpy[conv3x3_no_bias]" not in failed, failed
+    assert "test_backward_matches_numpy[conv1x1_no_bias]" not in failed, failed
+    # the 1x1 product's data gradient no longer accumulates
+    assert "test_backward_accumulates[conv1x1_no_bias]" in failed, failed
     assert re.search(r"cuDNN error in conv2d backward filter .*CUDNN_STATUS_BAD_PARAM.*needs \d+ "
                      r"bytes of workspace, 0 were given", output), output[-6000:]
     # a half data gradient that overwrites dx: the mixed-precision accumulation check sees it

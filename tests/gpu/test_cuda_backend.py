@@ -356,6 +356,8 @@ CASES = [
     conv_case("conv_dw3x3_no_bias", (2, 3, 7, 9), (3, 1, 3, 3), 1, 1, 1, 1, 3, bias=False),
     conv_case("conv_dw3x3_big", (2, 3, 40, 37), (3, 1, 3, 3), 1, 1, 1, 1, 3),
     conv_case("conv1x1_no_bias", (2, 10, 5, 5), (7, 10, 1, 1), 1, 0, 0, 1, 1, bias=False),
+    conv_case("conv1x1_odd", (3, 5, 4, 7), (6, 5, 1, 1), 1, 0, 0, 1, 1),
+    conv_case("conv3x3_no_bias", (2, 4, 6, 5), (3, 4, 3, 3), 1, 1, 1, 1, 1, bias=False),
     conv_case("conv3x3s2_odd", (1, 3, 9, 7), (5, 3, 3, 3), 2, 1, 1, 1, 1),
     pool_case("avgpool3x3s2", "avgpool2d", (2, 3, 9, 7), (3, 2, 1, 1)),
     pool_case("avgpool31_loss_window", "avgpool2d", (1, 2, 33, 35), (31, 1, 15, 1)),
