@@ -43,6 +43,7 @@ ENV_WORKER = "CODEXT_WORKER"  # set in every worker: launch() refuses to run ins
 SHM_KEY = "shm_name"
 NCCL_KEY = "nccl_unique_id"       # rank 0's ncclUniqueId (128 bytes)
 TRANSPORT_KEY = "gpu_transport"   # rank 0's choice for GPU ranks: b"nccl" or b"shm"
+NCCL_SHM_KEY = "nccl_shm_disable" # rank 0's: b"1" when /dev/shm is too small for NCCL's shm
 ENV_TRANSPORT = "CODEXT_GPU_TRANSPORT"  # "shm": GPU ranks stage through shared memory
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
@@ -425,7 +426,12 @@ def _join(place, store, timeout, device):
                                    f"NCCL is not usable here: {text}")
     if use_nccl:
         if place.source != "codext.launch":  # (codext.launch sets it in the workers' env)
-            os.environ.update(nccl_shm_env(log=print if place.rank == 0 else None))
+            # one decision for every rank (rank 0's look at /dev/shm): NCCL must not pick
+            # its shared-memory transport on one end of a connection only
+            if place.rank == 0:
+                store.set(NCCL_SHM_KEY, b"1" if nccl_shm_env(log=print) else b"0")
+            if store.get(NCCL_SHM_KEY, timeout) == b"1":
+                os.environ.setdefault("NCCL_SHM_DISABLE", "1")
         unique_id = store.get(NCCL_KEY, timeout)
         comm = _C.NcclComm(unique_id, place.rank, place.world, timeout=timeout, device=ordinal)
         return comm, (f"NCCL ({text}): device gradients all-reduced in place (ncclAvg), "

@@ -347,7 +347,7 @@ def synthetic(n_train=512, n_test=128, img_size=352, seed=0):
 
 # ---- augmentation and resizing -----------------------------------------------------------
 
-def check_config_source(config):
+def _check_config_source(config):
     """The pre-flight check of what for_config will load: Config.dataset_path, when set,
     must be a folder (FileNotFoundError / NotADirectoryError naming the field and the
     path), before a run touches its checkpoint folder."""
@@ -369,7 +369,7 @@ def for_config(config, log=None):
     set of Config.synthetic_train / synthetic_test images (memory checked first, the
     error naming those fields). log: where "data: ..." is said (None: nowhere)."""
     if config.dataset_path is not None:
-        check_config_source(config)
+        _check_config_source(config)
         data = load(config.dataset_path, img_size=config.img_size,
                     workers=max(1, config.num_workers))
         if log is not None:

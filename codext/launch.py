@@ -367,9 +367,13 @@ def _writable_checkpoint_dir(path):
     try:
         with open(probe, "wb") as f:
             f.write(b"ok")
-        os.remove(probe)
     except OSError as e:
         raise OSError(f"checkpoint_dir {path!r} is not writable ({e.strerror or e})") from None
+    finally:
+        try:
+            os.remove(probe)
+        except OSError:
+            pass
 
 
 def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, progress=True,
@@ -439,13 +443,11 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
     # every check that needs no worker, before the folder is touched (overwrite deletes)
     _check_workers(nprocs if nprocs is not None else 1, worker_device == "cuda", master_port)
     _timeout_from(timeout if timeout is not None else config.timeout)
-    if data is None:
-        _data.check_config_source(config)
+    if data is None:  # Config.dataset_path, loaded once here and shared, else the synthetic
+        data = _data.for_config(config, log)  # set: before the folder is touched
     _writable_checkpoint_dir(config.checkpoint_dir)
     if resume is None:
         _checkpoint.claim_folder(os.path.abspath(config.checkpoint_dir), overwrite, log)
-    if data is None:  # Config.dataset_path, loaded once here and shared, else the synthetic set
-        data = _data.for_config(config, log)
     threads = config.num_threads or max(1, _cores() // (nprocs if isinstance(nprocs, int) else 1))
     if timeout is None:
         timeout = config.timeout

@@ -390,14 +390,12 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
                              "the run in its folder, overwrite starts a new one")
         run = _rundir.RunDir.for_resume(resume)
         config = config.replace(checkpoint_dir=run.folder)
-    if data is None:
-        _data.check_config_source(config)  # before the folder is touched
+    if data is None:  # Config.dataset_path, else the synthetic set (memory checked first):
+        data = _data.for_config(config, say)  # loaded before the folder is touched
     ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir, resuming=run is not None)
     if run is None and writer:
         _checkpoint.claim_folder(ckpt_dir, overwrite, say)
     _checkpoint.kill_plan()  # a bad CODEXT_KILL_IN_SAVE fails here, before training
-    if data is None:  # Config.dataset_path, else the synthetic set (memory checked first)
-        data = _data.for_config(config, say)
     train_split, test_split = _check_data(data, config)
     fingerprint = _fingerprint(train_split)
 

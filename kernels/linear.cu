@@ -24,7 +24,8 @@ template <typename T>
 static int own_gemm(cu_state *st, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                     int k, const T *a, int lda, const T *b, int ldb, float beta, float *c,
                     int ldc, const char *what) {
-    dim3 grid((unsigned)((m + GEMM_TILE - 1) / GEMM_TILE), (unsigned)((n + GEMM_TILE - 1) / GEMM_TILE));
+    int tiles_n = (n + GEMM_TILE - 1) / GEMM_TILE; /* the kernel loops past gridDim.y */
+    dim3 grid((unsigned)((m + GEMM_TILE - 1) / GEMM_TILE), (unsigned)(tiles_n < 65535 ? tiles_n : 65535));
     dim3 block(GEMM_TILE, GEMM_TILE);
     CX_LAUNCH(gemm_tiled_kernel<T>, grid, block, 0, st->stream)(
         ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, a, lda, b, ldb, beta, c, ldc);

@@ -195,9 +195,12 @@ def checkpointing_on_the_device():
         t = trainer(m, gradient_checkpointing=checkpointing)
         for epoch in range(3):
             timed(f"checkpointing{int(checkpointing)}_step{epoch}", t.run_epoch, images, masks)
-        runs.append((m._native.params(), t.ema()))
+        runs.append((m._native.params(), t.ema(), m.activation_bytes()))
     exact("device_checkpointing_weights", runs[1][0], runs[0][0])
     exact("device_checkpointing_ema", runs[1][1], runs[0][1])
+    # and it did checkpoint: its arena is the smaller one
+    checks["device_checkpointing_weights"]["ok"] &= bool(runs[1][2] < runs[0][2])
+    checks["device_checkpointing_weights"]["worst"] = f"arena bytes {runs[1][2]} vs {runs[0][2]}"
 
 
 def state_pairs(t_dev, t_cpu, m_dev, m_cpu):
@@ -389,7 +392,7 @@ def codext_train_amp(cpu, losses_fp32):
     import re
     sm = int(re.search(r"\(sm_(\d+)", _C.cuda_backend_available()[1]).group(1))
     # CODEXT_AMP_DTYPE=fp16: a T4's fp16 on any GPU (tests/gpu forces it)
-    bf16 = sm >= 80 and os.environ.get("CODEXT_AMP_DTYPE", "") != "fp16"
+    bf16 = sm >= 80 and os.environ.get("CODEXT_AMP_DTYPE", "").strip().lower() != "fp16"
     note = "(bf16)" if bf16 else "(fp16, dynamic loss scaling)"
     lines = []
     cfg = codext.Config(**dict(RUN, amp=True), device="cuda", checkpoint_dir=tempfile.mkdtemp())

@@ -335,6 +335,7 @@ def test_torchrun_gpu_ranks_disable_nccls_shm_transport_themselves(monkeypatch):
     made = {}
     monkeypatch.setattr(_dist, "_nccl_choice", lambda device, env=None: (True, "NCCL 2.25 (fake)"))
     monkeypatch.setattr(_dist._C, "nccl_unique_id", lambda: bytes(128))
+    monkeypatch.setattr(_dist._C, "nccl_available", lambda: (True, "NCCL 2.25 (fake)"))
     monkeypatch.setattr(_dist._C, "NcclComm", lambda *a, **k: made.setdefault(
         "shm_disable", os.environ.get("NCCL_SHM_DISABLE")))
 
@@ -347,8 +348,16 @@ def test_torchrun_gpu_ranks_disable_nccls_shm_transport_themselves(monkeypatch):
 
     place = _dist.Place(rank=0, world=1, local_rank=0, local_world=1, master_addr="127.0.0.1",
                         master_port=29500, source="torchrun")
-    _, transport = _dist._join(place, Store(), 5, "cuda:0")
+    store = Store()
+    _, transport = _dist._join(place, store, 5, "cuda:0")
     assert transport.startswith("NCCL") and made == {"shm_disable": "1"}
+    # rank 0's decision is the run's: another rank applies it whatever its own /dev/shm
+    assert store[_dist.NCCL_SHM_KEY] == b"1"
+    monkeypatch.delenv("NCCL_SHM_DISABLE")
+    monkeypatch.setattr(os, "statvfs", lambda path: Vfs(1 << 40 >> 12, 4096))  # plenty here
+    made.clear()
+    _dist._join(_dist.Place(**dict(place.__dict__, rank=1, world=2)), store, 5, "cuda:1")
+    assert made == {"shm_disable": "1"}
 
 
 def test_launch_refuses_before_it_touches_the_checkpoint_folder(tmp_path, monkeypatch):

@@ -93,6 +93,17 @@ def test_config_dataset_path_is_what_train_and_launch_train_on(tmp_path, monkeyp
         with pytest.raises(FileNotFoundError, match=r"Config.dataset_path .*nowhere.*: no such dataset folder"):
             run(missing)
         assert not (tmp_path / "never").exists()
+    # a folder that is there but holds no dataset: refused before overwrite=True deletes
+    # the old run in the checkpoint folder
+    (tmp_path / "empty").mkdir()
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "last.safetensors").write_bytes(b"an old run")
+    for run in (lambda cfg: codext.train(cfg, log=None, overwrite=True),
+                lambda cfg: codext.launch(cfg, nprocs=1, timeout=60, log=None, overwrite=True)):
+        with pytest.raises((ValueError, OSError)):
+            run(codext.Config(dataset_path=str(tmp_path / "empty"), checkpoint_dir=str(old), **small))
+        assert (old / "last.safetensors").read_bytes() == b"an old run"
     lines = []
     cfg = codext.Config(dataset_path=str(root), checkpoint_dir=str(tmp_path / "a"), **small)
     result = codext.train(cfg, log=lines.append)

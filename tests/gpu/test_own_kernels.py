@@ -4,10 +4,11 @@ CODEXT_CUDA_GEMM=own puts kernels/device/gemm.cuh under every product of the lin
 instead of cuBLAS; CODEXT_CUDA_CONV=own runs every convolution on the direct kernels of
 kernels/device/direct_conv.cuh instead of cuDNN. The backend reads them when it is made
 (once per process), so each path runs in a child process of its own: the tiny model's
-forward outputs, loss and every gradient, in fp32 and with fp16 products. The two paths
-must agree to float rounding (they sum in other orders): fp32 to 1e-5 of each tensor's
-largest value, fp16 products to 1e-3 (both multiply the same half operands; the vendor's
-tensor cores may round the sums differently).
+forward outputs, loss and every gradient, in fp32 and with fp16 products. In fp32 the
+paths must agree to float rounding (they sum in other orders): 1e-5 of each tensor's
+largest value. With fp16 products our GEMM alone multiplies the same half operands as
+cuBLAS (1e-3; the 1x1 convolutions go through it too); our direct convolutions compute in
+float32 where cuDNN takes half operands, so with both the bar is mixed precision's 1e-2.
 
 On the emulator (tests/test_emu_backend.py runs tests/gpu) the vendor side is the
 emulated cuBLAS and cuDNN; on a GPU, the real ones.
@@ -42,8 +43,13 @@ np.savez(out, *outs, grads=model._native.grads(), total=np.float64(parts["total"
 """
 
 
+_vendor = {}  # precision -> the vendor path's arrays (the same for every own variant)
+
+
 def run_child(tmp_path, env_extra, precision):
-    out = tmp_path / f"{'own' if env_extra else 'vendor'}-{precision}.npz"
+    if not env_extra and precision in _vendor:
+        return _vendor[precision]
+    out = tmp_path / f"{'-'.join(sorted(env_extra)) or 'vendor'}-{precision}.npz"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                **env_extra)
     if os.environ.get("CODEXT_CUDA_EMULATED"):
@@ -51,7 +57,10 @@ def run_child(tmp_path, env_extra, precision):
     res = subprocess.run([sys.executable, "-c", CHILD, str(out), precision], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    return dict(np.load(out))
+    arrays = dict(np.load(out))
+    if not env_extra:
+        _vendor[precision] = arrays
+    return arrays
 
 
 def largest_relative(a, b):
@@ -60,12 +69,18 @@ def largest_relative(a, b):
     return float(np.max(np.abs(a - b)) / scale) if scale > 0 else float(np.max(np.abs(a - b)))
 
 
-@pytest.mark.parametrize("precision,tol", [("fp32", 1e-5), ("fp16", 1e-3)])
-def test_own_kernels_agree_with_cublas_and_cudnn(tmp_path, precision, tol):
+GEMM = {"CODEXT_CUDA_GEMM": "own"}
+BOTH = {"CODEXT_CUDA_GEMM": "own", "CODEXT_CUDA_CONV": "own"}
+
+
+@pytest.mark.parametrize("own_env,precision,tol", [
+    (GEMM, "fp32", 1e-5), (BOTH, "fp32", 1e-5), (GEMM, "fp16", 1e-3), (BOTH, "fp16", 1e-2)],
+    ids=["gemm-fp32", "gemm+conv-fp32", "gemm-fp16", "gemm+conv-fp16"])
+def test_own_kernels_agree_with_cublas_and_cudnn(tmp_path, own_env, precision, tol):
     if os.environ.get("CODEXT_GPU_TEST_BACKEND") == "cpu":
         pytest.skip("compares two CUDA paths: nothing to compare on the CPU backend")
     vendor = run_child(tmp_path, {}, precision)
-    own = run_child(tmp_path, {"CODEXT_CUDA_GEMM": "own", "CODEXT_CUDA_CONV": "own"}, precision)
+    own = run_child(tmp_path, own_env, precision)
     assert sorted(own) == sorted(vendor)
     worst = {k: largest_relative(own[k], vendor[k]) for k in vendor}
     assert max(worst.values()) <= tol, json.dumps(worst)
