@@ -4,7 +4,28 @@
     >>> codext.build_info()["cuda"] in (True, False)
     True
 """
-from . import _C
+import glob as _glob
+import os as _os
+import sys as _sys
+
+
+def _nvidia_lib_dirs():
+    """The lib folders of pip's nvidia-* wheels on sys.path (what torch's CUDA wheels
+    install: nvidia/cudnn/lib, nvidia/cublas/lib, ...). The CUDA library loader looks there
+    for a library its build linked that the system cannot find (csrc/ops/cuda_loader.c);
+    listing them loads nothing."""
+    found = []
+    for entry in _sys.path:
+        for lib in sorted(_glob.glob(_os.path.join(entry or ".", "nvidia", "*", "lib"))):
+            if _os.path.isdir(lib) and lib not in found:
+                found.append(lib)
+    return found
+
+
+if "CODEXT_NVIDIA_LIB_DIRS" not in _os.environ:
+    _os.environ["CODEXT_NVIDIA_LIB_DIRS"] = ":".join(_nvidia_lib_dirs())
+
+from . import _C  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -191,6 +191,48 @@ def test_loader_reasons_for_bad_libraries(case, tmp_path):
     assert not ok and expect in why and path in why, why
 
 
+@needs_binding
+def test_loader_takes_a_library_the_system_lacks_from_pip_wheel_folders(tmp_path):
+    """A CUDA library whose dependency (here a stand-in, libcxfakedep.so.9) is on no
+    search path: the loader names it and the wheel folders it searched; with a folder of
+    CODEXT_NVIDIA_LIB_DIRS holding it (pip's nvidia/<pkg>/lib layout), the dependency is
+    preloaded and loading gets past it (to the ABI check, which this stand-in fails)."""
+    import shutil
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.skip("no C compiler")
+    wheel_lib = tmp_path / "site" / "nvidia" / "fakedep" / "lib"
+    wheel_lib.mkdir(parents=True)
+    dep = wheel_lib / "libcxfakedep.so.9"
+    (tmp_path / "dep.c").write_text("int cx_fake_dep(void) { return 9; }\n")
+    (tmp_path / "lib.c").write_text("int cx_fake_dep(void);\nint cx_fake_user(void) { return cx_fake_dep(); }\n")
+    subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libcxfakedep.so.9", "-o", str(dep),
+                    str(tmp_path / "dep.c")], check=True)
+    lib = tmp_path / "libcodext_cuda_standin.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "lib.c"),
+                    "-L" + str(wheel_lib), "-l:libcxfakedep.so.9"], check=True)
+    env = {"CODEXT_CUDA_LIBRARY": str(lib), "CODEXT_NVIDIA_LIB_DIRS": ""}
+    ok, why = loader_probe(env)
+    assert not ok and "libcxfakedep.so.9: cannot open shared object file" in why, why
+    assert "wheel folders searched: (none)" in why, why
+    ok, why = loader_probe(dict(env, CODEXT_NVIDIA_LIB_DIRS=f"{tmp_path}/nowhere:{wheel_lib}"))
+    assert not ok and "cannot open shared object file" not in why, why
+    assert "has no cx_cuda_get_api" in why and str(lib) in why, why
+
+
+def test_codext_lists_the_nvidia_wheel_folders_on_its_path(tmp_path):
+    (tmp_path / "nvidia" / "cudnn" / "lib").mkdir(parents=True)
+    (tmp_path / "nvidia" / "cublas" / "lib").mkdir(parents=True)
+    (tmp_path / "nvidia" / "cudnn" / "include").mkdir(parents=True)
+    code = "import os, codext; print(os.environ['CODEXT_NVIDIA_LIB_DIRS'])"
+    env = {k: v for k, v in os.environ.items() if k != "CODEXT_NVIDIA_LIB_DIRS"}
+    env["PYTHONPATH"] = os.path.dirname(PACKAGE_DIR) + os.pathsep + str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout.strip().split(":")
+    mine = [d for d in out if d.startswith(str(tmp_path))]
+    assert mine == [str(tmp_path / "nvidia" / "cublas" / "lib"), str(tmp_path / "nvidia" / "cudnn" / "lib")], out
+
+
 def test_op_runner_rejects_bad_names():
     import numpy as np
     from testing_module import testing

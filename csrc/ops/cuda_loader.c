@@ -34,6 +34,55 @@ static int module_directory(char *dir, size_t size) {
     return 1;
 }
 
+/* The soname a failed dlopen could not find ("libcudnn.so.9: cannot open shared object
+ * file: ..."), into name; 0 when the error is another one. */
+static int missing_soname(const char *why, char *name, size_t size) {
+    const char *end = strstr(why, ": cannot open shared object file");
+    if (!end)
+        return 0;
+    const char *start = end;
+    while (start > why && start[-1] != ' ' && start[-1] != ':' && start[-1] != '/')
+        start--;
+    size_t n = (size_t)(end - start);
+    if (n == 0 || n + 1 > size)
+        return 0;
+    memcpy(name, start, n);
+    name[n] = '\0';
+    return 1;
+}
+
+/* Preloads `soname` (RTLD_GLOBAL: the dynamic linker then satisfies a later DT_NEEDED on
+ * that soname with it) from the first folder of CODEXT_NVIDIA_LIB_DIRS (colon-separated;
+ * codext/__init__.py lists the lib folders of pip's nvidia-* wheels on sys.path) that
+ * holds it. 1 when one was loaded. */
+static int preload_from_wheels(const char *soname, char *searched, size_t searched_size) {
+    const char *dirs = getenv("CODEXT_NVIDIA_LIB_DIRS");
+    snprintf(searched, searched_size, "%s", dirs && dirs[0] ? dirs : "(none)");
+    if (!dirs || !dirs[0])
+        return 0;
+    const char *at = dirs;
+    while (*at) {
+        const char *colon = strchr(at, ':');
+        size_t n = colon ? (size_t)(colon - at) : strlen(at);
+        char path[1024];
+        if (n > 0 && n + strlen(soname) + 2 < sizeof path) {
+            memcpy(path, at, n);
+            snprintf(path + n, sizeof path - n, "/%s", soname);
+            FILE *f = fopen(path, "rb");
+            if (f) {
+                fclose(f);
+                if (dlopen(path, RTLD_NOW | RTLD_GLOBAL))
+                    return 1;
+                dlerror();
+            }
+        }
+        if (!colon)
+            break;
+        at = colon + 1;
+    }
+    return 0;
+}
+
 static cx_status load_locked(void) {
     const char *override = getenv("CODEXT_CUDA_LIBRARY");
     if (override && override[0]) {
@@ -55,18 +104,32 @@ static cx_status load_locked(void) {
                        library_path);
     }
     fclose(probe);
-    dlerror();
-    void *handle = dlopen(library_path, RTLD_NOW | RTLD_LOCAL);
-    if (!handle) {
+    /* A library the build linked by soname and the system cannot find (the rpath the
+     * install recorded is gone, say): taken from pip's nvidia-* wheels when they have it,
+     * one missing soname after another. */
+    void *handle = NULL;
+    char why_text[512] = "", searched[512] = "";
+    for (int attempt = 0; attempt < 16 && !handle; attempt++) {
+        dlerror();
+        handle = dlopen(library_path, RTLD_NOW | RTLD_LOCAL);
+        if (handle)
+            break;
         const char *why = dlerror();
-        if (!why)
-            why = "unknown dlopen error";
-        int missing = strstr(why, "cannot open shared object file") != NULL;
-        return cx_fail(CX_ERUNTIME, "cannot load %s: %s%s", library_path, why,
+        snprintf(why_text, sizeof why_text, "%s", why ? why : "unknown dlopen error");
+        char soname[256];
+        if (!missing_soname(why_text, soname, sizeof soname) ||
+            !preload_from_wheels(soname, searched, sizeof searched))
+            break;
+    }
+    if (!handle) {
+        int missing = strstr(why_text, "cannot open shared object file") != NULL;
+        return cx_fail(CX_ERUNTIME, "cannot load %s: %s%s%s%s", library_path, why_text,
                        missing ? " (the CUDA runtime, cuBLAS, cuDNN 9 and NCCL 2 libraries it "
-                                 "was linked against must be found through its rpath or "
-                                 "LD_LIBRARY_PATH)"
-                               : "");
+                                 "was linked against must be found through its rpath, "
+                                 "LD_LIBRARY_PATH or pip's nvidia-* wheels; wheel folders "
+                                 "searched: "
+                               : "",
+                       missing ? searched : "", missing ? ")" : "");
     }
     /* Never dlclose: unloading CUDA libraries from a live process is not supported. */
     cx_cuda_get_api_fn get_api = NULL;
