@@ -110,10 +110,11 @@ def test_gpu_suite_passes_on_the_emulator(emulated, library):
     """Every test of tests/gpu passes and none skips: the ops the backend implements run
     on the emulator against NumPy and the CPU backend; the others are refused by name."""
     compiler, _ = emulated
-    code, output = run_gpu_tests(compiler, library)
+    # (test_own_kernels.py runs in test_our_own_gemm_... below: its children are the slow part)
+    code, output = run_gpu_tests(compiler, library, "-k", "not own_kernels")
     counts = summary_counts(output)
     assert code == 0, output[-6000:]
-    assert counts.get("passed", 0) >= 250 and set(counts) <= {"passed", "in"}, output[-3000:]
+    assert counts.get("passed", 0) >= 250 and set(counts) <= {"passed", "deselected", "in"}, output[-3000:]
 
 
 def test_bf16_runs_on_an_emulated_sm80(emulated, library):
@@ -178,10 +179,12 @@ def test_our_own_gemm_and_convolutions_stand_in_for_cublas_and_cudnn(emulated, l
     of cuBLAS and cuDNN, in fp32 and on the half copies of fp16, and matches NumPy and the
     CPU backend (tests/gpu/test_own_kernels.py compares the two paths directly)."""
     compiler, _ = emulated
-    code, output = run_gpu_tests(compiler, library, "-k", "linear or conv or own_kernels", env=OWN)
+    code, output = run_gpu_tests(
+        compiler, library, "-k", "(linear or conv) and (matches or accumulates or low_precision) or own_kernels",
+        env=OWN)
     counts = summary_counts(output)
     assert code == 0, output[-6000:]
-    assert counts.get("passed", 0) >= 80 and set(counts) <= {"passed", "deselected", "in"}, output[-3000:]
+    assert counts.get("passed", 0) >= 60 and set(counts) <= {"passed", "deselected", "in"}, output[-3000:]
 
 
 def test_the_own_gemm_is_what_runs_when_chosen_and_a_bad_choice_is_refused(emulated, tmp_path):
