@@ -67,6 +67,18 @@ def run_gpu_tests(compiler, lib, *pytest_args, env=None):
     return res.returncode, res.stdout + res.stderr
 
 
+def model_creation_error(env):
+    """A child that makes a tiny model on "cuda" under `env` and prints the RuntimeError or
+    ValueError that refuses it (nothing when it is made): the CompletedProcess."""
+    code = ("import codext\n"
+            "try:\n"
+            "    codext.Model(backbone='edgenext_tiny_test', decoder_dim=8, num_experts=2, device='cuda')\n"
+            "except (RuntimeError, ValueError) as e:\n"
+            "    print(e)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
 def summary_counts(output):
     """{'passed': n, 'failed': n, ...} from pytest's last line."""
     last = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
@@ -92,15 +104,8 @@ def test_a_gpu_without_a_kernel_image_is_refused_at_creation(emulated, library):
     JIT: a P100 under a build for sm_75 and up) fails when the backend is created, naming
     the device, its architecture and what to do, not at the first op of a step."""
     compiler, _ = emulated
-    env = emulated_env(library, compiler, CODEXT_CUDA_LIBRARY=library,
-                       CODEXT_EMU_NO_KERNEL_IMAGE="1")
-    code = ("import codext\n"
-            "try:\n"
-            "    codext.Model(backbone='edgenext_tiny_test', decoder_dim=8, num_experts=2, device='cuda')\n"
-            "except RuntimeError as e:\n"
-            "    print(e)\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120)
+    res = model_creation_error(emulated_env(library, compiler, CODEXT_CUDA_LIBRARY=library,
+                                            CODEXT_EMU_NO_KERNEL_IMAGE="1"))
     assert res.returncode == 0, res.stderr
     assert "device 0 (sm_75) cannot run this build's kernels" in res.stdout, res.stdout
     assert "cudaErrorNoKernelImageForDevice" in res.stdout and "CODEXT_CUDA_ARCHS=75" in res.stdout
@@ -198,12 +203,6 @@ def test_the_own_gemm_is_what_runs_when_chosen_and_a_bad_choice_is_refused(emula
     assert code != 0 and "FAILED" in output, output[-3000:]
     code, output = run_gpu_tests(compiler, lib, "-k", "matches_numpy and linear")
     assert code == 0, output[-3000:]
-    env = emulated_env(lib, compiler, CODEXT_CUDA_LIBRARY=lib, CODEXT_CUDA_GEMM="fast")
-    code = ("import codext\n"
-            "try:\n"
-            "    codext.Model(backbone='edgenext_tiny_test', decoder_dim=8, num_experts=2, device='cuda')\n"
-            "except (RuntimeError, ValueError) as e:\n"
-            "    print(e)\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120)
+    res = model_creation_error(emulated_env(lib, compiler, CODEXT_CUDA_LIBRARY=lib,
+                                            CODEXT_CUDA_GEMM="fast"))
     assert "CODEXT_CUDA_GEMM must be 'own' (our kernels) or 'vendor'" in res.stdout + res.stderr, res.stdout + res.stderr
