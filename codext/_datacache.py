@@ -342,6 +342,9 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+MIN_IMG_SIZE, MAX_IMG_SIZE = 8, 8192  # the sizes codext.data.load accepts
+
+
 def check_meta(meta, where):
     """DamagedEntry naming `where` and the field unless meta has the layout build() writes."""
     def bad(field, problem):
@@ -352,6 +355,8 @@ def check_meta(meta, where):
                       ("unreadable", list), ("mismatched", list)):
         if not isinstance(meta.get(key), kind):
             bad(key, f"missing or not {kind.__name__}")
+    if not MIN_IMG_SIZE <= meta["img_size"] <= MAX_IMG_SIZE:  # load()'s bounds
+        bad("img_size", f"must be in {MIN_IMG_SIZE}..{MAX_IMG_SIZE}, got {meta['img_size']}")
     for i, item in enumerate(meta["unreadable"]):  # [path, reason]
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)):
             bad(f"unreadable[{i}]", f"must be [path, reason], got {item!r}"[:200])
@@ -538,7 +543,7 @@ def _entry_lock(cache_dir, prefix):
             os.close(fd)  # releases the lock
 
 
-def _try_open(entry, key, warn=True):
+def _try_open(entry, key, img_size, warn=True):
     if not os.path.exists(os.path.join(entry, "meta.json")):
         return None
     try:
@@ -548,18 +553,25 @@ def _try_open(entry, key, warn=True):
             warnings.warn(f"codext.data: the cache entry {entry} is damaged ({e}); decoding the "
                           f"dataset again", stacklevel=4)
         return None
-    return (meta, arrays) if meta.get("key") == key else None
+    if meta["key"] != key:
+        return None
+    if meta["img_size"] != img_size:  # the key covers img_size: only an edited meta.json differs
+        if warn:
+            warnings.warn(f"codext.data: the cache entry {entry} holds {meta['img_size']}px arrays, "
+                          f"not {img_size}px; decoding the dataset again", stacklevel=4)
+        return None
+    return meta, arrays
 
 
 def get_or_build(root, groups, img_size, key, cache_dir, workers, progress):
     """(meta, {group: (descriptors, masks_full flat)}, MemoryStore or None, entry or None)."""
     prefix = entry_prefix(root, img_size)
     entry = os.path.join(cache_dir, prefix + key[:16])
-    found = _try_open(entry, key)
+    found = _try_open(entry, key, img_size)
     if found:
         return found[0], found[1], None, entry
     with _entry_lock(cache_dir, prefix):
-        found = _try_open(entry, key, warn=False)  # another process may have built it meanwhile
+        found = _try_open(entry, key, img_size, warn=False)  # another process may have built it meanwhile
         if found:
             return found[0], found[1], None, entry
         meta, store, entry = build(root, groups, img_size, key, cache_dir, workers, progress)

@@ -3,6 +3,7 @@ posix_fallocate commits it), masks holding NaN or negatives, a damaged dataset c
 decompression-bomb PNG given to predict."""
 import json
 import os
+import shutil
 import struct
 import zlib
 
@@ -134,6 +135,9 @@ def _edit_meta(entry, change):
     (lambda m: m["groups"][0]["masks_full"]["offsets"].__setitem__(1, -1), "groups[0].masks_full.shapes[1]: must be"),
     (lambda m: m.__setitem__("groups", {}), "groups: missing or not list"),
     (lambda m: m["groups"][0].__setitem__("masks_full", []), "groups[0].masks_full: must be null or"),
+    (lambda m: m.__setitem__("img_size", -8), "img_size: must be in 8..8192, got -8"),  # found by fuzzing
+    (lambda m: m.__setitem__("img_size", 7), "img_size: must be in 8..8192, got 7"),
+    (lambda m: m.__setitem__("img_size", 8193), "img_size: must be in 8..8192, got 8193"),
 ])
 def test_a_damaged_cache_is_refused_and_decoded_again(tmp_path, change, field):
     root, first = _cached(tmp_path)
@@ -145,6 +149,34 @@ def test_a_damaged_cache_is_refused_and_decoded_again(tmp_path, change, field):
     assert again.test.names == first.test.names
     assert all(np.array_equal(a, b) for a, b in zip(again.test.masks_full, first.test.masks_full))
     _datacache.open_entry(again.cache_path)  # the rebuilt entry is whole
+
+
+@pytest.mark.parametrize("edge", [8, 8192])
+def test_the_cache_img_size_bound_admits_its_edges(tmp_path, edge):
+    """8 and 8192 pass meta.json's schema (and then the arrays, of another size, are refused)."""
+    root, first = _cached(tmp_path)
+    _edit_meta(first.cache_path, lambda m: m.__setitem__("img_size", edge))
+    with pytest.raises(ValueError, match=rf"NC4K-images\.npy is uint8 \(3, {S}, {S}, 3\), meta\.json says "
+                                         rf"3 names of {edge}x{edge} RGB"):
+        _datacache.open_entry(first.cache_path)
+
+
+def test_an_edited_cache_img_size_is_decoded_again(tmp_path):
+    """An entry whose meta.json names another img_size (arrays and all) is not used for this one."""
+    root, first = _cached(tmp_path)
+    other = data.load(str(root), img_size=2 * S, cache_dir=str(tmp_path / "o"), progress=False)
+    target = first.cache_path
+    with open(os.path.join(target, "meta.json")) as f:
+        key = json.load(f)["key"]
+    for name in os.listdir(target):
+        os.remove(os.path.join(target, name))
+    for name in os.listdir(other.cache_path):
+        shutil.copyfile(os.path.join(other.cache_path, name), os.path.join(target, name))
+    _edit_meta(target, lambda m: m.__setitem__("key", key))
+    with pytest.warns(UserWarning, match=rf"holds {2 * S}px arrays, not {S}px; decoding the dataset again"):
+        again = data.load(str(root), img_size=S, cache_dir=str(tmp_path / "c"), progress=False)
+    assert again.train.images.shape[1:] == (S, S, 3) and again.test.images.shape[1:] == (S, S, 3)
+    assert np.array_equal(again.test.images, first.test.images)
 
 
 def test_a_cache_array_of_another_shape_is_refused(tmp_path):
