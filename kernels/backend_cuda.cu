@@ -168,12 +168,8 @@ static void cu_download(cx_backend *be, float *host, const float *src, size_t n)
                                        st->stream), "download");
 }
 
-/* Waits for the stream; reports (and clears) the first error since the previous sync. A
- * sticky device error (illegal address, ...) breaks the context: every later sync
- * reports it again and the backend must be destroyed. */
-static cx_status cu_sync(cx_backend *be) {
-    cu_state *st = cu_get(be);
-    cu_ok_cuda(st, cudaStreamSynchronize(st->stream), "queued work (sync)");
+/* Reports (through fail) and clears the first error recorded since the last report. */
+static cx_status cu_report(cu_state *st) {
     if (st->error_code == CX_OK)
         return CX_OK;
     cx_status code = st->error_code;
@@ -182,6 +178,18 @@ static cx_status cu_sync(cx_backend *be) {
     st->error[0] = '\0';
     return code;
 }
+
+/* Waits for the stream, then reports as above. A sticky device error (illegal address,
+ * ...) breaks the context: every later sync reports it again and the backend must be
+ * destroyed. */
+static cx_status cu_sync(cx_backend *be) {
+    cu_state *st = cu_get(be);
+    cu_ok_cuda(st, cudaStreamSynchronize(st->stream), "queued work (sync)");
+    return cu_report(st);
+}
+
+/* The first error recorded since the last sync, kept for it; no wait. */
+static cx_status cu_pending(cx_backend *be) { return cu_get(be)->error_code; }
 
 /* ---- the table ---- */
 
@@ -208,6 +216,7 @@ static void fill_table(cx_backend *be) {
     be->upload = cu_upload;
     be->download = cu_download;
     be->sync = cu_sync;
+    be->pending = cu_pending;
     be->supports = cu_supports;
 #define CX_OP(name, params)                                    \
     be->name = cu_##name ? cu_##name : cu_missing_##name;     \
@@ -440,7 +449,7 @@ static cx_status optim_read_result(cx_backend *be, const cu_optim_buffers *buffe
     if (status == (int)cudaErrorInvalidValue)
         return st->fail(CX_EINVAL, "device optimizer result: invalid buffers");
     cu_ok_cuda(st, (cudaError_t)status, "device optimizer result (read-back)");
-    return cu_sync(be); /* the stream is idle: reports what the step's queue recorded */
+    return cu_report(st); /* the stream is idle (waited for above): what the queue recorded */
 }
 
 static void copy_bytes(cx_backend *be, void *dst, const void *src, size_t bytes, int to_device) {

@@ -51,10 +51,18 @@ void set_stream_hooks(int (*pending)(cudaStream_t), void (*finish)(cudaStream_t)
 int stream_work_pending(cudaStream_t stream);
 void stream_work_finish(cudaStream_t stream);
 
+/* Counts one host wait for the GPU: a stream, event or device synchronization, or a
+ * synchronous cudaMemcpy (codext_emu_host_waits below). */
+void count_host_wait(void);
+
 /* Runs the blocks of a checked launch (emu_sched.cc); returns cudaSuccess or the error
  * it recorded. */
 cudaError_t run_grid(const char *name, dim3 grid, dim3 block, size_t shared_bytes,
                      const kernel_call *call);
 } // namespace cx_emu
+
+/* Host waits so far in this process (tests: how often a training step waits for the GPU;
+ * a real GPU idles during each). Exported from the emulated library only. */
+extern "C" __attribute__((visibility("default"))) long codext_emu_host_waits(void);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <atomic>
 #include <map>
 #include <set>
 #include <string>
@@ -154,7 +155,13 @@ cudaError_t launch(const char *name, const void *kernel, dim3 grid, dim3 block, 
     return status;
 }
 
+std::atomic<long> host_waits{0};
+
+void count_host_wait(void) { host_waits++; }
+
 } // namespace cx_emu
+
+long codext_emu_host_waits(void) { return cx_emu::host_waits.load(); }
 
 using namespace cx_emu;
 
@@ -289,6 +296,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) 
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+    count_host_wait();
     stream_work_finish(0);
     return cudaSuccess;
 }
@@ -345,6 +353,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    count_host_wait();
     stream_work_finish(stream);
     std::lock_guard<std::recursive_mutex> hold(big_lock());
     return stream_valid(stream) ? cudaSuccess
@@ -353,7 +362,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 }
 
 /* cudaErrorNotReady (not recorded as an error, as CUDA does) while a library's work on the
- * stream is pending; else cudaStreamSynchronize's answer (everything else has finished). */
+ * stream is pending; else cudaSuccess (all of it has finished; the stream was checked above). */
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
     {
         std::lock_guard<std::recursive_mutex> hold(big_lock());
@@ -361,7 +370,10 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
             return fail(cudaErrorInvalidResourceHandle, "cudaStreamQuery: %p is not a live stream",
                         (void *)stream);
     }
-    return stream_work_pending(stream) ? cudaErrorNotReady : cudaStreamSynchronize(stream);
+    if (stream_work_pending(stream))
+        return cudaErrorNotReady;
+    stream_work_finish(stream); /* a query is no wait: everything else has finished */
+    return cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags) {
@@ -411,14 +423,19 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+static cudaError_t event_done(cudaEvent_t event, const char *what) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());
     return events.count(event) ? cudaSuccess
-                               : fail(cudaErrorInvalidResourceHandle,
-                                      "cudaEventSynchronize: %p is not a live event", (void *)event);
+                               : fail(cudaErrorInvalidResourceHandle, "%s: %p is not a live event",
+                                      what, (void *)event);
 }
 
-cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchronize(event); }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+    count_host_wait();
+    return event_done(event, "cudaEventSynchronize");
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t event) { return event_done(event, "cudaEventQuery"); }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());

@@ -74,6 +74,17 @@ static inline cx_status cx_exec_finish(cx_backend *be, cx_status pass_status) {
     return pending != CX_OK ? pending : pass_status;
 }
 
+/* Ends a pass without waiting for it where the backend can tell a call-time error (out of
+ * memory, a failed launch) without waiting (be->pending): CX_OK with the pass still
+ * queued, or, when the pass or one of its ops failed, cx_exec_finish's answer (so the
+ * error and its message are the same as there). Errors the device finds while running the
+ * pass come at the next sync. Other backends: cx_exec_finish. */
+static inline cx_status cx_exec_check(cx_backend *be, cx_status pass_status) {
+    if (pass_status != CX_OK || !be->pending || be->pending(be) != CX_OK)
+        return cx_exec_finish(be, pass_status);
+    return CX_OK;
+}
+
 /* A zeroed gradient buffer from the arena. */
 #define CX_TAKE_ZERO(ex, ptr, n)                                                         \
     do {                                                                                 \

@@ -217,6 +217,14 @@ cx_status cx_cod_loss_device(cx_cod_model *m, const float *y_device, cx_cod_loss
  * touching any gradient. Sparse mode downloads the gate-weight gradients (one host sync
  * per scale). May be called again after the same loss (gradients add up). */
 cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone);
+/* The trainer's forward and backward: the same passes, queued without waiting for them
+ * (arena.h cx_exec_check) on a backend that can tell call-time errors without a wait (CUDA);
+ * errors the device meets while running them come at the next wait (the loss's read-back,
+ * the optimizer's). x: host memory, or (x_on_device) the backend's, as above. The public
+ * calls above wait, so that their errors name their pass. */
+cx_status cx_cod_forward_queued(cx_cod_model *m, const float *x, int x_on_device, int batch,
+                                int height, int width, int mode);
+cx_status cx_cod_backward_queued(cx_cod_model *m, float loss_scale, int train_backbone);
 /* The hook later backward passes call as their gradients become final, from the end of the
  * parameter buffer down (decoder, necks 3..0, backbone stages 3..0); fn NULL: none. */
 void cx_cod_set_grads_final(cx_cod_model *m, cx_grads_final_fn fn, void *ctx);

@@ -389,7 +389,7 @@ cx_status cx_cod_plan_bytes(cx_cod_model *m, int batch, int height, int width, i
 }
 
 static cx_status forward(cx_cod_model *m, const float *x, int x_on_device, int batch,
-                         int height, int width, int mode) {
+                         int height, int width, int mode, int queued) {
     CX_TRY(check_shape(m, batch, height, width, mode));
     m->have_forward = m->have_loss = 0;
     if (batch != m->plan_batch || height != m->plan_height || width != m->plan_width ||
@@ -403,19 +403,24 @@ static cx_status forward(cx_cod_model *m, const float *x, int x_on_device, int b
     cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads};
     cx_status st = forward_pass(m, &ex, x, x_on_device, batch, height, width, mode);
     m->after_forward = m->arena.used;
-    CX_TRY(cx_exec_finish(m->be, st));
+    CX_TRY(queued ? cx_exec_check(m->be, st) : cx_exec_finish(m->be, st));
     m->have_forward = 1;
     return CX_OK;
 }
 
 cx_status cx_cod_forward(cx_cod_model *m, const float *x_host, int batch, int height,
                          int width, int mode) {
-    return forward(m, x_host, 0, batch, height, width, mode);
+    return forward(m, x_host, 0, batch, height, width, mode, 0);
 }
 
 cx_status cx_cod_forward_device(cx_cod_model *m, const float *x_device, int batch, int height,
                                 int width, int mode) {
-    return forward(m, x_device, 1, batch, height, width, mode);
+    return forward(m, x_device, 1, batch, height, width, mode, 0);
+}
+
+cx_status cx_cod_forward_queued(cx_cod_model *m, const float *x, int x_on_device, int batch,
+                                int height, int width, int mode) {
+    return forward(m, x, x_on_device, batch, height, width, mode, 1);
 }
 
 static cx_status loss(cx_cod_model *m, const float *y, int y_on_device,
@@ -425,7 +430,8 @@ static cx_status loss(cx_cod_model *m, const float *y, int y_on_device,
     m->have_loss = 0;
     cx_arena_release(&m->arena, m->after_forward);
     cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads};
-    CX_TRY(cx_exec_finish(m->be, loss_pass(m, &ex, y, y_on_device)));
+    /* loss_pass waits for its read-back itself (and reports what the queue recorded) */
+    CX_TRY(cx_exec_check(m->be, loss_pass(m, &ex, y, y_on_device)));
     m->after_loss = m->arena.used;
     m->have_loss = 1;
     if (parts)
@@ -441,7 +447,7 @@ cx_status cx_cod_loss_device(cx_cod_model *m, const float *y_device, cx_cod_loss
     return loss(m, y_device, 1, parts);
 }
 
-cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone) {
+static cx_status backward(cx_cod_model *m, float loss_scale, int train_backbone, int queued) {
     if (!m->have_loss)
         return cx_fail(CX_ERUNTIME, "backward() needs forward() and loss() first");
     if (train_backbone && m->mode == CX_COD_TRAIN_HEAD)
@@ -451,7 +457,16 @@ cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone)
     cx_arena_release(&m->arena, m->after_loss);
     cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads,
                   .grads_final = m->grads_final, .grads_final_ctx = m->grads_final_ctx};
-    return cx_exec_finish(m->be, backward_pass(m, &ex, loss_scale, train_backbone));
+    cx_status st = backward_pass(m, &ex, loss_scale, train_backbone);
+    return queued ? cx_exec_check(m->be, st) : cx_exec_finish(m->be, st);
+}
+
+cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone) {
+    return backward(m, loss_scale, train_backbone, 0);
+}
+
+cx_status cx_cod_backward_queued(cx_cod_model *m, float loss_scale, int train_backbone) {
+    return backward(m, loss_scale, train_backbone, 1);
 }
 
 void cx_cod_set_grads_final(cx_cod_model *m, cx_grads_final_fn fn, void *ctx) {

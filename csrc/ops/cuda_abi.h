@@ -20,8 +20,9 @@ extern "C" {
  * 4: NCCL (nccl_*).
  * 5: mixed precision (backend_set_precision), pinned host memory (host_alloc, host_free),
  *    stream marks (stream_mark, stream_wait_mark), memory_info, the copy stream
- *    (copy_stream_setup, copy_upload, wait_copy). */
-#define CX_CUDA_ABI_VERSION 5
+ *    (copy_stream_setup, copy_upload, wait_copy).
+ * 6: cx_backend.pending (the trainer's passes queue without waiting). */
+#define CX_CUDA_ABI_VERSION 6
 #define CX_CUDA_ENTRY_POINT "cx_cuda_get_api"
 #define CX_CUDA_LIBRARY_NAME "libcodext_cuda.so"
 #define CX_CUDA_MARKS 16

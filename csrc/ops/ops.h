@@ -93,6 +93,11 @@ struct cx_backend {
     void (*upload)(cx_backend *be, float *dst, const float *host, size_t n);  /* host to device */
     void (*download)(cx_backend *be, float *host, const float *src, size_t n);/* device to host */
     cx_status (*sync)(cx_backend *be); /* waits for queued work; reports the first error */
+    /* The code of the first error an op recorded since the last sync (CX_OK: none so far),
+     * without waiting and without reporting or clearing it: the errors an op finds when it
+     * is called (out of memory, a failed launch or library call). NULL where every op runs
+     * to completion when called (the CPU backend): sync is then as cheap. */
+    cx_status (*pending)(cx_backend *be);
 
     /* 1 when the backend implements `op`. Every op field is callable either way (never
      * NULL): an op a backend lacks records an error naming it, reported by sync(). Ask

@@ -161,6 +161,14 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
         .lr = cfg->lr, .stage2_lr = cfg->stage2_lr, .backbone_lr_mult = cfg->backbone_lr_mult,
         .min_lr = cfg->min_lr};
     cx_optim_classify(&model->table);
+    const char *sync = getenv("CODEXT_CUDA_SYNC");
+    if (sync && *sync && strcmp(sync, "pass") != 0 && strcmp(sync, "step") != 0) {
+        free(t);
+        return cx_fail(CX_EINVAL, "CODEXT_CUDA_SYNC must be 'step' (the default: the GPU is "
+                       "waited for per loss and per optimizer step) or 'pass' (after every "
+                       "pass), got '%.40s'", sync);
+    }
+    t->wait_each_pass = sync && strcmp(sync, "pass") == 0;
     cx_status st;
     if (device) { /* the buffers live on the device; the host keeps the scalars */
         memset(&t->state, 0, sizeof t->state);
@@ -387,11 +395,14 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
         const float *x, *y;
         int on_device = 0;
         CX_TRY(next_batch(ctx, t, micro, &x, &y, &on_device));
+        /* queued: no wait on a CUDA device, but for the loss's read-back below */
+        int queued = t->dev && !t->wait_each_pass;
         cx_status st = micro == 0 && cx_trainer_fault_fires(&t->oom_fault, s->step)
                            ? cx_fail(CX_ENOMEM, "injected out-of-memory in step %lld",
                                      (long long)s->step)
-                           : on_device ? cx_cod_forward_device(m, x, B, t->height, t->width, mode)
-                                       : cx_cod_forward(m, x, B, t->height, t->width, mode);
+                       : queued ? cx_cod_forward_queued(m, x, on_device, B, t->height, t->width, mode)
+                       : on_device ? cx_cod_forward_device(m, x, B, t->height, t->width, mode)
+                                   : cx_cod_forward(m, x, B, t->height, t->width, mode);
         if (st == CX_OK) {
             CX_TRY(on_device ? cx_cod_loss_device(m, y, NULL) : cx_cod_loss(m, y, NULL));
             CX_TRY(cx_trainer_check_loss(t, at.stage, micro));
@@ -406,7 +417,11 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
                 cx_trainer_inject_overflow(t);
                 cx_trainer_ddp_backward_begins(t);
             }
-            st = cx_cod_backward(m, (float)(s->loss_scale / A), train_backbone);
+            /* the gradient buckets take "finished" for a synchronized stream (buckets.c) */
+            float scale = (float)(s->loss_scale / A);
+            st = queued && !(t->buckets && micro == A - 1)
+                     ? cx_cod_backward_queued(m, scale, train_backbone)
+                     : cx_cod_backward(m, scale, train_backbone);
             cx_trainer_ddp_backward_ends(t);
         }
         if (st == CX_ENOMEM) {

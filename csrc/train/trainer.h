@@ -169,6 +169,12 @@ typedef struct {
     int64_t oom_last_step;   /* global step of the latest halving (-1: none) */
     int oom_last_ranks;      /* how many ranks reported it */
     int step_retry;          /* step_body: the step was discarded, run it again */
+    /* A device step waits for the GPU twice: for the loss of each micro-batch (checked
+     * before its backward) and for the optimizer's result. The forward and backward are
+     * queued without a wait (cod.h cx_cod_forward_queued), but for the backward that
+     * starts DDP's gradient buckets. 1 (CODEXT_CUDA_SYNC=pass): wait after every pass, so
+     * that a fault the device meets names its pass (debugging). */
+    int wait_each_pass;
     cx_trainer_fault overflow_fault; /* tests: the step's gradients get an infinity */
     int64_t overflow_retries;     /* steps run again after a loss-scale back-off */
     double comm_seconds;     /* wall time the steps waited for their collectives after the

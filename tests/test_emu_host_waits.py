@@ -1,0 +1,98 @@
+"""How often a device training step waits for the GPU (issue 10: "no host-device sync in
+the training step that isn't needed"), counted by the CUDA emulator.
+
+Each host wait (a stream, event or device synchronization, a synchronous copy) leaves a
+real GPU idle while the host queues the next kernels. The emulated library counts them
+(csrc/emu: codext_emu_host_waits). A dense step of A micro-batches waits A + 1 times: for
+the loss of each micro-batch (read back and checked before its backward, as the CPU
+trainer does) and for the optimizer's result (norm, applied). The forward and backward
+are queued without a wait. Before this, every pass ended in one: 4A + 1 (the loss's read
+and a second, idle sync besides).
+
+CODEXT_CUDA_SYNC=pass restores a wait after every pass (so that a device fault names its
+pass): the same bits, more waits. A value other than step or pass is refused, naming the
+variable.
+
+The emulator runs every call as it is made, so a race that the dropped waits would open
+on a GPU cannot show here; docs/emulator.md says so, and docs/training.md gives the
+argument why the copy stream's buffers stay safe with one wait per micro-batch.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from emu_build import ROOT, emulated_env
+
+pytestmark = pytest.mark.timeout(600)
+
+CHILD = r"""
+import ctypes, json, os, sys
+os.environ["CODEXT_CUDA_LIBRARY"] = os.environ["CODEXT_CUDA_EMULATED"]  # before _C opens it
+import numpy as np
+import codext
+from codext import _C
+lib = ctypes.CDLL(os.environ["CODEXT_CUDA_EMULATED"])
+lib.codext_emu_host_waits.restype = ctypes.c_long
+S, N = 32, 4
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (N, S, S, 3), dtype=np.uint8)
+masks = (rng.random((N, S, S)) > 0.5).astype(np.uint8) * 255
+out = {}
+for acc in (1, 2):
+    for sync in ("step", "pass"):
+        os.environ["CODEXT_CUDA_SYNC"] = sync
+        m = codext.Model(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=3,
+                         img_size=S, seed=3, device="cuda")
+        t = _C.Trainer(m._native, N, S, S, batch_size=N // acc, accumulation_steps=acc,
+                       epochs=4, stage1_epochs=1, lr=1e-3, seed=5, loss_scaling=True)
+        waits, losses = [], []
+        for epoch in range(4):  # one optimizer step per epoch; the stage switch at step 1
+            before = lib.codext_emu_host_waits()
+            t.run_epoch(images, masks)
+            waits.append(lib.codext_emu_host_waits() - before)
+            losses.append(t.last_step()["loss"])
+        out[f"{acc}/{sync}"] = {"waits": waits, "losses": losses,
+                                "weights": np.asarray(m._native.params()).tobytes().hex()}
+os.environ["CODEXT_CUDA_SYNC"] = "always"
+m = codext.Model(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=3, img_size=S,
+                 seed=3, device="cuda")
+try:
+    _C.Trainer(m._native, N, S, S, batch_size=N, accumulation_steps=1, epochs=1)
+    out["refused"] = None
+except ValueError as e:
+    out["refused"] = str(e)
+json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def waits(emulated, library, tmp_path_factory):
+    out = tmp_path_factory.mktemp("waits") / "waits.json"
+    env = emulated_env(library, emulated[0])
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([sys.executable, "-c", CHILD, str(out)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=540)
+    assert res.returncode == 0 and out.exists(), (res.stdout + res.stderr)[-6000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("acc", [1, 2])
+def test_a_dense_device_step_waits_once_per_micro_batch_and_once_for_the_optimizer(waits, acc):
+    steady = waits[f"{acc}/step"]["waits"][2:]  # after the first step's plan and the stage switch
+    assert steady == [acc + 1, acc + 1], waits[f"{acc}/step"]["waits"]
+
+
+@pytest.mark.parametrize("acc", [1, 2])
+def test_waiting_after_every_pass_changes_no_bit(waits, acc):
+    queued, each_pass = waits[f"{acc}/step"], waits[f"{acc}/pass"]
+    assert queued["losses"] == each_pass["losses"]
+    assert queued["weights"] == each_pass["weights"]
+    assert all(p > q for p, q in zip(each_pass["waits"], queued["waits"])), (each_pass, queued)
+
+
+def test_an_unknown_codext_cuda_sync_is_refused_naming_it(waits):
+    assert waits["refused"] and "CODEXT_CUDA_SYNC must be 'step'" in waits["refused"] and \
+        "got 'always'" in waits["refused"], waits["refused"]
