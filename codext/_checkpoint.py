@@ -136,6 +136,39 @@ def remove_files(folder, names):
             pass
 
 
+def prepare_folder(path, resuming=False):
+    """Creates the checkpoint folder and proves it writable with a real write (os.access says
+    yes to root on a read-only mount), before any training; returns its absolute path.
+    OSError naming Config.checkpoint_dir, or (resuming) saying to resume a copy of the run."""
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        _refuse_folder(path, e, "cannot be created", resuming)
+    probe = os.path.join(path, f".codext-write-test-{os.getpid()}")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+    except OSError as e:
+        _refuse_folder(path, e, "is not writable", resuming)
+    finally:
+        try:
+            os.remove(probe)
+        except OSError:
+            pass
+    return path
+
+
+def _refuse_folder(path, error, problem, resuming):
+    why = f"{problem} ({error.strerror or error})"
+    if resuming:  # e.g. a run attached read-only: resume writes into the run's folder
+        raise OSError(error.errno, f"cannot resume the run in {path}: the folder {why}, and a "
+                                   f"resumed run writes into its own folder; copy the folder "
+                                   f"somewhere writable and resume the copy") from None
+    raise OSError(error.errno, f"Config.checkpoint_dir {path!r} {why}; set "
+                               f"Config.checkpoint_dir to a writable folder") from None
+
+
 def claim_folder(folder, overwrite, log):
     """Before a new run writes into `folder`: FileExistsError when it holds a run (with the
     ways on), unless overwrite, which removes that run's files (and only those)."""

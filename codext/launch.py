@@ -356,26 +356,6 @@ def _supervise(workers, display):
         time.sleep(0.05)
 
 
-def _writable_checkpoint_dir(path):
-    """Creates the folder and proves it writable with a real write (os.access says yes to
-    root on a read-only mount): OSError naming Config.checkpoint_dir."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"checkpoint_dir {path!r} cannot be created: {e.strerror}") from None
-    probe = os.path.join(path, f".codext-write-test-{os.getpid()}")
-    try:
-        with open(probe, "wb") as f:
-            f.write(b"ok")
-    except OSError as e:
-        raise OSError(f"checkpoint_dir {path!r} is not writable ({e.strerror or e})") from None
-    finally:
-        try:
-            os.remove(probe)
-        except OSError:
-            pass
-
-
 def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, progress=True,
            show_all_ranks=False, master_port=None, resume=None, overwrite=False, **overrides):
     """Trains with `nprocs` data-parallel workers; returns the same TrainResult as
@@ -445,7 +425,7 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
     _timeout_from(timeout if timeout is not None else config.timeout)
     if data is None:  # Config.dataset_path, loaded once here and shared, else the synthetic
         data = _data.for_config(config, log)  # set: before the folder is touched
-    _writable_checkpoint_dir(config.checkpoint_dir)
+    _checkpoint.prepare_folder(config.checkpoint_dir, resuming=resume is not None)
     if resume is None:
         _checkpoint.claim_folder(os.path.abspath(config.checkpoint_dir), overwrite, log)
     threads = config.num_threads or max(1, _cores() // (nprocs if isinstance(nprocs, int) else 1))

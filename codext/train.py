@@ -150,26 +150,6 @@ def _validate(model, split, conn):
 
 # ---- checkpoints ---------------------------------------------------------------------------
 
-def _prepare_checkpoint_dir(path, resuming=False):
-    """Creates the folder and proves it writable (before any training): OSError naming it."""
-    path = os.path.abspath(os.path.expanduser(path))
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".codext-write-test-{os.getpid()}")
-        with open(probe, "wb") as f:
-            f.write(b"ok")
-        os.remove(probe)
-    except OSError as e:
-        if resuming:  # e.g. a run attached read-only: resume writes into the run's folder
-            raise OSError(e.errno, f"cannot resume the run in {path}: the folder is not writable "
-                                   f"({e.strerror or e}), and a resumed run writes into its own "
-                                   f"folder; copy the folder somewhere writable and resume the "
-                                   f"copy") from None
-        raise OSError(e.errno, f"Config.checkpoint_dir {path!r} is not writable ({e.strerror or e}); "
-                               f"set Config.checkpoint_dir to a writable folder") from None
-    return path
-
-
 def _fingerprint(split):
     """n, size and a CRC of a sample of rows: detects resuming on other training data."""
     n = len(split.images)
@@ -392,7 +372,7 @@ def _train(config, data, resume, progress, log, dist=None, overwrite=False):
         config = config.replace(checkpoint_dir=run.folder)
     if data is None:  # Config.dataset_path, else the synthetic set (memory checked first):
         data = _data.for_config(config, say)  # loaded before the folder is touched
-    ckpt_dir = _prepare_checkpoint_dir(config.checkpoint_dir, resuming=run is not None)
+    ckpt_dir = _checkpoint.prepare_folder(config.checkpoint_dir, resuming=run is not None)
     if run is None and writer:
         _checkpoint.claim_folder(ckpt_dir, overwrite, say)
     _checkpoint.kill_plan()  # a bad CODEXT_KILL_IN_SAVE fails here, before training

@@ -240,9 +240,12 @@ static void destroy(cx_backend *be) {
                 cudaEventDestroy(st->marks[i]);
         if (st->copy_stream)
             cudaStreamSynchronize(st->copy_stream);
-        for (int i = 0; i < CX_CUDA_COPY_SLOTS; i++)
+        for (int i = 0; i < CX_CUDA_COPY_SLOTS; i++) {
             if (st->copy_done[i])
                 cudaEventDestroy(st->copy_done[i]);
+            if (st->copy_free[i])
+                cudaEventDestroy(st->copy_free[i]);
+        }
         if (st->copy_stream)
             cudaStreamDestroy(st->copy_stream);
         if (st->workspace)
@@ -496,6 +499,8 @@ static void host_free(cx_backend *be, void *ptr) {
         return;
     if (st->copy_stream) /* an upload queued from this buffer may still be running */
         cu_ok_cuda(st, cudaStreamSynchronize(st->copy_stream), "copy stream (host_free)");
+    /* ... or a read-back into it (the trainer's loss records) */
+    cu_ok_cuda(st, cudaStreamSynchronize(st->stream), "queued work (host_free)");
     cu_ok_cuda(st, cudaFreeHost(ptr), "cudaFreeHost");
 }
 
@@ -552,16 +557,23 @@ static cx_status copy_stream_setup(cx_backend *be) {
     if (st->copy_stream)
         return CX_OK;
     cudaError_t e = cudaStreamCreateWithFlags(&st->copy_stream, cudaStreamNonBlocking);
-    for (int i = 0; i < CX_CUDA_COPY_SLOTS && e == cudaSuccess; i++)
+    for (int i = 0; i < CX_CUDA_COPY_SLOTS && e == cudaSuccess; i++) {
         e = cudaEventCreateWithFlags(&st->copy_done[i], cudaEventDisableTiming);
+        if (e == cudaSuccess)
+            e = cudaEventCreateWithFlags(&st->copy_free[i], cudaEventDisableTiming);
+    }
     if (e != cudaSuccess) { /* undo, so that a later setup tries again from nothing */
         cudaGetLastError();
-        for (int i = 0; i < CX_CUDA_COPY_SLOTS; i++)
+        for (int i = 0; i < CX_CUDA_COPY_SLOTS; i++) {
             if (st->copy_done[i])
                 cudaEventDestroy(st->copy_done[i]);
+            if (st->copy_free[i])
+                cudaEventDestroy(st->copy_free[i]);
+        }
         if (st->copy_stream)
             cudaStreamDestroy(st->copy_stream);
         memset(st->copy_done, 0, sizeof st->copy_done);
+        memset(st->copy_free, 0, sizeof st->copy_free);
         st->copy_stream = NULL;
         return st->fail(CX_ERUNTIME, "creating the copy stream on device %d: %s", st->device,
                         cudaGetErrorString(e));
@@ -575,6 +587,8 @@ static cx_status copy_upload(cx_backend *be, void *dst, const void *src, size_t 
         return st->fail(CX_EINVAL, "copy_upload: slot %d without copy_stream_setup", slot);
     /* the prefetch's worker thread: its current device is 0 until set (stream_wait_mark) */
     cudaError_t e = cudaSetDevice(st->device);
+    if (e == cudaSuccess && st->copy_free_recorded[slot]) /* the model's reads of dst are done */
+        e = cudaStreamWaitEvent(st->copy_stream, st->copy_free[slot], 0);
     if (e == cudaSuccess && bytes)
         e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, st->copy_stream);
     if (e == cudaSuccess)
@@ -596,6 +610,31 @@ static cx_status wait_copy(cx_backend *be, int slot) {
     return CX_OK;
 }
 
+static cx_status copy_release(cx_backend *be, int slot) {
+    cu_state *st = cu_get(be);
+    if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
+        return st->fail(CX_EINVAL, "copy_release: slot %d without copy_stream_setup", slot);
+    cudaError_t e = cudaEventRecord(st->copy_free[slot], st->stream);
+    if (e != cudaSuccess)
+        return st->fail(CX_ERUNTIME, "releasing batch buffer %d on device %d: %s", slot,
+                        st->device, cudaGetErrorString(e));
+    st->copy_free_recorded[slot] = 1;
+    return CX_OK;
+}
+
+static cx_status copy_claim(cx_backend *be, int slot) {
+    cu_state *st = cu_get(be);
+    if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
+        return st->fail(CX_EINVAL, "copy_claim: slot %d without copy_stream_setup", slot);
+    cudaError_t e = cudaSetDevice(st->device); /* the worker thread, as in copy_upload */
+    if (e == cudaSuccess) /* an event never recorded has completed */
+        e = cudaEventSynchronize(st->copy_done[slot]);
+    if (e != cudaSuccess)
+        return st->fail(CX_ERUNTIME, "waiting for batch upload %d on device %d: %s", slot,
+                        st->device, cudaGetErrorString(e));
+    return CX_OK;
+}
+
 static char build_text[256];
 
 static cx_cuda_api api = {
@@ -609,6 +648,7 @@ static cx_cuda_api api = {
     backend_set_precision, host_alloc,    host_free,
     stream_mark,         stream_wait_mark,   memory_info,
     copy_stream_setup,   copy_upload,        wait_copy,
+    copy_release,        copy_claim,
 };
 
 CU_EXPORT const cx_cuda_api *cx_cuda_get_api(int abi_version) {

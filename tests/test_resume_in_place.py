@@ -274,14 +274,18 @@ def test_a_launched_run_killed_inside_its_save_resumes_to_the_same_bits(tmp_path
         codext.launch(cfg.replace(checkpoint_dir=run), nprocs=2, log=None)
 
 
-def test_a_read_only_run_folder_says_to_resume_a_copy(stopped, tmp_path):
+@pytest.mark.parametrize("entry", ["train", "launch"])
+def test_a_read_only_run_folder_says_to_resume_a_copy(stopped, tmp_path, entry):
     run = copy_of(stopped, tmp_path)
     # the folder's write probe fails (a folder in its place: unwritable even for root)
     os.mkdir(os.path.join(run, f".codext-write-test-{os.getpid()}"))
     with pytest.raises(OSError, match=rf"cannot resume the run in {run}: the folder is not "
                                       rf"writable .*copy the folder somewhere writable and "
                                       rf"resume the copy"):
-        train(codext.Config(**TINY), resume=run, progress=False)
+        if entry == "train":
+            train(codext.Config(**TINY), resume=run, progress=False)
+        else:  # refused before any worker starts
+            codext.launch(codext.Config(**TINY), resume=run, nprocs=1, log=None)
 
 
 def test_cli_resumes_a_run_through_the_launcher(stopped, finished, tmp_path, capsys):

@@ -366,7 +366,8 @@ def test_unwritable_checkpoint_dir_fails_before_training(tmp_path):
     blocker.write_text("x")
     cfg = tiny_config(blocker / "ck")
     lines = []
-    with pytest.raises(OSError, match="checkpoint_dir .*a-file/ck.* is not writable"):
+    with pytest.raises(OSError, match=r"Config\.checkpoint_dir .*a-file/ck.* cannot be created \(Not a directory\); set "
+                                     r"Config\.checkpoint_dir to a writable folder"):
         train(cfg, log=lines.append)
     assert lines == []
 

@@ -51,9 +51,9 @@ void set_stream_hooks(int (*pending)(cudaStream_t), void (*finish)(cudaStream_t)
 int stream_work_pending(cudaStream_t stream);
 void stream_work_finish(cudaStream_t stream);
 
-/* Counts one host wait for the GPU: a stream, event or device synchronization, or a
- * synchronous cudaMemcpy (codext_emu_host_waits below). */
-void count_host_wait(void);
+/* Counts one host wait for the GPU (codext_emu_host_waits below): event 0, a stream or
+ * device synchronization or a synchronous cudaMemcpy; event 1, cudaEventSynchronize. */
+void count_host_wait(int event);
 
 /* Runs the blocks of a checked launch (emu_sched.cc); returns cudaSuccess or the error
  * it recorded. */
@@ -61,8 +61,11 @@ cudaError_t run_grid(const char *name, dim3 grid, dim3 block, size_t shared_byte
                      const kernel_call *call);
 } // namespace cx_emu
 
-/* Host waits so far in this process (tests: how often a training step waits for the GPU;
- * a real GPU idles during each). Exported from the emulated library only. */
-extern "C" __attribute__((visibility("default"))) long codext_emu_host_waits(void);
+/* Host waits so far in this process (tests: how often a training step waits for the GPU).
+ * events 0: the waits that drain a stream (synchronizations, synchronous copies): a real
+ * GPU idles while the host then queues more work. events 1: waits for one event
+ * (cudaEventSynchronize), which need not drain the stream that records it. Exported from
+ * the emulated library only. */
+extern "C" __attribute__((visibility("default"))) long codext_emu_host_waits(int events);
 
 #endif

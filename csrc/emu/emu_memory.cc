@@ -262,7 +262,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-    count_host_wait();
+    count_host_wait(0);
     return cudaMemcpyAsync(dst, src, bytes, kind, 0);
 }
 

@@ -155,13 +155,13 @@ cudaError_t launch(const char *name, const void *kernel, dim3 grid, dim3 block, 
     return status;
 }
 
-std::atomic<long> host_waits{0};
+std::atomic<long> host_waits[2];
 
-void count_host_wait(void) { host_waits++; }
+void count_host_wait(int event) { host_waits[event ? 1 : 0]++; }
 
 } // namespace cx_emu
 
-long codext_emu_host_waits(void) { return cx_emu::host_waits.load(); }
+long codext_emu_host_waits(int events) { return cx_emu::host_waits[events ? 1 : 0].load(); }
 
 using namespace cx_emu;
 
@@ -296,7 +296,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) 
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
-    count_host_wait();
+    count_host_wait(0);
     stream_work_finish(0);
     return cudaSuccess;
 }
@@ -353,7 +353,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-    count_host_wait();
+    count_host_wait(0);
     stream_work_finish(stream);
     std::lock_guard<std::recursive_mutex> hold(big_lock());
     return stream_valid(stream) ? cudaSuccess
@@ -431,7 +431,7 @@ static cudaError_t event_done(cudaEvent_t event, const char *what) {
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-    count_host_wait();
+    count_host_wait(1);
     return event_done(event, "cudaEventSynchronize");
 }
 

@@ -224,6 +224,15 @@ cx_status cx_cod_backward(cx_cod_model *m, float loss_scale, int train_backbone)
  * calls above wait, so that their errors name their pass. */
 cx_status cx_cod_forward_queued(cx_cod_model *m, const float *x, int x_on_device, int batch,
                                 int height, int width, int mode);
+/* The loss, its read-back queued into record [cx_cod_loss_record_floats(B)] (pinned host
+ * memory on a GPU: a copy into pageable memory waits), filled once the stream gets there;
+ * *balance: the routing balance of the forward (host). After a wait, parts_from turns the
+ * record into m->parts (and *parts when not NULL), as cx_cod_loss fills them. */
+static inline size_t cx_cod_loss_record_floats(int batch) { return (size_t)20 * (size_t)batch; }
+cx_status cx_cod_loss_queued(cx_cod_model *m, const float *y, int y_on_device, float *record,
+                             double *balance);
+void cx_cod_loss_parts_from(cx_cod_model *m, const float *record, int batch, double balance,
+                            cx_cod_loss_parts *parts);
 cx_status cx_cod_backward_queued(cx_cod_model *m, float loss_scale, int train_backbone);
 /* The hook later backward passes call as their gradients become final, from the end of the
  * parameter buffer down (decoder, necks 3..0, backbone stages 3..0); fn NULL: none. */

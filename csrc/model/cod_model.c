@@ -207,7 +207,42 @@ static double output_weight(const cx_cod_model *m, int k) {
     return k == 0 ? 1.0 : (double)m->cfg.ds_weight;
 }
 
-static cx_status loss_pass(cx_cod_model *m, cx_exec *ex, const float *y, int y_on_device) {
+static double routing_balance(const cx_cod_model *m) {
+    double balance = 0.0;
+    if (m->cfg.top_k > 0)
+        for (int i = 0; i < 4; i++)
+            balance += m->neck[i].balance;
+    return balance;
+}
+
+/* m->parts from a loss record (cx_cod_loss_record_floats: per output k, the B losses, then
+ * per image the sums sum(w), sum(w bce), sum(w p y), sum(w (p + y))) and the routing
+ * balance of the same forward. */
+static void parts_from_record(cx_cod_model *m, const float *record, int B, double balance) {
+    cx_cod_loss_parts *parts = &m->parts;
+    parts->total = 0.0;
+    for (int k = 0; k < 4; k++) {
+        const float *out = record + (size_t)5 * B * k;
+        double mean = 0.0;
+        for (int b = 0; b < B; b++) {
+            const float *sums = out + B + 4 * b;
+            double inter = sums[2], union_ = sums[3];
+            parts->wbce[k][b] = (double)sums[1] / (double)sums[0];
+            parts->wiou[k][b] = 1.0 - (inter + 1.0) / (union_ - inter + 1.0);
+            mean += (double)out[b];
+        }
+        parts->loss[k] = mean / B;
+        parts->total += output_weight(m, k) * parts->loss[k];
+    }
+    parts->balance = balance;
+    if (m->cfg.top_k > 0)
+        parts->total += (double)m->cfg.balance_weight * balance;
+}
+
+/* record NULL: reads the loss back into m->parts (one wait). Else queues the read-back
+ * into record [cx_cod_loss_record_floats(B)] and returns without waiting. */
+static cx_status loss_pass(cx_cod_model *m, cx_exec *ex, const float *y, int y_on_device,
+                          float *record) {
     cx_backend *be = ex->be;
     int B = m->batch, H = m->height, W = m->width;
     size_t plane = (size_t)H * W;
@@ -224,36 +259,17 @@ static cx_status loss_pass(cx_cod_model *m, cx_exec *ex, const float *y, int y_o
     }
     if (ex->arena->planning)
         return CX_OK;
-    /* per output k and image: loss, then the sums sum(w), sum(w bce), sum(w p y),
-     * sum(w (p + y)); all four outputs' read back with one wait */
-    cx_cod_loss_parts *parts = &m->parts;
-    float *staging = loss_staging(m);
+    /* all four outputs' values and sums in one read-back */
+    float *out = record ? record : loss_staging(m);
     for (int k = 0; k < 4; k++) {
-        float *out = staging + (size_t)5 * B * k;
-        be->download(be, out, m->loss_values[k], (size_t)B);
-        be->download(be, out + B, m->loss_saved[k] + (size_t)B * plane, (size_t)4 * B);
+        float *at = out + (size_t)5 * B * k;
+        be->download(be, at, m->loss_values[k], (size_t)B);
+        be->download(be, at + B, m->loss_saved[k] + (size_t)B * plane, (size_t)4 * B);
     }
+    if (record)
+        return CX_OK;
     CX_TRY(be->sync(be));
-    parts->total = 0.0;
-    for (int k = 0; k < 4; k++) {
-        const float *out = staging + (size_t)5 * B * k;
-        double mean = 0.0;
-        for (int b = 0; b < B; b++) {
-            const float *sums = out + B + 4 * b;
-            double inter = sums[2], union_ = sums[3];
-            parts->wbce[k][b] = (double)sums[1] / (double)sums[0];
-            parts->wiou[k][b] = 1.0 - (inter + 1.0) / (union_ - inter + 1.0);
-            mean += (double)out[b];
-        }
-        parts->loss[k] = mean / B;
-        parts->total += output_weight(m, k) * parts->loss[k];
-    }
-    parts->balance = 0.0;
-    if (m->cfg.top_k > 0) {
-        for (int i = 0; i < 4; i++)
-            parts->balance += m->neck[i].balance;
-        parts->total += (double)m->cfg.balance_weight * parts->balance;
-    }
+    parts_from_record(m, out, B, routing_balance(m));
     return CX_OK;
 }
 
@@ -329,7 +345,7 @@ static cx_status plan_passes(cx_cod_model *m, int B, int H, int W, int mode, cx_
     m->width = W;
     cx_status st = forward_pass(m, &ex, NULL, 0, B, H, W, mode);
     if (st == CX_OK && cx_cod_mode_trains(mode))
-        st = loss_pass(m, &ex, NULL, 0);
+        st = loss_pass(m, &ex, NULL, 0, NULL);
     if (st == CX_OK && cx_cod_mode_trains(mode))
         st = backward_pass(m, &ex, 1.0f, mode != CX_COD_TRAIN_HEAD);
     m->have_forward = m->have_loss = 0;
@@ -424,27 +440,42 @@ cx_status cx_cod_forward_queued(cx_cod_model *m, const float *x, int x_on_device
 }
 
 static cx_status loss(cx_cod_model *m, const float *y, int y_on_device,
-                      cx_cod_loss_parts *parts) {
+                      cx_cod_loss_parts *parts, float *record) {
     if (!m->have_forward || !cx_cod_mode_trains(m->mode))
         return cx_fail(CX_ERUNTIME, "loss() needs a training-mode forward() first");
     m->have_loss = 0;
     cx_arena_release(&m->arena, m->after_forward);
     cx_exec ex = {.be = m->be, .arena = &m->arena, .params = m->params, .grads = m->grads};
-    /* loss_pass waits for its read-back itself (and reports what the queue recorded) */
-    CX_TRY(cx_exec_check(m->be, loss_pass(m, &ex, y, y_on_device)));
+    /* without a record, loss_pass waits for its read-back (and reports what the queue
+     * recorded) itself */
+    CX_TRY(cx_exec_check(m->be, loss_pass(m, &ex, y, y_on_device, record)));
     m->after_loss = m->arena.used;
     m->have_loss = 1;
-    if (parts)
+    if (parts && !record)
         *parts = m->parts;
     return CX_OK;
 }
 
 cx_status cx_cod_loss(cx_cod_model *m, const float *y_host, cx_cod_loss_parts *parts) {
-    return loss(m, y_host, 0, parts);
+    return loss(m, y_host, 0, parts, NULL);
 }
 
 cx_status cx_cod_loss_device(cx_cod_model *m, const float *y_device, cx_cod_loss_parts *parts) {
-    return loss(m, y_device, 1, parts);
+    return loss(m, y_device, 1, parts, NULL);
+}
+
+cx_status cx_cod_loss_queued(cx_cod_model *m, const float *y, int y_on_device, float *record,
+                             double *balance) {
+    CX_TRY(loss(m, y, y_on_device, NULL, record));
+    *balance = routing_balance(m);
+    return CX_OK;
+}
+
+void cx_cod_loss_parts_from(cx_cod_model *m, const float *record, int batch, double balance,
+                            cx_cod_loss_parts *parts) {
+    parts_from_record(m, record, batch, balance);
+    if (parts)
+        *parts = m->parts;
 }
 
 static cx_status backward(cx_cod_model *m, float loss_scale, int train_backbone, int queued) {

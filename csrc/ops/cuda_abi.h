@@ -21,7 +21,8 @@ extern "C" {
  * 5: mixed precision (backend_set_precision), pinned host memory (host_alloc, host_free),
  *    stream marks (stream_mark, stream_wait_mark), memory_info, the copy stream
  *    (copy_stream_setup, copy_upload, wait_copy).
- * 6: cx_backend.pending (the trainer's passes queue without waiting). */
+ * 6: cx_backend.pending (the trainer's passes queue without waiting); copy_release and
+ *    copy_claim (the copy slots' reuse without a wait for the model's stream). */
 #define CX_CUDA_ABI_VERSION 6
 #define CX_CUDA_ENTRY_POINT "cx_cuda_get_api"
 #define CX_CUDA_LIBRARY_NAME "libcodext_cuda.so"
@@ -155,6 +156,14 @@ typedef struct {
     cx_status (*copy_stream_setup)(cx_backend *be);
     cx_status (*copy_upload)(cx_backend *be, void *dst, const void *src, size_t bytes, int slot);
     cx_status (*wait_copy)(cx_backend *be, int slot);
+    /* Reuse of a slot's buffers while the model's stream runs behind the host (the trainer
+     * waits once per step). copy_release, from be's thread: everything queued on be's
+     * stream so far (the passes that read the slot's device buffer) comes before the next
+     * copy_upload into `slot`: the copy stream waits for it on the device. copy_claim, from
+     * the thread about to rewrite the slot's pinned host buffer: returns once the last
+     * upload from it is done (at once when it is, or when there was none). */
+    cx_status (*copy_release)(cx_backend *be, int slot);
+    cx_status (*copy_claim)(cx_backend *be, int slot);
 } cx_cuda_api;
 
 /* The library's one exported symbol. NULL when abi_version differs from its own. */

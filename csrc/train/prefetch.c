@@ -13,6 +13,7 @@ struct cx_prefetch {
     cx_host_free_fn release;
     cx_backend *be;
     cx_batch_ready_fn ready;
+    cx_batch_claim_fn claim;
     void *ready_ctx;
     int handed; /* the buffer the last take handed out (the step trains on it) */
 
@@ -35,6 +36,8 @@ struct cx_prefetch {
 /* The batch of job j into buffer `slot`, then the ready hook. */
 static cx_status build(const cx_prefetch *p, const cx_batch_job *j, int slot) {
     float *x = p->x[slot], *y = p->y[slot];
+    if (p->claim)
+        CX_TRY(p->claim(p->ready_ctx, slot));
     CX_TRY(cx_augment_batch(j->images, j->masks, j->n_images, j->height, j->width, j->rows,
                             j->batch, j->seed, j->epoch, j->augment, &j->augment_config, x, y));
     size_t n_y = (size_t)j->batch * (size_t)j->height * (size_t)j->width;
@@ -217,3 +220,5 @@ void cx_prefetch_counts(const cx_prefetch *p, int64_t *hits, int64_t *misses) {
     *hits = p->hits;
     *misses = p->misses;
 }
+
+void cx_prefetch_on_claim(cx_prefetch *p, cx_batch_claim_fn claim) { p->claim = claim; }

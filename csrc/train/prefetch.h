@@ -45,12 +45,19 @@ typedef void (*cx_host_free_fn)(cx_backend *be, void *ptr);
 typedef cx_status (*cx_batch_ready_fn)(void *ctx, int slot, const float *x, size_t n_x,
                                        const float *y, size_t n_y);
 
+/* Called on the thread about to build into buffer `slot`, before it writes there (may be
+ * NULL): the CUDA trainer waits there for the copy stream's last upload from that pinned
+ * buffer. An error fails that batch's take. */
+typedef cx_status (*cx_batch_claim_fn)(void *ctx, int slot);
+
 /* Two buffers of x_floats ([B, 3, H, W]) and y_floats ([B, 1, H, W]) and the worker
  * thread; ready (may be NULL) with ready_ctx, as above. The allocations happen here, never
  * in a step. */
 cx_status cx_prefetch_create(size_t x_floats, size_t y_floats, cx_host_alloc_fn alloc,
                              cx_host_free_fn release, cx_backend *be, cx_batch_ready_fn ready,
                              void *ready_ctx, cx_prefetch **out);
+/* Sets the claim hook (ctx: ready_ctx) before the first take. */
+void cx_prefetch_on_claim(cx_prefetch *p, cx_batch_claim_fn claim);
 /* Finishes the worker's job, stops the thread, frees the buffers; NULL is fine. */
 void cx_prefetch_free(cx_prefetch *p);
 

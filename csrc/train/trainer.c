@@ -97,6 +97,13 @@ static cx_status upload_batch(void *ctx, int slot, const float *x, size_t n_x, c
     return api->copy_upload(be, t->batch_dev_y[slot], y, n_y * sizeof(float), slot);
 }
 
+/* The prefetch's `claim`: the last upload from pinned buffer `slot` is done before it is
+ * rewritten (the step no longer waits for the model's stream per micro-batch). */
+static cx_status claim_batch(void *ctx, int slot) {
+    cx_trainer *t = ctx;
+    return t->dev->api->copy_claim(t->model->be, slot);
+}
+
 /* A CUDA model's data path: the copy stream, two device batch buffers and the prefetch with
  * pinned host buffers whose batches go up on the copy stream while the step computes. */
 static cx_status device_batches(cx_trainer *t, size_t x_floats, size_t y_floats) {
@@ -109,8 +116,21 @@ static cx_status device_batches(cx_trainer *t, size_t x_floats, size_t y_floats)
         if (!t->batch_dev_y[i])
             return CX_ENOMEM; /* alloc reported it */
     }
-    return cx_prefetch_create(x_floats, y_floats, api->host_alloc, api->host_free, be,
-                              upload_batch, t, &t->prefetch);
+    CX_TRY(cx_prefetch_create(x_floats, y_floats, api->host_alloc, api->host_free, be,
+                              upload_batch, t, &t->prefetch));
+    cx_prefetch_on_claim(t->prefetch, claim_batch);
+    return CX_OK;
+}
+
+/* A device step's loss read-backs: pinned, so that queuing them does not wait. */
+static cx_status loss_records(cx_trainer *t) {
+    size_t micro_batches = (size_t)t->cfg.batch_size * (size_t)t->cfg.accumulation_steps;
+    t->loss_records = t->dev->api->host_alloc(t->model->be, micro_batches *
+                                              cx_cod_loss_record_floats(1) * sizeof(float));
+    t->micro_balance = calloc(micro_batches, sizeof(double));
+    if (!t->loss_records)
+        return CX_ENOMEM; /* host_alloc reported it */
+    return t->micro_balance ? CX_OK : cx_fail(CX_ENOMEM, "out of memory for the loss records");
 }
 
 cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
@@ -174,11 +194,13 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
         memset(&t->state, 0, sizeof t->state);
         t->state.loss_scale = 1.0;
         st = cx_device_step_create(model->be, &model->table, model->params, &t->dev);
+        if (st == CX_OK)
+            st = loss_records(t);
     } else {
         st = cx_train_state_alloc(&model->table, &t->state);
     }
     if (st != CX_OK) {
-        free(t);
+        cx_trainer_free(t); /* whatever was made */
         return st;
     }
     int count = model->table.count;
@@ -269,6 +291,9 @@ void cx_trainer_free(cx_trainer *t) {
     }
     cx_buckets_free(t->buckets);
     cx_train_state_free(&t->state);
+    if (t->loss_records) /* the model's stream may still write them: host_free waits */
+        t->dev->api->host_free(t->model->be, t->loss_records);
+    free(t->micro_balance);
     cx_device_step_free(t->dev);
     free(t->mask);
     free(t->expert_of);
@@ -370,6 +395,23 @@ static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
     return st;
 }
 
+/* A queued step's losses: waits for the model's stream (the step's one wait before the
+ * optimizer's), then checks micro-batches 0..n-1 in order, as the CPU trainer checks each
+ * before its backward, and adds up their totals. m->parts ends as the last one's. */
+static cx_status collect_losses(cx_trainer *t, int stage, int n, double *loss_sum) {
+    cx_cod_model *m = t->model;
+    int B = t->cfg.batch_size;
+    CX_TRY(m->be->sync(m->be));
+    *loss_sum = 0.0;
+    for (int micro = 0; micro < n; micro++) {
+        const float *record = t->loss_records + (size_t)micro * cx_cod_loss_record_floats(B);
+        cx_cod_loss_parts_from(m, record, B, t->micro_balance[micro], NULL);
+        CX_TRY(cx_trainer_check_loss(t, &m->parts, stage, micro));
+        *loss_sum += m->parts.total;
+    }
+    return CX_OK;
+}
+
 static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
     cx_cod_model *m = t->model;
     const cx_param_table *table = &m->table;
@@ -391,12 +433,13 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
     cx_cod_zero_grads(m);
     double loss_sum = 0.0;
     int oom_ranks = 0; /* this rank's micro-batches ran out of memory (then, all ranks') */
+    /* queued: every pass without a wait (a CUDA device); the losses are read back into
+     * t->loss_records and checked by collect_losses */
+    int queued = t->dev && !t->wait_each_pass, collected = 0;
     for (int micro = 0; micro < A && !oom_ranks; micro++) {
         const float *x, *y;
         int on_device = 0;
         CX_TRY(next_batch(ctx, t, micro, &x, &y, &on_device));
-        /* queued: no wait on a CUDA device, but for the loss's read-back below */
-        int queued = t->dev && !t->wait_each_pass;
         cx_status st = micro == 0 && cx_trainer_fault_fires(&t->oom_fault, s->step)
                            ? cx_fail(CX_ENOMEM, "injected out-of-memory in step %lld",
                                      (long long)s->step)
@@ -404,13 +447,25 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
                        : on_device ? cx_cod_forward_device(m, x, B, t->height, t->width, mode)
                                    : cx_cod_forward(m, x, B, t->height, t->width, mode);
         if (st == CX_OK) {
-            CX_TRY(on_device ? cx_cod_loss_device(m, y, NULL) : cx_cod_loss(m, y, NULL));
-            CX_TRY(cx_trainer_check_loss(t, at.stage, micro));
+            if (queued) {
+                float *record = t->loss_records + (size_t)micro * cx_cod_loss_record_floats(B);
+                CX_TRY(cx_cod_loss_queued(m, y, on_device, record, &t->micro_balance[micro]));
+            } else {
+                CX_TRY(on_device ? cx_cod_loss_device(m, y, NULL) : cx_cod_loss(m, y, NULL));
+                CX_TRY(cx_trainer_check_loss(t, &m->parts, at.stage, micro));
+                loss_sum += m->parts.total;
+            }
             if (sparse)
                 note_routing(t);
             /* the twin: (loss / A).backward(), of loss x scale under loss scaling; the last
              * one averages gradient buckets over the ranks as they become final */
             if (micro == A - 1) {
+                /* DDP: a rank whose loss is not finite stops before its gradients reach
+                 * the other ranks, as on the CPU */
+                if (queued && t->comm) {
+                    CX_TRY(collect_losses(t, at.stage, A, &loss_sum));
+                    collected = 1;
+                }
                 /* tests: the fault's infinity goes in before the last backward (gradients
                  * add up, so it stays), not after it: by then the communication thread may
                  * already be averaging the buckets */
@@ -429,8 +484,10 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
             continue;
         }
         CX_TRY(st);
-        loss_sum += m->parts.total;
     }
+    if (queued && !collected && !oom_ranks) /* before the optimizer: a non-finite loss
+                                               stops the step with the weights untouched */
+        CX_TRY(collect_losses(t, at.stage, A, &loss_sum));
     if (t->comm) {
         double began = monotonic_seconds();
         CX_TRY(cx_trainer_ddp_reduce(t, sparse, &loss_sum, &oom_ranks));
@@ -522,6 +579,10 @@ static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x
         return CX_OK;
     }
     int slot;
+    if (t->batch_dev_x[0]) /* the passes queued so far read the device buffers first: an
+                              upload into them from now on waits for that (copy_release) */
+        for (int i = 0; i < 2; i++)
+            CX_TRY(t->dev->api->copy_release(t->model->be, i));
     CX_TRY(cx_prefetch_take(t->prefetch, &job, x, y, &slot));
     t->data_wait_seconds += monotonic_seconds() - began;
     if (t->batch_dev_x[0]) { /* uploaded on the copy stream: the step's stream waits for it */

@@ -169,12 +169,17 @@ typedef struct {
     int64_t oom_last_step;   /* global step of the latest halving (-1: none) */
     int oom_last_ranks;      /* how many ranks reported it */
     int step_retry;          /* step_body: the step was discarded, run it again */
-    /* A device step waits for the GPU twice: for the loss of each micro-batch (checked
-     * before its backward) and for the optimizer's result. The forward and backward are
-     * queued without a wait (cod.h cx_cod_forward_queued), but for the backward that
-     * starts DDP's gradient buckets. 1 (CODEXT_CUDA_SYNC=pass): wait after every pass, so
-     * that a fault the device meets names its pass (debugging). */
+    /* A device step waits for the GPU twice: once for the losses of all its micro-batches
+     * (read back into loss_records and checked before the optimizer runs; in DDP before
+     * the last backward, which starts the gradient buckets, and that backward waits too)
+     * and once for the optimizer's result. Every pass is queued without a wait (cod.h
+     * cx_cod_forward_queued). 1 (CODEXT_CUDA_SYNC=pass): wait after every pass and check
+     * each loss before its backward, as on the CPU, so that a fault the device meets names
+     * its pass (debugging). */
     int wait_each_pass;
+    float *loss_records;     /* device: [B A] x cx_cod_loss_record_floats(1), pinned (the
+                                micro-batch split changes, B A does not) */
+    double *micro_balance;   /* [B A] the routing balance of each micro-batch's forward */
     cx_trainer_fault overflow_fault; /* tests: the step's gradients get an infinity */
     int64_t overflow_retries;     /* steps run again after a loss-scale back-off */
     double comm_seconds;     /* wall time the steps waited for their collectives after the
@@ -251,7 +256,8 @@ cx_status cx_trainer_install_state(cx_trainer *t, cx_train_state *loaded);
 /* ---- why a step stopped (trainer_errors.c) -------------------------------------------- */
 /* CX_OK when the loss parts of micro-batch `micro` just computed are finite, else
  * CX_ERUNTIME naming the step, the micro-batch and each part that is not. */
-cx_status cx_trainer_check_loss(const cx_trainer *t, int stage, int micro);
+cx_status cx_trainer_check_loss(const cx_trainer *t, const cx_cod_loss_parts *parts, int stage,
+                                int micro);
 /* CX_ERUNTIME for a gradient norm `norm` that is not finite: names the trained parameter
  * nearest the loss whose gradient is not finite, and notes weights that are not. */
 cx_status cx_trainer_gradient_overflow(const cx_trainer *t, double norm, int stage);

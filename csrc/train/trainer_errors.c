@@ -43,10 +43,10 @@ static void weights_note(const cx_trainer *t, char *note, size_t size) {
                  t->model->table.items[i].name, shown(bad));
 }
 
-/* Fails when a loss part of the micro-batch just computed is not finite. */
-cx_status cx_trainer_check_loss(const cx_trainer *t, int stage, int micro) {
+/* Fails when a loss part of micro-batch `micro` (its parts) is not finite. */
+cx_status cx_trainer_check_loss(const cx_trainer *t, const cx_cod_loss_parts *p, int stage,
+                                int micro) {
     const cx_cod_model *m = t->model;
-    const cx_cod_loss_parts *p = &m->parts;
     if (isfinite(p->total))
         return CX_OK;
     char what[256] = "";
