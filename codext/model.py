@@ -148,18 +148,26 @@ class Model(ParameterBuffer):
     loaded on first use; docs/backends.md). state_dict(), grads() and forward() return host
     copies; load_state_dict() and load() upload. A _C.Trainer made on such a model keeps
     its optimizer state on the device too (docs/training.md, "On a CUDA device").
+
+    deterministic (keyword, or Config.deterministic; default True here): on a GPU, only
+    convolution algorithms whose result does not depend on scheduling (cuDNN's
+    deterministic ones, else our direct kernels; the other kernels and cuBLAS, without
+    atomics, always are), so two runs give the same bits; False lets cuDNN pick its
+    fastest algorithm. The CPU is always deterministic.
+    Model.deterministic says what the backend was made with.
     """
 
 
     def __init__(self, backbone="edgenext_base", decoder_dim=64, num_experts=7, moe_top_k=0,
                  seed=0, ds_weight=0.5, balance_weight=0.01, img_size=352, *,
-                 gradient_checkpointing=False, device="cpu"):
+                 gradient_checkpointing=False, device="cpu", deterministic=True):
         from .config import Config
         if isinstance(backbone, Config):
             c = backbone
             backbone, decoder_dim, num_experts, moe_top_k = c.backbone, c.decoder_dim, c.num_experts, c.moe_top_k
             seed, ds_weight, balance_weight, img_size = c.seed, c.ds_weight, c.balance_weight, c.img_size
             gradient_checkpointing = c.gradient_checkpointing
+            deterministic = c.deterministic
             if not c.deep_supervision:
                 ds_weight = 0.0
         if not isinstance(backbone, str):
@@ -173,7 +181,8 @@ class Model(ParameterBuffer):
         backend, _, ordinal = self.device.partition(":")
         self._native = _C.CODModel(backbone, self.config.decoder_dim, self.config.num_experts,
                                    self.config.moe_top_k, self.config.seed, self.config.ds_weight,
-                                   self.config.balance_weight, backend=backend, device=int(ordinal or 0))
+                                   self.config.balance_weight, backend=backend, device=int(ordinal or 0),
+                                   deterministic=bool(deterministic))
         self._source = None  # the file the weights came from (load / Model.load), for errors
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self._table = self._native.param_table()
@@ -182,6 +191,11 @@ class Model(ParameterBuffer):
             self._grads = self._native.grads()
         else:  # device memory: read through host copies, written with upload_params
             self._params = self._grads = None
+
+    @property
+    def deterministic(self):
+        """Whether the backend runs deterministic kernels only (always True on the CPU)."""
+        return self._native.deterministic()
 
     def __repr__(self):
         where = "" if self.device == "cpu" else f", on {self.device}"

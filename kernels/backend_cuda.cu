@@ -561,6 +561,9 @@ static cx_status copy_stream_setup(cx_backend *be) {
         e = cudaEventCreateWithFlags(&st->copy_done[i], cudaEventDisableTiming);
         if (e == cudaSuccess)
             e = cudaEventCreateWithFlags(&st->copy_free[i], cudaEventDisableTiming);
+        if (e == cudaSuccess) /* recorded from the start: copy_upload always waits for it,
+                                 and only be's thread records it again (no flag to share) */
+            e = cudaEventRecord(st->copy_free[i], st->stream);
     }
     if (e != cudaSuccess) { /* undo, so that a later setup tries again from nothing */
         cudaGetLastError();
@@ -587,7 +590,7 @@ static cx_status copy_upload(cx_backend *be, void *dst, const void *src, size_t 
         return st->fail(CX_EINVAL, "copy_upload: slot %d without copy_stream_setup", slot);
     /* the prefetch's worker thread: its current device is 0 until set (stream_wait_mark) */
     cudaError_t e = cudaSetDevice(st->device);
-    if (e == cudaSuccess && st->copy_free_recorded[slot]) /* the model's reads of dst are done */
+    if (e == cudaSuccess) /* the model's reads of dst (copy_release) come first */
         e = cudaStreamWaitEvent(st->copy_stream, st->copy_free[slot], 0);
     if (e == cudaSuccess && bytes)
         e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, st->copy_stream);
@@ -618,7 +621,6 @@ static cx_status copy_release(cx_backend *be, int slot) {
     if (e != cudaSuccess)
         return st->fail(CX_ERUNTIME, "releasing batch buffer %d on device %d: %s", slot,
                         st->device, cudaGetErrorString(e));
-    st->copy_free_recorded[slot] = 1;
     return CX_OK;
 }
 

@@ -86,7 +86,6 @@ struct cu_state {
     cudaStream_t copy_stream;             /* the data path's (copy_stream_setup), or NULL */
     cudaEvent_t copy_done[CX_CUDA_COPY_SLOTS]; /* behind each slot's last upload */
     cudaEvent_t copy_free[CX_CUDA_COPY_SLOTS]; /* copy_release's, on the model's stream */
-    int copy_free_recorded[CX_CUDA_COPY_SLOTS];
 };
 
 static inline cu_state *cu_get(cx_backend *be) { return (cu_state *)be->impl; }

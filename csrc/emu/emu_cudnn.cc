@@ -553,6 +553,13 @@ cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
     return workspace_size(FORWARD, __func__, handle, p, described, algo, bytes);
 }
 
+static long convolutions_run; /* under big_lock */
+
+long codext_emu_cudnn_convolutions(void) {
+    std::lock_guard<std::recursive_mutex> hold(big_lock());
+    return convolutions_run;
+}
+
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
                                       const cudnnTensorDescriptor_t x_desc, const void *x,
                                       const cudnnFilterDescriptor_t w_desc, const void *w,
@@ -561,6 +568,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
                                       size_t workspace_bytes, const void *beta,
                                       const cudnnTensorDescriptor_t y_desc, void *y) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());
+    convolutions_run++;
     problem p;
     cudnnStatus_t described = describe(__func__, x_desc, w_desc, conv, y_desc, &p);
     return convolve(FORWARD, __func__, handle, p, described, algo, workspace, workspace_bytes,
@@ -602,6 +610,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
                                            size_t workspace_bytes, const void *beta,
                                            const cudnnTensorDescriptor_t dx_desc, void *dx) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());
+    convolutions_run++;
     problem p;
     cudnnStatus_t described = describe(__func__, dx_desc, w_desc, conv, dy_desc, &p);
     return convolve(BACKWARD_DATA, __func__, handle, p, described, algo, workspace, workspace_bytes,
@@ -643,6 +652,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
                                              size_t workspace_bytes, const void *beta,
                                              const cudnnFilterDescriptor_t dw_desc, void *dw) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());
+    convolutions_run++;
     problem p;
     cudnnStatus_t described = describe(__func__, x_desc, dw_desc, conv, dy_desc, &p);
     return convolve(BACKWARD_FILTER, __func__, handle, p, described, algo, workspace,

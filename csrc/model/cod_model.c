@@ -280,13 +280,12 @@ static cx_status backward_pass(cx_cod_model *m, cx_exec *ex, float loss_scale,
     size_t plane = (size_t)H * W;
     float *dloss, *dlogits[4], *dnecks[4], *dfeatures[4];
     CX_TAKE(ex, dloss, (size_t)4 * B);
-    if (!ex->arena->planning) {
-        float *staging = loss_staging(m);
-        for (int k = 0; k < 4; k++)
-            for (int b = 0; b < B; b++)
-                staging[k * B + b] = (float)(loss_scale * output_weight(m, k) / B);
-        be->upload(be, dloss, staging, (size_t)4 * B);
-    }
+    /* d total / d loss_k[b], made on the device (0 * 0 + c = c): no upload from pageable
+     * memory, which may wait for the stream on a GPU */
+    be->zero(be, dloss, (size_t)4 * B);
+    for (int k = 0; k < 4; k++)
+        be->affine(be, (size_t)B, 0.0f, (float)(loss_scale * output_weight(m, k) / B),
+                   dloss + (size_t)k * B, dloss + (size_t)k * B);
     const cx_cod_decoder *dec = &m->decoder;
     for (int k = 0; k < 4; k++)
         CX_TAKE_ZERO(ex, dlogits[k], (size_t)B * dec->h[k] * dec->w[k]);

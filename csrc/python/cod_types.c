@@ -6,14 +6,16 @@
 
 #include <string.h>
 
-/* backend "cuda": the model owns a CUDA backend of its own (device `device`, deterministic,
- * no TF32) and its parameters and gradients are device memory: params() and grads() return
+/* backend "cuda": the model owns a CUDA backend of its own (device `device`; deterministic
+ * 1 (the default): only deterministic cuDNN algorithms, else our direct convolutions; 0:
+ * cuDNN's fastest; no TF32) and its parameters and gradients are device memory: params() and grads() return
  * host copies, never views, and upload_params() writes them. */
 typedef struct {
     PyObject_HEAD
     cx_cod_model *model;
     cx_backend *cuda; /* owned; NULL on the CPU backend */
     int precision;    /* cx_precision of `cuda` (CX_PRECISION_FP32 on the CPU) */
+    int deterministic; /* what `cuda` was made with (1 on the CPU: every op is) */
 } CODModelObject;
 
 static void release(CODModelObject *self) {
@@ -25,14 +27,15 @@ static void release(CODModelObject *self) {
 
 static int cod_init(CODModelObject *self, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"backbone", "decoder_dim", "num_experts", "moe_top_k", "seed",
-                               "ds_weight", "balance_weight", "backend", "device", NULL};
+                               "ds_weight", "balance_weight", "backend", "device",
+                               "deterministic", NULL};
     const char *backbone, *backend = "cpu";
-    int decoder_dim = 64, num_experts = 7, top_k = 0, device = 0;
+    int decoder_dim = 64, num_experts = 7, top_k = 0, device = 0, deterministic = 1;
     unsigned long long seed = 0;
     double ds_weight = 0.5, balance_weight = 0.01;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|iiiKdd$si", keywords, &backbone,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|iiiKdd$sip", keywords, &backbone,
                                      &decoder_dim, &num_experts, &top_k, &seed, &ds_weight,
-                                     &balance_weight, &backend, &device))
+                                     &balance_weight, &backend, &device, &deterministic))
         return -1;
     int cuda = strcmp(backend, "cuda") == 0;
     if (!cuda && strcmp(backend, "cpu") != 0) {
@@ -49,11 +52,12 @@ static int cod_init(CODModelObject *self, PyObject *args, PyObject *kwargs) {
     strcpy(cfg.backbone, backbone);
     release(self);
     self->precision = CX_PRECISION_FP32;
+    self->deterministic = cuda ? deterministic : 1;
     cx_status st = CX_OK;
     cx_backend *be = cx_backend_cpu();
     Py_BEGIN_ALLOW_THREADS
     if (cuda) {
-        st = cx_cuda_backend_create(device, 1, 0, &self->cuda);
+        st = cx_cuda_backend_create(device, deterministic, 0, &self->cuda);
         be = self->cuda;
     }
     if (st == CX_OK)
@@ -139,6 +143,10 @@ static PyObject *cod_upload_params(CODModelObject *self, PyObject *arg) {
 
 static PyObject *cod_backend(CODModelObject *self, PyObject *unused) {
     return PyUnicode_FromString(self->cuda ? "cuda" : "cpu");
+}
+
+static PyObject *cod_deterministic(CODModelObject *self, PyObject *unused) {
+    return PyBool_FromLong(self->deterministic);
 }
 
 static PyObject *cod_param_table(CODModelObject *self, PyObject *unused) {
@@ -563,6 +571,8 @@ static PyMethodDef cod_methods[] = {
     {"upload_params", (PyCFunction)cod_upload_params, METH_O,
      "upload_params(values): writes the whole parameter buffer from a float32 [total] array."},
     {"backend", (PyCFunction)cod_backend, METH_NOARGS, "'cpu' or 'cuda'."},
+    {"deterministic", (PyCFunction)cod_deterministic, METH_NOARGS,
+     "Whether the backend runs deterministic kernels only (always on the CPU)."},
     {"set_precision", (PyCFunction)cod_set_precision, METH_O,
      "set_precision('fp32' | 'fp16' | 'bf16'): mixed precision of a CUDA model's products."},
     {"precision", (PyCFunction)cod_precision, METH_NOARGS, "'fp32', 'fp16' or 'bf16'."},

@@ -1,0 +1,77 @@
+"""Config.deterministic reaches the CUDA backend (issue 10: "a deterministic mode that falls
+back when cuDNN has no deterministic algorithm").
+
+The emulated cuDNN is told to offer no deterministic algorithm
+(CODEXT_EMU_CUDNN_NONDETERMINISTIC=1) and counts the convolutions it runs
+(codext_emu_cudnn_convolutions). A deterministic model (codext.Model's default, or
+Config(deterministic=True)) then runs every convolution of a training step on our direct
+kernels: cuDNN runs none. A model made from Config(deterministic=False), as codext.train
+makes it, takes cuDNN's algorithms: cuDNN runs them. Model.deterministic says which; the
+CPU always is.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from emu_build import ROOT, emulated_env
+
+pytestmark = pytest.mark.timeout(600)
+
+CHILD = r"""
+import ctypes, json, os, sys
+os.environ["CODEXT_CUDA_LIBRARY"] = os.environ["CODEXT_CUDA_EMULATED"]  # before _C opens it
+import numpy as np
+import codext
+from codext import _C
+lib = ctypes.CDLL(os.environ["CODEXT_CUDA_EMULATED"])
+lib.codext_emu_cudnn_convolutions.restype = ctypes.c_long
+S, N = 32, 2
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (N, S, S, 3), dtype=np.uint8)
+masks = (rng.random((N, S, S)) > 0.5).astype(np.uint8) * 255
+tiny = dict(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=3, img_size=S, seed=3)
+out = {"cpu": codext.Model(**tiny).deterministic}
+models = {"default": lambda: codext.Model(**tiny, device="cuda"),
+          "config_true": lambda: codext.Model(codext.Config(**tiny, deterministic=True), device="cuda"),
+          "config_false": lambda: codext.Model(codext.Config(**tiny, deterministic=False), device="cuda")}
+for name, make in models.items():
+    m = make()
+    t = _C.Trainer(m._native, N, S, S, batch_size=N, epochs=1, stage1_epochs=0, lr=1e-3, seed=5)
+    before = lib.codext_emu_cudnn_convolutions()
+    t.run_epoch(images, masks)
+    out[name] = {"deterministic": m.deterministic,
+                 "cudnn": lib.codext_emu_cudnn_convolutions() - before,
+                 "loss": t.last_step()["loss"]}
+json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def result(emulated, library, tmp_path_factory):
+    out = tmp_path_factory.mktemp("deterministic") / "out.json"
+    env = emulated_env(library, emulated[0], CODEXT_EMU_CUDNN_NONDETERMINISTIC="1")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([sys.executable, "-c", CHILD, str(out)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=540)
+    assert res.returncode == 0 and out.exists(), (res.stdout + res.stderr)[-6000:]
+    return json.loads(out.read_text())
+
+
+def test_a_deterministic_model_runs_no_cudnn_algorithm_that_is_not(result):
+    for name in ("default", "config_true"):
+        assert result[name]["deterministic"] is True and result[name]["cudnn"] == 0, result
+
+
+def test_config_deterministic_false_lets_cudnn_choose(result):
+    assert result["config_false"]["deterministic"] is False, result
+    assert result["config_false"]["cudnn"] > 0, result
+    # the same step either way, to the emulated cuDNN's rounding (double loops, then float)
+    a, b = result["config_false"]["loss"], result["default"]["loss"]
+    assert abs(a - b) <= 1e-5 * abs(b), result
+
+
+def test_the_cpu_is_always_deterministic(result):
+    assert result["cpu"] is True
