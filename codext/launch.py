@@ -425,9 +425,12 @@ def launch(config=None, data=None, nprocs=None, *, timeout=None, log=print, prog
     _timeout_from(timeout if timeout is not None else config.timeout)
     if data is None:  # Config.dataset_path, loaded once here and shared, else the synthetic
         data = _data.for_config(config, log)  # set: before the folder is touched
-    _checkpoint.prepare_folder(config.checkpoint_dir, resuming=resume is not None)
+    # the folder the workers will use: "~" expanded here as they expand it, so that the
+    # run this claims (or refuses to overwrite) is the one they would write over
+    config = config.replace(checkpoint_dir=_checkpoint.prepare_folder(
+        config.checkpoint_dir, resuming=resume is not None))
     if resume is None:
-        _checkpoint.claim_folder(os.path.abspath(config.checkpoint_dir), overwrite, log)
+        _checkpoint.claim_folder(config.checkpoint_dir, overwrite, log)
     threads = config.num_threads or max(1, _cores() // (nprocs if isinstance(nprocs, int) else 1))
     if timeout is None:
         timeout = config.timeout

@@ -111,6 +111,38 @@ def test_a_gpu_without_a_kernel_image_is_refused_at_creation(emulated, library):
     assert "cudaErrorNoKernelImageForDevice" in res.stdout and "CODEXT_CUDA_ARCHS=75" in res.stdout
 
 
+@pytest.mark.parametrize("driver, expected", [
+    ("11080", "the driver supports CUDA 11.8, codext was built with CUDA runtime 12.8: update "
+              "the driver or build codext with an older toolkit"),
+    ("12070", "the driver supports CUDA 12.7, codext was built with CUDA runtime 12.8"),
+    ("0", "no NVIDIA driver was found (libcuda.so.1)"),
+])
+def test_a_driver_too_old_for_the_build_is_refused_naming_both_versions(emulated, library,
+                                                                         driver, expected):
+    """A driver older than the runtime the library was built with (a CUDA 13 build on
+    Kaggle's CUDA 12 driver; here the emulated runtime is 12.8 and CODEXT_EMU_DRIVER sets
+    the driver's version) is refused when the model is made, before any training, with
+    both versions and what to do; no driver at all says so."""
+    compiler, _ = emulated
+    env = emulated_env(library, compiler, CODEXT_CUDA_LIBRARY=library, CODEXT_EMU_DRIVER=driver)
+    res = model_creation_error(env)
+    assert res.returncode == 0, res.stderr
+    assert "cudaErrorInsufficientDriver" in res.stdout and expected in res.stdout, res.stdout
+    code = "from codext import _C; print(_C.cuda_backend_available())"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("(False, ") and expected in res.stdout, \
+        res.stdout + res.stderr
+
+
+def test_the_driver_the_runtime_was_built_for_is_accepted(emulated, library):
+    """The edge: a driver of exactly the runtime's version (12.8) serves it."""
+    compiler, _ = emulated
+    env = emulated_env(library, compiler, CODEXT_CUDA_LIBRARY=library, CODEXT_EMU_DRIVER="12080")
+    res = model_creation_error(env)
+    assert res.returncode == 0 and res.stdout == "", res.stdout + res.stderr
+
+
 def test_gpu_suite_passes_on_the_emulator(emulated, library):
     """Every test of tests/gpu passes and none skips: the ops the backend implements run
     on the emulator against NumPy and the CPU backend; the others are refused by name."""

@@ -360,6 +360,24 @@ def test_torchrun_gpu_ranks_disable_nccls_shm_transport_themselves(monkeypatch):
     assert made == {"shm_disable": "1"}
 
 
+def test_launch_claims_the_folder_its_workers_write_to(tmp_path, monkeypatch):
+    """checkpoint_dir "~/run": launch() expands "~" as its workers do, so an old run there is
+    refused (it would have been claimed as <cwd>/~/run, empty, and the workers would then
+    have overwritten ~/run)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "last.safetensors").write_bytes(b"an old run")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cfg = codext.Config.demo(checkpoint_dir="~/run", epochs=1, synthetic_train=8,
+                             synthetic_test=0, device="cpu")
+    with pytest.raises(FileExistsError, match=f"{folder} already holds"):
+        codext.launch(cfg, nprocs=1, log=None)
+    assert (folder / "last.safetensors").read_bytes() == b"an old run"
+    assert not (tmp_path / "elsewhere" / "~").exists()
+
+
 def test_launch_refuses_before_it_touches_the_checkpoint_folder(tmp_path, monkeypatch):
     """Every check that needs no worker runs before launch() claims the folder: with
     overwrite=True a refused launch must not have deleted the old run."""

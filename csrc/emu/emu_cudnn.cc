@@ -533,11 +533,19 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithmMaxCount(cudnnHandle_t handle, 
     return max_count(FORWARD, "cudnnGetConvolutionForwardAlgorithmMaxCount", handle, count);
 }
 
+static long convolutions_run, heuristic_queries; /* under big_lock */
+
+long codext_emu_cudnn_calls(int heuristics) {
+    std::lock_guard<std::recursive_mutex> hold(big_lock());
+    return heuristics ? heuristic_queries : convolutions_run;
+}
+
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
     cudnnHandle_t handle, const cudnnTensorDescriptor_t x, const cudnnFilterDescriptor_t w,
     const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t y, const int requested,
     int *returned, cudnnConvolutionFwdAlgoPerf_t *perf) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());
+    heuristic_queries++;
     problem p;
     cudnnStatus_t described = describe(__func__, x, w, conv, y, &p);
     return heuristics(FORWARD, __func__, handle, p, described, requested, returned, perf);
@@ -553,12 +561,6 @@ cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
     return workspace_size(FORWARD, __func__, handle, p, described, algo, bytes);
 }
 
-static long convolutions_run; /* under big_lock */
-
-long codext_emu_cudnn_convolutions(void) {
-    std::lock_guard<std::recursive_mutex> hold(big_lock());
-    return convolutions_run;
-}
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha,
                                       const cudnnTensorDescriptor_t x_desc, const void *x,
@@ -587,6 +589,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
     const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t dx, const int requested,
     int *returned, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());
+    heuristic_queries++;
     problem p;
     cudnnStatus_t described = describe(__func__, dx, w, conv, dy, &p);
     return heuristics(BACKWARD_DATA, __func__, handle, p, described, requested, returned, perf);
@@ -629,6 +632,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     const cudnnConvolutionDescriptor_t conv, const cudnnFilterDescriptor_t dw, const int requested,
     int *returned, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
     std::lock_guard<std::recursive_mutex> hold(big_lock());
+    heuristic_queries++;
     problem p;
     cudnnStatus_t described = describe(__func__, x, dw, conv, dy, &p);
     return heuristics(BACKWARD_FILTER, __func__, handle, p, described, requested, returned, perf);

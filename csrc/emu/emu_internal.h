@@ -67,9 +67,11 @@ cudaError_t run_grid(const char *name, dim3 grid, dim3 block, size_t shared_byte
  * (cudaEventSynchronize), which need not drain the stream that records it. Exported from
  * the emulated library only. */
 extern "C" __attribute__((visibility("default"))) long codext_emu_host_waits(int events);
-/* cuDNN convolutions run so far (forward, backward data and filter): tests see whether a
- * backend used cuDNN or our direct kernels (a deterministic backend when the emulated
- * cuDNN offers no deterministic algorithm, CODEXT_EMU_CUDNN_NONDETERMINISTIC=1). */
-extern "C" __attribute__((visibility("default"))) long codext_emu_cudnn_convolutions(void);
+/* heuristics 0: cuDNN convolutions run so far (forward, backward data and filter): tests
+ * see whether a backend used cuDNN or our direct kernels (a deterministic backend when the
+ * emulated cuDNN offers no deterministic algorithm, CODEXT_EMU_CUDNN_NONDETERMINISTIC=1).
+ * heuristics 1: algorithm queries (cudnnGetConvolution*Algorithm_v7): once per shape and
+ * direction when the backend caches its choices. */
+extern "C" __attribute__((visibility("default"))) long codext_emu_cudnn_calls(int heuristics);
 
 #endif

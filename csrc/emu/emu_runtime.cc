@@ -206,9 +206,24 @@ static int device_count(void) {
     return n >= 1 && n <= 8 ? n : 1;
 }
 
+/* The driver's CUDA version: CODEXT_EMU_DRIVER (e.g. 11080; 0: no driver installed),
+ * else 12.8, Kaggle's. Below the runtime's own (CUDART_VERSION), the runtime refuses to
+ * start as CUDA's does, so that tests can see the error a too-old driver gives. */
+static int driver_version(void) {
+    const char *text = getenv("CODEXT_EMU_DRIVER");
+    if (!text || !*text || strspn(text, "0123456789") != strlen(text) || strlen(text) > 6)
+        return 12080;
+    return atoi(text);
+}
+
 cudaError_t cudaGetDeviceCount(int *count) {
     if (!count)
         return fail(cudaErrorInvalidValue, "cudaGetDeviceCount: NULL count");
+    *count = 0;
+    if (driver_version() < CUDART_VERSION)
+        return fail(cudaErrorInsufficientDriver, "cudaGetDeviceCount: the driver supports "
+                    "CUDA %d (CODEXT_EMU_DRIVER), the runtime is %d", driver_version(),
+                    CUDART_VERSION);
     *count = device_count();
     return cudaSuccess;
 }
@@ -304,7 +319,7 @@ cudaError_t cudaDeviceSynchronize(void) {
 cudaError_t cudaDriverGetVersion(int *version) {
     if (!version)
         return fail(cudaErrorInvalidValue, "cudaDriverGetVersion: NULL version");
-    *version = 12080;
+    *version = driver_version();
     return cudaSuccess;
 }
 

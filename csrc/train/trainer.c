@@ -181,7 +181,7 @@ cx_status cx_trainer_create(cx_cod_model *model, const cx_trainer_config *cfg,
         .lr = cfg->lr, .stage2_lr = cfg->stage2_lr, .backbone_lr_mult = cfg->backbone_lr_mult,
         .min_lr = cfg->min_lr};
     cx_optim_classify(&model->table);
-    const char *sync = getenv("CODEXT_CUDA_SYNC");
+    const char *sync = device ? getenv("CODEXT_CUDA_SYNC") : NULL;
     if (sync && *sync && strcmp(sync, "pass") != 0 && strcmp(sync, "step") != 0) {
         free(t);
         return cx_fail(CX_EINVAL, "CODEXT_CUDA_SYNC must be 'step' (the default: the GPU is "
@@ -388,6 +388,14 @@ static cx_status step_with(cx_trainer *t, batch_fn next_batch, void *ctx) {
         t->step_retry = 0;
         st = step_body(t, next_batch, ctx);
     } while (st == CX_OK && t->step_retry);
+    if (st != CX_OK && t->dev) { /* passes queued before the failure: wait for them here, so
+                                    that nothing they report lands on a later, unrelated call;
+                                    the step's own error stays the one reported */
+        char message[1024];
+        snprintf(message, sizeof message, "%s", cx_last_error());
+        t->model->be->sync(t->model->be);
+        st = cx_fail(st, "%s", message);
+    }
     if (st != CX_OK && t->comm) { /* the other ranks must not wait for this one */
         cx_comm_abort(t->comm, cx_last_error());
         st = cx_trainer_ddp_step_failed(t, st);
@@ -455,6 +463,11 @@ static cx_status step_body(cx_trainer *t, batch_fn next_batch, void *ctx) {
                 CX_TRY(cx_trainer_check_loss(t, &m->parts, at.stage, micro));
                 loss_sum += m->parts.total;
             }
+            /* the forward copied x and the loss y out of the batch's device buffer: the
+             * next upload into it waits for no more than that (the copy stream then runs
+             * beside this micro-batch's backward and the next forward) */
+            if (on_device)
+                CX_TRY(t->dev->api->copy_release(m->be, t->batch_slot));
             if (sparse)
                 note_routing(t);
             /* the twin: (loss / A).backward(), of loss x scale under loss scaling; the last
@@ -579,10 +592,6 @@ static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x
         return CX_OK;
     }
     int slot;
-    if (t->batch_dev_x[0]) /* the passes queued so far read the device buffers first: an
-                              upload into them from now on waits for that (copy_release) */
-        for (int i = 0; i < 2; i++)
-            CX_TRY(t->dev->api->copy_release(t->model->be, i));
     CX_TRY(cx_prefetch_take(t->prefetch, &job, x, y, &slot));
     t->data_wait_seconds += monotonic_seconds() - began;
     if (t->batch_dev_x[0]) { /* uploaded on the copy stream: the step's stream waits for it */
@@ -590,6 +599,7 @@ static cx_status epoch_next(void *ctx, cx_trainer *t, int micro, const float **x
         *x = t->batch_dev_x[slot];
         *y = t->batch_dev_y[slot];
         *on_device = 1;
+        t->batch_slot = slot; /* released once the forward and loss have copied it */
     }
     /* the next micro-batch of this epoch, built while this one trains */
     if (micro + 1 < t->cfg.accumulation_steps) {

@@ -180,6 +180,7 @@ typedef struct {
     float *loss_records;     /* device: [B A] x cx_cod_loss_record_floats(1), pinned (the
                                 micro-batch split changes, B A does not) */
     double *micro_balance;   /* [B A] the routing balance of each micro-batch's forward */
+    int batch_slot;          /* the device batch buffer the last take handed out */
     cx_trainer_fault overflow_fault; /* tests: the step's gradients get an infinity */
     int64_t overflow_retries;     /* steps run again after a loss-scale back-off */
     double comm_seconds;     /* wall time the steps waited for their collectives after the
