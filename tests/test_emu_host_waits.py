@@ -48,9 +48,9 @@ for acc, sync in ((1, "step"), (2, "step"), (4, "step"), (2, "pass")):
     m = codext.Model(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=3,
                      img_size=S, seed=3, device="cuda")
     t = _C.Trainer(m._native, N, S, S, batch_size=N // acc, accumulation_steps=acc,
-                   epochs=3, stage1_epochs=0, lr=1e-3, seed=5, loss_scaling=True)
+                   epochs=2, stage1_epochs=0, lr=1e-3, seed=5, loss_scaling=True)
     waits, losses = [], []
-    for epoch in range(3):  # one optimizer step per epoch
+    for epoch in range(2):  # one optimizer step per epoch
         before = lib.codext_emu_host_waits(0)
         t.run_epoch(images, masks)
         waits.append(lib.codext_emu_host_waits(0) - before)
@@ -98,7 +98,7 @@ def waits(emulated, library, tmp_path_factory):
 @pytest.mark.parametrize("acc", [1, 2, 4])
 def test_a_dense_device_step_waits_once_for_its_losses_and_once_for_the_optimizer(waits, acc):
     steady = waits[f"{acc}/step"]["waits"][1:]  # after the first step's plan
-    assert steady == [2, 2], waits[f"{acc}/step"]["waits"]
+    assert steady == [2], waits[f"{acc}/step"]["waits"]
 
 
 def test_waiting_after_every_pass_changes_no_bit(waits):

@@ -241,6 +241,10 @@ def one_input(data):
                                        for a in argv), f"SystemExit({outcome[1]!r}) for {argv}")
         return
     rc, err = outcome[1], outcome[2]
+    if rc == 130 and err.startswith("interrupted"):
+        # the fuzzing itself was stopped (Ctrl-C, SIGINT): cli.main turned it into its
+        # "interrupted" exit, as it should; stop here instead of saving the input as a crash
+        raise KeyboardInterrupt
     expect("Traceback" not in err, f"a traceback for {argv}:\n{err}")
     expect(rc in (1, 2), f"main returned {rc!r} for {argv} without reaching work:\n{err}")
     lines = [l for l in err.split("\n") if not l.startswith("note: ") and l.strip()]  # not splitlines():
