@@ -306,6 +306,13 @@ def synthetic_bytes(n_train, n_test, img_size):
                for n in (n_train, n_test))
 
 
+def _check_img_size(img_size):
+    """The sizes load() and synthetic() make (and a dataset cache may hold)."""
+    if not _datacache.MIN_IMG_SIZE <= img_size <= _datacache.MAX_IMG_SIZE:
+        raise ValueError(f"img_size must be in {_datacache.MIN_IMG_SIZE}..{_datacache.MAX_IMG_SIZE}, "
+                         f"got {img_size}")
+
+
 def synthetic(n_train=512, n_test=128, img_size=352, seed=0):
     """The built-in camouflage set, made in C (about 4 ms per 352x352 image per core).
 
@@ -320,9 +327,7 @@ def synthetic(n_train=512, n_test=128, img_size=352, seed=0):
     n_train, n_test, img_size, seed = int(n_train), int(n_test), int(img_size), int(seed)
     if n_train < 0 or n_test < 0:
         raise ValueError(f"n_train and n_test must be >= 0, got {n_train}, {n_test}")
-    if not _datacache.MIN_IMG_SIZE <= img_size <= _datacache.MAX_IMG_SIZE:
-        raise ValueError(f"img_size must be in {_datacache.MIN_IMG_SIZE}..{_datacache.MAX_IMG_SIZE}, "
-                         f"got {img_size}")
+    _check_img_size(img_size)
     _shared.check_memory(synthetic_bytes(n_train, n_test, img_size),
                          f"synthetic(n_train={n_train}, n_test={n_test}, img_size={img_size})")
     splits = []
@@ -515,9 +520,7 @@ def load(path, img_size=352, cache_dir=None, strict=False, include_noncam=False,
     if not os.path.isdir(root):
         raise NotADirectoryError(f"{root!r} is a file, not a dataset folder (unpack archives first)")
     img_size = int(img_size)
-    if not _datacache.MIN_IMG_SIZE <= img_size <= _datacache.MAX_IMG_SIZE:
-        raise ValueError(f"img_size must be in {_datacache.MIN_IMG_SIZE}..{_datacache.MAX_IMG_SIZE}, "
-                         f"got {img_size}")
+    _check_img_size(img_size)
     layout = _layouts.scan(root, include_noncam)
     sets = layout.sets
     if test_sets is not None:

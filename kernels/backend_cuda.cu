@@ -584,10 +584,25 @@ static cx_status copy_stream_setup(cx_backend *be) {
     return CX_OK;
 }
 
+/* The copy-slot calls' argument check: CX_EINVAL (through fail, naming the call) unless
+ * copy_stream_setup ran and `slot` is one of its slots. */
+static cx_status copy_slot_ok(cu_state *st, int slot, const char *call) {
+    if (st->copy_stream && slot >= 0 && slot < CX_CUDA_COPY_SLOTS)
+        return CX_OK;
+    return st->fail(CX_EINVAL, "%s: slot %d without copy_stream_setup", call, slot);
+}
+
+/* Their CUDA result: CX_OK, or CX_ERUNTIME through fail naming what was done to `slot`. */
+static cx_status copy_slot_result(cu_state *st, cudaError_t e, const char *what, int slot) {
+    if (e == cudaSuccess)
+        return CX_OK;
+    return st->fail(CX_ERUNTIME, "%s (batch buffer %d) on device %d: %s", what, slot,
+                    st->device, cudaGetErrorString(e));
+}
+
 static cx_status copy_upload(cx_backend *be, void *dst, const void *src, size_t bytes, int slot) {
     cu_state *st = cu_get(be);
-    if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
-        return st->fail(CX_EINVAL, "copy_upload: slot %d without copy_stream_setup", slot);
+    CX_TRY(copy_slot_ok(st, slot, "copy_upload"));
     /* the prefetch's worker thread: its current device is 0 until set (stream_wait_mark) */
     cudaError_t e = cudaSetDevice(st->device);
     if (e == cudaSuccess) /* the model's reads of dst (copy_release) come first */
@@ -596,45 +611,30 @@ static cx_status copy_upload(cx_backend *be, void *dst, const void *src, size_t 
         e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, st->copy_stream);
     if (e == cudaSuccess)
         e = cudaEventRecord(st->copy_done[slot], st->copy_stream);
-    if (e != cudaSuccess)
-        return st->fail(CX_ERUNTIME, "batch upload on the copy stream of device %d: %s",
-                        st->device, cudaGetErrorString(e));
-    return CX_OK;
+    return copy_slot_result(st, e, "batch upload on the copy stream", slot);
 }
 
 static cx_status wait_copy(cx_backend *be, int slot) {
     cu_state *st = cu_get(be);
-    if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
-        return st->fail(CX_EINVAL, "wait_copy: slot %d without copy_stream_setup", slot);
-    cudaError_t e = cudaStreamWaitEvent(st->stream, st->copy_done[slot], 0);
-    if (e != cudaSuccess)
-        return st->fail(CX_ERUNTIME, "waiting for the batch upload on device %d: %s",
-                        st->device, cudaGetErrorString(e));
-    return CX_OK;
+    CX_TRY(copy_slot_ok(st, slot, "wait_copy"));
+    return copy_slot_result(st, cudaStreamWaitEvent(st->stream, st->copy_done[slot], 0),
+                            "waiting for the batch upload", slot);
 }
 
 static cx_status copy_release(cx_backend *be, int slot) {
     cu_state *st = cu_get(be);
-    if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
-        return st->fail(CX_EINVAL, "copy_release: slot %d without copy_stream_setup", slot);
-    cudaError_t e = cudaEventRecord(st->copy_free[slot], st->stream);
-    if (e != cudaSuccess)
-        return st->fail(CX_ERUNTIME, "releasing batch buffer %d on device %d: %s", slot,
-                        st->device, cudaGetErrorString(e));
-    return CX_OK;
+    CX_TRY(copy_slot_ok(st, slot, "copy_release"));
+    return copy_slot_result(st, cudaEventRecord(st->copy_free[slot], st->stream),
+                            "releasing the batch buffer", slot);
 }
 
 static cx_status copy_claim(cx_backend *be, int slot) {
     cu_state *st = cu_get(be);
-    if (!st->copy_stream || slot < 0 || slot >= CX_CUDA_COPY_SLOTS)
-        return st->fail(CX_EINVAL, "copy_claim: slot %d without copy_stream_setup", slot);
+    CX_TRY(copy_slot_ok(st, slot, "copy_claim"));
     cudaError_t e = cudaSetDevice(st->device); /* the worker thread, as in copy_upload */
     if (e == cudaSuccess) /* an event never recorded has completed */
         e = cudaEventSynchronize(st->copy_done[slot]);
-    if (e != cudaSuccess)
-        return st->fail(CX_ERUNTIME, "waiting for batch upload %d on device %d: %s", slot,
-                        st->device, cudaGetErrorString(e));
-    return CX_OK;
+    return copy_slot_result(st, e, "waiting for the last upload from the batch buffer", slot);
 }
 
 static char build_text[256];

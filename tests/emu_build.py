@@ -225,6 +225,20 @@ def emulated_env(lib, compiler, sanitize=True, **overrides):
     return env
 
 
+def run_emulated_child(code, library, compiler, out, timeout=540, **overrides):
+    """Runs `code` (a Python script that writes JSON to sys.argv[1]) in a child on the emulated
+    library `library` (emulated_env, with the tree on PYTHONPATH and CODEXT_CUDA_LIBRARY set
+    before codext loads it); returns the JSON. The child's output is in the failure."""
+    import json
+    env = emulated_env(library, compiler, CODEXT_CUDA_LIBRARY=library, **overrides)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0 and os.path.exists(out), (res.stdout + res.stderr)[-6000:]
+    with open(out) as f:
+        return json.load(f)
+
+
 def main(argv):
     import argparse
     parser = argparse.ArgumentParser(description="Build the emulated libcodext_cuda.so and run tests/gpu on it.")

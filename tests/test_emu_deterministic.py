@@ -11,20 +11,15 @@ makes it, takes cuDNN's algorithms: cuDNN runs them, and its second training ste
 same shapes) asks cuDNN for no algorithm. Model.deterministic says which; the CPU always
 is.
 """
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from emu_build import ROOT, emulated_env
+from emu_build import run_emulated_child
 
 pytestmark = pytest.mark.timeout(600)
 
 CHILD = r"""
 import ctypes, json, os, sys
-os.environ["CODEXT_CUDA_LIBRARY"] = os.environ["CODEXT_CUDA_EMULATED"]  # before _C opens it
 import numpy as np
 import codext
 from codext import _C
@@ -61,12 +56,7 @@ json.dump(out, open(sys.argv[1], "w"))
 @pytest.fixture(scope="module")
 def result(emulated, library, tmp_path_factory):
     out = tmp_path_factory.mktemp("deterministic") / "out.json"
-    env = emulated_env(library, emulated[0], CODEXT_EMU_CUDNN_NONDETERMINISTIC="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run([sys.executable, "-c", CHILD, str(out)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=540)
-    assert res.returncode == 0 and out.exists(), (res.stdout + res.stderr)[-6000:]
-    return json.loads(out.read_text())
+    return run_emulated_child(CHILD, library, emulated[0], out, CODEXT_EMU_CUDNN_NONDETERMINISTIC="1")
 
 
 def test_a_deterministic_model_runs_no_cudnn_algorithm_that_is_not(result):

@@ -19,21 +19,16 @@ The emulator runs every call as it is made, so a race that the dropped waits wou
 a GPU cannot show here; docs/training.md gives the argument why the copy stream's buffers
 stay safe (copy_release, copy_claim) and docs/emulator.md says what is not tested.
 """
-import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from emu_build import ROOT, emulated_env
+from emu_build import run_emulated_child
 
 pytestmark = pytest.mark.timeout(600)
 
 CHILD = r"""
 import ctypes, json, os, sys
-os.environ["CODEXT_CUDA_LIBRARY"] = os.environ["CODEXT_CUDA_EMULATED"]  # before _C opens it
 import numpy as np
 import codext
 from codext import _C
@@ -87,13 +82,8 @@ json.dump(out, open(sys.argv[1], "w"))
 
 @pytest.fixture(scope="module")
 def waits(emulated, library, tmp_path_factory):
-    out = tmp_path_factory.mktemp("waits") / "waits.json"
-    env = emulated_env(library, emulated[0])
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run([sys.executable, "-c", CHILD, str(out)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=540)
-    assert res.returncode == 0 and out.exists(), (res.stdout + res.stderr)[-6000:]
-    return json.loads(out.read_text())
+    out = tmp_path_factory.mktemp("waits") / "out.json"
+    return run_emulated_child(CHILD, library, emulated[0], out)
 
 
 @pytest.mark.parametrize("acc", [1, 2])

@@ -120,7 +120,7 @@ static cx_status host_buffers(cx_cod_model *m, int B) {
     size_t per_neck = (size_t)B * (E * sizeof(int) + k * sizeof(int) + 2 * E * sizeof(float) +
                                    2 * E * sizeof(double));
     /* wbce, wiou [4][B]; staging: the four outputs' loss values and sums (20B floats in 10B
-     * doubles, read back with one wait), then d loss */
+     * doubles, read back with one wait) */
     size_t n_parts = (size_t)8 * B + (size_t)10 * B;
     /* each neck's block starts 16-byte aligned (its doubles first): k ints may leave the
      * end of the previous block at any multiple of 4 */
